@@ -1,0 +1,168 @@
+"""`ruview-bridge`: run the bridge, check a config, print the version.
+
+Exit codes: 0 clean stop, 1 runtime failure (e.g. broker port taken),
+2 bad configuration or usage — so scripts and systemd can tell them apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from bridge import __version__
+from bridge.app import Bridge
+from bridge.config import ConfigError, load_config, secret_values
+from bridge.console import RateMeter, StatusLine, setup_logging
+from bridge.mqtt.embedded import EmbeddedBroker, broker_answers
+
+log = logging.getLogger("bridge")
+
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _config_path(arg: str | None) -> str | None:
+    """-c wins; otherwise ./config.yaml if present; otherwise built-in defaults."""
+    if arg:
+        return arg
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
+
+
+def _load(arg: str | None) -> tuple[dict[str, Any], str | None]:
+    path = _config_path(arg)
+    return load_config(path), path
+
+
+def resolve_broker(config: dict[str, Any]) -> tuple[str, EmbeddedBroker | None]:
+    """`mqtt.url: auto`: use a broker on the loopback port if one answers, else embed amqtt."""
+    url = config["mqtt"]["url"]
+    if url != "auto":
+        return url, None
+    emb = config["mqtt"]["embedded"]
+    if broker_answers("127.0.0.1", emb["port"]):
+        log.info("mqtt.url is auto: using the broker already listening on 127.0.0.1:%d", emb["port"])
+        return f"mqtt://127.0.0.1:{emb['port']}", None
+    broker = EmbeddedBroker(emb["bind"], emb["port"], username=config["mqtt"]["username"],
+                            password=config["mqtt"]["password"])
+    broker.start()
+    log.info("mqtt.url is auto and no broker answered on port %d: started the embedded broker "
+             "(amqtt, MQTT 3.1.1) on %s:%d", emb["port"], emb["bind"], emb["port"])
+    return f"mqtt://127.0.0.1:{emb['port']}", broker
+
+
+def _summary(bridge: Bridge, path: str | None) -> str:
+    m = bridge.config["mqtt"]
+    lines = [
+        f"ruview-bridge {__version__}",
+        f"  config      {path or '(built-in defaults)'}",
+        f"  broker      {bridge.mqtt.broker_url}{' (embedded)' if bridge.embedded_broker else ''}",
+        f"  client id   {bridge.mqtt.settings.client_id}"
+        f"{'  user ' + m['username'] if m['username'] else ''}",
+        f"  base topic  {bridge.topics.base}   (try: mosquitto_sub -v -t '{bridge.topics.base}/#')",
+    ]
+    return "\n".join(lines)
+
+
+def _status_renderer(bridge: Bridge):
+    rx = RateMeter(lambda: bridge.mqtt.counters.received)
+    tx = RateMeter(lambda: bridge.mqtt.counters.published)
+
+    def render() -> str:
+        s = bridge.mqtt.stats()
+        dot = "\033[32m●\033[0m connected" if s["connected"] else "\033[31m●\033[0m disconnected"
+        nodes = bridge.info_providers.get("node_count", lambda: 0)()
+        return (f"{dot} {s['broker']} (MQTT {s['protocol']}) | nodes {nodes} | "
+                f"in {rx.rate():.1f}/s out {tx.rate():.1f}/s | outbox {s['outbox']}")
+
+    return render
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config, path = _load(args.config)
+    except ConfigError as exc:
+        print(f"ruview-bridge: {exc}", file=sys.stderr)
+        return 2
+    level = args.log_level or config["bridge"]["log_level"]
+    status = None
+    interactive = sys.stderr.isatty() and not args.no_status
+    setup_logging(level, secret_values(config))
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    try:
+        url, embedded = resolve_broker(config)
+    except (RuntimeError, ValueError) as exc:
+        log.error("%s (is another program using that port? set mqtt.embedded.port or mqtt.url)", exc)
+        return 1
+    try:
+        while True:
+            bridge = Bridge(config, url, embedded_broker=embedded is not None,
+                            force_protocol="3.1.1" if embedded else None)
+            print(_summary(bridge, path), file=sys.stderr, flush=True)
+            if interactive:
+                status = StatusLine(sys.stderr, _status_renderer(bridge))
+                setup_logging(level, secret_values(config), status)
+                status.start()
+            bridge.start()
+            while not (stop.wait(0.2) or bridge.restart_requested.is_set()):
+                pass
+            log.info("stopping" if stop.is_set() else "restarting on request")
+            if status:
+                status.stop()
+            bridge.stop()
+            if stop.is_set():
+                break
+            try:
+                config, path = _load(args.config)
+            except ConfigError as exc:
+                log.error("restart keeps the running configuration: %s", exc)
+    finally:
+        if embedded:
+            embedded.stop()
+    log.info("stopped")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config, path = _load(args.config)
+    except ConfigError as exc:
+        print(f"ruview-bridge: {exc}", file=sys.stderr)
+        return 2
+    m = config["mqtt"]
+    print(f"{path or '(built-in defaults)'}: OK — broker {m['url']}, base topic '{m['base_topic']}', "
+          f"MQTT {m['protocol']}{', TLS' if m['url'].startswith('mqtts') else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ruview-bridge",
+        description="MQTT bridge for RuView Wi-Fi sensing nodes.")
+    parser.add_argument("--version", action="version", version=f"ruview-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the bridge (default: ./config.yaml or built-in defaults)")
+    run.add_argument("-c", "--config", help="configuration file (YAML)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--no-status", action="store_true", help="no live status line on a terminal")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("-c", "--config", help="configuration file (YAML)")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)

@@ -1,0 +1,1 @@
+"""Home state, events, services and the bridge request API — all carried on MQTT."""

@@ -1,0 +1,64 @@
+"""Events on `<base>/event/<event_type>`: fired by features, heard from other clients.
+
+Events are facts ("presence started"), not commands, and are never retained.
+Local events go out over MQTT and onto the in-process bus; events other
+clients publish arrive on the bus with origin REMOTE. Our own echoes are
+recognised by their context id and not delivered twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from typing import Any
+
+from bridge.core.bus import EventBus
+from bridge.core.context import context as new_context
+from bridge.core.context import utc_now_iso
+from bridge.core.payload import PayloadError, dumps, parse_json
+from bridge.mqtt.client import MqttClient
+from bridge.mqtt.router import Message
+from bridge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPE = re.compile(r"[a-z0-9_]{1,64}")
+
+
+class EventChannel:
+    def __init__(self, mqtt: MqttClient, topics: Topics, bus: EventBus) -> None:
+        self._mqtt, self._topics, self._bus = mqtt, topics, bus
+        self._own: OrderedDict[str, None] = OrderedDict()
+
+    def start(self) -> None:
+        self._mqtt.subscribe(self._topics.event_filter, self._on_message,
+                             accept_retained=False, no_local=True)
+
+    def fire(self, event_type: str, data: dict[str, Any] | None = None, *,
+             parent_id: str | None = None) -> dict[str, Any]:
+        if not EVENT_TYPE.fullmatch(event_type):
+            raise ValueError(f"invalid event type {event_type!r}: use 1..64 of [a-z0-9_]")
+        event = {"event_type": event_type, "data": data or {}, "origin": "LOCAL",
+                 "time_fired": utc_now_iso(), "context": new_context(parent_id)}
+        self._own[event["context"]["id"]] = None
+        if len(self._own) > 1024:
+            self._own.popitem(last=False)
+        self._mqtt.publish(self._topics.event(event_type), dumps(event), qos=1)
+        self._bus.emit("event", event)
+        return event
+
+    def _on_message(self, msg: Message) -> None:
+        event_type = msg.topic.rsplit("/", 1)[1]
+        try:
+            body = parse_json(msg.payload)
+        except PayloadError as exc:
+            log.warning("ignored event on %s: %s", msg.topic, exc)
+            return
+        ctx = body.get("context") if isinstance(body.get("context"), dict) else {}
+        if ctx.get("id") in self._own:
+            return
+        event = {"event_type": event_type, "data": body.get("data", {}), "origin": "REMOTE",
+                 "time_fired": body.get("time_fired") or utc_now_iso(),
+                 "context": ctx or new_context()}
+        self._bus.emit("event", event)

@@ -1,0 +1,171 @@
+"""Home state on MQTT: the retained `<base>/state/<entity_id>` topics and their cache.
+
+The broker's retained messages are the store; this class mirrors them (so a
+restarted bridge resumes where it was) and is the one writer API for the
+bridge's own entities. Semantics follow Home Assistant's state machine:
+`last_changed` moves only when the state string changes, `last_updated` on
+every write, each write carries a new context, and a write that changes
+nothing publishes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.core.bus import EventBus
+from bridge.core.context import context as new_context
+from bridge.core.context import utc_now_iso
+from bridge.core.payload import PayloadError, dumps, parse_json
+from bridge.mqtt.client import MqttClient
+from bridge.mqtt.router import Message
+from bridge.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# Home Assistant's rule: domain.object_id of [a-z0-9_], no leading/trailing/double "_".
+_ENTITY_ID = re.compile(r"(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)")
+_OWN_CONTEXTS = 4096  # recent context ids we published, to recognise our own echoes
+
+
+def valid_entity_id(entity_id: str) -> bool:
+    return len(entity_id) <= 255 and bool(_ENTITY_ID.fullmatch(entity_id))
+
+
+class InvalidEntityId(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    entity_id: str
+    state: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    last_changed: str = ""
+    last_updated: str = ""
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def domain(self) -> str:
+        return self.entity_id.split(".", 1)[0]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"entity_id": self.entity_id, "state": self.state, "attributes": self.attributes,
+                "last_changed": self.last_changed, "last_updated": self.last_updated,
+                "context": self.context}
+
+
+class StateMachine:
+    """Cache + writer for `<base>/state/#`; emits `state_changed` on the bus."""
+
+    def __init__(self, mqtt: MqttClient, topics: Topics, bus: EventBus) -> None:
+        self._mqtt = mqtt
+        self._topics = topics
+        self._bus = bus
+        self._states: dict[str, State] = {}
+        self._own: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.rejected = 0
+
+    def start(self) -> None:
+        self._mqtt.subscribe(self._topics.state_filter, self._on_message, no_local=True)
+
+    # -------------------------------------------------------------- reading
+
+    def get(self, entity_id: str) -> State | None:
+        return self._states.get(entity_id)
+
+    def all(self, domain: str | None = None) -> list[State]:
+        states = list(self._states.values())
+        return [s for s in states if domain is None or s.domain == domain]
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    # -------------------------------------------------------------- writing
+
+    def set(self, entity_id: str, state: Any, attributes: dict[str, Any] | None = None, *,
+            parent_id: str | None = None, force: bool = False) -> State | None:
+        """Write a state; returns the new State, or None when nothing changed."""
+        if not valid_entity_id(entity_id):
+            raise InvalidEntityId(f"invalid entity id {entity_id!r}: use domain.object_id "
+                                  "with [a-z0-9_], at most 255 characters")
+        state = str(state)
+        attributes = dict(attributes or {})
+        with self._lock:
+            old = self._states.get(entity_id)
+            if old is not None and not force and old.state == state and old.attributes == attributes:
+                return None
+            now = utc_now_iso()
+            ctx = new_context(parent_id)
+            changed = old is None or old.state != state
+            new = State(entity_id, state, attributes, now if changed else old.last_changed, now, ctx)
+            self._states[entity_id] = new
+            self._remember(ctx["id"])
+            self._mqtt.publish(self._topics.state(entity_id), dumps(new.as_dict()), qos=1, retain=True)
+        self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old, "new_state": new,
+                                         "origin": "LOCAL"})
+        return new
+
+    def remove(self, entity_id: str) -> bool:
+        with self._lock:
+            old = self._states.pop(entity_id, None)
+            if old is None:
+                return False
+            self._mqtt.publish(self._topics.state(entity_id), b"", qos=1, retain=True)
+        self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old, "new_state": None,
+                                         "origin": "LOCAL"})
+        return True
+
+    def _remember(self, context_id: str) -> None:
+        self._own[context_id] = None
+        if len(self._own) > _OWN_CONTEXTS:
+            self._own.popitem(last=False)
+
+    # -------------------------------------------------------------- mirroring
+
+    def _on_message(self, msg: Message) -> None:
+        entity_id = self._topics.suffix(msg.topic, self._topics.state_filter)
+        if not valid_entity_id(entity_id):
+            self.rejected += 1
+            log.warning("ignored %s: %r is not a valid entity id", msg.topic, entity_id)
+            return
+        if not msg.payload:
+            with self._lock:
+                old = self._states.pop(entity_id, None)
+            if old is not None:
+                self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old,
+                                                 "new_state": None, "origin": "REMOTE"})
+            return
+        try:
+            new = self._parse(entity_id, msg.payload)
+        except PayloadError as exc:
+            self.rejected += 1
+            log.warning("ignored %s: %s", msg.topic, exc)
+            return
+        with self._lock:
+            if new.context.get("id") in self._own:
+                return  # our own write coming back
+            old = self._states.get(entity_id)
+            if old == new:
+                return
+            self._states[entity_id] = new
+        self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old, "new_state": new,
+                                         "origin": "REMOTE"})
+
+    @staticmethod
+    def _parse(entity_id: str, payload: bytes) -> State:
+        data = parse_json(payload)
+        if "state" not in data:
+            raise PayloadError('a state payload needs a "state" field')
+        attributes = data.get("attributes") or {}
+        ctx = data.get("context") or {}
+        if not isinstance(attributes, dict) or not isinstance(ctx, dict):
+            raise PayloadError('"attributes" and "context" must be JSON objects')
+        now = utc_now_iso()
+        return State(entity_id, str(data["state"]), attributes,
+                     str(data.get("last_changed") or now), str(data.get("last_updated") or now), ctx)

@@ -1,0 +1,1 @@
+"""MQTT transport: connection, outbox, topic routing, embedded broker."""

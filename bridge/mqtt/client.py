@@ -1,0 +1,381 @@
+"""The bridge's one MQTT connection: paho-mqtt 2.x with our own network thread.
+
+We drive paho's `loop()` ourselves rather than `loop_start()` so that the
+reconnect policy (exponential backoff with jitter, protocol fallback) and the
+order of work after a reconnect are ours: re-subscribe, publish online,
+re-publish retained state from the cache, then drain the outbox — and only
+then let new publishes through, so nothing overtakes what was queued.
+paho's own resend of in-flight QoS 1 messages runs inside the CONNACK
+handler, before our drain, which keeps global publish order.
+
+Callbacks from paho only set flags or enqueue; they never take our lock
+(paho holds its own mutexes while calling them).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from bridge.mqtt.outbox import Outbox, Outgoing
+from bridge.mqtt.router import Message, Router
+
+log = logging.getLogger(__name__)
+
+CONNACK_TIMEOUT = 5.0
+ONLINE = b'{"state":"online"}'
+OFFLINE = b'{"state":"offline"}'
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    host: str
+    port: int
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str = ""
+    protocol: str = "auto"  # auto | 3.1.1 | 5
+    keepalive: int = 60
+    min_delay: float = 0.5
+    max_delay: float = 30.0
+    outbox_size: int = 10000
+    max_payload: int = 256 * 1024
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    parts = urlsplit(url)
+    tls = parts.scheme == "mqtts"
+    return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
+
+
+@dataclass
+class Counters:
+    published: int = 0
+    received: int = 0
+    acked: int = 0
+    dropped_offline_qos0: int = 0
+    dropped_oversize: int = 0
+    connects: int = 0
+
+
+class MqttClient:
+    """Connection, LWT, reconnect, outbox and retained cache around one paho client."""
+
+    def __init__(self, settings: ConnectionSettings, router: Router, *, state_topic: str) -> None:
+        self.settings = settings
+        self.router = router
+        self.state_topic = state_topic
+        self.counters = Counters()
+        self._outbox = Outbox(settings.outbox_size)
+        self._retained: dict[str, Outgoing] = {}
+        self._lock = threading.RLock()
+        self._online = False  # new publishes go straight to paho
+        self._link_up = False  # paho's socket is open (CONNACK may still be pending)
+        self._session_pending = False
+        self._connack_failed: Any = None
+        self._link_opened = 0.0
+        self._stopping = threading.Event()
+        self._connected_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._session_callbacks: list[Callable[[], None]] = []
+        self._protocol = paho.MQTTv311 if settings.protocol == "3.1.1" else paho.MQTTv5
+        self._paho = self._new_paho()
+        self.broker_url = settings.url
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def connected(self) -> bool:
+        return self._online
+
+    @property
+    def is_v5(self) -> bool:
+        return self._protocol == paho.MQTTv5
+
+    def on_session(self, callback: Callable[[], None]) -> None:
+        """Run callback (on the handler thread) after every successful (re)connect."""
+        self._session_callbacks.append(callback)
+
+    def subscribe(self, topic_filter: str, handler: Callable[[Message], None], *,
+                  accept_retained: bool = True, no_local: bool = False) -> None:
+        self.router.add(topic_filter, handler, accept_retained=accept_retained, no_local=no_local)
+        with self._lock:
+            if self._online:
+                self._paho.subscribe(*self._sub_args({topic_filter: no_local}))
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
+                expiry: int | None = None, response_topic: str | None = None,
+                correlation_data: bytes | None = None) -> bool:
+        """Publish now, or queue in the outbox (QoS >= 1) while disconnected.
+
+        Returns False only when the message was dropped (QoS 0 while offline).
+        """
+        if isinstance(payload, str):
+            payload = payload.encode()
+        out = Outgoing(topic, payload, qos, retain, expiry, response_topic, correlation_data)
+        with self._lock:
+            if retain:
+                if payload:
+                    self._retained[topic] = out
+                else:
+                    self._retained.pop(topic, None)
+            if self._online:
+                self._send(out)
+                return True
+            if qos == 0:
+                self.counters.dropped_offline_qos0 += 1
+                return False
+            self._outbox.append(out)
+            return True
+
+    def start(self) -> None:
+        self._retained[self.state_topic] = Outgoing(self.state_topic, ONLINE, 1, True)
+        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected_event.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish offline, give queued messages up to `timeout` to be acknowledged, disconnect."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            online = self._online
+            if online:
+                info = self._send(Outgoing(self.state_topic, OFFLINE, 1, True))
+        if online:
+            while time.monotonic() < deadline and not (info.is_published() and self._unacked() == 0):
+                time.sleep(0.01)
+        pending = len(self._outbox) + self._unacked()
+        if pending:
+            log.warning("shutting down with %d message(s) not acknowledged by the broker", pending)
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(max(0.5, deadline - time.monotonic() + 1.0))
+        try:
+            self._paho.disconnect()
+        except Exception:  # already closed
+            pass
+
+    def stats(self) -> dict[str, Any]:
+        c = self.counters
+        return {
+            "connected": self._online,
+            "broker": self.broker_url,
+            "protocol": "5" if self.is_v5 else "3.1.1",
+            "published": c.published,
+            "received": c.received,
+            "unacknowledged": self._unacked(),
+            "outbox": len(self._outbox),
+            "outbox_dropped": self._outbox.dropped,
+            "outbox_superseded": self._outbox.superseded,
+            "dropped_offline_qos0": c.dropped_offline_qos0,
+            "dropped_oversize": c.dropped_oversize,
+            "connects": c.connects,
+        }
+
+    # ------------------------------------------------------------ paho setup
+
+    def _new_paho(self) -> paho.Client:
+        s = self.settings
+        kwargs: dict[str, Any] = {"client_id": s.client_id, "protocol": self._protocol}
+        if self._protocol == paho.MQTTv311:
+            kwargs["clean_session"] = True
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
+        client.max_inflight_messages_set(20)  # measured: small windows are fastest
+        client.will_set(self.state_topic, OFFLINE, qos=1, retain=True)
+        if s.username:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            ctx = ssl.create_default_context(cafile=s.ca)
+            if s.cert:
+                ctx.load_cert_chain(s.cert, s.key)
+            if not s.verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            client.tls_set_context(ctx)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        extra = {"clean_start": True} if self._protocol == paho.MQTTv5 else {}
+        client.connect_async(s.host, s.port, s.keepalive, **extra)
+        return client
+
+    def _sub_args(self, filters: dict[str, bool]) -> tuple:
+        if self.is_v5:
+            return ([(f, SubscribeOptions(qos=1, noLocal=nl)) for f, nl in filters.items()],)
+        return ([(f, 1) for f in filters],)
+
+    def _send(self, out: Outgoing) -> paho.MQTTMessageInfo:
+        props = None
+        if self.is_v5 and (out.expiry or out.response_topic or out.correlation_data):
+            props = Properties(PacketTypes.PUBLISH)
+            if out.expiry:
+                props.MessageExpiryInterval = out.expiry
+            if out.response_topic:
+                props.ResponseTopic = out.response_topic
+            if out.correlation_data:
+                props.CorrelationData = out.correlation_data
+        self.counters.published += 1
+        return self._paho.publish(out.topic, out.payload, out.qos, out.retain, properties=props)
+
+    def _unacked(self) -> int:
+        return len(self._paho._out_messages)  # paho exposes no public accessor
+
+    # ------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            self._connack_failed = reason
+        else:
+            self._session_pending = True
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+        self._link_up = False
+
+    def _on_publish(self, client, userdata, mid, reason, properties) -> None:
+        self.counters.acked += 1
+
+    def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
+        self.counters.received += 1
+        if len(msg.payload) > self.settings.max_payload:
+            self.counters.dropped_oversize += 1
+            log.warning("dropped %d-byte message on %s (mqtt.max_payload is %d)",
+                        len(msg.payload), msg.topic, self.settings.max_payload)
+            return
+        response_topic = correlation = None
+        props = getattr(msg, "properties", None)
+        if props is not None:
+            response_topic = getattr(props, "ResponseTopic", None)
+            correlation = getattr(props, "CorrelationData", None)
+        self.router.submit(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain),
+                                   response_topic, correlation))
+
+    # ------------------------------------------------------------ network thread
+
+    def _run(self) -> None:
+        delay = self.settings.min_delay
+        first = True
+        while not self._stopping.is_set():
+            if not self._link_up:
+                self._go_offline()
+                if not first:
+                    wait = delay * random.uniform(0.5, 1.0)
+                    log.info("reconnecting to %s in %.1f s", self.broker_url, wait)
+                    if self._stopping.wait(wait):
+                        break
+                    delay = min(delay * 2, self.settings.max_delay)
+                first = False
+                if not self._open_link():
+                    continue
+            rc = self._paho.loop(timeout=0.05)
+            if self._connack_failed is not None:
+                self._handle_refusal()
+                continue
+            if self._session_pending:
+                self._session_pending = False
+                delay = self.settings.min_delay
+                self._session_ready()
+            elif not self._online and (rc != paho.MQTT_ERR_SUCCESS or
+                                       time.monotonic() - self._link_opened > CONNACK_TIMEOUT):
+                self._no_connack()
+                continue
+            if rc != paho.MQTT_ERR_SUCCESS:
+                self._link_up = False
+        self._go_offline()
+
+    def _open_link(self) -> bool:
+        try:
+            self._paho.reconnect()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("cannot reach MQTT broker %s: %s", self.broker_url, exc)
+            return False
+        self._link_up = True
+        self._link_opened = time.monotonic()
+        return True
+
+    def _no_connack(self) -> None:
+        """The broker closed or ignored our CONNECT: amqtt does this to MQTT 5."""
+        self._link_up = False
+        try:
+            self._paho.disconnect()
+        except Exception:
+            pass
+        if self.settings.protocol == "auto" and self.is_v5:
+            log.info("broker %s did not answer an MQTT 5 CONNECT; using 3.1.1", self.broker_url)
+            self._switch_protocol(paho.MQTTv311)
+        else:
+            log.warning("broker %s closed the connection before accepting it", self.broker_url)
+
+    def _handle_refusal(self) -> None:
+        reason, self._connack_failed = self._connack_failed, None
+        self._link_up = False
+        try:
+            self._paho.disconnect()
+        except Exception:
+            pass
+        if self.settings.protocol == "auto" and self.is_v5 and int(getattr(reason, "value", 0)) in (1, 132):
+            log.info("broker %s does not speak MQTT 5; using 3.1.1", self.broker_url)
+            self._switch_protocol(paho.MQTTv311)
+            return
+        log.error("MQTT broker %s refused the connection: %s%s", self.broker_url, reason,
+                  " (check mqtt.username / mqtt.password)" if "authori" in str(reason).lower()
+                  or "password" in str(reason).lower() else "")
+
+    def _switch_protocol(self, protocol: int) -> None:
+        held = self._paho
+        self._protocol = protocol
+        self._paho = self._new_paho()
+        with held._out_message_mutex:  # carry over anything paho was still holding
+            leftovers = list(held._out_messages.values())
+        for m in leftovers:
+            self._outbox.append(Outgoing(m.topic, m.payload, m.qos, m.retain))
+
+    def _go_offline(self) -> None:
+        if self._online and not self._stopping.is_set():
+            log.warning("lost connection to MQTT broker %s", self.broker_url)
+        with self._lock:
+            self._online = False
+        self._connected_event.clear()
+
+    def _session_ready(self) -> None:
+        """After CONNACK: subscribe, birth, re-publish retained state, drain outbox, go online."""
+        self.counters.connects += 1
+        filters = self.router.filters()
+        if filters:
+            self._paho.subscribe(*self._sub_args(filters))
+        with self._lock:
+            pending = self._outbox.pending_topics()
+            self._send(self._retained[self.state_topic])
+            for topic, out in list(self._retained.items()):
+                if topic != self.state_topic and topic not in pending:
+                    self._send(out)
+            for out in self._outbox.drain():
+                self._send(out)
+            self._online = True
+        self._connected_event.set()
+        log.info("connected to MQTT broker %s (MQTT %s)", self.broker_url,
+                 "5" if self.is_v5 else "3.1.1")
+        for callback in self._session_callbacks:
+            self.router.call_soon(callback)

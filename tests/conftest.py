@@ -1,0 +1,82 @@
+"""Fixtures: real brokers (Mosquitto and the embedded amqtt), probes and bridges."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from bridge.app import Bridge
+from bridge.config import validate_config
+from tests.brokers import Amqtt, Mosquitto, mosquitto_available
+from tests.mqtt_probe import Probe
+
+
+def _start(cls):
+    if cls is Mosquitto and not mosquitto_available():
+        pytest.fail("mosquitto is not installed: run ./tests/run.sh, which installs it")
+    broker = cls().start()
+    return broker
+
+
+@pytest.fixture(params=["mosquitto", "amqtt"])
+def broker(request):
+    """Each broker-facing test runs on both a real Mosquitto and the embedded amqtt."""
+    b = _start(Mosquitto if request.param == "mosquitto" else Amqtt)
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
+def mosquitto():
+    b = _start(Mosquitto)
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
+def make_config():
+    def make(broker, **sections) -> dict:
+        # auto negotiates MQTT 5 with Mosquitto; amqtt would cost a CONNACK timeout per test
+        protocol = "auto" if broker.supports_v5 else "3.1.1"
+        raw = {"mqtt": {"url": broker.url, "protocol": protocol,
+                        "reconnect": {"min_delay": 0.2, "max_delay": 1.0}},
+               "bridge": {"health_interval": 1, "shutdown_timeout": 3}}
+        for key, value in sections.items():
+            raw.setdefault(key, {}).update(copy.deepcopy(value))
+        return validate_config(raw, "test", env={})
+    return make
+
+
+@pytest.fixture
+def make_bridge(make_config):
+    started: list[Bridge] = []
+
+    def make(broker, *, start: bool = True, **sections) -> Bridge:
+        config = make_config(broker, **sections)
+        bridge = Bridge(config, config["mqtt"]["url"])
+        if start:
+            bridge.start()
+            assert bridge.mqtt.wait_connected(15), f"bridge did not connect to {broker}"
+        started.append(bridge)
+        return bridge
+
+    yield make
+    for bridge in started:
+        bridge.stop()
+
+
+@pytest.fixture
+def make_probe():
+    probes: list[Probe] = []
+
+    def make(broker, *topics: str, **kwargs) -> Probe:
+        probe = Probe(broker.port, **kwargs)
+        if topics:
+            probe.subscribe(*topics)
+        probes.append(probe)
+        return probe
+
+    yield make
+    for probe in probes:
+        probe.close()

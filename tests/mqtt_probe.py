@@ -1,0 +1,109 @@
+"""A plain paho client that tests use to watch and poke the bridge over MQTT."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+    correlation_data: bytes | None = None
+
+    def json(self):
+        return orjson.loads(self.payload)
+
+
+class Probe:
+    def __init__(self, port: int, *, v5: bool = False, client_id: str = "",
+                 clean: bool = True, host: str = "127.0.0.1") -> None:
+        self.messages: list[Received] = []
+        self._cond = threading.Condition()
+        self.v5 = v5
+        kwargs = {"protocol": paho.MQTTv5 if v5 else paho.MQTTv311, "client_id": client_id}
+        if not v5:
+            kwargs["clean_session"] = clean
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.subscriptions: list[str] = []
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.client.reconnect_delay_set(0.05, 0.2)
+        self.client.connect(host, port, 30)
+        self.client.loop_start()
+        if not self.connected.wait(10):
+            raise TimeoutError(f"probe could not connect to port {port}")
+
+    def _on_connect(self, client, userdata, flags, reason, properties):
+        if reason.is_failure:
+            return
+        self.connected.set()
+        if self.subscriptions:
+            client.subscribe([(t, 1) for t in self.subscriptions])
+
+    def _on_message(self, client, userdata, msg):
+        corr = getattr(getattr(msg, "properties", None), "CorrelationData", None)
+        with self._cond:
+            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), msg.qos, corr))
+            self._cond.notify_all()
+
+    def subscribe(self, *topics: str, settle: float = 0.3) -> "Probe":
+        self.subscriptions += topics
+        result, mid = self.client.subscribe([(t, 1) for t in topics])
+        time.sleep(settle)  # let retained messages arrive
+        return self
+
+    def publish(self, topic: str, payload: bytes | str | dict, qos: int = 1, retain: bool = False,
+                response_topic: str | None = None, correlation: bytes | None = None) -> None:
+        if isinstance(payload, (dict, list)):
+            payload = orjson.dumps(payload)
+        props = None
+        if self.v5 and (response_topic or correlation):
+            props = Properties(PacketTypes.PUBLISH)
+            if response_topic:
+                props.ResponseTopic = response_topic
+            if correlation:
+                props.CorrelationData = correlation
+        self.client.publish(topic, payload, qos, retain, properties=props).wait_for_publish(5)
+
+    def on(self, topic: str) -> list[Received]:
+        with self._cond:
+            return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 5.0,
+                 what: str = "condition") -> list[Received]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    seen = [(m.topic, m.payload[:80]) for m in self.messages[-10:]]
+                    raise AssertionError(f"timed out waiting for {what}; last messages: {seen}")
+                self._cond.wait(remaining)
+            return list(self.messages)
+
+    def wait_topic(self, topic: str, timeout: float = 5.0,
+                   match: Callable[[Received], bool] = lambda m: True) -> Received:
+        msgs = self.wait_for(lambda ms: any(m.topic == topic and match(m) for m in ms),
+                             timeout, f"a message on {topic}")
+        return [m for m in msgs if m.topic == topic and match(m)][-1]
+
+    def clear(self) -> None:
+        with self._cond:
+            self.messages.clear()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

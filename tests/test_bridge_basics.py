@@ -1,0 +1,53 @@
+"""The bridge on a real broker: birth/LWT, info, health, secrets."""
+
+from __future__ import annotations
+
+import orjson
+
+
+def test_online_state_and_info_are_retained(broker, make_bridge, make_probe):
+    bridge = make_bridge(broker)
+    bridge.mqtt.wait_connected(5)
+    probe = make_probe(broker, "ruview/bridge/#")  # subscribes after: sees retained copies
+    state = probe.wait_topic("ruview/bridge/state")
+    assert state.retain and state.json() == {"state": "online"}
+    info = probe.wait_topic("ruview/bridge/info").json()
+    assert info["base_topic"] == "ruview"
+    assert set(info["requests"]) >= {"health_check", "info", "restart"}
+    assert info["broker"]["url"] == broker.url
+
+
+def test_clean_stop_publishes_offline(broker, make_bridge, make_probe):
+    bridge = make_bridge(broker)
+    probe = make_probe(broker, "ruview/bridge/state")
+    probe.wait_topic("ruview/bridge/state", match=lambda m: m.json()["state"] == "online")
+    bridge.stop()
+    probe.wait_topic("ruview/bridge/state", match=lambda m: m.json()["state"] == "offline")
+    late = make_probe(broker, "ruview/bridge/state")
+    assert late.wait_topic("ruview/bridge/state").json() == {"state": "offline"}
+
+
+def test_health_is_published_periodically(broker, make_bridge, make_probe):
+    make_bridge(broker)
+    probe = make_probe(broker, "ruview/bridge/health")
+    probe.wait_for(lambda ms: len([m for m in ms if m.topic == "ruview/bridge/health"]) >= 2,
+                   timeout=5, what="two health reports")
+    health = probe.on("ruview/bridge/health")[-1].json()
+    assert health["mqtt"]["connected"] is True
+    assert {"outbox", "outbox_dropped", "published", "received"} <= set(health["mqtt"])
+
+
+def test_secrets_never_reach_mqtt(mosquitto, make_bridge, make_probe, tmp_path):
+    # Mosquitto ignores credentials when anonymous access is allowed, so any password works.
+    secret = "s3cr3t-Pa55word-xyz"
+    probe = make_probe(mosquitto, "#")
+    bridge = make_bridge(mosquitto, mqtt={"username": "bridge", "password": secret})
+    probe.wait_topic("ruview/bridge/info")
+    bridge.api.handle("info", {})
+    probe.publish("ruview/bridge/request/info", {})
+    probe.wait_topic("ruview/bridge/response/info")
+    info = probe.on("ruview/bridge/info")[-1].json()
+    assert info["config"]["mqtt"]["password"] == "***"
+    for m in probe.messages:
+        assert secret.encode() not in m.payload, f"password leaked on {m.topic}"
+        assert secret not in m.topic
