@@ -27,7 +27,8 @@ class Received:
 
 class Probe:
     def __init__(self, port: int, *, v5: bool = False, client_id: str = "",
-                 clean: bool = True, host: str = "127.0.0.1") -> None:
+                 clean: bool = True, host: str = "127.0.0.1", username: str | None = None,
+                 password: str | None = None, connect_timeout: float = 10.0) -> None:
         self.messages: list[Received] = []
         self._cond = threading.Condition()
         self.v5 = v5
@@ -37,21 +38,31 @@ class Probe:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_disconnect = self._on_disconnect
         self.subscriptions: list[str] = []
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.client.reconnect_delay_set(0.05, 0.2)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.connect(host, port, 30)
         self.client.loop_start()
-        if not self.connected.wait(10):
+        if not self.connected.wait(connect_timeout):
+            self.close()
             raise TimeoutError(f"probe could not connect to port {port}")
 
     def _on_connect(self, client, userdata, flags, reason, properties):
         if reason.is_failure:
             return
         self.connected.set()
+        self.subscribed.clear()
         if self.subscriptions:
             client.subscribe([(t, 1) for t in self.subscriptions])
+
+    def _on_disconnect(self, *args):
+        self.connected.clear()
+        self.subscribed.clear()
 
     def _on_message(self, client, userdata, msg):
         corr = getattr(getattr(msg, "properties", None), "CorrelationData", None)

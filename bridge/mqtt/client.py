@@ -164,8 +164,10 @@ class MqttClient:
             if online:
                 info = self._send(Outgoing(self.state_topic, OFFLINE, 1, True))
         if online:
-            while time.monotonic() < deadline and not (info.is_published() and self._unacked() == 0):
+            while time.monotonic() < deadline and self._unacked() > 0 and self._link_up:
                 time.sleep(0.01)
+            if info.rc != paho.MQTT_ERR_SUCCESS or not info.is_published():
+                log.warning("could not confirm the offline state with the broker")
         pending = len(self._outbox) + self._unacked()
         if pending:
             log.warning("shutting down with %d message(s) not acknowledged by the broker", pending)

@@ -1,0 +1,136 @@
+"""`ruview-bridge` as a user runs it: a real process, real signals, real brokers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bridge import __version__
+from tests.brokers import free_port, wait_port
+from tests.mqtt_probe import Probe
+
+CLI = [sys.executable, "-m", "bridge"]
+
+
+def run_cli(*args, cwd=None, env=None, timeout=20):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def test_version():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"ruview-bridge {__version__}"
+
+
+def test_check_config_accepts_the_shipped_config():
+    root = os.path.dirname(os.path.dirname(__file__))
+    out = run_cli("check-config", "-c", os.path.join(root, "config.yaml"))
+    assert out.returncode == 0, out.stderr
+    assert "OK" in out.stdout
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("mqtt:\n  embedded:\n    port: abc\n", 'mqtt.embedded.port: expected an integer 1..65535, got "abc"'),
+    ("mqtt:\n  protocl: 5\n", "mqtt.protocl: unknown key (did you mean 'protocol'?)"),
+    ("mqtt:\n  url: http://x\n", "mqtt.url: expected auto, mqtt://host[:port] or mqtts://host[:port]"),
+    ("mqtt: [1, 2\n", "invalid YAML"),
+])
+def test_bad_config_exits_2_with_one_line(tmp_path, content, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    for command in ("check-config", "run"):
+        out = run_cli(command, "-c", str(path))
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and str(path) in lines[0], out.stderr
+
+
+def test_unreadable_config_exits_2(tmp_path):
+    out = run_cli("run", "-c", str(tmp_path / "missing.yaml"))
+    assert out.returncode == 2
+    assert "missing.yaml: cannot read" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def _start_bridge(config_text: str, tmp_path, env=None) -> subprocess.Popen:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(config_text)
+    return subprocess.Popen([*CLI, "run", "-c", str(cfg)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def test_auto_starts_embedded_broker_and_sigint_publishes_offline(tmp_path):
+    port = free_port()
+    proc = _start_bridge(f"mqtt:\n  embedded:\n    port: {port}\n", tmp_path)
+    try:
+        wait_port(port, 20)
+        probe = Probe(port).subscribe("ruview/#")
+        assert probe.wait_topic("ruview/bridge/state", 10).json() == {"state": "online"}
+        info = probe.wait_topic("ruview/bridge/info").json()
+        assert info["broker"]["embedded"] is True and info["broker"]["protocol"] == "3.1.1"
+        proc.send_signal(signal.SIGINT)
+        probe.wait_topic("ruview/bridge/state", 10,
+                         match=lambda m: m.json() == {"state": "offline"})
+        probe.close()
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+    out = proc.stdout.read()
+    assert "started the embedded broker" in out
+    assert "(embedded)" in out
+
+
+def test_auto_uses_a_broker_that_already_answers(mosquitto, tmp_path):
+    proc = _start_bridge(f"mqtt:\n  embedded:\n    port: {mosquitto.port}\n", tmp_path)
+    try:
+        probe = Probe(mosquitto.port).subscribe("ruview/bridge/info")
+        info = probe.wait_topic("ruview/bridge/info", 15).json()
+        assert info["broker"]["embedded"] is False and info["broker"]["protocol"] == "5"
+        probe.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+
+
+def test_killed_bridge_leaves_offline_via_last_will(mosquitto, tmp_path):
+    proc = _start_bridge(f"mqtt:\n  url: {mosquitto.url}\n  keepalive: 5\n", tmp_path)
+    try:
+        probe = Probe(mosquitto.port).subscribe("ruview/bridge/state")
+        probe.wait_topic("ruview/bridge/state", 15, match=lambda m: m.json()["state"] == "online")
+        proc.send_signal(signal.SIGKILL)
+        probe.wait_topic("ruview/bridge/state", 15, match=lambda m: m.json()["state"] == "offline")
+        probe.close()
+    finally:
+        proc.kill()
+
+
+def test_password_from_environment_guards_embedded_broker_and_stays_secret(tmp_path):
+    port = free_port()
+    secret = "env-Secret-4242"
+    proc = _start_bridge(f"mqtt:\n  username: bridge\n  embedded:\n    port: {port}\n"
+                         "bridge:\n  log_level: debug\n", tmp_path,
+                         env={"RUVIEW_MQTT_PASSWORD": secret})
+    try:
+        wait_port(port, 20)
+        with pytest.raises(TimeoutError):
+            Probe(port, connect_timeout=2)  # anonymous: refused
+        with pytest.raises(TimeoutError):
+            Probe(port, username="bridge", password="wrong", connect_timeout=2)
+        probe = Probe(port, username="bridge", password=secret).subscribe("#")
+        info = probe.wait_topic("ruview/bridge/info", 10).json()
+        assert info["config"]["mqtt"]["password"] == "***"
+        assert all(secret.encode() not in m.payload for m in probe.messages)
+        probe.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+        out = proc.stdout.read()
+    assert "connected to MQTT broker" in out
+    assert secret not in out
+    assert secret not in " ".join(proc.args)

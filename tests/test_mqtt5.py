@@ -1,0 +1,42 @@
+"""MQTT 5 features, used only when the connection is MQTT 5 (Mosquitto here)."""
+
+from __future__ import annotations
+
+import time
+
+from bridge.mqtt.router import Message
+
+
+def test_auto_negotiates_v5_on_mosquitto_and_falls_back_on_amqtt(broker, make_bridge):
+    bridge = make_bridge(broker, mqtt={"protocol": "auto"})
+    assert bridge.mqtt.is_v5 is broker.supports_v5
+    assert bridge.info()["broker"]["protocol"] == ("5" if broker.supports_v5 else "3.1.1")
+
+
+def test_response_topic_and_correlation_data(mosquitto, make_bridge, make_probe):
+    bridge = make_bridge(mosquitto)
+    assert bridge.mqtt.is_v5
+    bridge.services.register("echo", "say", lambda call: call.data)
+    probe = make_probe(mosquitto, "inbox/#", "ruview/service/+/+/response", v5=True)
+    probe.publish("ruview/service/echo/say", {"id": "x", "data": {"w": 1}},
+                  response_topic="inbox/svc", correlation=b"corr-1")
+    reply = probe.wait_topic("inbox/svc")
+    assert reply.correlation_data == b"corr-1" and reply.json()["result"] == {"w": 1}
+    assert not probe.on("ruview/service/echo/say/response")
+
+    # bridge API answers on its fixed topic and on the response topic
+    probe.subscribe("ruview/bridge/response/#")
+    probe.publish("ruview/bridge/request/health_check", {}, response_topic="inbox/api",
+                  correlation=b"corr-2")
+    direct = probe.wait_topic("inbox/api")
+    assert direct.correlation_data == b"corr-2" and direct.json()["status"] == "ok"
+    probe.wait_topic("ruview/bridge/response/health_check")
+
+
+def test_no_local_spares_our_own_echoes(mosquitto, make_bridge):
+    bridge = make_bridge(mosquitto)
+    received = []
+    bridge.router.add("ruview/state/#", received.append)  # a spy beside the state mirror
+    bridge.states.set("sensor.echo", 1)
+    time.sleep(0.5)
+    assert [m for m in received if isinstance(m, Message)] == []
