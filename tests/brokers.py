@@ -84,10 +84,14 @@ class Mosquitto(BrokerProcess):
     kind = "mosquitto"
     supports_v5 = True
 
+    def __init__(self, port: int | None = None, extra_conf: str = "") -> None:
+        super().__init__(port)
+        self.extra_conf = extra_conf
+
     def command(self) -> list[str]:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        "persistence false\nmax_queued_messages 100000\n")
+                        "persistence false\nmax_queued_messages 100000\n" + self.extra_conf)
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         return [binary, "-c", str(conf)]
 
