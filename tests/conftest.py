@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 
@@ -64,6 +65,17 @@ def make_bridge(make_config):
     yield make
     for bridge in started:
         bridge.stop()
+
+
+def settled(bridge: Bridge, timeout: float = 5.0) -> None:
+    """Wait until the broker has acknowledged everything the bridge published."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = bridge.mqtt.stats()
+        if stats["unacknowledged"] == 0 and stats["outbox"] == 0:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"broker did not acknowledge: {bridge.mqtt.stats()}")
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import orjson
 
 
 def test_online_state_and_info_are_retained(broker, make_bridge, make_probe):
-    bridge = make_bridge(broker)
-    bridge.mqtt.wait_connected(5)
-    probe = make_probe(broker, "ruview/bridge/#")  # subscribes after: sees retained copies
+    make_bridge(broker)
+    make_probe(broker, "ruview/bridge/#").wait_topic("ruview/bridge/info")  # now on the broker
+    probe = make_probe(broker, "ruview/bridge/#")  # a late subscriber sees retained copies
     state = probe.wait_topic("ruview/bridge/state")
     assert state.retain and state.json() == {"state": "online"}
     info = probe.wait_topic("ruview/bridge/info").json()

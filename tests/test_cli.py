@@ -98,6 +98,26 @@ def test_auto_uses_a_broker_that_already_answers(mosquitto, tmp_path):
         proc.kill()
 
 
+def test_restart_request_restarts_the_running_process(mosquitto, tmp_path):
+    proc = _start_bridge(f"mqtt:\n  url: {mosquitto.url}\n", tmp_path)
+    try:
+        probe = Probe(mosquitto.port).subscribe("ruview/bridge/#")
+        probe.wait_topic("ruview/bridge/state", 15, match=lambda m: m.json()["state"] == "online")
+        probe.clear()
+        probe.publish("ruview/bridge/request/restart", {"transaction": 1})
+        assert probe.wait_topic("ruview/bridge/response/restart").json()["status"] == "ok"
+        states = probe.wait_for(
+            lambda ms: [m.json()["state"] for m in ms if m.topic == "ruview/bridge/state"]
+            == ["offline", "online"], 15, "offline then online")
+        assert proc.poll() is None
+        probe.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+    assert "restarting on request" in proc.stdout.read()
+
+
 def test_killed_bridge_leaves_offline_via_last_will(mosquitto, tmp_path):
     proc = _start_bridge(f"mqtt:\n  url: {mosquitto.url}\n  keepalive: 5\n", tmp_path)
     try:

@@ -8,6 +8,7 @@ import pytest
 
 from bridge.core.services import ServiceError
 from bridge.core.state import InvalidEntityId, valid_entity_id
+from tests.conftest import settled
 
 STATE = "ruview/state/sensor.kitchen_temp"
 
@@ -45,6 +46,7 @@ def test_state_write_semantics(broker, make_bridge, make_probe):
     assert len(probe.on(STATE)) == 2, "the no-op write must not have been published"
 
     # a new late subscriber gets the retained latest state
+    settled(bridge)
     late = make_probe(broker, STATE)
     retained = late.wait_topic(STATE)
     assert retained.retain and retained.json()["attributes"]["x"] == 1
@@ -67,6 +69,7 @@ def test_empty_retained_payload_removes_entity(broker, make_bridge, make_probe):
     # and the bridge can remove its own
     bridge.states.set("switch.pump", "off")
     assert bridge.states.remove("switch.pump")
+    settled(bridge)
     late = make_probe(broker, "ruview/state/#")
     time.sleep(0.3)
     assert not [m for m in late.messages if m.retain and m.payload], \

@@ -40,3 +40,16 @@ def test_no_local_spares_our_own_echoes(mosquitto, make_bridge):
     bridge.states.set("sensor.echo", 1)
     time.sleep(0.5)
     assert [m for m in received if isinstance(m, Message)] == []
+
+
+def test_message_expiry_only_with_mqtt5(broker, make_bridge, make_probe):
+    bridge = make_bridge(broker, mqtt={"protocol": "auto"})
+    bridge.mqtt.publish("ruview/expiring", b"soon stale", qos=1, retain=True, expiry=1)
+    time.sleep(2.5)
+    late = make_probe(broker, "ruview/expiring")
+    time.sleep(0.3)
+    if broker.supports_v5:
+        assert late.on("ruview/expiring") == [], "the broker should have expired the message"
+    else:
+        assert late.on("ruview/expiring")[0].payload == b"soon stale"  # 3.1.1: no expiry
+    late.publish("ruview/expiring", b"", retain=True)

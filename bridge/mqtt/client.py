@@ -220,6 +220,9 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        # Registering this (paho's hook for external loops) stops publish() from writing to
+        # the socket in the caller's thread; it queues, wakes our loop, and the loop writes.
+        client.on_socket_register_write = lambda *_: None
         extra = {"clean_start": True} if self._protocol == paho.MQTTv5 else {}
         client.connect_async(s.host, s.port, s.keepalive, **extra)
         return client
