@@ -37,6 +37,15 @@ def _load(arg: str | None) -> tuple[dict[str, Any], str | None]:
     return load_config(path), path
 
 
+def _load_or_report(arg: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """Load the config, or print the one-line problem for the user and return None."""
+    try:
+        return _load(arg)
+    except ConfigError as exc:
+        print(f"ruview-bridge: {exc}", file=sys.stderr)
+        return None, None
+
+
 def resolve_broker(config: dict[str, Any]) -> tuple[str, EmbeddedBroker | None]:
     """`mqtt.url: auto`: use a broker on the loopback port if one answers, else embed amqtt."""
     url = config["mqtt"]["url"]
@@ -82,10 +91,8 @@ def _status_renderer(bridge: Bridge):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        config, path = _load(args.config)
-    except ConfigError as exc:
-        print(f"ruview-bridge: {exc}", file=sys.stderr)
+    config, path = _load_or_report(args.config)
+    if config is None:
         return 2
     level = args.log_level or config["bridge"]["log_level"]
     status = None
@@ -131,10 +138,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        config, path = _load(args.config)
-    except ConfigError as exc:
-        print(f"ruview-bridge: {exc}", file=sys.stderr)
+    config, path = _load_or_report(args.config)
+    if config is None:
         return 2
     m = config["mqtt"]
     print(f"{path or '(built-in defaults)'}: OK — broker {m['url']}, base topic '{m['base_topic']}', "
