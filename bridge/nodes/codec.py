@@ -275,6 +275,9 @@ def _raw_csi(data) -> RawCsi:
 def _compressed_csi(data) -> CompressedCsi:
     if len(data) < 10:
         raise DecodeError("length", f"compressed CSI header needs 10 bytes, got {len(data)}")
+    payload_len = _COMPRESSED_CSI.unpack_from(data)[4]
+    if len(data) != 10 + payload_len:
+        raise DecodeError("length", f"compressed CSI announces {payload_len} bytes in {len(data)}")
     return CompressedCsi(data[4], len(data))
 
 
@@ -332,6 +335,8 @@ _DECODERS = {
 }
 
 # Sizes the serial deframer may expect for each magic (None = variable; see frame_length).
+MAGICS = (RAW_CSI, EDGE_VITALS, FEATURE_VECTOR, FUSED_VITALS, COMPRESSED_CSI, FEATURE_STATE,
+          WASM_OUTPUT, MESH, TIME_SYNC)
 FIXED_SIZES = {FEATURE_STATE: 60, EDGE_VITALS: 32, FEATURE_VECTOR: 48, TIME_SYNC: 32}
 
 
