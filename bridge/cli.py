@@ -19,6 +19,7 @@ from bridge.app import Bridge
 from bridge.config import ConfigError, load_config, secret_values
 from bridge.console import RateMeter, StatusLine, setup_logging
 from bridge.mqtt.embedded import EmbeddedBroker, broker_answers
+from bridge.nodes.extension import NodesExtension
 
 log = logging.getLogger("bridge")
 
@@ -112,12 +113,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         while True:
             bridge = Bridge(config, url, embedded_broker=embedded is not None,
                             force_protocol="3.1.1" if embedded else None)
+            bridge.add(NodesExtension(bridge))
             print(_summary(bridge, path), file=sys.stderr, flush=True)
             if interactive:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))
                 setup_logging(level, secret_values(config), status)
                 status.start()
-            bridge.start()
+            try:
+                bridge.start()
+            except RuntimeError as exc:  # e.g. the nodes' UDP port is taken
+                log.error("%s", exc)
+                bridge.stop()
+                return 1
             while not (stop.wait(0.2) or bridge.restart_requested.is_set()):
                 pass
             log.info("stopping" if stop.is_set() else "restarting on request")

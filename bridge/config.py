@@ -128,6 +128,27 @@ def broker_url(v: Any) -> str:
 
 SLUG = r"[a-z0-9_][a-z0-9_-]*"
 
+PRIVACY_CLASSES = {"raw": 0, "derived": 1, "anonymous": 2, "restricted": 3}
+
+
+def privacy_class(v: Any) -> int:
+    """0..3 or raw / derived / anonymous / restricted (wire-format.md, BFLD)."""
+    if isinstance(v, str) and v.lower() in PRIVACY_CLASSES:
+        return PRIVACY_CLASSES[v.lower()]
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 3:
+        return v
+    raise ValueError("raw, derived, anonymous, restricted or 0..3")
+
+
+def node_id(v: Any) -> int:
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        n = -1
+    if isinstance(v, bool) or not 1 <= n <= 255:
+        raise ValueError("a node id 1..255")
+    return n
+
 SCHEMA = Section({
     "mqtt": Section({
         "url": Field("auto", broker_url),
@@ -156,6 +177,22 @@ SCHEMA = Section({
             "bind": Field("127.0.0.1", ip_address),
             "port": Field(1883, integer(1, 65535)),
         }),
+    }),
+    "nodes": Section({
+        "udp": Section({
+            "enabled": Field(True, boolean),
+            "bind": Field("0.0.0.0", ip_address),
+            "port": Field(5005, integer(1, 65535)),
+            "queue": Field(20000, integer(100, 10_000_000)),
+        }),
+        "offline_after": Field(30.0, number(1, 86400)),
+        "publish_interval": Field(1.0, number(0.05, 3600)),
+        "privacy_class": Field(2, privacy_class),
+        "devices": MapOf(node_id, Section({
+            "name": Field(None, text(SLUG, "a name of [a-z0-9_-]", optional=True)),
+            "room": Field(None, text(optional=True)),
+            "privacy_class": Field(None, lambda v: None if v is None else privacy_class(v)),
+        })),
     }),
     "bridge": Section({
         "health_interval": Field(30.0, number(1, 86400)),
@@ -240,6 +277,20 @@ def _cross_checks(cfg: dict[str, Any], source: str) -> list[str]:
     tls = mqtt["tls"]
     if bool(tls["cert"]) != bool(tls["key"]):
         errors.append("mqtt.tls.cert: expected mqtt.tls.cert and mqtt.tls.key together")
+    nodes = cfg["nodes"]
+    if nodes["privacy_class"] < 2:
+        errors.append(f"nodes.privacy_class: class {nodes['privacy_class']} may not be exported; "
+                      "only anonymous (2) or restricted (3) leave this host (privacy rule 2)")
+    for nid, dev in nodes["devices"].items():
+        cls = dev["privacy_class"]
+        if cls is not None and cls < 2:
+            errors.append(f"nodes.devices.{nid}.privacy_class: node {nid}"
+                          f"{' (' + dev['name'] + ')' if dev['name'] else ''} is "
+                          f"{[k for k, v in PRIVACY_CLASSES.items() if v == cls][0]} ({cls}); only "
+                          "anonymous (2) or restricted (3) may leave this host (privacy rule 2)")
+    names = [d["name"] for d in nodes["devices"].values() if d["name"]]
+    if len(names) != len(set(names)):
+        errors.append("nodes.devices: two nodes share a name; names must be unique")
     if mqtt["url"] == "auto" and not ipaddress.ip_address(mqtt["embedded"]["bind"]).is_loopback \
             and not (mqtt["username"] and mqtt["password"]):
         errors.append(f"mqtt.embedded.bind: listening on {mqtt['embedded']['bind']} (beyond this "

@@ -47,6 +47,15 @@ class Topics:
         """Where a service answers a caller that named no response topic."""
         return f"{self.base}/service/{domain}/{service}/response"
 
+    def node(self, name: str) -> str:
+        return f"{self.base}/node/{name}"
+
+    def node_availability(self, name: str) -> str:
+        return f"{self.base}/node/{name}/availability"
+
+    def node_event(self, name: str) -> str:
+        return f"{self.base}/node/{name}/event"
+
     def suffix(self, topic: str, prefix_filter: str) -> str:
         """The part of `topic` matched by the trailing wildcard of `prefix_filter`."""
         return topic[len(prefix_filter.rstrip("#+")):]

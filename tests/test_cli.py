@@ -39,6 +39,9 @@ def test_check_config_accepts_the_shipped_config():
     ("mqtt:\n  protocl: 5\n", "mqtt.protocl: unknown key (did you mean 'protocol'?)"),
     ("mqtt:\n  url: http://x\n", "mqtt.url: expected auto, mqtt://host[:port] or mqtts://host[:port]"),
     ("mqtt: [1, 2\n", "invalid YAML"),
+    ("nodes:\n  devices:\n    7:\n      name: lab\n      privacy_class: raw\n",
+     "nodes.devices.7.privacy_class: node 7 (lab) is raw (0); only anonymous (2) or restricted (3) "
+     "may leave this host (privacy rule 2)"),
 ])
 def test_bad_config_exits_2_with_one_line(tmp_path, content, expected):
     path = tmp_path / "bad.yaml"

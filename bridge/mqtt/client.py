@@ -171,13 +171,9 @@ class MqttClient:
         pending = len(self._outbox) + self._unacked()
         if pending:
             log.warning("shutting down with %d message(s) not acknowledged by the broker", pending)
-        self._stopping.set()
+        self._stopping.set()  # the network thread sends DISCONNECT, so no Last Will fires
         if self._thread is not None:
             self._thread.join(max(0.5, deadline - time.monotonic() + 1.0))
-        try:
-            self._paho.disconnect()
-        except Exception:  # already closed
-            pass
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
@@ -309,6 +305,15 @@ class MqttClient:
             if rc != paho.MQTT_ERR_SUCCESS:
                 self._link_up = False
         self._go_offline()
+        if self._link_up:
+            self._disconnect_cleanly()
+
+    def _disconnect_cleanly(self) -> None:
+        """Queue DISCONNECT and let paho's loop write it (publish no longer writes inline)."""
+        self._paho.disconnect()
+        for _ in range(20):
+            if self._paho.loop(timeout=0.05) != paho.MQTT_ERR_SUCCESS:
+                break
 
     def _open_link(self) -> bool:
         try:

@@ -1,0 +1,130 @@
+"""Known nodes: identity (id, name, room), liveness and link quality.
+
+A node exists from its first valid frame. Sequence numbers give packet loss
+(gaps, with wrap-around) and reboots (a counter or device clock going
+backwards). Silence makes a node unavailable; it never means "room empty".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.nodes.codec import Frame
+
+_SEQ_MODULO = {"feature_state": 1 << 16, "feature_vector": 1 << 16, "raw_csi": 1 << 32}
+_REORDER_WINDOW = 8  # a few late datagrams are reordering, not a reboot
+
+
+@dataclass
+class Node:
+    node_id: int
+    name: str
+    room: str | None
+    address: str = ""
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    online: bool = False
+    mode: int | None = None
+    rssi: int | None = None
+    frames: Counter = field(default_factory=Counter)
+    lost: int = 0
+    reboots: int = 0
+    _last_seq: dict[str, int] = field(default_factory=dict)
+    _last_clock: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def packet_loss(self) -> float:
+        counted = sum(self.frames[k] for k in _SEQ_MODULO)
+        return round(self.lost / (counted + self.lost), 4) if counted + self.lost else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "name": self.name, "room": self.room,
+                "online": self.online, "address": self.address}
+
+
+def _clock_of(frame: Frame) -> int | None:
+    for name in ("ts_us", "timestamp_us"):
+        if hasattr(frame, name):
+            return getattr(frame, name)
+    if hasattr(frame, "timestamp_ms"):
+        return frame.timestamp_ms * 1000
+    return None
+
+
+class NodeRegistry:
+    def __init__(self, devices: dict[int, dict[str, Any]]) -> None:
+        self._devices = devices
+        self._nodes: dict[int, Node] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, node_id: int) -> Node | None:
+        return self._nodes.get(node_id)
+
+    def all(self) -> list[Node]:
+        return list(self._nodes.values())
+
+    def observe(self, frame: Frame, address: str, now: float | None = None) -> tuple[Node, bool, bool]:
+        """Record a valid frame; returns (node, is_new, rebooted)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            node = self._nodes.get(frame.node_id)
+            is_new = node is None
+            if node is None:
+                dev = self._devices.get(frame.node_id, {})
+                node = Node(frame.node_id, dev.get("name") or f"node_{frame.node_id}",
+                            dev.get("room"), first_seen=now)
+                self._nodes[frame.node_id] = node
+        node.address, node.last_seen = address, now
+        node.frames[frame.kind] += 1
+        if getattr(frame, "mode", None) is not None:
+            node.mode = frame.mode
+        rssi = getattr(frame, "rssi", None)
+        if rssi is not None and rssi < 0:
+            node.rssi = rssi
+        rebooted = self._track(node, frame)
+        return node, is_new, rebooted
+
+    def _track(self, node: Node, frame: Frame) -> bool:
+        rebooted = False
+        clock = _clock_of(frame)
+        if clock is not None:
+            last = node._last_clock.get(frame.kind)
+            if last is not None and clock + 1_000_000 < last:  # device clock went back > 1 s
+                rebooted = True
+            node._last_clock[frame.kind] = clock
+        modulo = _SEQ_MODULO.get(frame.kind)
+        seq = getattr(frame, "seq", None)
+        if modulo and seq is not None:
+            last = node._last_seq.get(frame.kind)
+            if last is not None and not rebooted:
+                step = (seq - last) % modulo
+                if step > modulo - _REORDER_WINDOW or step == 0:
+                    pass  # duplicate or slightly late: neither loss nor reboot
+                elif step > modulo // 2:
+                    rebooted = True  # far backwards: the counter restarted
+                else:
+                    node.lost += step - 1
+            node._last_seq[frame.kind] = seq
+        if rebooted:
+            node.reboots += 1
+        return rebooted
+
+    def rename(self, node_id: int, name: str) -> Node:
+        with self._lock:
+            node = self._nodes[node_id]
+            node.name = name
+            return node
+
+    def remove(self, node_id: int) -> Node | None:
+        with self._lock:
+            return self._nodes.pop(node_id, None)
+
+    def by_name(self, name: str) -> Node | None:
+        return next((n for n in self._nodes.values() if n.name == name), None)
