@@ -188,10 +188,23 @@ SCHEMA = Section({
         "offline_after": Field(30.0, number(1, 86400)),
         "publish_interval": Field(1.0, number(0.05, 3600)),
         "privacy_class": Field(2, privacy_class),
+        "presence": Section({
+            "enter_ratio": Field(3.0, number(1.1, 100)),
+            "exit_ratio": Field(1.8, number(1.0, 100)),
+            "hold": Field(5.0, number(0, 3600)),
+            "window": Field(2.0, number(0.2, 60)),
+            "warmup": Field(10.0, number(1, 3600)),
+            "calibration": Field(30.0, number(1, 3600)),
+            "drift_tau": Field(600.0, number(10, 864000)),
+            "occupancy_window": Field(60.0, number(0, 86400)),
+        }),
         "devices": MapOf(node_id, Section({
             "name": Field(None, text(SLUG, "a name of [a-z0-9_-]", optional=True)),
             "room": Field(None, text(optional=True)),
             "privacy_class": Field(None, lambda v: None if v is None else privacy_class(v)),
+            "enter_ratio": Field(None, lambda v: None if v is None else number(1.1, 100)(v)),
+            "exit_ratio": Field(None, lambda v: None if v is None else number(1.0, 100)(v)),
+            "hold": Field(None, lambda v: None if v is None else number(0, 3600)(v)),
         })),
     }),
     "bridge": Section({
@@ -288,6 +301,8 @@ def _cross_checks(cfg: dict[str, Any], source: str) -> list[str]:
                           f"{' (' + dev['name'] + ')' if dev['name'] else ''} is "
                           f"{[k for k, v in PRIVACY_CLASSES.items() if v == cls][0]} ({cls}); only "
                           "anonymous (2) or restricted (3) may leave this host (privacy rule 2)")
+    if nodes["presence"]["exit_ratio"] > nodes["presence"]["enter_ratio"]:
+        errors.append("nodes.presence.exit_ratio: expected at most nodes.presence.enter_ratio")
     names = [d["name"] for d in nodes["devices"].values() if d["name"]]
     if len(names) != len(set(names)):
         errors.append("nodes.devices: two nodes share a name; names must be unique")

@@ -27,6 +27,7 @@ class Topics:
         self.state_filter = f"{base}/state/#"
         self.event_filter = f"{base}/event/+"
         self.service_filter = f"{base}/service/+/+"
+        self.node_set_filter = f"{base}/node/+/set"
 
     def bridge_request(self, verb: str) -> str:
         return f"{self.base}/bridge/request/{verb}"

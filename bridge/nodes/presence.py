@@ -1,0 +1,133 @@
+"""Presence against a calibrated per-node baseline.
+
+A node's presence_score is raw phase variance: about 0.7-1.5 in an empty
+room and 2-36 with people, differing per node and placement, and noisy
+(single frames jump 10x). So the engine works on log(score):
+
+1. smooth: the median of the last `window` seconds of log-scores;
+2. baseline: learned at start (a low percentile of the first `warmup`
+   seconds), on demand (`calibrate()`: the median over `calibration`
+   seconds of an empty room), and tracked slowly while quiet (exponential
+   drift with time constant `drift_tau`);
+3. decide with hysteresis: present when smoothed - baseline > ln(enter_ratio),
+   absent again only after it stays below ln(exit_ratio) for `hold` seconds.
+
+Until a baseline exists presence is None (unknown), never a fake "empty".
+Occupancy is presence seen within the last `occupancy_window` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import insort
+from collections import deque
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class PresenceSettings:
+    enter_ratio: float = 3.0
+    exit_ratio: float = 1.8
+    hold: float = 5.0
+    window: float = 2.0
+    warmup: float = 10.0
+    calibration: float = 30.0
+    drift_tau: float = 600.0
+    occupancy_window: float = 60.0
+
+    @classmethod
+    def merged(cls, base: dict, override: dict) -> "PresenceSettings":
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in base.items() if k in names}
+        values.update({k: v for k, v in override.items() if k in names and v is not None})
+        return cls(**values)
+
+
+@dataclass
+class PresenceDecision:
+    present: bool | None
+    occupied: bool | None
+    smoothed: float | None  # in score units
+    baseline: float | None  # in score units
+    calibrating: bool
+
+
+def _median(sorted_values: list[float]) -> float:
+    n = len(sorted_values)
+    mid = n // 2
+    return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2
+
+
+@dataclass
+class PresenceEngine:
+    settings: PresenceSettings = field(default_factory=PresenceSettings)
+    present: bool | None = None
+    baseline_log: float | None = None
+    last_present_at: float | None = None
+    _window: deque = field(default_factory=deque)  # (t, log score)
+    _sorted: list = field(default_factory=list)
+    _learn: list = field(default_factory=list)
+    _learn_until: float | None = None
+    _calibrating: bool = False
+    _below_since: float | None = None
+    _last_t: float | None = None
+    _smoothed: float | None = None
+
+    def calibrate(self, now: float) -> None:
+        """Relearn the baseline from the next `calibration` seconds (the room should be empty)."""
+        self._learn, self._learn_until, self._calibrating = [], now + self.settings.calibration, True
+
+    def update(self, t: float, score: float) -> PresenceDecision:
+        s = self.settings
+        x = math.log(max(score, 1e-3))
+        self._window.append((t, x))
+        insort(self._sorted, x)
+        while self._window and self._window[0][0] < t - s.window:
+            _, old = self._window.popleft()
+            self._sorted.pop(self._sorted.index(old))
+        smoothed = self._smoothed = _median(self._sorted)
+
+        if self._learn_until is None and self.baseline_log is None:
+            self._learn_until = t + s.warmup
+        if self._learn_until is not None:
+            self._learn.append(smoothed)
+            if t >= self._learn_until:
+                ordered = sorted(self._learn)
+                # warm-up may include people: take a low percentile; calibration is of an empty room
+                pick = 0.5 if self._calibrating else 0.1
+                self.baseline_log = ordered[int(pick * (len(ordered) - 1))]
+                self._learn, self._learn_until, self._calibrating = [], None, False
+                self._below_since = None
+                self.present = smoothed - self.baseline_log > math.log(s.enter_ratio)
+                if self.present:
+                    self.last_present_at = t
+            self._last_t = t
+            return self.decision(t)
+
+        excess = smoothed - self.baseline_log
+        if excess > math.log(s.enter_ratio):
+            self.present, self._below_since = True, None
+        elif self.present and excess < math.log(s.exit_ratio):
+            self._below_since = self._below_since if self._below_since is not None else t
+            if t - self._below_since >= s.hold:
+                self.present, self._below_since = False, None
+        elif self.present:
+            self._below_since = None
+        if self.present:
+            self.last_present_at = t
+        elif excess < math.log(s.exit_ratio) and self._last_t is not None:
+            dt = max(0.0, t - self._last_t)  # quiet: follow slow drift of the empty-room level
+            self.baseline_log += (smoothed - self.baseline_log) * (1 - math.exp(-dt / s.drift_tau))
+        self._last_t = t
+        return self.decision(t)
+
+    def decision(self, now: float) -> PresenceDecision:
+        occupied = None
+        if self.present is not None:
+            occupied = self.present or (self.last_present_at is not None and
+                                        now - self.last_present_at <= self.settings.occupancy_window)
+        return PresenceDecision(
+            self.present, occupied,
+            round(math.exp(self._smoothed), 3) if self._smoothed is not None else None,
+            round(math.exp(self.baseline_log), 3) if self.baseline_log is not None else None,
+            self._calibrating)

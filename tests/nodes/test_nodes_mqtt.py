@@ -1,0 +1,110 @@
+"""Simulated nodes through UDP into a bridge on a real broker: presence, events, requests."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bridge.app import Bridge
+from bridge.nodes.extension import NodesExtension
+from firmware_tools.simulate import generate, make_nodes, send_udp
+from tests.brokers import free_port
+
+
+@pytest.fixture
+def node_bridge(make_config):
+    made = []
+
+    def make(broker, **nodes_cfg):
+        port = free_port()
+        nodes_cfg.setdefault("udp", {"bind": "127.0.0.1", "port": port})
+        config = make_config(broker, nodes={"publish_interval": 0.2, **nodes_cfg})
+        bridge = Bridge(config, config["mqtt"]["url"])
+        ext = NodesExtension(bridge)
+        bridge.add(ext)
+        bridge.start()
+        assert bridge.mqtt.wait_connected(15)
+        made.append(bridge)
+        return bridge, ext, port
+
+    yield make
+    for bridge in made:
+        bridge.stop()
+
+
+def feed(port, nodes, duration, ext, seed=0):
+    stream = list(generate(nodes, duration, seed))
+    sent = send_udp(iter(stream), "127.0.0.1", port, speed=0)
+    deadline = time.monotonic() + 15
+    while ext.udp.received < sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    return sent
+
+
+def test_visit_scenario_gives_one_presence_edge_each_way(broker, node_bridge, make_probe):
+    bridge, ext, port = node_bridge(broker)
+    probe = make_probe(broker, "ruview/node/+/event")
+    nodes = make_nodes(3, "visit", 60)
+    feed(port, nodes, 60, ext)
+    for node in nodes:
+        events = [m.json() for m in probe.on(f"ruview/node/node_{node.node_id}/event")]
+        on = [e for e in events if e["event_type"] == "unknown_presence"]
+        off = [e for e in events if e["event_type"] == "presence_cleared"]
+        assert len(on) == 1 and len(off) == 1, events
+        enter, leave = node.scenario.visits[0]
+        assert enter <= on[0]["node_time"] <= enter + 2.0
+        assert leave <= off[0]["node_time"] <= leave + 12.0
+    state = bridge.states.get("binary_sensor.node_1_presence")
+    assert state is not None and state.state == "off"
+
+
+def test_requests_rename_calibrate_demote_remove(mosquitto, node_bridge, make_probe):
+    bridge, ext, port = node_bridge(mosquitto)
+    probe = make_probe(mosquitto, "ruview/#")
+    feed(port, make_nodes(1, "breathing", 20, first_id=9), 20, ext)
+    state = probe.wait_topic("ruview/node/node_9").json()
+    assert state["breathing_bpm"] > 10 and state["privacy_class"] == "anonymous"
+
+    def request(verb, body):
+        probe.publish(f"ruview/bridge/request/{verb}", body)
+        return probe.wait_topic(f"ruview/bridge/response/{verb}",
+                                match=lambda m: m.json().get("transaction") == body["transaction"]).json()
+
+    r = request("node/calibrate", {"node": "node_9", "transaction": 1})
+    assert r["status"] == "ok" and r["data"]["seconds"] == 30
+    r = request("node/privacy", {"node": "node_9", "class": "restricted", "transaction": 2})
+    assert r["status"] == "ok"
+    demoted = probe.wait_topic("ruview/node/node_9",
+                               match=lambda m: m.json()["privacy_class"] == "restricted").json()
+    assert "breathing_bpm" not in demoted
+    r = request("node/privacy", {"node": "node_9", "class": "anonymous", "transaction": 3})
+    assert r["status"] == "error" and "privacy rule 4" in r["error"]
+
+    r = request("node/rename", {"from": "node_9", "to": "hall", "transaction": 4})
+    assert r["status"] == "ok"
+    probe.wait_topic("ruview/node/hall")
+    assert probe.on("ruview/node/node_9")[-1].payload == b""  # old retained state cleared
+    r = request("node/remove", {"node": "hall", "transaction": 5})
+    assert r["status"] == "ok"
+    time.sleep(0.3)
+    late = make_probe(mosquitto, "ruview/node/#")
+    time.sleep(0.3)
+    assert not [m for m in late.messages if m.payload], "removed nodes leave nothing retained"
+    r = request("node/remove", {"node": "nobody", "transaction": 6})
+    assert r["status"] == "error" and "unknown node" in r["error"]
+
+
+def test_silence_makes_a_node_unavailable_not_empty(mosquitto, node_bridge, make_probe):
+    bridge, ext, port = node_bridge(mosquitto, offline_after=1)
+    probe = make_probe(mosquitto, "ruview/node/#")
+    feed(port, make_nodes(1, "empty", 15), 15, ext)
+    probe.wait_topic("ruview/node/node_1/availability",
+                     match=lambda m: m.json()["state"] == "offline", timeout=5)
+    time.sleep(1.5)
+    topics = [m.topic for m in probe.messages]
+    went_offline = max(i for i, m in enumerate(probe.messages)
+                       if m.topic == "ruview/node/node_1/availability" and m.json()["state"] == "offline")
+    assert "ruview/node/node_1" not in topics[went_offline:], "silence must not publish a new state"
+    assert probe.on("ruview/node/node_1")[-1].json()["presence"] is False  # last decided, unchanged

@@ -1,0 +1,91 @@
+"""Presence engine: baseline learning, hysteresis, hold, drift, calibration."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from bridge.nodes.presence import PresenceEngine, PresenceSettings
+
+
+def lognormal(rng, median, spread=0.35):
+    return math.exp(rng.gauss(math.log(median), spread))
+
+
+def run(engine, rng, start, seconds, median, rate=5.0):
+    out = []
+    for i in range(int(seconds * rate)):
+        t = start + i / rate
+        out.append((t, engine.update(t, lognormal(rng, median))))
+    return out
+
+
+def edges(decisions):
+    prev, found = None, []
+    for t, d in decisions:
+        if d.present is not None and d.present != prev:
+            if prev is not None:
+                found.append((t, d.present))
+            prev = d.present
+    return found
+
+
+def test_unknown_until_baseline_then_empty():
+    rng = random.Random(1)
+    engine = PresenceEngine()
+    first = run(engine, rng, 0, 9, 1.0)
+    assert all(d.present is None and d.occupied is None for _, d in first)
+    later = run(engine, rng, 9, 20, 1.0)
+    assert later[-1][1].present is False and 0.7 < later[-1][1].baseline < 1.4
+
+
+def test_enter_and_leave_give_one_edge_each_without_flapping():
+    rng = random.Random(7)
+    engine = PresenceEngine()
+    quiet = run(engine, rng, 0, 30, 1.0)
+    visit = run(engine, rng, 30, 40, 8.0, )
+    after = run(engine, rng, 70, 40, 1.0)
+    found = edges(quiet + visit + after)
+    assert [p for _, p in found] == [True, False]
+    assert found[0][0] - 30 <= 2.0, "presence must come on within 2 s of the enter"
+    assert found[1][0] - 70 >= 5.0  # the hold keeps it on through brief quiet
+
+
+def test_noisy_spikes_in_an_empty_room_do_not_trigger():
+    rng = random.Random(3)
+    engine = PresenceEngine()
+    out = run(engine, rng, 0, 20, 1.0)
+    for i in range(300):  # single-frame 10x spikes now and then
+        t = 20 + i / 5
+        score = 12.0 if i % 37 == 0 else lognormal(rng, 1.0)
+        out.append((t, engine.update(t, score)))
+    assert not any(d.present for _, d in out)
+
+
+def test_on_demand_calibration_uses_the_empty_room_median():
+    rng = random.Random(5)
+    engine = PresenceEngine(PresenceSettings(calibration=10))
+    run(engine, rng, 0, 15, 4.0)  # learned a too-high baseline (room was busy at start)
+    engine.calibrate(15)
+    out = run(engine, rng, 15, 12, 1.2)
+    assert any(d.calibrating for _, d in out[:40]) and not out[-1][1].calibrating
+    assert 0.9 < out[-1][1].baseline < 1.6
+
+
+def test_slow_drift_is_followed_while_quiet():
+    rng = random.Random(9)
+    engine = PresenceEngine(PresenceSettings(drift_tau=60))
+    run(engine, rng, 0, 20, 1.0)
+    out = run(engine, rng, 20, 600, 1.6)  # the empty-room level creeps up 60 %
+    assert out[-1][1].present is False and out[-1][1].baseline > 1.4
+
+
+def test_occupancy_lingers_after_presence():
+    rng = random.Random(11)
+    engine = PresenceEngine(PresenceSettings(occupancy_window=30))
+    run(engine, rng, 0, 20, 1.0)
+    run(engine, rng, 20, 20, 8.0)
+    out = run(engine, rng, 40, 60, 1.0)
+    by_time = {round(t): d for t, d in out}
+    assert by_time[55].present is False and by_time[55].occupied is True
+    assert by_time[99].occupied is False
