@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -12,14 +13,21 @@ from bridge.nodes import codec
 from bridge.nodes.capture import CaptureError, Datagram, read_capture, write_capture
 from bridge.nodes.recording import recording_datagrams
 
-RECORDING = Path(__file__).resolve().parents[3] / "shared" / "data" / "ruview-2node-120s.csi.jsonl"
+# ../shared beside the checkout (as CI lays it out), or wherever RUVIEW_SHARED points
+SHARED = Path(os.environ.get("RUVIEW_SHARED") or Path(__file__).resolve().parents[3] / "shared")
+RECORDING = SHARED / "data" / "ruview-2node-120s.csi.jsonl"
+
+
+def load_recording() -> list:
+    if not RECORDING.exists():
+        pytest.fail(f"the shared recording is missing: {RECORDING} (set RUVIEW_SHARED to the "
+                    "folder holding data/)")
+    return list(recording_datagrams(RECORDING))
 
 
 @pytest.fixture(scope="module")
 def datagrams():
-    if not RECORDING.exists():
-        pytest.fail(f"the shared recording is missing: {RECORDING}")
-    return list(recording_datagrams(RECORDING))
+    return load_recording()
 
 
 def test_every_record_becomes_a_valid_datagram(datagrams):

@@ -11,14 +11,13 @@ import pytest
 from bridge.app import Bridge
 from bridge.nodes import codec
 from bridge.nodes.extension import NodesExtension
-from bridge.nodes.recording import recording_datagrams
 from tests.brokers import free_port
-from tests.nodes.test_recording import RECORDING
+from tests.nodes.test_recording import load_recording
 
 
 @pytest.fixture(scope="module")
 def recording():
-    return list(recording_datagrams(RECORDING))
+    return load_recording()
 
 
 def send_all(port: int, datagrams, pace_every: int = 200) -> None:
