@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import orjson
-
 
 def test_online_state_and_info_are_retained(broker, make_bridge, make_probe):
     make_bridge(broker)

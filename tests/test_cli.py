@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -109,7 +108,7 @@ def test_restart_request_restarts_the_running_process(mosquitto, tmp_path):
         probe.clear()
         probe.publish("ruview/bridge/request/restart", {"transaction": 1})
         assert probe.wait_topic("ruview/bridge/response/restart").json()["status"] == "ok"
-        states = probe.wait_for(
+        probe.wait_for(
             lambda ms: [m.json()["state"] for m in ms if m.topic == "ruview/bridge/state"]
             == ["offline", "online"], 15, "offline then online")
         assert proc.poll() is None

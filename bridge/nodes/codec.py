@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 RAW_CSI = 0xC5110001
 EDGE_VITALS = 0xC5110002
@@ -84,8 +84,17 @@ class FeatureState:
     recalibrate = property(lambda self: bool(self.quality_flags & 0x80))
 
 
+class _VitalsFlags:
+    """The flag bits edge vitals and fused vitals share."""
+
+    __slots__ = ()
+    presence = property(lambda self: bool(self.flags & 0x01))
+    fall = property(lambda self: bool(self.flags & 0x02))
+    motion = property(lambda self: bool(self.flags & 0x04))
+
+
 @dataclass(frozen=True, slots=True)
-class EdgeVitals:
+class EdgeVitals(_VitalsFlags):
     node_id: int
     flags: int
     breathing_bpm: float
@@ -97,13 +106,10 @@ class EdgeVitals:
     timestamp_ms: int
 
     kind = "vitals"
-    presence = property(lambda self: bool(self.flags & 0x01))
-    fall = property(lambda self: bool(self.flags & 0x02))
-    motion = property(lambda self: bool(self.flags & 0x04))
 
 
 @dataclass(frozen=True, slots=True)
-class FusedVitals:
+class FusedVitals(_VitalsFlags):
     node_id: int
     flags: int
     breathing_bpm: float
@@ -122,9 +128,6 @@ class FusedVitals:
     mmwave_confidence: int
 
     kind = "fused_vitals"
-    presence = property(lambda self: bool(self.flags & 0x01))
-    fall = property(lambda self: bool(self.flags & 0x02))
-    motion = property(lambda self: bool(self.flags & 0x04))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,13 +5,9 @@ from __future__ import annotations
 import socket
 import time
 
-import orjson
 import pytest
 
-from bridge.app import Bridge
 from bridge.nodes import codec
-from bridge.nodes.extension import NodesExtension
-from tests.brokers import free_port
 from tests.nodes.test_recording import load_recording
 
 
@@ -41,19 +37,11 @@ def _iq_windows(recording) -> list[bytes]:
     return windows
 
 
-def test_replayed_recording_end_to_end(broker, make_config, make_probe, recording):
-    port = free_port()
-    config = make_config(broker, nodes={"udp": {"bind": "127.0.0.1", "port": port},
-                                        "publish_interval": 0.2,
-                                        "devices": {2: {"name": "bedroom",
-                                                        "privacy_class": "restricted"}}})
+def test_replayed_recording_end_to_end(broker, node_bridge, make_probe, recording):
     everything = make_probe(broker, "#")
-    bridge = Bridge(config, config["mqtt"]["url"])
-    nodes = NodesExtension(bridge)
-    bridge.add(nodes)
-    bridge.start()
+    bridge, nodes, port = node_bridge(
+        broker, devices={2: {"name": "bedroom", "privacy_class": "restricted"}})
     try:
-        assert bridge.mqtt.wait_connected(15)
         send_all(port, recording)
         deadline = time.monotonic() + 20
         while nodes.udp.received < len(recording) and time.monotonic() < deadline:
@@ -92,14 +80,10 @@ def test_replayed_recording_end_to_end(broker, make_config, make_probe, recordin
     assert b"breathing" not in restricted and b"heart" not in restricted
 
 
-def test_bad_datagrams_are_counted_per_source_and_never_published(mosquitto, make_config, make_probe):
-    port = free_port()
-    config = make_config(mosquitto, nodes={"udp": {"bind": "127.0.0.1", "port": port}})
+def test_bad_datagrams_are_counted_per_source_and_never_published(mosquitto, node_bridge,
+                                                                  make_probe):
     probe = make_probe(mosquitto, "ruview/node/#")
-    bridge = Bridge(config, config["mqtt"]["url"])
-    nodes = NodesExtension(bridge)
-    bridge.add(nodes)
-    bridge.start()
+    bridge, nodes, port = node_bridge(mosquitto)
     try:
         good = codec.encode_edge_vitals(codec.EdgeVitals(5, 1, 12.0, 60.0, -40, 1, 0.1, 9.0, 10))
         fs = bytearray(codec.encode_feature_state(codec.FeatureState(
