@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__
+from bridge import __version__, capture_commands
 from bridge.app import Bridge
 from bridge.config import ConfigError, load_config, secret_values
 from bridge.console import RateMeter, StatusLine, setup_logging
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", help="configuration file (YAML)")
     check.set_defaults(func=cmd_check_config)
+    capture_commands.add_parsers(sub)
     return parser
 
 
@@ -177,4 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if getattr(args, "needs_config", False):
+        config, _ = _load_or_report(getattr(args, "config", None))
+        return 2 if config is None else args.func(args, config)
     return args.func(args)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import random
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from bridge.nodes import codec
+from bridge.nodes.capture import send_datagrams
 
 EMPTY_SCORE, PERSON_SCORE, SPREAD = 1.0, 8.0, 0.35
 
@@ -114,16 +114,7 @@ def make_nodes(count: int, scenario: str, duration: float, *, rate: float = 5.0,
 
 def send_udp(stream: Iterator[tuple[float, bytes]], host: str, port: int, speed: float = 1.0) -> int:
     """Send in (scaled) real time; speed 0 sends as fast as possible. Returns datagrams sent."""
-    sent, start = 0, time.monotonic()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for t, data in stream:
-            if speed > 0:
-                delay = start + t / speed - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            sock.sendto(data, (host, port))
-            sent += 1
-    return sent
+    return send_datagrams(stream, host, port, speed)
 
 
 def write_serial(stream: Iterator[tuple[float, bytes]], port, speed: float = 1.0) -> int:

@@ -9,6 +9,9 @@ the user makes; nothing here publishes it.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
@@ -84,3 +87,38 @@ def read_capture(path: str | Path) -> Iterator[Datagram]:
                 raise
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise CaptureError(f"{path}: line {number}: bad capture record: {exc}") from None
+
+
+def send_datagrams(stream: Iterable[tuple[float, bytes]], host: str, port: int,
+                   speed: float = 1.0) -> int:
+    """Send (t, data) pairs over UDP at t / speed; speed 0 sends as fast as possible."""
+    sent, start = 0, time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for t, data in stream:
+            if speed > 0:
+                delay = start + t / speed - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            sock.sendto(data, (host, port))
+            sent += 1
+    return sent
+
+
+def record_udp(path: str | Path, bind: str, port: int, stop: threading.Event,
+               duration: float | None = None) -> int:
+    """Write every datagram arriving on bind:port to a capture until stop is set."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((bind, port))
+        sock.settimeout(0.2)
+        start = None
+        with CaptureWriter(path, source=f"udp {bind}:{port}") as writer:
+            began = time.monotonic()
+            while not stop.is_set() and (duration is None or time.monotonic() - began < duration):
+                try:
+                    data, (host, sport) = sock.recvfrom(4096)
+                except socket.timeout:
+                    continue
+                now = time.monotonic()
+                start = now if start is None else start
+                writer.write(Datagram(now - start, f"{host}:{sport}", data))
+            return writer.count
