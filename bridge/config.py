@@ -185,6 +185,11 @@ SCHEMA = Section({
             "port": Field(5005, integer(1, 65535)),
             "queue": Field(20000, integer(100, 10_000_000)),
         }),
+        "serial": MapOf(text(SLUG, "a label of [a-z0-9_-]"), Section({
+            "url": Field(None, text(what="a device path or pyserial URL")),
+            "baudrate": Field(115200, integer(300, 4_000_000)),
+            "log": Field(False, boolean),
+        })),
         "offline_after": Field(30.0, number(1, 86400)),
         "publish_interval": Field(1.0, number(0.05, 3600)),
         "privacy_class": Field(2, privacy_class),
@@ -303,6 +308,9 @@ def _cross_checks(cfg: dict[str, Any], source: str) -> list[str]:
                           "anonymous (2) or restricted (3) may leave this host (privacy rule 2)")
     if nodes["presence"]["exit_ratio"] > nodes["presence"]["enter_ratio"]:
         errors.append("nodes.presence.exit_ratio: expected at most nodes.presence.enter_ratio")
+    for label, link in nodes["serial"].items():
+        if not link["url"]:
+            errors.append(f"nodes.serial.{label}.url: expected a device path or pyserial URL")
     names = [d["name"] for d in nodes["devices"].values() if d["name"]]
     if len(names) != len(set(names)):
         errors.append("nodes.devices: two nodes share a name; names must be unique")

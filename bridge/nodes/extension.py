@@ -28,6 +28,7 @@ from bridge.nodes.codec import DecodeError, decode
 from bridge.nodes.presence import PresenceEngine, PresenceSettings
 from bridge.nodes.privacy import PrivacyError, PrivacyGate
 from bridge.nodes.registry import Node, NodeRegistry
+from bridge.nodes.serial_ingest import SerialIngest
 from bridge.nodes.udp import Batch, UdpIngest
 from bridge.topics import is_slug
 from bridge.config import privacy_class
@@ -90,9 +91,14 @@ class NodesExtension:
         self._has_feature_state: set[int] = set()
         self._clock: dict[int, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self._pipeline = threading.Lock()
         self._stop = threading.Event()
         self.udp = UdpIngest(cfg["udp"]["bind"], cfg["udp"]["port"], self.handle,
                              cfg["udp"]["queue"]) if cfg["udp"]["enabled"] else None
+        self.serial = [SerialIngest(label, link["url"], link["baudrate"], self._handle_serial,
+                                    self._log_line if link["log"] else None)
+                       for label, link in cfg["serial"].items()]
+        self._serial_node: dict[str, int] = {}  # label -> node id last seen on that link
         bridge.health_providers["nodes"] = self.health
         bridge.info_providers["nodes"] = lambda: [n.summary() for n in self.registry.all()]
         bridge.info_providers["node_count"] = lambda: len(self.registry)
@@ -105,25 +111,43 @@ class NodesExtension:
                                    accept_retained=False)
         if self.udp:
             self.udp.start()
+        for link in self.serial:
+            link.start()
         threading.Thread(target=self._tick, name="node-ticker", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
         if self.udp:
             self.udp.stop()
+        for link in self.serial:
+            link.stop()
 
     # ------------------------------------------------------------ pipeline
 
     def handle(self, batch: Batch) -> None:
-        now = time.time()
-        for data, (host, port) in batch:
-            try:
-                frame = decode(data)
-            except DecodeError as exc:
-                self.errors[host][exc.reason] += 1
-                continue
-            self._accept(frame, f"{host}:{port}", now)
-        self._flush(now)
+        """Run a batch through the pipeline; UDP and serial readers may call it concurrently."""
+        with self._pipeline:
+            now = time.time()
+            for data, (host, port) in batch:
+                try:
+                    frame = decode(data)
+                except DecodeError as exc:
+                    self.errors[host][exc.reason] += 1
+                    continue
+                self._accept(frame, f"{host}:{port}", now)
+            self._flush(now)
+
+    def _handle_serial(self, batch: Batch) -> None:
+        for data, (source, _) in batch:  # deframed, so decoding cannot fail here
+            self._serial_node[source.split(":", 1)[1]] = decode(data).node_id
+        self.handle(batch)
+
+    def _log_line(self, label: str, text: str) -> None:
+        node = self.registry.get(self._serial_node.get(label, -1))
+        if node is not None:
+            self.bridge.mqtt.publish(f"{self.bridge.topics.node(node.name)}/log", dumps(
+                {"line": text, "level": text[:1] if text[:2] in ("E ", "W ", "I ", "D ", "V ") else None}),
+                qos=0)
 
     def _accept(self, frame: codec.Frame, address: str, now: float) -> None:
         node, is_new, rebooted = self.registry.observe(frame, address, now)
