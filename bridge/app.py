@@ -13,6 +13,7 @@ import os
 import platform
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
@@ -58,7 +59,7 @@ class Bridge:
         self.router = Router()
         settings = connection_settings(config, broker_url)
         if force_protocol:
-            settings = ConnectionSettings(**{**settings.__dict__, "protocol": force_protocol})
+            settings = replace(settings, protocol=force_protocol)
         self.mqtt = MqttClient(settings, self.router, state_topic=self.topics.bridge_state)
         self.bus = EventBus()
         self.states = StateMachine(self.mqtt, self.topics, self.bus)

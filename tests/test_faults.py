@@ -9,18 +9,10 @@ import orjson
 
 from tests.mqtt_probe import Probe
 from tests.tcp_gate import TcpGate
+from tests.polling import wait_until
 
 ENTITY = "sensor.fault_counter"
 TOPIC = f"ruview/state/{ENTITY}"
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _seqs(probe: Probe) -> list[int]:
@@ -84,9 +76,7 @@ def test_outbox_overflow_drops_oldest_events_but_keeps_state(broker, make_bridge
                                            "outbox_size": 10})
         probe = make_probe(broker, "ruview/event/tick", "ruview/state/#", "ruview/bridge/health")
         gate.shut()
-        deadline = time.monotonic() + 5
-        while bridge.mqtt.connected and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not bridge.mqtt.connected, 5)
         assert not bridge.mqtt.connected
         for i in range(30):
             bridge.events.fire("tick", {"n": i})

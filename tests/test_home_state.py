@@ -9,6 +9,7 @@ import pytest
 from bridge.core.services import ServiceError
 from bridge.core.state import InvalidEntityId, valid_entity_id
 from tests.conftest import settled
+from tests.polling import wait_until
 
 STATE = "ruview/state/sensor.kitchen_temp"
 
@@ -62,9 +63,7 @@ def test_empty_retained_payload_removes_entity(broker, make_bridge, make_probe):
     probe.wait_topic("ruview/state/switch.fan")
     # another client removes it
     probe.publish("ruview/state/switch.fan", b"", retain=True)
-    deadline = time.monotonic() + 5
-    while bridge.states.get("switch.fan") is not None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: bridge.states.get("switch.fan") is None, 5)
     assert bridge.states.get("switch.fan") is None
     # and the bridge can remove its own
     bridge.states.set("switch.pump", "off")
@@ -82,9 +81,7 @@ def test_restart_resumes_from_retained_state(broker, make_bridge):
     first.states.set("sensor.outside", "4")
     first.stop()
     second = make_bridge(broker)
-    deadline = time.monotonic() + 5
-    while len(second.states) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(second.states) >= 2, 5)
     hall = second.states.get("light.hall")
     assert hall is not None and hall.attributes == {"brightness": 200}
     # resuming keeps last_changed, so an unchanged write is still a no-op
@@ -99,9 +96,7 @@ def test_foreign_state_writes_are_mirrored_and_bad_ones_ignored(broker, make_bri
     probe.publish("ruview/state/light.desk", {"state": "off", "attributes": {}}, retain=True)
     probe.publish("ruview/state/light.bad", b"{not json", retain=True)
     probe.publish("ruview/state/Not_Valid", {"state": "on"}, retain=True)
-    deadline = time.monotonic() + 5
-    while bridge.states.get("light.desk") is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: bridge.states.get("light.desk") is not None, 5)
     assert bridge.states.get("light.desk").state == "off"
     assert any(ev["entity_id"] == "light.desk" and ev["origin"] == "REMOTE" for ev in seen)
     time.sleep(0.2)
@@ -123,9 +118,7 @@ def test_events_out_and_in(broker, make_bridge, make_probe):
     assert body["data"] == {"door": "front"} and body["origin"] == "LOCAL"
     assert {"time_fired", "context"} <= set(body)
     probe.publish("ruview/event/window_opened", {"data": {"room": "bath"}})
-    deadline = time.monotonic() + 5
-    while not any(e["event_type"] == "window_opened" for e in heard) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: any(e["event_type"] == "window_opened" for e in heard), 5)
     remote = [e for e in heard if e["event_type"] == "window_opened"]
     assert remote and remote[0]["origin"] == "REMOTE" and remote[0]["data"] == {"room": "bath"}
     # our own event came back over MQTT but was delivered on the bus only once

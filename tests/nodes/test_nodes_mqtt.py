@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 
 from firmware_tools.simulate import generate, make_nodes, send_udp
+from tests.polling import wait_until
 
 
 def feed(port, nodes, duration, ext, seed=0):
     stream = list(generate(nodes, duration, seed))
     sent = send_udp(iter(stream), "127.0.0.1", port, speed=0)
-    deadline = time.monotonic() + 15
-    while ext.udp.received < sent and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: ext.udp.received >= sent, 15)
     time.sleep(0.5)
     return sent
 

@@ -9,6 +9,7 @@ import pytest
 
 from bridge.nodes import codec
 from tests.nodes.test_recording import load_recording
+from tests.polling import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +44,7 @@ def test_replayed_recording_end_to_end(broker, node_bridge, make_probe, recordin
         broker, devices={2: {"name": "bedroom", "privacy_class": "restricted"}})
     try:
         send_all(port, recording)
-        deadline = time.monotonic() + 20
-        while nodes.udp.received < len(recording) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: nodes.udp.received >= len(recording), 20)
         assert nodes.udp.received == len(recording) and nodes.udp.dropped == 0
         time.sleep(1.0)
         bridge.publish_health()

@@ -6,6 +6,7 @@ import os
 import time
 
 from firmware_tools.simulate import generate, make_nodes
+from tests.polling import wait_until
 
 
 def _pty_behind(link):
@@ -25,22 +26,13 @@ def _write(master, stream, chunk=97):
         time.sleep(0.001)
 
 
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def test_serial_node_frames_logs_and_replug(mosquitto, node_bridge, make_probe, tmp_path):
     link = str(tmp_path / "ttyRUVIEW")
     master, slave = _pty_behind(link)
     probe = make_probe(mosquitto, "ruview/node/#")
     bridge, ext, _ = node_bridge(mosquitto, serial={"desk": {"url": link, "log": True}})
     serial_link = ext.serial[0]
-    assert _wait(lambda: serial_link.connected)
+    assert wait_until(lambda: serial_link.connected, 10)
     _write(master, list(generate(make_nodes(1, "visit", 12, first_id=4), 12)))
     probe.wait_topic("ruview/node/node_4", 10)
     log = probe.wait_topic("ruview/node/node_4/log", 10).json()
@@ -52,11 +44,11 @@ def test_serial_node_frames_logs_and_replug(mosquitto, node_bridge, make_probe, 
     os.close(master)
     os.close(slave)
     os.remove(link)
-    assert _wait(lambda: not serial_link.connected)
+    assert wait_until(lambda: not serial_link.connected, 10)
     time.sleep(1.5)  # a retry or two against the missing path
     master, slave = _pty_behind(link)
-    assert _wait(lambda: serial_link.connected and serial_link.opens == 2, 10)
+    assert wait_until(lambda: serial_link.connected and serial_link.opens == 2, 10)
     _write(master, list(generate(make_nodes(1, "empty", 4, first_id=4, seed=3), 4)))
-    assert _wait(lambda: ext.registry.get(4).frames["feature_state"] > before + 10)
+    assert wait_until(lambda: ext.registry.get(4).frames["feature_state"] > before + 10, 10)
     os.close(master)
     os.close(slave)
