@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 import yaml
 
+from bridge.nodes.schedule import expected_hours
+
 REDACTED = "***"
 
 
@@ -192,6 +194,7 @@ SCHEMA = Section({
         })),
         "offline_after": Field(30.0, number(1, 86400)),
         "publish_interval": Field(1.0, number(0.05, 3600)),
+        "max_delay": Field(1.0, number(0.1, 3600)),
         "privacy_class": Field(2, privacy_class),
         "presence": Section({
             "enter_ratio": Field(3.0, number(1.1, 100)),
@@ -210,6 +213,7 @@ SCHEMA = Section({
             "enter_ratio": Field(None, lambda v: None if v is None else number(1.1, 100)(v)),
             "exit_ratio": Field(None, lambda v: None if v is None else number(1.0, 100)(v)),
             "hold": Field(None, lambda v: None if v is None else number(0, 3600)(v)),
+            "expected_hours": Field(None, expected_hours),
         })),
     }),
     "bridge": Section({

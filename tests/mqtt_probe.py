@@ -20,6 +20,7 @@ class Received:
     retain: bool
     qos: int
     correlation_data: bytes | None = None
+    received: float = 0.0  # time.monotonic() on arrival
 
     def json(self):
         return orjson.loads(self.payload)
@@ -67,7 +68,8 @@ class Probe:
     def _on_message(self, client, userdata, msg):
         corr = getattr(getattr(msg, "properties", None), "CorrelationData", None)
         with self._cond:
-            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), msg.qos, corr))
+            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), msg.qos, corr,
+                                          time.monotonic()))
             self._cond.notify_all()
 
     def subscribe(self, *topics: str, settle: float = 0.3) -> "Probe":

@@ -37,6 +37,11 @@ def test_empty_file_means_defaults(tmp_path):
     ({"mqtt": {"embedded": {"bind": "0.0.0.0"}}}, "mqtt.embedded.bind: listening on 0.0.0.0"),
     ({"mqtt": {"tls": {"cert": "c.pem"}}}, "mqtt.tls.cert: expected mqtt.tls.cert and mqtt.tls.key together"),
     ({"mqtt": {"reconnect": {"min_delay": 10, "max_delay": 1}}}, "mqtt.reconnect.min_delay"),
+    ({"nodes": {"devices": {3: {"expected_hours": ["7-23"]}}}},
+     'nodes.devices.3.expected_hours: expected ranges like "07:00-23:30"'),
+    ({"nodes": {"devices": {3: {"expected_hours": ["07:00-25:00"]}}}},
+     "times run from 00:00 to 24:00"),
+    ({"nodes": {"max_delay": 0}}, "nodes.max_delay: expected a number 0.1..3600, got 0"),
 ])
 def test_errors_name_the_key_and_what_was_expected(raw, message):
     with pytest.raises(ConfigError) as err:

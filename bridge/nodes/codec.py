@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 RAW_CSI = 0xC5110001
 EDGE_VITALS = 0xC5110002
@@ -53,10 +53,11 @@ class DecodeError(ValueError):
 
 
 # ------------------------------------------------------------------ frames
+# Immutable named tuples: building one is several times cheaper than a frozen
+# dataclass, and at 100,000 frames/s that is most of the decode cost.
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureState:
+class FeatureState(NamedTuple):
     node_id: int
     mode: int
     seq: int
@@ -84,17 +85,16 @@ class FeatureState:
     recalibrate = property(lambda self: bool(self.quality_flags & 0x80))
 
 
-class _VitalsFlags:
-    """The flag bits edge vitals and fused vitals share."""
+def _vitals_flags(cls):
+    """The flag bits edge vitals and fused vitals share (a NamedTuple cannot take a mixin)."""
+    cls.presence = property(lambda self: bool(self.flags & 0x01))
+    cls.fall = property(lambda self: bool(self.flags & 0x02))
+    cls.motion = property(lambda self: bool(self.flags & 0x04))
+    return cls
 
-    __slots__ = ()
-    presence = property(lambda self: bool(self.flags & 0x01))
-    fall = property(lambda self: bool(self.flags & 0x02))
-    motion = property(lambda self: bool(self.flags & 0x04))
 
-
-@dataclass(frozen=True, slots=True)
-class EdgeVitals(_VitalsFlags):
+@_vitals_flags
+class EdgeVitals(NamedTuple):
     node_id: int
     flags: int
     breathing_bpm: float
@@ -108,8 +108,8 @@ class EdgeVitals(_VitalsFlags):
     kind = "vitals"
 
 
-@dataclass(frozen=True, slots=True)
-class FusedVitals(_VitalsFlags):
+@_vitals_flags
+class FusedVitals(NamedTuple):
     node_id: int
     flags: int
     breathing_bpm: float
@@ -130,8 +130,7 @@ class FusedVitals(_VitalsFlags):
     kind = "fused_vitals"
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureVector:
+class FeatureVector(NamedTuple):
     node_id: int
     seq: int
     timestamp_us: int
@@ -140,8 +139,7 @@ class FeatureVector:
     kind = "feature_vector"
 
 
-@dataclass(frozen=True, slots=True)
-class RawCsi:
+class RawCsi(NamedTuple):
     """Header only: the I/Q payload stays in the datagram and is never copied."""
 
     node_id: int
@@ -156,16 +154,14 @@ class RawCsi:
     kind = "raw_csi"
 
 
-@dataclass(frozen=True, slots=True)
-class CompressedCsi:
+class CompressedCsi(NamedTuple):
     node_id: int
     size: int
 
     kind = "compressed_csi"
 
 
-@dataclass(frozen=True, slots=True)
-class WasmOutput:
+class WasmOutput(NamedTuple):
     node_id: int
     module_id: int
     events: tuple[tuple[int, float], ...]
@@ -173,8 +169,7 @@ class WasmOutput:
     kind = "wasm_output"
 
 
-@dataclass(frozen=True, slots=True)
-class MeshHealth:
+class MeshHealth(NamedTuple):
     node_id: int
     epoch: int
     local_time_us: int
@@ -189,8 +184,7 @@ class MeshHealth:
     kind = "mesh_health"
 
 
-@dataclass(frozen=True, slots=True)
-class MeshAnomaly:
+class MeshAnomaly(NamedTuple):
     node_id: int
     epoch: int
     ts_us: int
@@ -203,8 +197,7 @@ class MeshAnomaly:
     fall = property(lambda self: self.reason == 4)
 
 
-@dataclass(frozen=True, slots=True)
-class TimeSync:
+class TimeSync(NamedTuple):
     node_id: int
     proto_ver: int
     flags: int

@@ -1,10 +1,11 @@
 """Nodes on MQTT: datagrams in, privacy-gated node state, availability and events out.
 
 Pipeline per datagram (on the node-pipeline thread, never paho's):
-decode (CRC) -> registry (loss, reboots, liveness) -> privacy gate -> node
-fields -> publish. State goes out retained on `<base>/node/<name>` at once
-when presence, motion or availability change and otherwise at most every
-`nodes.publish_interval` seconds.
+decode (CRC) -> registry (loss, reboots, liveness) -> privacy gate -> the
+node's view (nodestate.py: latest frames, presence engine) -> events.
+State goes out retained on `<base>/node/<name>` at once when presence,
+occupancy, motion, fall or calibrating change; other changes at most every
+`nodes.publish_interval` seconds and never later than `nodes.max_delay`.
 
 Presence comes from the per-node PresenceEngine (presence.py) fed with the
 feature-state presence_score (or the vitals score for nodes that send no
@@ -25,9 +26,11 @@ from bridge.core.payload import PayloadError, dumps, parse_json
 from bridge.mqtt.router import Message
 from bridge.nodes import codec
 from bridge.nodes.codec import DecodeError, decode
+from bridge.nodes.nodestate import URGENT, Flags, NodeView
 from bridge.nodes.presence import PresenceEngine, PresenceSettings
-from bridge.nodes.privacy import PrivacyError, PrivacyGate
+from bridge.nodes.privacy import PrivacyClass, PrivacyError, PrivacyGate
 from bridge.nodes.registry import Node, NodeRegistry
+from bridge.nodes.schedule import ExpectedHours
 from bridge.nodes.serial_ingest import SerialIngest
 from bridge.nodes.udp import Batch, UdpIngest
 from bridge.topics import is_slug
@@ -35,43 +38,9 @@ from bridge.config import privacy_class
 
 log = logging.getLogger(__name__)
 
-IMMEDIATE = ("presence", "occupancy", "motion", "fall", "calibrating")  # published at once
-
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
-
-
-def frame_fields(frame: codec.Frame) -> dict[str, Any]:
-    """The node-state fields a frame contributes (before the privacy gate)."""
-    if isinstance(frame, codec.FeatureState):
-        fields: dict[str, Any] = {
-            "presence_score": round(frame.presence_score, 3),
-            "motion_score": round(frame.motion_score, 3),
-            "mode": frame.mode, "calibrating": frame.calibrating,
-            "anomaly": frame.anomaly, "anomaly_score": frame.anomaly_score,
-            "env_shift": frame.env_shift, "env_shift_score": frame.env_shift_score,
-            "coherence": frame.node_coherence,
-        }
-        if frame.respiration_valid:
-            fields["breathing_bpm"] = round(frame.respiration_bpm, 1)
-        if frame.heartbeat_valid:
-            fields["heart_bpm"] = round(frame.heartbeat_bpm, 1)
-        return fields
-    if isinstance(frame, (codec.EdgeVitals, codec.FusedVitals)):
-        fields = {"motion": frame.motion, "fall": frame.fall,
-                  "motion_energy": round(frame.motion_energy, 3), "persons": frame.n_persons}
-        if frame.breathing_bpm > 0:
-            fields["breathing_bpm"] = round(frame.breathing_bpm, 1)
-        if frame.heart_bpm > 0:
-            fields["heart_bpm"] = round(frame.heart_bpm, 1)
-        return fields
-    if isinstance(frame, codec.MeshHealth):
-        return {"mesh_role": frame.role, "packet_yield": frame.pkt_yield,
-                "noise_floor_dbm": frame.noise_floor_dbm}
-    if isinstance(frame, codec.MeshAnomaly):
-        return {"anomaly": frame.reason != 0, "anomaly_score": round(frame.anomaly_score, 3)}
-    return {}
 
 
 class NodesExtension:
@@ -84,14 +53,11 @@ class NodesExtension:
                                                        if d["privacy_class"] is not None})
         self.registry = NodeRegistry(devices)
         self.errors: dict[str, Counter] = defaultdict(Counter)  # source ip -> reason -> count
-        self._fields: dict[int, dict[str, Any]] = {}
-        self._published: dict[int, tuple[float, dict[str, Any]]] = {}
-        self._dirty: set[int] = set()
-        self._engines: dict[int, PresenceEngine] = {}
-        self._has_feature_state: set[int] = set()
-        self._clock: dict[int, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-        self._pipeline = threading.Lock()
+        self._views: dict[int, NodeView] = {}
+        self._urgent: set[int] = set()
+        self._expected = {n: ExpectedHours(d["expected_hours"]) for n, d in devices.items()
+                          if d["expected_hours"]}
+        self._pipeline = threading.RLock()
         self._stop = threading.Event()
         self.udp = UdpIngest(cfg["udp"]["bind"], cfg["udp"]["port"], self.handle,
                              cfg["udp"]["queue"]) if cfg["udp"]["enabled"] else None
@@ -128,14 +94,17 @@ class NodesExtension:
         """Run a batch through the pipeline; UDP and serial readers may call it concurrently."""
         with self._pipeline:
             now = time.time()
+            errors = self.errors
             for data, (host, port) in batch:
                 try:
                     frame = decode(data)
                 except DecodeError as exc:
-                    self.errors[host][exc.reason] += 1
+                    errors[host][exc.reason] += 1
                     continue
-                self._accept(frame, f"{host}:{port}", now)
-            self._flush(now)
+                self._accept(frame, host, port, now)
+            for node_id in self._urgent:
+                self._publish_state(node_id, now)
+            self._urgent.clear()
 
     def _handle_serial(self, batch: Batch) -> None:
         for data, (source, _) in batch:  # deframed, so decoding cannot fail here
@@ -149,8 +118,8 @@ class NodesExtension:
                 {"line": text, "level": text[:1] if text[:2] in ("E ", "W ", "I ", "D ", "V ") else None}),
                 qos=0)
 
-    def _accept(self, frame: codec.Frame, address: str, now: float) -> None:
-        node, is_new, rebooted = self.registry.observe(frame, address, now)
+    def _accept(self, frame: codec.Frame, host: str, port: int, now: float) -> None:
+        node, is_new, rebooted = self.registry.observe(frame, host, port, now)
         if is_new or not node.online:
             node.online = True
             self._availability(node)
@@ -161,87 +130,65 @@ class NodesExtension:
             self._event(node, "node_rebooted", {"reboots": node.reboots})
         if not self.gate.admit(frame):
             return
-        fields = frame_fields(frame)
-        fields.update(self._presence(node, frame, now))
-        fields = self.gate.redact(node.node_id, fields)
-        if not fields:
-            return
-        with self._lock:
-            current = self._fields.setdefault(node.node_id, {})
-            if fields.get("fall") and not current.get("fall"):
-                self._event(node, "fall_detected", {})
-            if fields.get("anomaly") and not current.get("anomaly"):
-                self._event(node, "unrecognized_activity_pattern",
-                            {"anomaly_score": fields.get("anomaly_score")})
-            if "presence" in fields and fields["presence"] is not None and \
-                    current.get("presence") is not None and fields["presence"] != current["presence"]:
-                self._event(node, "unknown_presence" if fields["presence"] else "presence_cleared",
-                            {"presence_score": fields.get("presence_score"),
-                             "node_time": round(self._clock[node.node_id][0], 3)})
-            current.update(fields)
-            self._dirty.add(node.node_id)
+        view = self._views.get(node.node_id) or self._view(node.node_id)
+        before = view.flags
+        after = view.flags = view.add(frame, now)
+        if after != before:
+            self._edges(node, view, before, after, now)
+
+    def _edges(self, node: Node, view: NodeView, before: Flags, after: Flags, now: float) -> None:
+        """Events and immediate publishing when a flag changes."""
+        if any(getattr(before, k) != getattr(after, k) for k in URGENT):
+            self._urgent.add(node.node_id)
+        if after.fall and not before.fall:
+            self._event(node, "fall_detected", {})
+        if after.anomaly and not before.anomaly and \
+                self.gate.class_of(node.node_id) < PrivacyClass.RESTRICTED:
+            self._event(node, "unrecognized_activity_pattern",
+                        {"anomaly_score": view.fields().get("anomaly_score")})
+        if before.presence is not None and after.presence != before.presence:
+            score = view.engine.decision(view.clock or 0.0).smoothed
+            self._event(node, "unknown_presence" if after.presence else "presence_cleared",
+                        {"presence_score": score, "node_time": round(view.clock or 0.0, 3)})
+        if after.occupancy and not before.occupancy:
+            hours = self._expected.get(node.node_id)
+            if hours is not None and not hours.expects(datetime.fromtimestamp(now)):
+                self._event(node, "unexpected_occupancy",
+                            {"expected_hours": hours.text, "room": node.room})
+
+    def _view(self, node_id: int) -> NodeView:
+        override = self.cfg["devices"].get(node_id, {})
+        view = self._views[node_id] = NodeView(PresenceEngine(
+            PresenceSettings.merged(self.cfg["presence"], override)))
+        return view
 
     def engine(self, node_id: int) -> PresenceEngine:
-        engine = self._engines.get(node_id)
-        if engine is None:
-            override = self.cfg["devices"].get(node_id, {})
-            engine = self._engines[node_id] = PresenceEngine(
-                PresenceSettings.merged(self.cfg["presence"], override))
-        return engine
+        return (self._views.get(node_id) or self._view(node_id)).engine
 
-    def _presence(self, node: Node, frame: codec.Frame, now: float) -> dict[str, Any]:
-        if isinstance(frame, codec.FeatureState):
-            self._has_feature_state.add(node.node_id)
-        elif not (isinstance(frame, (codec.EdgeVitals, codec.FusedVitals))
-                  and node.node_id not in self._has_feature_state):
-            return {}
-        d = self.engine(node.node_id).update(self._node_time(node, frame), frame.presence_score)
-        return {"presence": d.present, "occupancy": d.occupied, "presence_score": d.smoothed,
-                "baseline": d.baseline, "calibrating": d.calibrating}
+    def _flush_due(self, now: float) -> None:
+        """Publish every node whose pending change is due (rate limit and max-delay cap)."""
+        interval, cap = self.cfg["publish_interval"], self.cfg["max_delay"]
+        for node_id, view in list(self._views.items()):
+            since = view.dirty_since
+            if since is not None and (now - view.published_at >= interval or now - since >= cap):
+                self._publish_state(node_id, now)
 
-    def _node_time(self, node: Node, frame: codec.Frame) -> float:
-        """The node's own clock in seconds, kept monotonic across reboots.
-
-        Device time, not arrival time: network jitter and replay speed then cannot bend
-        the engine's windows and hold times.
-        """
-        t = frame.ts_us / 1e6 if isinstance(frame, codec.FeatureState) else frame.timestamp_ms / 1e3
-        last, offset = self._clock.get(node.node_id, (None, 0.0))
-        if last is not None and t + offset < last:
-            offset = last - t  # clock restarted (reboot): continue from where it was
-        self._clock[node.node_id] = (t + offset, offset)
-        return t + offset
-
-    def _flush(self, now: float) -> None:
-        interval = self.cfg["publish_interval"]
-        with self._lock:
-            dirty = list(self._dirty)
-        for node_id in dirty:
-            node = self.registry.get(node_id)
-            if node is None:
-                continue
-            last_at, last = self._published.get(node_id, (0.0, {}))
-            fields = self._fields.get(node_id, {})
-            urgent = any(fields.get(k) != last.get(k) for k in IMMEDIATE)
-            if urgent or now - last_at >= interval:
-                self._publish_state(node, now)
-
-    def _publish_state(self, node: Node, now: float) -> None:
-        with self._lock:
-            fields = dict(self._fields.get(node.node_id, {}))
-            self._dirty.discard(node.node_id)
-        self._published[node.node_id] = (now, fields)
-        state = {"node_id": node.node_id, "name": node.name, "room": node.room,
-                 "privacy_class": self.gate.class_of(node.node_id).label, **fields,
+    def _publish_state(self, node_id: int, now: float) -> None:
+        node, view = self.registry.get(node_id), self._views.get(node_id)
+        if node is None or view is None:
+            return
+        view.published_at, view.dirty_since = now, None
+        fields = self.gate.redact(node_id, view.fields())
+        state = {"node_id": node_id, "name": node.name, "room": node.room,
+                 "privacy_class": self.gate.class_of(node_id).label, **fields,
                  "rssi": node.rssi, "last_seen": _iso(node.last_seen),
                  "frames": dict(node.frames), "packet_loss": node.packet_loss}
-        topics = self.bridge.topics
-        self.bridge.mqtt.publish(topics.node(node.name), dumps(state), qos=1, retain=True)
+        self.bridge.mqtt.publish(self.bridge.topics.node(node.name), dumps(state), qos=1, retain=True)
         entity = node.name.replace("-", "_")
         for key in ("presence", "occupancy", "motion"):
             if fields.get(key) is not None:
                 self.bridge.states.set(f"binary_sensor.{entity}_{key}", "on" if fields[key] else "off",
-                                       {"node_id": node.node_id, "room": node.room})
+                                       {"node_id": node_id, "room": node.room})
 
     def _availability(self, node: Node) -> None:
         self.bridge.mqtt.publish(self.bridge.topics.node_availability(node.name), dumps(
@@ -252,13 +199,15 @@ class NodesExtension:
             {"event_type": event_type, "node": node.name, "time": _iso(time.time()), **data}), qos=1)
 
     def _tick(self) -> None:
-        while not self._stop.wait(0.2):
+        period = min(0.2, self.cfg["max_delay"] / 4)  # so max_delay holds to within a quarter
+        while not self._stop.wait(period):
             now = time.time()
             for node in self.registry.all():
                 if node.online and now - node.last_seen > self.cfg["offline_after"]:
                     node.online = False
                     self._availability(node)
-            self._flush(now)
+            with self._pipeline:
+                self._flush_due(now)
 
     # ------------------------------------------------------------ commands
 
@@ -274,8 +223,15 @@ class NodesExtension:
 
     def _req_calibrate(self, request: dict[str, Any]) -> dict[str, Any]:
         node = self._node_from(request)
-        self.engine(node.node_id).calibrate(self._clock.get(node.node_id, (0.0, 0))[0])
+        with self._pipeline:
+            self._calibrate(node)
         return {"node": node.name, "seconds": self.engine(node.node_id).settings.calibration}
+
+    def _calibrate(self, node: Node) -> None:
+        view = self._views.get(node.node_id) or self._view(node.node_id)
+        view.engine.calibrate(view.clock or 0.0)
+        view.flags = view.flags._replace(calibrating=True)
+        self._publish_state(node.node_id, time.time())
 
     def _on_set(self, msg: Message) -> None:
         name = msg.topic.split("/")[-2]
@@ -288,7 +244,8 @@ class NodesExtension:
         if node is None:
             log.warning("ignored %s: no node named %r", msg.topic, name)
         elif body.get("calibrate") is True:
-            self.engine(node.node_id).calibrate(self._clock.get(node.node_id, (0.0, 0))[0])
+            with self._pipeline:
+                self._calibrate(node)
             log.info("calibrating %s: keep the room empty for %.0f s", name,
                      self.engine(node.node_id).settings.calibration)
 
@@ -310,15 +267,16 @@ class NodesExtension:
         self._clear(node)
         self.registry.rename(node.node_id, new)
         self._availability(node)
-        self._publish_state(node, time.time())
+        with self._pipeline:
+            self._publish_state(node.node_id, time.time())
         return {"from": old, "to": new}
 
     def _req_remove(self, request: dict[str, Any]) -> dict[str, Any]:
         node = self._node_from(request)
         self._clear(node)
         self.registry.remove(node.node_id)
-        self._engines.pop(node.node_id, None)
-        self._fields.pop(node.node_id, None)
+        with self._pipeline:
+            self._views.pop(node.node_id, None)
         return {"node": node.name}
 
     def _req_privacy(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -327,9 +285,8 @@ class NodesExtension:
             cls = self.gate.demote(node.node_id, privacy_class(request.get("class")))
         except (PrivacyError, ValueError) as exc:
             raise ApiError(str(exc)) from None
-        with self._lock:
-            self._fields[node.node_id] = self.gate.redact(node.node_id, self._fields.get(node.node_id, {}))
-        self._publish_state(node, time.time())
+        with self._pipeline:  # the state is redacted as it is built: publish it at the new class
+            self._publish_state(node.node_id, time.time())
         return {"node": node.name, "privacy_class": cls.label}
 
     # ------------------------------------------------------------ reporting

@@ -78,6 +78,11 @@ class PresenceEngine:
         self._learn, self._learn_until, self._calibrating = [], now + self.settings.calibration, True
 
     def update(self, t: float, score: float) -> PresenceDecision:
+        self.step(t, score)
+        return self.decision(t)
+
+    def step(self, t: float, score: float) -> None:
+        """Take one score at node time t (seconds); the hot path, so it builds no decision."""
         s = self.settings
         x = math.log(max(score, 1e-3))
         self._window.append((t, x))
@@ -102,7 +107,7 @@ class PresenceEngine:
                 if self.present:
                     self.last_present_at = t
             self._last_t = t
-            return self.decision(t)
+            return
 
         excess = smoothed - self.baseline_log
         if excess > math.log(s.enter_ratio):
@@ -119,15 +124,20 @@ class PresenceEngine:
             dt = max(0.0, t - self._last_t)  # quiet: follow slow drift of the empty-room level
             self.baseline_log += (smoothed - self.baseline_log) * (1 - math.exp(-dt / s.drift_tau))
         self._last_t = t
-        return self.decision(t)
+
+    def occupied(self, now: float) -> bool | None:
+        if self.present is None:
+            return None
+        return self.present or (self.last_present_at is not None and
+                                now - self.last_present_at <= self.settings.occupancy_window)
+
+    @property
+    def calibrating(self) -> bool:
+        return self._calibrating
 
     def decision(self, now: float) -> PresenceDecision:
-        occupied = None
-        if self.present is not None:
-            occupied = self.present or (self.last_present_at is not None and
-                                        now - self.last_present_at <= self.settings.occupancy_window)
         return PresenceDecision(
-            self.present, occupied,
+            self.present, self.occupied(now),
             round(math.exp(self._smoothed), 3) if self._smoothed is not None else None,
             round(math.exp(self.baseline_log), 3) if self.baseline_log is not None else None,
             self._calibrating)

@@ -24,7 +24,8 @@ class Node:
     node_id: int
     name: str
     room: str | None
-    address: str = ""
+    host: str = ""
+    port: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
     online: bool = False
@@ -44,6 +45,10 @@ class Node:
     def summary(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "name": self.name, "room": self.room,
                 "online": self.online, "address": self.address}
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 def _clock_of(frame: Frame) -> int | None:
@@ -70,18 +75,19 @@ class NodeRegistry:
     def all(self) -> list[Node]:
         return list(self._nodes.values())
 
-    def observe(self, frame: Frame, address: str, now: float | None = None) -> tuple[Node, bool, bool]:
+    def observe(self, frame: Frame, host: str, port: int, now: float | None = None
+                ) -> tuple[Node, bool, bool]:
         """Record a valid frame; returns (node, is_new, rebooted)."""
         now = time.time() if now is None else now
-        with self._lock:
-            node = self._nodes.get(frame.node_id)
-            is_new = node is None
-            if node is None:
+        node = self._nodes.get(frame.node_id)
+        is_new = node is None
+        if is_new:
+            with self._lock:
                 dev = self._devices.get(frame.node_id, {})
                 node = Node(frame.node_id, dev.get("name") or f"node_{frame.node_id}",
                             dev.get("room"), first_seen=now)
                 self._nodes[frame.node_id] = node
-        node.address, node.last_seen = address, now
+        node.host, node.port, node.last_seen = host, port, now
         node.frames[frame.kind] += 1
         if getattr(frame, "mode", None) is not None:
             node.mode = frame.mode

@@ -145,4 +145,4 @@ def test_a_flipped_byte_in_a_crc_frame_is_never_accepted(frame, pos, xor):
 
 
 def _fields(obj) -> dict:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+    return obj._asdict()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 
 from firmware_tools.simulate import generate, make_nodes, send_udp
 from tests.polling import wait_until
@@ -81,3 +82,38 @@ def test_silence_makes_a_node_unavailable_not_empty(mosquitto, node_bridge, make
                        if m.topic == "ruview/node/node_1/availability" and m.json()["state"] == "offline")
     assert "ruview/node/node_1" not in topics[went_offline:], "silence must not publish a new state"
     assert probe.on("ruview/node/node_1")[-1].json()["presence"] is False  # last decided, unchanged
+
+
+def _hhmm(when: datetime) -> str:
+    return when.strftime("%H:%M")
+
+
+def test_unexpected_occupancy_only_outside_expected_hours(mosquitto, node_bridge, make_probe):
+    now = datetime.now()
+    outside = f"{_hhmm(now + timedelta(hours=2))}-{_hhmm(now + timedelta(hours=3))}"
+    inside = f"{_hhmm(now - timedelta(hours=1))}-{_hhmm(now + timedelta(hours=1))}"
+    bridge, ext, port = node_bridge(mosquitto, devices={1: {"expected_hours": [outside]},
+                                                        2: {"expected_hours": [inside]}})
+    probe = make_probe(mosquitto, "ruview/node/+/event")
+    feed(port, make_nodes(3, "visit", 60), 60, ext)
+    wait_until(lambda: len([m for m in probe.messages
+                            if m.json()["event_type"] == "presence_cleared"]) == 3, 10)
+    unexpected = [m for m in probe.messages if m.json()["event_type"] == "unexpected_occupancy"]
+    assert [m.topic for m in unexpected] == ["ruview/node/node_1/event"]
+    assert unexpected[0].json()["expected_hours"] == [outside]
+
+
+def test_max_delay_caps_how_long_a_change_waits(mosquitto, node_bridge, make_probe):
+    def state_times(**cfg):
+        bridge, ext, port = node_bridge(mosquitto, publish_interval=30, **cfg)
+        probe = make_probe(mosquitto, "ruview/node/+")
+        nodes = make_nodes(1, "empty", 3, first_id=len(cfg) + 20)
+        send_udp(generate(nodes, 3), "127.0.0.1", port, speed=1)  # real time, scores changing
+        time.sleep(0.5)
+        return [m.received for m in probe.messages if m.topic.endswith(f"node_{nodes[0].node_id}")]
+
+    held = state_times()  # default cap 1 s
+    assert 3 <= len(held) <= 5, held
+    capped = state_times(max_delay=0.3)
+    gaps = [b - a for a, b in zip(capped, capped[1:])]
+    assert len(capped) >= 8 and max(gaps) <= 0.3 + 0.1 + 0.2, gaps

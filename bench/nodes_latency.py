@@ -1,0 +1,158 @@
+"""Frame-to-subscriber latency: 100 nodes at 10 Hz through a bridge process and a real Mosquitto.
+
+The bridge runs as its own process (`ruview-bridge run`), as deployed. This
+process sends edge-vitals frames over loopback UDP, 100 nodes x 10 Hz
+(1,000 frames/s), each flipping its node's motion bit so that every frame
+changes state and must be published at once; a subscriber here takes the
+time each `<base>/node/<name>` state arrives and matches it by the node's
+vitals frame counter to the frame's send time (one clock, one process).
+
+Baseline in the same run: the same number of messages of the same size
+published straight to the broker and timed to the same subscriber, which
+is the floor any bridge adds to.
+
+    python -m bench.nodes_latency [--seconds 20] [--nodes 100] [--rate 10]
+
+Targets (issue 3): p50 <= 2 ms, p99 <= 10 ms, no frame lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import orjson
+import paho.mqtt.client as paho
+import yaml
+
+from bridge.nodes import codec
+from tests.brokers import Mosquitto, free_port
+
+WARMUP = 1.0  # seconds of sending not counted (connections and first publishes)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+class Subscriber:
+    def __init__(self, port: int, topic: str) -> None:
+        self.arrivals: list[tuple[float, bytes, bytes]] = []
+        self._ready = threading.Event()
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_message = lambda c, u, m: self.arrivals.append(
+            (time.perf_counter(), m.topic.encode(), m.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise RuntimeError("subscriber got no SUBACK")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def paced(count: int, rate: float, send) -> list[float]:
+    """Call send(i) count times at `rate` per second; returns each call's perf_counter time."""
+    times, start = [], time.perf_counter()
+    for i in range(count):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        times.append(time.perf_counter())
+        send(i)
+    return times
+
+
+def vitals(node_id: int, k: int) -> bytes:
+    return codec.encode_edge_vitals(codec.EdgeVitals(
+        node_id, 0x04 if k % 2 else 0, 0.0, 0.0, -55, 1, 0.5 if k % 2 else 0.1, 1.0, 100 * k))
+
+
+def run_bridge(broker_port: int, nodes: int, rate: float, seconds: float) -> tuple[list[float], int]:
+    udp_port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "config.yaml")
+        with open(config, "w") as f:
+            yaml.safe_dump({"mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "base_topic": "lat"},
+                            "nodes": {"udp": {"bind": "127.0.0.1", "port": udp_port}}}, f)
+        proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
+                                 "--log-level", "warning"], stdin=subprocess.DEVNULL)
+        try:
+            sub = Subscriber(broker_port, "lat/node/+")
+            time.sleep(2)  # the bridge connects
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            total = int(seconds * rate * nodes)
+            sends = paced(total, rate * nodes, lambda i: sock.sendto(
+                vitals(1 + i % nodes, 1 + i // nodes), ("127.0.0.1", udp_port)))
+            time.sleep(1)
+            sub.stop()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    sent_at = {(1 + i % nodes, 1 + i // nodes): t for i, t in enumerate(sends)}
+    start, latencies, seen = sends[0] + WARMUP, [], set()
+    for arrived, topic, payload in sub.arrivals:
+        state = orjson.loads(payload)
+        key = (state["node_id"], state["frames"].get("vitals", 0))
+        if key in sent_at and key not in seen:
+            seen.add(key)
+            if sent_at[key] >= start:
+                latencies.append((arrived - sent_at[key]) * 1000)
+    lost = len(sent_at) - len(seen)
+    return latencies, lost
+
+
+def run_baseline(broker_port: int, count: int, rate: float, size: int) -> list[float]:
+    sub = Subscriber(broker_port, "base/node/+")
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    pub.connect("127.0.0.1", broker_port)
+    pub.loop_start()
+    time.sleep(0.5)
+    body = b"x" * size
+    sends = paced(count, rate, lambda i: pub.publish(f"base/node/n{i % 100}", b"%08d" % i + body,
+                                                    qos=1, retain=True))
+    time.sleep(1)
+    sub.stop()
+    pub.loop_stop()
+    start = sends[0] + WARMUP
+    return [(arrived - sends[int(payload[:8])]) * 1000 for arrived, _, payload in sub.arrivals
+            if sends[int(payload[:8])] >= start]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=10, help="frames/s per node")
+    args = parser.parse_args()
+    broker = Mosquitto().start()
+    try:
+        latencies, lost = run_bridge(broker.port, args.nodes, args.rate, args.seconds)
+        baseline = run_baseline(broker.port, int(args.seconds * args.rate * args.nodes),
+                                args.rate * args.nodes, 420)
+    finally:
+        broker.cleanup()
+    total = int(args.seconds * args.rate * args.nodes)
+    print(f"{args.nodes} nodes x {args.rate:g} Hz for {args.seconds:g} s ({total} frames, first "
+          f"{WARMUP:g} s not timed), Mosquitto on loopback:")
+    for label, values in (("broker alone (publish -> subscriber)", baseline),
+                          ("bridge (UDP frame -> subscriber)", latencies)):
+        print(f"  {label:38s} p50 {percentile(values, 50):6.2f} ms   p99 {percentile(values, 99):6.2f} ms"
+              f"   max {max(values):7.2f} ms   n={len(values)}")
+    print(f"  frames lost: {lost}   (targets: p50 <= 2 ms, p99 <= 10 ms, none lost)")
+    print(f"  ratio bridge/broker-alone p50: {statistics.median(latencies) / statistics.median(baseline):.1f}x")
+
+
+if __name__ == "__main__":
+    main()
