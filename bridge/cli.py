@@ -19,6 +19,7 @@ from bridge.app import Bridge
 from bridge.config import ConfigError, load_config, secret_values
 from bridge.console import RateMeter, StatusLine, setup_logging
 from bridge.mqtt.embedded import EmbeddedBroker, broker_answers
+from bridge.homeassistant.extension import HomeAssistantExtension
 from bridge.nodes.extension import NodesExtension
 
 log = logging.getLogger("bridge")
@@ -114,6 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             bridge = Bridge(config, url, embedded_broker=embedded is not None,
                             force_protocol="3.1.1" if embedded else None)
             bridge.add(NodesExtension(bridge))
+            if config["homeassistant"]["enabled"]:
+                bridge.add(HomeAssistantExtension(bridge))
             print(_summary(bridge, path), file=sys.stderr, flush=True)
             if interactive:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))

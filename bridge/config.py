@@ -216,6 +216,17 @@ SCHEMA = Section({
             "expected_hours": Field(None, expected_hours),
         })),
     }),
+    "homeassistant": Section({
+        "enabled": Field(True, boolean),
+        "discovery_prefix": Field("homeassistant", text(SLUG, "a topic level of [a-z0-9_-]")),
+        "mode": Field("component", choice("component", "device")),
+        "status_topic": Field("homeassistant/status", text(SLUG + r"(/" + SLUG + r")*", "a topic")),
+        "discover_devices": Field(True, boolean),
+        "statestream_topic": Field(None, text(SLUG + r"(/" + SLUG + r")*", "a topic", optional=True)),
+        "collect_seconds": Field(3.0, number(0, 60)),
+        "birth_delay": Field(5.0, number(0, 120)),
+        "rename_pause": Field(2.0, number(0, 60)),
+    }),
     "bridge": Section({
         "health_interval": Field(30.0, number(1, 86400)),
         "shutdown_timeout": Field(5.0, number(0.1, 120)),
@@ -315,6 +326,10 @@ def _cross_checks(cfg: dict[str, Any], source: str) -> list[str]:
     for label, link in nodes["serial"].items():
         if not link["url"]:
             errors.append(f"nodes.serial.{label}.url: expected a device path or pyserial URL")
+    ha = cfg["homeassistant"]
+    if ha["discovery_prefix"] == mqtt["base_topic"].split("/")[0]:
+        errors.append(f"homeassistant.discovery_prefix: {ha['discovery_prefix']!r} is also the start of "
+                      "mqtt.base_topic; give them different names")
     names = [d["name"] for d in nodes["devices"].values() if d["name"]]
     if len(names) != len(set(names)):
         errors.append("nodes.devices: two nodes share a name; names must be unique")

@@ -123,6 +123,14 @@ class MqttClient:
             if self._online:
                 self._paho.subscribe(*self._sub_args({topic_filter: no_local}))
 
+    def republish_retained(self, prefix: str) -> int:
+        """Send again every retained message we hold under prefix (e.g. after HA restarts)."""
+        with self._lock:
+            held = [out for topic, out in self._retained.items() if topic.startswith(prefix)]
+        for out in held:
+            self.publish(out.topic, out.payload, out.qos, True)
+        return len(held)
+
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
                 expiry: int | None = None, response_topic: str | None = None,
                 correlation_data: bytes | None = None) -> bool:

@@ -38,6 +38,8 @@ from bridge.config import privacy_class
 
 log = logging.getLogger(__name__)
 
+THRESHOLDS = {"enter_ratio": (1.1, 100.0), "exit_ratio": (1.0, 100.0), "hold": (0.0, 3600.0)}
+
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
@@ -54,6 +56,7 @@ class NodesExtension:
         self.registry = NodeRegistry(devices)
         self.errors: dict[str, Counter] = defaultdict(Counter)  # source ip -> reason -> count
         self._views: dict[int, NodeView] = {}
+        self._rate_mark = (time.monotonic(), 0)
         self._urgent: set[int] = set()
         self._expected = {n: ExpectedHours(d["expected_hours"]) for n, d in devices.items()
                           if d["expected_hours"]}
@@ -126,6 +129,7 @@ class NodesExtension:
             if is_new:
                 self.bridge.mqtt.publish(self.bridge.topics.bridge_event, dumps(
                     {"type": "node_joined", "data": node.summary()}), qos=0)
+                self._changed(node)
         if rebooted:
             self._event(node, "node_rebooted", {"reboots": node.reboots})
         if not self.gate.admit(frame):
@@ -181,6 +185,7 @@ class NodesExtension:
         fields = self.gate.redact(node_id, view.fields())
         state = {"node_id": node_id, "name": node.name, "room": node.room,
                  "privacy_class": self.gate.class_of(node_id).label, **fields,
+                 "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLDS},
                  "rssi": node.rssi, "last_seen": _iso(node.last_seen),
                  "frames": dict(node.frames), "packet_loss": node.packet_loss}
         self.bridge.mqtt.publish(self.bridge.topics.node(node.name), dumps(state), qos=1, retain=True)
@@ -248,6 +253,26 @@ class NodesExtension:
                 self._calibrate(node)
             log.info("calibrating %s: keep the room empty for %.0f s", name,
                      self.engine(node.node_id).settings.calibration)
+        elif any(key in body for key in THRESHOLDS):
+            self._set_thresholds(node, body)
+
+    def _set_thresholds(self, node: Node, body: dict[str, Any]) -> None:
+        """Thresholds from `/set` (HA number entities): checked like config, kept until restart."""
+        with self._pipeline:
+            settings = self.engine(node.node_id).settings
+            for key, (lo, hi) in THRESHOLDS.items():
+                if key not in body:
+                    continue
+                value = body[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                    log.warning("ignored %s for %s: %r is not a number %g..%g", key, node.name, value, lo, hi)
+                    continue
+                setattr(settings, key, float(value))
+            if settings.exit_ratio > settings.enter_ratio:
+                log.warning("%s: exit_ratio %.2f above enter_ratio %.2f; using enter_ratio for both",
+                            node.name, settings.exit_ratio, settings.enter_ratio)
+                settings.exit_ratio = settings.enter_ratio
+            self._publish_state(node.node_id, time.time())
 
     def _clear(self, node: Node) -> None:
         topics = self.bridge.topics
@@ -269,6 +294,7 @@ class NodesExtension:
         self._availability(node)
         with self._pipeline:
             self._publish_state(node.node_id, time.time())
+        self._changed(node, renamed_from=old)
         return {"from": old, "to": new}
 
     def _req_remove(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -277,6 +303,7 @@ class NodesExtension:
         self.registry.remove(node.node_id)
         with self._pipeline:
             self._views.pop(node.node_id, None)
+        self._changed(node, removed=True)
         return {"node": node.name}
 
     def _req_privacy(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -287,13 +314,25 @@ class NodesExtension:
             raise ApiError(str(exc)) from None
         with self._pipeline:  # the state is redacted as it is built: publish it at the new class
             self._publish_state(node.node_id, time.time())
+        self._changed(node)
         return {"node": node.name, "privacy_class": cls.label}
 
     # ------------------------------------------------------------ reporting
 
+    def _changed(self, node: Node, **extra: Any) -> None:
+        """Tell other features (Home Assistant discovery) what a node is now."""
+        self.bridge.bus.emit("node_changed", {
+            "node_id": node.node_id, "name": node.name, "room": node.room, "mode": node.mode,
+            "privacy_class": self.gate.class_of(node.node_id).label, **extra})
+
     def health(self) -> dict[str, Any]:
+        now, received = time.monotonic(), self.udp.received if self.udp else 0
+        last_at, last = self._rate_mark
+        self._rate_mark = (now, received)
         return {
             "count": len(self.registry),
+            "frames_per_second": round((received - last) / (now - last_at), 1) if now > last_at else 0.0,
+            "crc_errors": sum(c.get("crc", 0) for c in self.errors.values()),
             "udp": {"received": self.udp.received, "dropped": self.udp.dropped,
                     "backlog": self.udp.backlog} if self.udp else None,
             "decode_errors": {src: dict(c) for src, c in self.errors.items()},

@@ -1,0 +1,145 @@
+"""Home Assistant discovery out and in, end to end on a real Mosquitto."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bridge.app import Bridge
+from bridge.homeassistant.extension import HomeAssistantExtension
+from bridge.nodes.extension import NodesExtension
+from firmware_tools.simulate import generate, make_nodes, send_udp
+from tests.brokers import free_port
+from tests.homeassistant.fixtures import CONFIGS, STATES
+from tests.polling import wait_until
+
+HA = {"collect_seconds": 0.5, "birth_delay": 0.2, "rename_pause": 0.3}
+NODE_KEY = "ruview_ruview_node_{}"
+
+
+@pytest.fixture
+def ha_bridge(make_config):
+    made = []
+
+    def make(broker, **ha):
+        port = free_port()
+        config = make_config(broker, nodes={"publish_interval": 0.2, "udp": {"bind": "127.0.0.1", "port": port}},
+                             homeassistant={**HA, **ha})
+        bridge = Bridge(config, config["mqtt"]["url"])
+        nodes, ha_ext = NodesExtension(bridge), HomeAssistantExtension(bridge)
+        bridge.add(nodes)
+        bridge.add(ha_ext)
+        bridge.start()
+        assert bridge.mqtt.wait_connected(15)
+        made.append(bridge)
+        return bridge, nodes, ha_ext, port
+
+    yield make
+    for bridge in made:
+        bridge.stop()
+
+
+def devices_on_broker(probe):
+    for topic, payload in CONFIGS.items():
+        probe.publish(topic, payload, retain=True)
+    for topic, payload in STATES.items():
+        probe.publish(topic, payload if isinstance(payload, dict) else payload.encode(), retain=True)
+
+
+def test_discovered_devices_become_home_state_and_services_publish_exact_commands(
+        mosquitto, ha_bridge, make_probe):
+    devices_on_broker(make_probe(mosquitto))
+    bridge, _, ha, _ = ha_bridge(mosquitto)
+    wait_until(lambda: len(ha.devices.entities) == 7, 5)
+    followed = ["light.living_room_lamp", "switch.coffee_plug", "binary_sensor.hall_pir_occupancy",
+                "sensor.hall_pir_temperature", "switch.tasmota_a1b2c3_desk_fan_socket", "fan.bedroom_esp_bedroom_fan"]
+    wait_until(lambda: all(bridge.states.get(e) is not None for e in followed), 5)
+    lamp = bridge.states.get("light.living_room_lamp")
+    assert lamp.state == "on" and lamp.attributes["brightness"] == 128  # 127 of 254, in HA's 0..255
+    assert lamp.attributes["area"] == "Living room"
+    assert bridge.states.get("binary_sensor.hall_pir_occupancy").state == "on"
+    assert bridge.states.get("sensor.hall_pir_temperature").state == "21.5"
+    assert bridge.states.get("switch.tasmota_a1b2c3_desk_fan_socket").state == "on"
+    assert bridge.states.get("fan.bedroom_esp_bedroom_fan").state == "off"
+
+    devices = make_probe(mosquitto, "zigbee2mqtt/+/set", "cmnd/#", "bedroom-esp/#", "ruview/service/#")
+    devices.clear()
+
+    def call(domain, service, data, call_id):
+        devices.publish(f"ruview/service/{domain}/{service}", {"id": call_id, "data": data})
+        return devices.wait_topic(f"ruview/service/{domain}/{service}/response",
+                                  match=lambda m: m.json()["id"] == call_id).json()
+
+    assert call("light", "turn_on", {"entity_id": "light.living_room_lamp", "brightness_pct": 50}, "a")["success"]
+    cmd = devices.wait_topic("zigbee2mqtt/Living room lamp/set")
+    assert cmd.payload == b'{"state":"ON","brightness":127}' and not cmd.retain
+
+    assert call("light", "turn_on", {"entity_id": "light.tasmota_d4e5f6_hall_dimmer", "brightness_pct": 50},
+                "b")["success"]
+    assert devices.wait_topic("cmnd/tasmota_D4E5F6/Dimmer").payload == b"50"
+    assert devices.wait_topic("cmnd/tasmota_D4E5F6/POWER").payload == b"ON"
+
+    reply = call("switch", "turn_on", {"entity_id": "switch.coffee_plug"}, "c")
+    assert reply["success"], (reply, sorted(ha.devices.entities))
+    assert devices.wait_topic("zigbee2mqtt/Coffee plug/set").payload == b"ON"
+    assert call("homeassistant", "toggle", {"entity_id": "switch.tasmota_a1b2c3_desk_fan_socket"}, "d")["success"]
+    assert devices.wait_topic("cmnd/tasmota_A1B2C3/POWER").payload == b"OFF"  # it was on
+
+    before = [m.topic for m in devices.messages]
+    reply = call("light", "turn_on", {"entity_id": ["light.living_room_lamp", "light.nowhere"]}, "e")
+    assert not reply["success"] and "unknown entity 'light.nowhere'" in reply["error"]
+    time.sleep(0.3)
+    after = [m.topic for m in devices.messages if not m.topic.startswith("ruview/")]
+    assert after == [t for t in before if not t.startswith("ruview/")], "an error call published a command"
+
+    devices.publish("homeassistant/switch/0x00158d0005d6e7f8/switch/config", b"", retain=True)
+    wait_until(lambda: "switch.coffee_plug" not in ha.devices.entities, 5)
+    assert bridge.states.get("switch.coffee_plug") is None
+
+
+def test_nodes_are_announced_demotion_clears_vitals_and_stale_configs_go(mosquitto, ha_bridge, make_probe):
+    seed = make_probe(mosquitto)
+    stale = "homeassistant/sensor/ruview_ruview_node_99/rssi/config"
+    seed.publish(stale, {"name": "old", "state_topic": "ruview/node/gone", "unique_id": "x",
+                         "origin": {"name": "ruview-bridge"}}, retain=True)
+    foreign = "homeassistant/sensor/other_thing/rssi/config"
+    seed.publish(foreign, {"name": "keep", "state_topic": "x/y", "origin": {"name": "someone-else"}}, retain=True)
+    probe = make_probe(mosquitto, "homeassistant/#")
+    bridge, nodes, ha, port = ha_bridge(mosquitto)
+    probe.wait_topic(stale, match=lambda m: m.payload == b"")
+    send_udp(generate(make_nodes(1, "breathing", 15, first_id=5), 15), "127.0.0.1", port, speed=0)
+    key = NODE_KEY.format(5)
+    breathing = f"homeassistant/sensor/{key}/breathing/config"
+    cfg = probe.wait_topic(breathing, timeout=8).json()
+    assert cfg["state_topic"] == "ruview/node/node_5" and cfg["origin"]["name"] == "ruview-bridge"
+    probe.wait_topic("homeassistant/binary_sensor/ruview_bridge_ruview/connection_state/config")
+    assert not [m for m in probe.on(foreign) if m.payload == b""], "only our own configs are cleared"
+
+    probe.publish("ruview/bridge/request/node/privacy", {"node": "node_5", "class": "restricted"})
+    probe.wait_topic(breathing, match=lambda m: m.payload == b"")
+    probe.wait_topic(f"homeassistant/sensor/{key}/heart_rate/config", match=lambda m: m.payload == b"")
+    event = probe.wait_topic(f"homeassistant/event/{key}/event/config",
+                             match=lambda m: m.payload and "unrecognized_activity_pattern" not in m.json()[
+                                 "event_types"])
+    assert event.retain is False or event.payload  # re-published with the narrower list
+
+    probe.clear()
+    probe.publish("homeassistant/status", b"online")
+    probe.wait_topic(f"homeassistant/binary_sensor/{key}/presence/config", timeout=5)
+    assert not [m for m in probe.messages if "/breathing/" in m.topic and m.payload]
+
+
+def test_number_and_button_commands_reach_the_node(mosquitto, ha_bridge, make_probe):
+    bridge, nodes, ha, port = ha_bridge(mosquitto)
+    probe = make_probe(mosquitto, "ruview/node/+")
+    send_udp(generate(make_nodes(1, "empty", 15, first_id=6), 15), "127.0.0.1", port, speed=0)
+    probe.wait_topic("ruview/node/node_6")
+    probe.publish("ruview/node/node_6/set", b'{"enter_ratio": 4.5}')  # what the number entity sends
+    state = probe.wait_topic("ruview/node/node_6", match=lambda m: m.json()["thresholds"]["enter_ratio"] == 4.5)
+    assert state.json()["thresholds"]["exit_ratio"] == 1.8
+    probe.publish("ruview/node/node_6/set", b'{"enter_ratio": 500}')  # out of range: ignored
+    probe.publish("ruview/node/node_6/set", b'{"calibrate": true}')  # the button's payload_press
+    probe.wait_topic("ruview/node/node_6", match=lambda m: m.json()["calibrating"] is True)
+    assert nodes.engine(6).settings.enter_ratio == 4.5
+    probe.publish("ruview/node/node_6/set", b'{"calibrate": true}', retain=True)  # retained: ignored
