@@ -143,3 +143,82 @@ def test_number_and_button_commands_reach_the_node(mosquitto, ha_bridge, make_pr
     probe.wait_topic("ruview/node/node_6", match=lambda m: m.json()["calibrating"] is True)
     assert nodes.engine(6).settings.enter_ratio == 4.5
     probe.publish("ruview/node/node_6/set", b'{"calibrate": true}', retain=True)  # retained: ignored
+
+
+def _all_available(probe, configs: dict) -> bool:
+    """Every announced entity's availability topics last said online (what HA would show)."""
+    last = {m.topic: m.payload for m in probe.messages}
+    for cfg in configs.values():
+        for source in cfg.get("availability", []):
+            if b'"online"' not in last.get(source["topic"], b""):
+                return False
+    return bool(configs)
+
+
+def _configs(probe) -> dict:
+    out = {}
+    for m in probe.messages:
+        if m.topic.startswith("homeassistant/") and m.topic.endswith("/config"):
+            if m.payload:
+                out[m.topic] = m.json()
+            else:
+                out.pop(m.topic, None)
+    return out
+
+
+@pytest.mark.parametrize("ha_first", [True, False], ids=["ha-started-first", "bridge-started-first"])
+def test_entities_end_up_available_whichever_starts_first(mosquitto, ha_bridge, make_probe, ha_first):
+    from tests.homeassistant.test_discovery_schema import check_component
+    ha = make_probe(mosquitto, "homeassistant/#", "ruview/#") if ha_first else None
+    if ha_first:
+        ha.publish("homeassistant/status", b"online")  # HA's birth, before any bridge exists
+    bridge, nodes, _, port = ha_bridge(mosquitto, discover_devices=False)
+    send_udp(generate(make_nodes(2, "empty", 12, first_id=11), 12), "127.0.0.1", port, speed=0)
+    wait_until(lambda: len(nodes.registry) == 2, 5)
+    if not ha_first:
+        time.sleep(1.0)
+        ha = make_probe(mosquitto, "homeassistant/#", "ruview/#")  # HA starts: retained copies
+        ha.publish("homeassistant/status", b"online")
+    wait_until(lambda: len([t for t in _configs(ha) if "_node_1" in t]) >= 2 * 14, 10)
+    configs = _configs(ha)
+    wait_until(lambda: _all_available(ha, _configs(ha)), 5)
+    for topic, cfg in configs.items():
+        platform = topic.split("/")[1]
+        if platform in ("binary_sensor", "sensor", "event", "button", "number"):
+            check_component(platform, cfg)  # HA's schema, as received from the broker
+
+
+def test_removed_node_is_cleared_after_restart(mosquitto, ha_bridge, make_probe):
+    bridge, _, _, port = ha_bridge(mosquitto)
+    send_udp(generate(make_nodes(1, "empty", 12, first_id=7), 12), "127.0.0.1", port, speed=0)
+    watcher = make_probe(mosquitto, "homeassistant/#")
+    rssi = f"homeassistant/sensor/{NODE_KEY.format(7)}/rssi/config"
+    watcher.wait_topic(rssi, timeout=8)
+    bridge.stop()  # node 7 is gone for good; its configs stay retained on the broker
+
+    ha_bridge(mosquitto)  # a new bridge that never hears from node 7
+    watcher.wait_topic(rssi, match=lambda m: m.payload == b"", timeout=8)
+    time.sleep(0.5)
+    late = make_probe(mosquitto, "homeassistant/#")  # what HA would find now
+    assert not [m.topic for m in late.messages if NODE_KEY.format(7) in m.topic and m.payload]
+
+
+def test_a_restricted_node_never_announces_vitals(mosquitto, make_config, make_probe):
+    whole = make_probe(mosquitto, "homeassistant/#")
+    port = free_port()
+    config = make_config(mosquitto, nodes={"udp": {"bind": "127.0.0.1", "port": port},
+                                           "devices": {9: {"privacy_class": "restricted"}}},
+                         homeassistant=HA)
+    bridge = Bridge(config, config["mqtt"]["url"])
+    bridge.add(NodesExtension(bridge))
+    bridge.add(HomeAssistantExtension(bridge))
+    bridge.start()
+    try:
+        send_udp(generate(make_nodes(1, "breathing", 12, first_id=9), 12), "127.0.0.1", port, speed=0)
+        whole.wait_topic(f"homeassistant/binary_sensor/{NODE_KEY.format(9)}/presence/config", timeout=8)
+        time.sleep(0.5)
+        announced = [m.topic for m in whole.messages if m.payload]
+        assert not [t for t in announced if "/breathing/" in t or "/heart_rate/" in t]
+        assert not [t for t in announced if t.endswith("unrecognized_activity_pattern/config")]
+    finally:
+        bridge.stop()
