@@ -222,3 +222,15 @@ def test_a_restricted_node_never_announces_vitals(mosquitto, make_config, make_p
         assert not [t for t in announced if t.endswith("unrecognized_activity_pattern/config")]
     finally:
         bridge.stop()
+
+
+def test_statestream_makes_ha_only_entities_known(mosquitto, ha_bridge, make_probe):
+    ha = make_probe(mosquitto)
+    ha.publish("hass/light/kitchen_ceiling/state", b'"on"', retain=True)  # JSON-encoded, as HA sends
+    ha.publish("hass/sensor/outside_temperature/state", b'"3.5"', retain=True)
+    bridge, _, _, _ = ha_bridge(mosquitto, statestream_topic="hass")
+    wait_until(lambda: bridge.states.get("sensor.outside_temperature") is not None, 5)
+    assert bridge.states.get("light.kitchen_ceiling").state == "on"
+    assert bridge.states.get("sensor.outside_temperature").state == "3.5"
+    ha.publish("hass/light/kitchen_ceiling/state", b'"off"', retain=True)
+    wait_until(lambda: bridge.states.get("light.kitchen_ceiling").state == "off", 5)
