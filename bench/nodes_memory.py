@@ -24,10 +24,8 @@ import math
 import random
 import time
 
-from bridge.app import Bridge
-from bridge.config import validate_config
+from bench.harness import start_nodes_bridge
 from bridge.nodes import codec
-from bridge.nodes.extension import NodesExtension
 from tests.brokers import Mosquitto
 
 
@@ -56,15 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     broker = Mosquitto().start()
     try:
-        config = validate_config({"mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}", "base_topic": "mem",
-                                           "outbox_size": 100_000},
-                                  "nodes": {"udp": {"enabled": False}},
-                                  "bridge": {"health_interval": 3600}}, env={})
-        bridge = Bridge(config, config["mqtt"]["url"])
-        ext = NodesExtension(bridge)
-        bridge.add(ext)
-        bridge.start()
-        assert bridge.mqtt.wait_connected(10)
+        bridge, ext = start_nodes_bridge(broker.port, "mem", mqtt={"outbox_size": 100_000},
+                                         nodes={"udp": {"enabled": False}})
         gc.collect()
         before = rss_mb()
         rng = random.Random(1)

@@ -28,9 +28,7 @@ import struct
 import time
 import zlib
 
-from bridge.app import Bridge
-from bridge.config import validate_config
-from bridge.nodes.extension import NodesExtension
+from bench.harness import start_nodes_bridge
 from firmware_tools.simulate import generate, make_nodes
 from tests.brokers import Mosquitto, free_port
 
@@ -101,15 +99,8 @@ def baseline_receiver(processed):
 
 def bridge_receiver(broker_port: int, processed, round_no: int):
     udp_port = free_port()
-    config = validate_config({
-        "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "base_topic": f"bench{round_no}"},
-        "nodes": {"udp": {"bind": "127.0.0.1", "port": udp_port}},
-        "bridge": {"health_interval": 3600}}, env={})
-    bridge = Bridge(config, config["mqtt"]["url"])
-    ext = NodesExtension(bridge)
-    bridge.add(ext)
-    bridge.start()
-    assert bridge.mqtt.wait_connected(10)
+    bridge, ext = start_nodes_bridge(broker_port, f"bench{round_no}",
+                                     nodes={"udp": {"bind": "127.0.0.1", "port": udp_port}})
     handle = ext.udp._handle
     count = [0]
 
@@ -151,13 +142,13 @@ def main() -> None:
             bridge, ext, port, receive = bridge_receiver(broker.port, processed, r)
             rate, lost = run(receive, port, data, processed, args.window)
             bridge_rates.append(rate)
-            published = bridge.mqtt.stats()["published"] if hasattr(bridge.mqtt, "stats") else None
+            published = bridge.mqtt.stats()["published"]
             queue_drops = ext.udp.dropped
             bridge.stop()
             kernel_drops = udp_rcvbuf_errors() - kernel_drops
             print(f"round {r + 1}: baseline {base_rates[-1]:9.0f} frames/s   bridge {bridge_rates[-1]:9.0f} "
                   f"frames/s   ratio {bridge_rates[-1] / base_rates[-1]:.2f}   lost: baseline {base_lost}, "
-                  f"bridge {lost} (kernel {kernel_drops}, queue {queue_drops})" + (f"   published {published}" if published is not None else ""),
+                  f"bridge {lost} (kernel {kernel_drops}, queue {queue_drops})   published {published}",
                   flush=True)
     finally:
         broker.cleanup()

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import yaml
 
+from bridge.nodes.presence import THRESHOLD_RANGES
 from bridge.nodes.schedule import expected_hours
 
 REDACTED = "***"
@@ -79,6 +80,10 @@ def number(lo: float, hi: float) -> Callable[[Any], float]:
         return float(v)
 
     return check
+
+
+def optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else check(v)
 
 
 def boolean(v: Any) -> bool:
@@ -197,9 +202,9 @@ SCHEMA = Section({
         "max_delay": Field(1.0, number(0.1, 3600)),
         "privacy_class": Field(2, privacy_class),
         "presence": Section({
-            "enter_ratio": Field(3.0, number(1.1, 100)),
-            "exit_ratio": Field(1.8, number(1.0, 100)),
-            "hold": Field(5.0, number(0, 3600)),
+            "enter_ratio": Field(3.0, number(*THRESHOLD_RANGES["enter_ratio"])),
+            "exit_ratio": Field(1.8, number(*THRESHOLD_RANGES["exit_ratio"])),
+            "hold": Field(5.0, number(*THRESHOLD_RANGES["hold"])),
             "window": Field(2.0, number(0.2, 60)),
             "warmup": Field(10.0, number(1, 3600)),
             "calibration": Field(30.0, number(1, 3600)),
@@ -209,10 +214,8 @@ SCHEMA = Section({
         "devices": MapOf(node_id, Section({
             "name": Field(None, text(SLUG, "a name of [a-z0-9_-]", optional=True)),
             "room": Field(None, text(optional=True)),
-            "privacy_class": Field(None, lambda v: None if v is None else privacy_class(v)),
-            "enter_ratio": Field(None, lambda v: None if v is None else number(1.1, 100)(v)),
-            "exit_ratio": Field(None, lambda v: None if v is None else number(1.0, 100)(v)),
-            "hold": Field(None, lambda v: None if v is None else number(0, 3600)(v)),
+            "privacy_class": Field(None, optional(privacy_class)),
+            **{key: Field(None, optional(number(lo, hi))) for key, (lo, hi) in THRESHOLD_RANGES.items()},
             "expected_hours": Field(None, expected_hours),
         })),
     }),

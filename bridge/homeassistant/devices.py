@@ -42,7 +42,7 @@ class DeviceRegistry:
     def start(self) -> None:
         mqtt = self.bridge.mqtt
         for pattern in (f"{self.prefix}/+/+/config", f"{self.prefix}/+/+/+/config"):
-            mqtt.subscribe(pattern, self._on_config)
+            mqtt.subscribe(pattern, self._on_config, no_local=True)  # not our own configs (MQTT 5)
         if self.statestream:
             mqtt.subscribe(f"{self.statestream}/+/+/state", self._on_statestream)
         for domain, services in (("light", ("turn_on", "turn_off", "toggle")),

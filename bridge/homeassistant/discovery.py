@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge import __version__
+from bridge.nodes.presence import THRESHOLD_RANGES
 from bridge.topics import Topics
 
 ORIGIN = {"name": "ruview-bridge", "sw": __version__, "url": "https://github.com/ruvnet/RuView"}
 EVENT_TYPES = ["unknown_presence", "presence_cleared", "unexpected_occupancy", "fall_detected",
                "unrecognized_activity_pattern", "node_rebooted"]
 RESTRICTED_EVENTS = {"unrecognized_activity_pattern"}
-THRESHOLDS = {"enter_ratio": (1.1, 100, 0.1), "exit_ratio": (1.0, 100, 0.1), "hold": (0, 3600, 1)}
+THRESHOLD_STEPS = {"enter_ratio": 0.1, "exit_ratio": 0.1, "hold": 1}
 FIRMWARE_MODES = {0: "feature state", 1: "edge vitals", 2: "raw CSI"}
 
 
@@ -97,12 +98,13 @@ def node_components(topics: Topics, node: NodeInfo, expire_after: int) -> dict[s
                  state_topic=state, expire_after=expire_after,
                  value_template="{{ value_json.heart_bpm | default(None) }}", icon="mdi:heart-pulse"),
         ]
-    for name, (lo, hi, step) in THRESHOLDS.items():
+    for name, (lo, hi) in THRESHOLD_RANGES.items():
         sensors.append(comp("number", name, name.replace("_", " ").capitalize(), state_topic=state,
                             command_topic=f"{state}/set",
                             command_template='{"%s": {{ value }}}' % name,
                             value_template="{{ value_json.thresholds.%s }}" % name,
-                            min=lo, max=hi, step=step, mode="box", entity_category="config"))
+                            min=lo, max=hi, step=THRESHOLD_STEPS[name], mode="box",
+                            entity_category="config"))
     return dict(sensors)
 
 

@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.mqtt.outbox import Outbox, Outgoing
-from bridge.mqtt.router import Message, Router
+from bridge.mqtt.router import Message, Route, Router
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,24 @@ class MqttClient:
         self._session_callbacks.append(callback)
 
     def subscribe(self, topic_filter: str, handler: Callable[[Message], None], *,
-                  accept_retained: bool = True, no_local: bool = False) -> None:
-        self.router.add(topic_filter, handler, accept_retained=accept_retained, no_local=no_local)
+                  accept_retained: bool = True, no_local: bool = False) -> Route:
+        route = self.router.add(topic_filter, handler, accept_retained=accept_retained, no_local=no_local)
         with self._lock:
             if self._online:
-                self._paho.subscribe(*self._sub_args({topic_filter: no_local}))
+                self._paho.subscribe(*self._sub_args({topic_filter: self.router.filters()[topic_filter]}))
+        return route
+
+    def unsubscribe(self, route: Route) -> None:
+        """Drop a handler; the broker subscription goes with the filter's last handler."""
+        self.router.remove(route)
+        remaining = self.router.filters()
+        with self._lock:
+            if not self._online:
+                return
+            if route.topic_filter in remaining:  # others still listen: their No Local may now apply
+                self._paho.subscribe(*self._sub_args({route.topic_filter: remaining[route.topic_filter]}))
+            else:
+                self._paho.unsubscribe(route.topic_filter)
 
     def republish_retained(self, prefix: str) -> int:
         """Send again every retained message we hold under prefix (e.g. after HA restarts)."""

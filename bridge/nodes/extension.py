@@ -27,7 +27,7 @@ from bridge.mqtt.router import Message
 from bridge.nodes import codec
 from bridge.nodes.codec import DecodeError, decode
 from bridge.nodes.nodestate import URGENT, Flags, NodeView
-from bridge.nodes.presence import PresenceEngine, PresenceSettings
+from bridge.nodes.presence import THRESHOLD_RANGES, PresenceEngine, PresenceSettings
 from bridge.nodes.privacy import PrivacyClass, PrivacyError, PrivacyGate
 from bridge.nodes.registry import Node, NodeRegistry
 from bridge.nodes.schedule import ExpectedHours
@@ -37,9 +37,6 @@ from bridge.topics import is_slug
 from bridge.config import privacy_class
 
 log = logging.getLogger(__name__)
-
-THRESHOLDS = {"enter_ratio": (1.1, 100.0), "exit_ratio": (1.0, 100.0), "hold": (0.0, 3600.0)}
-
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
@@ -185,7 +182,7 @@ class NodesExtension:
         fields = self.gate.redact(node_id, view.fields())
         state = {"node_id": node_id, "name": node.name, "room": node.room,
                  "privacy_class": self.gate.class_of(node_id).label, **fields,
-                 "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLDS},
+                 "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLD_RANGES},
                  "rssi": node.rssi, "last_seen": _iso(node.last_seen),
                  "frames": dict(node.frames), "packet_loss": node.packet_loss}
         self.bridge.mqtt.publish(self.bridge.topics.node(node.name), dumps(state), qos=1, retain=True)
@@ -253,14 +250,14 @@ class NodesExtension:
                 self._calibrate(node)
             log.info("calibrating %s: keep the room empty for %.0f s", name,
                      self.engine(node.node_id).settings.calibration)
-        elif any(key in body for key in THRESHOLDS):
+        elif any(key in body for key in THRESHOLD_RANGES):
             self._set_thresholds(node, body)
 
     def _set_thresholds(self, node: Node, body: dict[str, Any]) -> None:
         """Thresholds from `/set` (HA number entities): checked like config, kept until restart."""
         with self._pipeline:
             settings = self.engine(node.node_id).settings
-            for key, (lo, hi) in THRESHOLDS.items():
+            for key, (lo, hi) in THRESHOLD_RANGES.items():
                 if key not in body:
                     continue
                 value = body[key]

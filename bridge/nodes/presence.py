@@ -24,6 +24,10 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 
 
+THRESHOLD_RANGES = {  # what config, `/set` and HA number entities accept for the tunable thresholds
+    "enter_ratio": (1.1, 100.0), "exit_ratio": (1.0, 100.0), "hold": (0.0, 3600.0)}
+
+
 @dataclass
 class PresenceSettings:
     enter_ratio: float = 3.0

@@ -12,6 +12,7 @@ from bridge.nodes.extension import NodesExtension
 from firmware_tools.simulate import generate, make_nodes, send_udp
 from tests.brokers import free_port
 from tests.homeassistant.fixtures import CONFIGS, STATES
+from tests.homeassistant.test_discovery_schema import check_component
 from tests.polling import wait_until
 
 HA = {"collect_seconds": 0.5, "birth_delay": 0.2, "rename_pause": 0.3}
@@ -168,7 +169,6 @@ def _configs(probe) -> dict:
 
 @pytest.mark.parametrize("ha_first", [True, False], ids=["ha-started-first", "bridge-started-first"])
 def test_entities_end_up_available_whichever_starts_first(mosquitto, ha_bridge, make_probe, ha_first):
-    from tests.homeassistant.test_discovery_schema import check_component
     ha = make_probe(mosquitto, "homeassistant/#", "ruview/#") if ha_first else None
     if ha_first:
         ha.publish("homeassistant/status", b"online")  # HA's birth, before any bridge exists

@@ -1,0 +1,24 @@
+"""A bridge with the nodes pipeline on a benchmark's broker: one way to build it for every bench."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.app import Bridge
+from bridge.config import validate_config
+from bridge.nodes.extension import NodesExtension
+
+
+def start_nodes_bridge(broker_port: int, base: str, *, mqtt: dict[str, Any] | None = None,
+                       nodes: dict[str, Any] | None = None) -> tuple[Bridge, NodesExtension]:
+    config = validate_config({"mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "base_topic": base,
+                                       **(mqtt or {})},
+                              "nodes": nodes or {},
+                              "bridge": {"health_interval": 3600}}, env={})
+    bridge = Bridge(config, config["mqtt"]["url"])
+    ext = NodesExtension(bridge)
+    bridge.add(ext)
+    bridge.start()
+    if not bridge.mqtt.wait_connected(10):
+        raise RuntimeError(f"the bridge did not connect to the broker on port {broker_port}")
+    return bridge, ext
