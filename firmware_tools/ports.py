@@ -71,11 +71,11 @@ def _by_id_links() -> dict[str, str]:
     return links
 
 
-def list_serial_ports(comports: Callable[[], Iterable] = list_ports.comports) -> list[Port]:
+def list_serial_ports(comports: Callable[[], Iterable] | None = None) -> list[Port]:
     links = _by_id_links()
     ports = [Port(info.device, info.vid, info.pid, info.serial_number,
                   info.description or "n/a", links.get(os.path.realpath(info.device)))
-             for info in comports()]
+             for info in (comports or list_ports.comports)()]
     return sorted(ports, key=lambda p: (p.rank, p.device))
 
 

@@ -69,7 +69,8 @@ class NodesExtension:
         bridge.info_providers["nodes"] = lambda: [n.summary() for n in self.registry.all()]
         bridge.info_providers["node_count"] = lambda: len(self.registry)
         for verb, handler in (("node/calibrate", self._req_calibrate), ("node/rename", self._req_rename),
-                              ("node/remove", self._req_remove), ("node/privacy", self._req_privacy)):
+                              ("node/remove", self._req_remove), ("node/privacy", self._req_privacy),
+                              ("node/register", self._req_register)):
             bridge.api.register(verb, handler)
 
     def start(self) -> None:
@@ -286,13 +287,17 @@ class NodesExtension:
         if self.registry.by_name(new):
             raise ApiError(f"a node is already named {new!r}")
         old = node.name
+        self._rename(node, new)
+        return {"from": old, "to": new}
+
+    def _rename(self, node: Node, new: str) -> None:
+        old = node.name
         self._clear(node)
         self.registry.rename(node.node_id, new)
         self._availability(node)
         with self._pipeline:
             self._publish_state(node.node_id, time.time())
         self._changed(node, renamed_from=old)
-        return {"from": old, "to": new}
 
     def _req_remove(self, request: dict[str, Any]) -> dict[str, Any]:
         node = self._node_from(request)
@@ -313,6 +318,39 @@ class NodesExtension:
             self._publish_state(node.node_id, time.time())
         self._changed(node)
         return {"node": node.name, "privacy_class": cls.label}
+
+    def _req_register(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Name, room and class for a node id, seen yet or not (`ruview-node provision --register`).
+
+        Applies until the bridge restarts; the tool also writes config.yaml to keep it.
+        """
+        node_id, name, room = request.get("node_id"), request.get("name"), request.get("room")
+        if not isinstance(node_id, int) or isinstance(node_id, bool) or not 0 <= node_id <= 255:
+            raise ApiError('"node_id" must be a number 0..255')
+        if name is not None and (not isinstance(name, str) or not is_slug(name)):
+            raise ApiError('"name" must be a name of [a-z0-9_-]')
+        if room is not None and not isinstance(room, str):
+            raise ApiError('"room" must be a string')
+        holder = self.registry.by_name(name) if name else None
+        if holder is not None and holder.node_id != node_id:
+            raise ApiError(f"a node is already named {name!r}")
+        cls = None
+        if request.get("privacy_class") is not None:
+            try:
+                cls = self.gate.demote(node_id, privacy_class(request["privacy_class"]))
+            except (PrivacyError, ValueError) as exc:
+                raise ApiError(str(exc)) from None
+        node = self.registry.configure(node_id, name=name, room=room)
+        if node is not None:
+            if name and name != node.name:
+                self._rename(node, name)
+            else:
+                with self._pipeline:
+                    self._publish_state(node_id, time.time())
+                self._changed(node)
+        return {"node_id": node_id, "name": (node.name if node else name) or f"node_{node_id}",
+                "room": room, "privacy_class": (cls or self.gate.class_of(node_id)).label,
+                "seen": node is not None}
 
     # ------------------------------------------------------------ reporting
 

@@ -128,6 +128,20 @@ class NodeRegistry:
             node.name = name
             return node
 
+    def configure(self, node_id: int, *, name: str | None, room: str | None) -> Node | None:
+        """Set name and room for a node id; applied at once to a known node's room,
+        and when the node first appears otherwise. Returns the node if already seen."""
+        with self._lock:
+            device = self._devices.setdefault(node_id, {})
+            if name:
+                device["name"] = name
+            if room is not None:
+                device["room"] = room
+            node = self._nodes.get(node_id)
+            if node is not None and room is not None:
+                node.room = room
+            return node
+
     def remove(self, node_id: int) -> Node | None:
         with self._lock:
             return self._nodes.pop(node_id, None)

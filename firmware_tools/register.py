@@ -1,0 +1,120 @@
+"""`--register`: tell the bridge about a node — in its config.yaml, and live when it is running.
+
+config.yaml is edited with ruamel.yaml's round-trip mode, so the user's comments and
+layout survive; PyYAML would rewrite the file without them. A running bridge gets the
+`node/register` request, which applies at once (until its next restart, when the
+file takes over).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from bridge.config import ConfigError, load_config
+
+
+class RegisterError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Registration:
+    node_id: int
+    name: str | None
+    room: str | None
+    privacy_class: str | None
+
+    def fields(self) -> dict:
+        return {k: v for k, v in (("name", self.name), ("room", self.room),
+                                  ("privacy_class", self.privacy_class)) if v is not None}
+
+
+def register_in_config(path: Path, reg: Registration) -> str:
+    """Add or update `nodes.devices.<id>`; the result is checked by the bridge's own validator."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    original = path.read_text() if path.exists() else ""
+    doc = yaml.load(original) if original.strip() else None
+    if doc is None:
+        doc = CommentedMap()
+    if not isinstance(doc, dict):
+        raise RegisterError(f"{path}: the top level is not a mapping; fix the file or pass another --config")
+    nodes = doc.setdefault("nodes", CommentedMap())
+    devices = nodes.get("devices")
+    if not isinstance(devices, dict):
+        devices = nodes["devices"] = CommentedMap()
+    entry = devices.setdefault(reg.node_id, CommentedMap())
+    before = dict(entry)
+    entry.update(reg.fields())
+    if dict(entry) == before:
+        return f"{path}: node {reg.node_id} already registered"
+    staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with staged.open("w") as out:
+        yaml.dump(doc, out)
+    try:
+        load_config(str(staged), env={})
+    except ConfigError as exc:
+        staged.unlink()
+        raise RegisterError(f"{path}: registering node {reg.node_id} would make the config invalid: {exc}") from None
+    staged.replace(path)
+    return f"{path}: node {reg.node_id} registered as {json.dumps(reg.fields())}"
+
+
+def register_with_bridge(url: str, base_topic: str, reg: Registration, timeout: float = 5.0,
+                         username: str | None = None, password: str | None = None) -> dict:
+    """Send `node/register` to a running bridge and return its answer's data."""
+    import paho.mqtt.client as mqtt
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+        raise RegisterError(f"--bridge-mqtt {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    transaction = secrets.token_hex(6)
+    answer: dict = {}
+    done = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ruview-node-{transaction}")
+    if username:
+        client.username_pw_set(username, password)
+    if parsed.scheme == "mqtts":
+        client.tls_set()
+    response_topic = f"{base_topic}/bridge/response/node/register"
+
+    def on_connect(c, userdata, flags, reason, props):
+        c.subscribe(response_topic, qos=1)
+
+    def on_subscribe(c, userdata, mid, reasons, props):
+        body = {"node_id": reg.node_id, **reg.fields(), "transaction": transaction}
+        c.publish(f"{base_topic}/bridge/request/node/register", json.dumps(body), qos=1)
+
+    def on_message(c, userdata, msg):
+        try:
+            data = json.loads(msg.payload)
+        except ValueError:
+            return
+        if data.get("transaction") == transaction:
+            answer.update(data)
+            done.set()
+
+    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    try:
+        client.connect(parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883), 30)
+    except OSError as exc:
+        raise RegisterError(f"cannot reach the broker at {url}: {exc}") from None
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise RegisterError(f"no answer from a bridge on {url} (base topic {base_topic!r}) within "
+                                f"{timeout:g} s; is ruview-bridge running there?")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    if answer.get("status") != "ok":
+        raise RegisterError(f"the bridge refused the registration: {answer.get('error', answer)}")
+    return answer.get("data", {})

@@ -1,0 +1,60 @@
+"""--register: config.yaml edited in place (comments kept, result validated) and the bridge's
+`node/register` request for a node seen or not yet seen."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_tools.register import Registration, RegisterError, register_in_config, register_with_bridge
+from firmware_tools.simulate import generate, make_nodes, send_udp
+
+CONFIG = """\
+# living room setup
+nodes:
+  devices:
+    3:
+      name: hall        # by the door
+      room: Hall
+"""
+
+
+def test_config_is_updated_in_place_and_keeps_comments(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    message = register_in_config(path, Registration(5, "den", "Den", "restricted"))
+    assert "node 5 registered" in message
+    text = path.read_text()
+    assert text.startswith("# living room setup") and "# by the door" in text
+    assert "  5:\n      name: den\n      room: Den\n      privacy_class: restricted" in text
+    assert "already registered" in register_in_config(path, Registration(5, "den", "Den", "restricted"))
+
+
+def test_a_registration_that_breaks_the_config_is_refused_and_the_file_kept(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    with pytest.raises(RegisterError, match="would make the config invalid.*share a name"):
+        register_in_config(path, Registration(5, "hall", None, None))
+    assert path.read_text() == CONFIG and list(tmp_path.iterdir()) == [path]
+
+
+def test_bridge_register_request_names_a_known_node_and_refuses_conflicts(mosquitto, node_bridge, make_probe):
+    bridge, ext, udp_port = node_bridge(mosquitto)
+    send_udp(generate(make_nodes(2, "empty", 2, first_id=1), 2), "127.0.0.1", udp_port, speed=0)
+    probe = make_probe(mosquitto, "ruview/node/#")
+    probe.wait_topic("ruview/node/node_2")
+    data = register_with_bridge(mosquitto.url, "ruview", Registration(2, "study", "Study", "restricted"))
+    assert data == {"node_id": 2, "name": "study", "room": "Study", "privacy_class": "restricted", "seen": True}
+    state = probe.wait_topic("ruview/node/study").json()
+    assert state["room"] == "Study" and state["privacy_class"] == "restricted"
+    assert probe.on("ruview/node/node_2")[-1].payload == b""          # old name cleared
+    with pytest.raises(RegisterError, match="already named 'study'"):
+        register_with_bridge(mosquitto.url, "ruview", Registration(1, "study", None, None))
+    with pytest.raises(RegisterError, match="privacy rule 4"):
+        register_with_bridge(mosquitto.url, "ruview", Registration(2, None, None, "anonymous"))
+    unseen = register_with_bridge(mosquitto.url, "ruview", Registration(40, "attic", "Attic", None))
+    assert unseen["seen"] is False and unseen["privacy_class"] == "anonymous"
+
+
+def test_no_bridge_answering_is_a_clear_error(mosquitto):
+    with pytest.raises(RegisterError, match="no answer from a bridge"):
+        register_with_bridge(mosquitto.url, "ruview", Registration(2, "x", None, None), timeout=1)
