@@ -146,3 +146,16 @@ def test_ports_lists_espressif_boards_first_and_picks_the_only_one(monkeypatch, 
     monkeypatch.setattr("serial.tools.list_ports.comports", lambda: fakes)
     with pytest.raises(Exception, match="2 Espressif boards found.*--port"):
         choose_port(None, list_serial_ports())
+
+
+def test_auto_falls_back_to_nvs_when_the_firmware_does_not_answer(capsys):
+    silent = FakeNode(silent=True)
+    try:
+        code = cli.main(["provision", "--port", silent.path, "--node-id", "4", "--timeout", "1",
+                         "--connect-attempts", "1", "--before", "no-reset", "--no-record"])
+    finally:
+        silent.close()
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "does not answer serial onboarding; falling back to the NVS path" in err
+    assert "hold BOOT, tap RESET" in err          # the NVS path needs the ROM bootloader
