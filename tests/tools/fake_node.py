@@ -23,7 +23,7 @@ MAC = bytes.fromhex("240ac40f435c")
 class FakeNode:
     def __init__(self, *, silent: bool = False, garbage: bool = False, fail_commit: bool = False,
                  claim_seconds: float = 60.0, wrong_nonce: bool = False, reboot_delay: float = 0.2,
-                 boot_node_id: int | None = None) -> None:
+                 boot_node_id: int | None = None, force_reason: str | None = None) -> None:
         self.master, slave = os.openpty()
         tty.setraw(slave)
         self.slave = slave
@@ -31,6 +31,7 @@ class FakeNode:
         self.silent, self.garbage, self.fail_commit = silent, garbage, fail_commit
         self.claim_seconds, self.wrong_nonce, self.reboot_delay = claim_seconds, wrong_nonce, reboot_delay
         self.boot_node_id = boot_node_id
+        self.force_reason = force_reason     # answer CONFIG with this reason, as newer firmware might
         self.node_id, self.target_ip, self.target_port = 1, "192.168.1.10", 5005
         self.ssid, self.password = "OldNet", "old-password"
         self.received: list[str] = []
@@ -105,6 +106,8 @@ class FakeNode:
         if len(parts) != 7:
             return self._error("format")
         _, nonce, node_id, ip, port, ssid_b64, pw_b64 = parts
+        if self.force_reason:
+            return self._error(self.force_reason, nonce)
         if self.wrong_nonce or nonce != self._nonce:
             return self._error("nonce")
         if time.monotonic() - self._claimed_at > self.claim_seconds:

@@ -79,6 +79,14 @@ def test_node_refusals_are_explained(node_factory, kw, reason, words):
     assert node.reboots == 0
 
 
+@pytest.mark.parametrize("reason", sorted(REASONS))
+def test_every_reason_the_node_can_give_is_explained(node_factory, reason):
+    node = node_factory(force_reason=reason)
+    with pytest.raises(OnboardingError) as err:
+        _run(node, NodeSettings(node_id=4))
+    assert err.value.reason == reason and str(err.value) == REASONS[reason]
+
+
 @pytest.mark.parametrize("line_settings, reason", [
     ((0, "192.168.1.2", 5005, None, None), "node_id"),
     ((4, "8.8.8.8", 5005, None, None), "target_ip"),
