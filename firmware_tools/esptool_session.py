@@ -141,10 +141,37 @@ def close(esp, after: str) -> None:
             esp._port.close()
 
 
+class Board:
+    """The connected chip; `esp` changes when the session reconnects."""
+
+    def __init__(self, esp, options: ConnectOptions) -> None:
+        self.esp, self.options = esp, options
+
+    def reconnect_at_rom_baud(self) -> None:
+        close(self.esp, "no-reset")
+        self.esp = connect(self.options, fast=False)
+
+
+@contextlib.contextmanager
+def session(options: ConnectOptions, after: str | None = None) -> Iterator[Board]:
+    """Connect (C6 checked, stub running); on any failure leave the chip in the bootloader
+    and raise DeviceError with a fix; on success reset as `after` (default options.after)."""
+    board = Board(connect(options), options)
+    try:
+        yield board
+    except (FatalError, SerialException, OSError) as exc:
+        close(board.esp, "no-reset")
+        raise explain(exc, options.port) from None
+    except BaseException:
+        close(board.esp, "no-reset")
+        raise
+    close(board.esp, after or options.after)
+
+
 def describe(esp) -> str:
     mac = ":".join(f"{b:02x}" for b in esp.read_mac()[:6])
     return f"{esp.get_chip_description()}, MAC {mac}"
 
 
-__all__ = ["BOOT_MODE_HINT", "ConnectOptions", "DeviceError", "connect", "close", "describe",
-           "esptool_output", "explain", "FatalError", "SerialException"]
+__all__ = ["BOOT_MODE_HINT", "Board", "ConnectOptions", "DeviceError", "connect", "close", "describe",
+           "esptool_output", "explain", "session", "FatalError", "SerialException"]

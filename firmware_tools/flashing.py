@@ -7,9 +7,8 @@ from typing import Callable
 
 from esptool.cmds import verify_flash, write_flash
 
-from firmware_tools.esptool_session import (ROM_BAUD, ConnectOptions, DeviceError, FatalError,
-                                            SerialException, close, connect, describe,
-                                            esptool_output, explain)
+from firmware_tools.esptool_session import (ROM_BAUD, ConnectOptions, FatalError, SerialException,
+                                            describe, esptool_output, session)
 from firmware_tools.release import Release
 
 
@@ -31,29 +30,19 @@ def flash_release(release: Release, options: ConnectOptions, *, say: Callable[[s
     rate (cheap USB-UART bridges, long cables) is retried once at 115200.
     """
     parts = [(p.offset, p.data) for p in release.parts]
-    with esptool_output(progress, say, verbose):
-        esp = connect(options)
-        chip = describe(esp)
+    with esptool_output(progress, say, verbose), session(options) as board:
+        chip = describe(board.esp)
         say(f"connected: {chip}")
         baud, fell_back = options.baud, False
         try:
-            try:
-                write_flash(esp, parts)
-            except (FatalError, SerialException, OSError) as exc:
-                if options.baud == ROM_BAUD:
-                    raise
-                close(esp, "no-reset")
-                say(f"writing at {options.baud} baud failed ({str(exc).strip()}); retrying at {ROM_BAUD}")
-                esp = connect(options, fast=False)
-                baud, fell_back = ROM_BAUD, True
-                write_flash(esp, parts)
-            say("verifying")
-            verify_flash(esp, parts)
+            write_flash(board.esp, parts)
         except (FatalError, SerialException, OSError) as exc:
-            close(esp, "no-reset")
-            raise explain(exc, options.port) from None
-        except DeviceError:
-            close(esp, "no-reset")
-            raise
-        close(esp, options.after)
+            if options.baud == ROM_BAUD:
+                raise
+            say(f"writing at {options.baud} baud failed ({str(exc).strip()}); retrying at {ROM_BAUD}")
+            board.reconnect_at_rom_baud()
+            baud, fell_back = ROM_BAUD, True
+            write_flash(board.esp, parts)
+        say("verifying")
+        verify_flash(board.esp, parts)
     return FlashReport(chip, baud, sum(len(d) for _, d in parts), fell_back)

@@ -15,8 +15,7 @@ from typing import Callable
 
 from esptool.cmds import read_flash, verify_flash, write_flash
 
-from firmware_tools.esptool_session import (ConnectOptions, DeviceError, FatalError, SerialException,
-                                            close, connect, describe, esptool_output, explain)
+from firmware_tools.esptool_session import ConnectOptions, DeviceError, describe, esptool_output, session
 from firmware_tools.nvs import NvsEntry, NvsError, build_nvs, merge, parse_nvs
 from firmware_tools.partitions import (TABLE_OFFSET, TABLE_SIZE, PartitionTableError, find_nvs,
                                        parse_table)
@@ -72,41 +71,34 @@ def plan(current: bytes, offset: int, settings: NodeSettings) -> NvsPlan:
 
 def provision_nvs(options: ConnectOptions, settings: NodeSettings, *, say: Callable[[str], None],
                   dry_run_to: Path | None = None, verbose: bool = False) -> NvsPlan:
-    with esptool_output(None, say, verbose):
-        esp = connect(options)
+    with esptool_output(None, say, verbose), \
+            session(options, after="no-reset" if dry_run_to is not None else None) as board:
+        esp = board.esp
+        say(f"connected: {describe(esp)}")
         try:
-            say(f"connected: {describe(esp)}")
-            try:
-                table = parse_table(read_flash(esp, TABLE_OFFSET, TABLE_SIZE, no_progress=True))
-                nvs = find_nvs(table)
-            except PartitionTableError as exc:
-                raise DeviceError(f"{options.port}: cannot read the board's partition table ({exc}); "
-                                  "nothing was written. Flash a RuView release first (ruview-node flash).") from None
-            current = read_flash(esp, nvs.offset, nvs.size, no_progress=True)
-            if len(current) != nvs.size:
-                raise DeviceError(f"{options.port}: read {len(current)} of {nvs.size} NVS bytes; nothing was written")
-            try:
-                result = plan(current, nvs.offset, settings)
-            except NvsError as exc:
-                raise DeviceError(
-                    f"{options.port}: the NVS partition at 0x{nvs.offset:x} did not read back intact ({exc}). "
-                    "Nothing was written: overwriting it would erase the node's other settings "
-                    "(OTA key, Wi-Fi calibration). Run again; if it persists, use the serial method.") from None
-            if dry_run_to is not None:
-                dry_run_to.write_bytes(result.image)
-                dry_run_to.chmod(0o600)
-                say(f"dry run: wrote the NVS image for 0x{nvs.offset:x} to {dry_run_to}; the board is unchanged")
-            elif result.unchanged:
-                say("the node already has these settings; nothing written")
-            else:
-                write_flash(esp, [(nvs.offset, result.image)])
-                verify_flash(esp, [(nvs.offset, result.image)])
-                say(f"wrote and verified {nvs.size:#x} bytes of NVS at 0x{nvs.offset:x}")
-        except (FatalError, SerialException, OSError) as exc:
-            close(esp, "no-reset")
-            raise explain(exc, options.port) from None
-        except DeviceError:
-            close(esp, "no-reset")
-            raise
-        close(esp, "no-reset" if dry_run_to is not None else options.after)
+            table = parse_table(read_flash(esp, TABLE_OFFSET, TABLE_SIZE, no_progress=True))
+            nvs = find_nvs(table)
+        except PartitionTableError as exc:
+            raise DeviceError(f"{options.port}: cannot read the board's partition table ({exc}); "
+                              "nothing was written. Flash a RuView release first (ruview-node flash).") from None
+        current = read_flash(esp, nvs.offset, nvs.size, no_progress=True)
+        if len(current) != nvs.size:
+            raise DeviceError(f"{options.port}: read {len(current)} of {nvs.size} NVS bytes; nothing was written")
+        try:
+            result = plan(current, nvs.offset, settings)
+        except NvsError as exc:
+            raise DeviceError(
+                f"{options.port}: the NVS partition at 0x{nvs.offset:x} did not read back intact ({exc}). "
+                "Nothing was written: overwriting it would erase the node's other settings "
+                "(OTA key, Wi-Fi calibration). Run again; if it persists, use the serial method.") from None
+        if dry_run_to is not None:
+            dry_run_to.write_bytes(result.image)
+            dry_run_to.chmod(0o600)
+            say(f"dry run: wrote the NVS image for 0x{nvs.offset:x} to {dry_run_to}; the board is unchanged")
+        elif result.unchanged:
+            say("the node already has these settings; nothing written")
+        else:
+            write_flash(esp, [(nvs.offset, result.image)])
+            verify_flash(esp, [(nvs.offset, result.image)])
+            say(f"wrote and verified {nvs.size:#x} bytes of NVS at 0x{nvs.offset:x}")
     return result
