@@ -50,7 +50,6 @@ class _Bar:
 
     def __init__(self) -> None:
         self.tty = sys.stderr.isatty()
-        self.last: tuple[str, int] | None = None
 
     def __call__(self, prefix: str, cur: int, total: int) -> None:
         done = cur * 30 // max(total, 1)

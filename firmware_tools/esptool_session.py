@@ -107,7 +107,7 @@ def explain(exc: BaseException, port: str) -> DeviceError:
 
 
 def connect(options: ConnectOptions, *, fast: bool = True):
-    """Connect, check it is a C6, start the stub and attach the flash. Caller closes `esp._port`."""
+    """Connect, check it is a C6, start the stub and attach the flash; `session` wraps this."""
     try:
         esp = detect_chip(options.port, ROM_BAUD, options.before,
                           connect_attempts=options.connect_attempts)

@@ -11,7 +11,7 @@ from typing import Callable, TextIO
 import serial
 
 from bridge.nodes.codec import RawCsi
-from bridge.nodes.deframer import Deframer, LogLine, SerialFrame
+from bridge.nodes.deframer import Deframer, SerialFrame
 
 _IDF_LINE = re.compile(r"^(?:\x1b\[[0-9;]*m)?([EWIDV]) \((\d+)\) ([^:]+): ?(.*?)(?:\x1b\[0m)?$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -90,5 +90,3 @@ def monitor(open_port: Callable[[], serial.SerialBase], out: TextIO, *, colour: 
         port.close()
     return shown
 
-
-__all__ = ["monitor", "render", "frame_record", "LogLine"]

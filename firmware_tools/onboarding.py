@@ -134,12 +134,15 @@ def hello(link: LineLink, nonce: str, timeout: float) -> Hello:
         "node is not running its app (press RESET).")
 
 
+def wire_text(text: str | None) -> str:
+    """SSID and password go base64 on the line; None is KEEP."""
+    return "KEEP" if text is None else base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
 def config_line(nonce: str, node_id: int, target_ip: str, target_port: int,
                 ssid: str | None, password: str | None) -> str:
-    def b64(text: str | None) -> str:
-        return "KEEP" if text is None else base64.b64encode(text.encode("utf-8")).decode("ascii")
-
-    return f"RUVIEW_CONFIG_V1 {nonce} {node_id} {target_ip} {target_port} {b64(ssid)} {b64(password)}"
+    return (f"RUVIEW_CONFIG_V1 {nonce} {node_id} {target_ip} {target_port} "
+            f"{wire_text(ssid)} {wire_text(password)}")
 
 
 def configure(link: LineLink, nonce: str, settings: NodeSettings, current: Hello,

@@ -11,7 +11,7 @@ import serial
 from firmware_tools import records
 from firmware_tools.esptool_session import ConnectOptions
 from firmware_tools.nvs_provision import provision_nvs
-from firmware_tools.onboarding import OnboardingError, config_line, provision as provision_serial
+from firmware_tools.onboarding import OnboardingError, provision as provision_serial, wire_text
 from firmware_tools.settings import NodeSettings, SettingsError
 
 CONSOLE_BAUD = 115200
@@ -64,11 +64,10 @@ def run(request: ProvisionRequest, *, say: Callable[[str], None], on_log: Callab
     if method == "serial":
         if request.dry_run:
             s = request.settings
-            line = config_line("<nonce>", s.node_id or 0, s.target_ip or "<kept>", s.target_port or 0,
-                               s.ssid, "********" if s.password else None)
-            if s.password:
-                line = line.rsplit(" ", 1)[0] + " <password, base64>"
-            say(f"dry run: would send RUVIEW_HELLO_V1 <nonce>, then: {line}")
+            wifi = f"{wire_text(s.ssid)} <password, base64>" if s.ssid else "KEEP KEEP"
+            say(f"dry run: would send RUVIEW_HELLO_V1 <nonce>, then: RUVIEW_CONFIG_V1 <nonce> "
+                f"{s.node_id or '<node id kept>'} {s.target_ip or '<target kept>'} "
+                f"{s.target_port or '<port kept>'} {wifi}")
             return ProvisionOutcome("serial", s.node_id, None)
         try:
             with open_console(request.port) as port:

@@ -13,12 +13,12 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from bridge.config import ConfigError, load_config
+from bridge.mqtt.client import parse_broker_url
 
 
 class RegisterError(RuntimeError):
@@ -73,16 +73,16 @@ def register_with_bridge(url: str, base_topic: str, reg: Registration, timeout: 
     """Send `node/register` to a running bridge and return its answer's data."""
     import paho.mqtt.client as mqtt
 
-    parsed = urlparse(url)
-    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+    if not url.startswith(("mqtt://", "mqtts://")):
         raise RegisterError(f"--bridge-mqtt {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+    host, port, tls = parse_broker_url(url)
     transaction = secrets.token_hex(6)
     answer: dict = {}
     done = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ruview-node-{transaction}")
     if username:
         client.username_pw_set(username, password)
-    if parsed.scheme == "mqtts":
+    if tls:
         client.tls_set()
     response_topic = f"{base_topic}/bridge/response/node/register"
 
@@ -104,7 +104,7 @@ def register_with_bridge(url: str, base_topic: str, reg: Registration, timeout: 
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     try:
-        client.connect(parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883), 30)
+        client.connect(host, port, 30)
     except OSError as exc:
         raise RegisterError(f"cannot reach the broker at {url}: {exc}") from None
     client.loop_start()

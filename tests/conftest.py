@@ -9,7 +9,7 @@ import pytest
 
 from bridge.app import Bridge
 from bridge.config import validate_config
-from tests.brokers import Amqtt, Mosquitto, mosquitto_available
+from tests.brokers import Amqtt, Mosquitto, free_port, mosquitto_available
 from tests.mqtt_probe import Probe
 
 
@@ -92,3 +92,27 @@ def make_probe():
     yield make
     for probe in probes:
         probe.close()
+
+
+@pytest.fixture
+def node_bridge(make_config):
+    """A bridge with the nodes extension listening on a free loopback UDP port."""
+    from bridge.nodes.extension import NodesExtension
+
+    made = []
+
+    def make(broker, **nodes_cfg):
+        port = free_port()
+        nodes_cfg.setdefault("udp", {"bind": "127.0.0.1", "port": port})
+        config = make_config(broker, nodes={"publish_interval": 0.2, **nodes_cfg})
+        bridge = Bridge(config, config["mqtt"]["url"])
+        ext = NodesExtension(bridge)
+        bridge.add(ext)
+        bridge.start()
+        assert bridge.mqtt.wait_connected(15)
+        made.append(bridge)
+        return bridge, ext, port
+
+    yield make
+    for bridge in made:
+        bridge.stop()

@@ -5,11 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.tools.images import release_files
-from tests.nodes.conftest import node_bridge
 from tests.tools.mock_bootloader import MockBootloader
-
-
-__all__ = ["node_bridge"]   # a bridge for --register tests
 
 
 @pytest.fixture
