@@ -8,6 +8,7 @@ format with the original spacing. Sequence numbers the recorder did not keep
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Iterator
 
@@ -30,9 +31,10 @@ def recording_datagrams(path: str | Path) -> Iterator[Datagram]:
     start: float | None = None
     raw_seq: dict[int, int] = {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise RecordingError(f"{path}: cannot read: {exc.strerror}") from None
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        lines = raw.decode("utf-8").splitlines()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise RecordingError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
