@@ -25,6 +25,7 @@ MESH = 0xC5118100
 TIME_SYNC = 0xC511A110
 
 MESH_FEATURE_DELTA, MESH_HEALTH, MESH_ANOMALY_ALERT = 0x05, 0x06, 0x07
+ANOMALY_BIT = 0x08  # feature state quality_flags
 
 _FEATURE_STATE = struct.Struct("<IBBHQfffffffffHbBI")  # 60 bytes; bytes 54-55 read as i8 + u8
 _EDGE_VITALS = struct.Struct("<IBBHIbB2sffII")  # 32
@@ -78,7 +79,7 @@ class FeatureState(NamedTuple):
     presence_valid = property(lambda self: bool(self.quality_flags & 0x01))
     respiration_valid = property(lambda self: bool(self.quality_flags & 0x02))
     heartbeat_valid = property(lambda self: bool(self.quality_flags & 0x04))
-    anomaly = property(lambda self: bool(self.quality_flags & 0x08))
+    anomaly = property(lambda self: bool(self.quality_flags & ANOMALY_BIT))
     env_shift = property(lambda self: bool(self.quality_flags & 0x10))
     degraded = property(lambda self: bool(self.quality_flags & 0x20))
     calibrating = property(lambda self: bool(self.quality_flags & 0x40))
@@ -214,6 +215,8 @@ Frame = (FeatureState | EdgeVitals | FusedVitals | FeatureVector | RawCsi | Comp
 
 # ------------------------------------------------------------------ decoding
 
+_new_tuple = tuple.__new__  # builds a frame from a field tuple without NamedTuple's Python __new__
+
 
 def _crc_ok(data: bytes | memoryview, end: int) -> bool:
     return zlib.crc32(data[:end]) == _CRC.unpack_from(data, end)[0]
@@ -225,15 +228,15 @@ def _exact(data, size: int, name: str) -> None:
 
 
 def _feature_state(data) -> FeatureState:
-    _exact(data, 60, "feature state")
-    if not _crc_ok(data, 56):
+    # the hot path (~85% of all frames): one unpack, checks inlined, no per-field rebinding
+    if len(data) != 60:
+        raise DecodeError("length", f"feature state must be 60 bytes, got {len(data)}")
+    fields = _FEATURE_STATE.unpack_from(data)
+    if zlib.crc32(data[:56]) != fields[17]:
         raise DecodeError("crc", "feature state CRC32 mismatch")
-    (_, node_id, mode, seq, ts_us, motion, presence, resp, resp_conf, heart, heart_conf,
-     anomaly, env_shift, coherence, flags, rssi, reserved, _crc) = _FEATURE_STATE.unpack_from(data)
     # older firmware: bytes 54-55 a reserved u16 (0); newer: rssi i8 (0 = none) + reserved 0
-    rssi_dbm = rssi if reserved == 0 and rssi < 0 else None
-    return FeatureState(node_id, mode, seq, ts_us, motion, presence, resp, resp_conf, heart,
-                        heart_conf, anomaly, env_shift, coherence, flags, rssi_dbm)
+    rssi = fields[15]
+    return _new_tuple(FeatureState, fields[1:15] + ((rssi if rssi < 0 and fields[16] == 0 else None),))
 
 
 def _edge_vitals(data) -> EdgeVitals:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from bridge.nodes import codec
+from bridge.nodes.codec import ANOMALY_BIT
 from bridge.nodes.presence import PresenceEngine
 
 
@@ -27,6 +28,8 @@ class Flags(NamedTuple):
 
 URGENT = ("presence", "occupancy", "calibrating", "motion", "fall")
 NO_FLAGS = Flags(None, None, False, None, False, False)
+MOTION, FALL, ANOMALY = (Flags._fields.index(name) for name in ("motion", "fall", "anomaly"))
+_flags = tuple.__new__  # Flags from a plain tuple, skipping NamedTuple's Python __new__
 
 
 def frame_fields(frame: codec.Frame) -> dict[str, Any]:
@@ -81,24 +84,25 @@ class NodeView:
     def add(self, frame: codec.Frame, now: float) -> Flags:
         """Take a frame; returns the flags after it (compare with the previous `flags`)."""
         kind = frame.kind
-        self.latest.pop(kind, None)
-        self.latest[kind] = frame
+        latest = self.latest
+        latest.pop(kind, None)
+        latest[kind] = frame
         if self.dirty_since is None:
             self.dirty_since = now
-        flags = self.flags
+        flags, engine = self.flags, self.engine
         if kind == "feature_state":
             self.scored_by = kind
-            t = self._node_time(frame.ts_us / 1e6)
-            self.engine.step(t, frame.presence_score)
-            return Flags(self.engine.present, self.engine.occupied(t), self.engine.calibrating,
-                         flags.motion, flags.fall, frame.anomaly)
+            t = self._node_time(frame.ts_us * 1e-6)
+            engine.step(t, frame.presence_score)
+            return _flags(Flags, (engine.present, engine.occupied(t), engine.calibrating,
+                                  flags[MOTION], flags[FALL], frame.quality_flags & ANOMALY_BIT != 0))
         if isinstance(frame, _VITALS):
-            t = self._node_time(frame.timestamp_ms / 1e3)
+            t = self._node_time(frame.timestamp_ms * 1e-3)
             if self.scored_by != "feature_state":  # vitals-only firmware: score from vitals
                 self.scored_by = kind
-                self.engine.step(t, frame.presence_score)
-            return Flags(self.engine.present, self.engine.occupied(t), self.engine.calibrating,
-                         frame.motion, frame.fall, flags.anomaly)
+                engine.step(t, frame.presence_score)
+            return _flags(Flags, (engine.present, engine.occupied(t), engine.calibrating,
+                                  frame.motion, frame.fall, flags[ANOMALY]))
         if isinstance(frame, codec.MeshAnomaly):
             return flags._replace(fall=frame.fall, anomaly=frame.reason != 0)
         return flags
@@ -114,8 +118,9 @@ class NodeView:
         elif t + self.clock_offset < self.clock - 1.0:
             self.clock_offset = self.clock - t  # clock restarted (reboot): continue from there
             self.clock = t + self.clock_offset
-        else:  # a late datagram, or vitals (ms) and feature state (us) a tick apart
-            self.clock = max(self.clock, t + self.clock_offset)
+        # a late datagram, or vitals (ms) a tick behind feature state (us), leaves the clock alone
+        elif t + self.clock_offset > self.clock:
+            self.clock = t + self.clock_offset
         return self.clock
 
     def fields(self) -> dict[str, Any]:

@@ -56,10 +56,7 @@ class PresenceDecision:
     calibrating: bool
 
 
-def _median(sorted_values: list[float]) -> float:
-    n = len(sorted_values)
-    mid = n // 2
-    return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2
+_LOG_FLOOR = math.log(1e-3)  # a score of 0 (no measurement) must not be -inf
 
 
 @dataclass
@@ -88,23 +85,26 @@ class PresenceEngine:
     def step(self, t: float, score: float) -> None:
         """Take one score at node time t (seconds); the hot path, so it builds no decision."""
         s = self.settings
-        x = math.log(max(score, 1e-3))
-        self._window.append((t, x))
-        insort(self._sorted, x)
-        while self._window and self._window[0][0] < t - s.window:
-            _, old = self._window.popleft()
-            self._sorted.pop(self._sorted.index(old))
-        smoothed = self._smoothed = _median(self._sorted)
+        x = math.log(score) if score > 1e-3 else _LOG_FLOOR
+        window, ordered = self._window, self._sorted
+        window.append((t, x))
+        insort(ordered, x)
+        horizon = t - s.window
+        while window[0][0] < horizon:
+            ordered.remove(window.popleft()[1])
+        n = len(ordered)
+        mid = n >> 1
+        smoothed = self._smoothed = ordered[mid] if n & 1 else (ordered[mid - 1] + ordered[mid]) * 0.5
 
         if self._learn_until is None and self.baseline_log is None:
             self._learn_until = t + s.warmup
         if self._learn_until is not None:
             self._learn.append(smoothed)
             if t >= self._learn_until:
-                ordered = sorted(self._learn)
+                learned = sorted(self._learn)
                 # warm-up may include people: take a low percentile; calibration is of an empty room
                 pick = 0.5 if self._calibrating else 0.1
-                self.baseline_log = ordered[int(pick * (len(ordered) - 1))]
+                self.baseline_log = learned[int(pick * (len(learned) - 1))]
                 self._learn, self._learn_until, self._calibrating = [], None, False
                 self._below_since = None
                 self.present = smoothed - self.baseline_log > math.log(s.enter_ratio)
@@ -114,19 +114,22 @@ class PresenceEngine:
             return
 
         excess = smoothed - self.baseline_log
+        quiet = excess < math.log(s.exit_ratio)
         if excess > math.log(s.enter_ratio):
             self.present, self._below_since = True, None
-        elif self.present and excess < math.log(s.exit_ratio):
-            self._below_since = self._below_since if self._below_since is not None else t
-            if t - self._below_since >= s.hold:
-                self.present, self._below_since = False, None
         elif self.present:
-            self._below_since = None
+            if not quiet:
+                self._below_since = None
+            else:
+                if self._below_since is None:
+                    self._below_since = t
+                if t - self._below_since >= s.hold:
+                    self.present, self._below_since = False, None
         if self.present:
             self.last_present_at = t
-        elif excess < math.log(s.exit_ratio) and self._last_t is not None:
-            dt = max(0.0, t - self._last_t)  # quiet: follow slow drift of the empty-room level
-            self.baseline_log += (smoothed - self.baseline_log) * (1 - math.exp(-dt / s.drift_tau))
+        elif quiet and self._last_t is not None and t > self._last_t:
+            # quiet: follow slow drift of the empty-room level
+            self.baseline_log += (smoothed - self.baseline_log) * (1 - math.exp((self._last_t - t) / s.drift_tau))
         self._last_t = t
 
     def occupied(self, now: float) -> bool | None:

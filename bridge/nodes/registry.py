@@ -11,11 +11,40 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from bridge.nodes import codec
 from bridge.nodes.codec import Frame
 
-_SEQ_MODULO = {"feature_state": 1 << 16, "feature_vector": 1 << 16, "raw_csi": 1 << 32}
+
+class _Tracked(NamedTuple):
+    """Where a frame kind keeps what liveness tracking reads (tuple indexes: the hot path)."""
+
+    clock: int | None  # device clock field
+    clock_us: int  # its unit in microseconds
+    seq: int | None
+    modulo: int  # seq wraps here
+    mode: int | None
+    rssi: int | None
+
+
+def _tracked(cls, clock: str | None = None, clock_us: int = 1, seq: str | None = None,
+             modulo: int = 0) -> _Tracked:
+    at = {name: i for i, name in enumerate(cls._fields)}
+    return _Tracked(at.get(clock), clock_us, at.get(seq), modulo, at.get("mode"), at.get("rssi"))
+
+
+_TRACKED = {cls.kind: spec for cls, spec in (
+    (codec.FeatureState, _tracked(codec.FeatureState, "ts_us", 1, "seq", 1 << 16)),
+    (codec.FeatureVector, _tracked(codec.FeatureVector, "timestamp_us", 1, "seq", 1 << 16)),
+    (codec.RawCsi, _tracked(codec.RawCsi, None, 1, "seq", 1 << 32)),
+    (codec.EdgeVitals, _tracked(codec.EdgeVitals, "timestamp_ms", 1000)),
+    (codec.FusedVitals, _tracked(codec.FusedVitals, "timestamp_ms", 1000)),
+    (codec.MeshAnomaly, _tracked(codec.MeshAnomaly, "ts_us", 1)),
+)}
+_UNTRACKED = _Tracked(None, 1, None, 0, None, None)
+_SEQ_KINDS = tuple(kind for kind, spec in _TRACKED.items() if spec.seq is not None)
+
 _REORDER_WINDOW = 8  # a few late datagrams are reordering, not a reboot
 
 
@@ -39,7 +68,7 @@ class Node:
 
     @property
     def packet_loss(self) -> float:
-        counted = sum(self.frames[k] for k in _SEQ_MODULO)
+        counted = sum(self.frames[k] for k in _SEQ_KINDS)
         return round(self.lost / (counted + self.lost), 4) if counted + self.lost else 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -49,15 +78,6 @@ class Node:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def _clock_of(frame: Frame) -> int | None:
-    for name in ("ts_us", "timestamp_us"):
-        if hasattr(frame, name):
-            return getattr(frame, name)
-    if hasattr(frame, "timestamp_ms"):
-        return frame.timestamp_ms * 1000
-    return None
 
 
 class NodeRegistry:
@@ -88,27 +108,30 @@ class NodeRegistry:
                             dev.get("room"), first_seen=now)
                 self._nodes[frame.node_id] = node
         node.host, node.port, node.last_seen = host, port, now
-        node.frames[frame.kind] += 1
-        if getattr(frame, "mode", None) is not None:
-            node.mode = frame.mode
-        rssi = getattr(frame, "rssi", None)
-        if rssi is not None and rssi < 0:
-            node.rssi = rssi
-        rebooted = self._track(node, frame)
+        kind = frame.kind
+        node.frames[kind] += 1
+        spec = _TRACKED.get(kind, _UNTRACKED)
+        if spec.mode is not None:
+            node.mode = frame[spec.mode]
+        if spec.rssi is not None:
+            rssi = frame[spec.rssi]
+            if rssi is not None and rssi < 0:
+                node.rssi = rssi
+        rebooted = self._track(node, kind, frame, spec)
         return node, is_new, rebooted
 
-    def _track(self, node: Node, frame: Frame) -> bool:
+    @staticmethod
+    def _track(node: Node, kind: str, frame: Frame, spec: _Tracked) -> bool:
         rebooted = False
-        clock = _clock_of(frame)
-        if clock is not None:
-            last = node._last_clock.get(frame.kind)
+        if spec.clock is not None:
+            clock = frame[spec.clock] * spec.clock_us
+            last = node._last_clock.get(kind)
             if last is not None and clock + 1_000_000 < last:  # device clock went back > 1 s
                 rebooted = True
-            node._last_clock[frame.kind] = clock
-        modulo = _SEQ_MODULO.get(frame.kind)
-        seq = getattr(frame, "seq", None)
-        if modulo and seq is not None:
-            last = node._last_seq.get(frame.kind)
+            node._last_clock[kind] = clock
+        if spec.seq is not None:
+            seq, modulo = frame[spec.seq], spec.modulo
+            last = node._last_seq.get(kind)
             if last is not None and not rebooted:
                 step = (seq - last) % modulo
                 if step > modulo - _REORDER_WINDOW or step == 0:
@@ -117,7 +140,7 @@ class NodeRegistry:
                     rebooted = True  # far backwards: the counter restarted
                 else:
                     node.lost += step - 1
-            node._last_seq[frame.kind] = seq
+            node._last_seq[kind] = seq
         if rebooted:
             node.reboots += 1
         return rebooted
