@@ -5,8 +5,8 @@ plus the 1 Hz vitals and mesh HEALTH the simulator adds) from a sender in
 another process over loopback UDP. The sender keeps at most `--window`
 datagrams in flight (it waits for the receiver's processed count), so the
 measurement is the receiver's capacity and nothing is dropped below the
-socket; kernel drops (/proc/net/snmp RcvbufErrors) and ingest-queue drops
-are reported and must be zero.
+socket; kernel drops (/proc/net/snmp RcvbufErrors, every socket) and the
+bridge socket's own drops (`nodes.udp.dropped`) are reported and must be zero.
 
 - baseline: one thread, `recvfrom` + `struct.unpack` + `zlib.crc32` per
   datagram and nothing else (the early reference watcher);
@@ -143,12 +143,12 @@ def main() -> None:
             rate, lost = run(receive, port, data, processed, args.window)
             bridge_rates.append(rate)
             published = bridge.mqtt.stats()["published"]
-            queue_drops = ext.udp.dropped
+            socket_drops = ext.udp.dropped
             bridge.stop()
             kernel_drops = udp_rcvbuf_errors() - kernel_drops
             print(f"round {r + 1}: baseline {base_rates[-1]:9.0f} frames/s   bridge {bridge_rates[-1]:9.0f} "
                   f"frames/s   ratio {bridge_rates[-1] / base_rates[-1]:.2f}   lost: baseline {base_lost}, "
-                  f"bridge {lost} (kernel {kernel_drops}, queue {queue_drops})   published {published}",
+                  f"bridge {lost} (kernel {kernel_drops}, bridge socket {socket_drops})   published {published}",
                   flush=True)
     finally:
         broker.cleanup()

@@ -1,6 +1,6 @@
 """Nodes on MQTT: datagrams in, privacy-gated node state, availability and events out.
 
-Pipeline per datagram (on the node-pipeline thread, never paho's):
+Pipeline per datagram (on the udp-ingest or serial thread, never paho's):
 decode (CRC) -> registry (loss, reboots, liveness) -> privacy gate -> the
 node's view (nodestate.py: latest frames, presence engine) -> events.
 State goes out retained on `<base>/node/<name>` at once when presence,
@@ -369,7 +369,8 @@ class NodesExtension:
             "frames_per_second": round((received - last) / (now - last_at), 1) if now > last_at else 0.0,
             "crc_errors": sum(c.get("crc", 0) for c in self.errors.values()),
             "udp": {"received": self.udp.received, "dropped": self.udp.dropped,
-                    "backlog": self.udp.backlog} if self.udp else None,
+                    "backlog_bytes": self.udp.backlog_bytes,
+                    "buffer_bytes": self.udp.buffer_bytes} if self.udp else None,
             "decode_errors": {src: dict(c) for src, c in self.errors.items()},
             "privacy": self.gate.stats(),
             "per_node": {n.name: {"frames": dict(n.frames), "lost": n.lost, "reboots": n.reboots,

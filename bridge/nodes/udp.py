@@ -1,24 +1,35 @@
-"""UDP ingest: one socket for every node, drained in batches, handed off through a bounded queue.
+"""UDP ingest: one socket for every node, received in batches on one thread.
 
-The receive thread only reads: after a blocking wait it drains everything
-the kernel holds (up to a batch) without blocking, then queues the batch for
-the pipeline thread. When the pipeline falls behind, whole batches are
-dropped and their datagrams counted, so memory stays bounded and the MQTT
-client is never stalled by a burst of frames.
+The bounded queue is the socket's own receive buffer, sized for
+`nodes.udp.queue` datagrams. The ingest thread waits for it to be readable,
+takes everything it holds (up to a batch; one recvmmsg call on Linux) and
+runs the batch through the pipeline, which only hands MQTT messages to the
+client's outbox, so the MQTT connection is never stalled by frames. When the
+pipeline falls behind, the kernel drops what does not fit and counts it; those
+drops are read back as `dropped`, so memory stays bounded and loss is visible.
+
+There is deliberately no receive thread in front of the pipeline: both would
+need the GIL, so it could not drain the socket while the pipeline runs, and
+the hand-off between them cost more than half the throughput (measured in
+bench/nodes_throughput.py; see docs/nodes.md).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import os
+import select
 import socket
 import threading
 from typing import Callable
+
+from bridge.nodes.recvmmsg import BatchReceiver
 
 log = logging.getLogger(__name__)
 
 BATCH = 256
 MAX_DATAGRAM = 4096
+KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
 Batch = list[tuple[bytes, tuple[str, int]]]
 
@@ -28,75 +39,116 @@ class UdpIngest:
                  max_queued: int = 20000) -> None:
         self.bind, self.port = bind, port
         self._handle = handle
-        self._queue: queue.Queue[Batch | None] = queue.Queue(maxsize=max(1, max_queued // BATCH))
+        self.max_queued = max_queued
         self._sock: socket.socket | None = None
+        self._receiver: BatchReceiver | None = None
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
         self.received = 0
-        self.dropped = 0
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.buffer_bytes = _size_receive_buffer(sock, self.max_queued * KERNEL_BYTES_PER_DATAGRAM)
         try:
             sock.bind((self.bind, self.port))
         except OSError as exc:
             sock.close()
             raise RuntimeError(f"cannot listen for nodes on UDP {self.bind}:{self.port}: "
                                f"{exc.strerror} (set nodes.udp.port)") from None
-        sock.settimeout(0.2)
+        sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]
-        for target, name in ((self._receive, "udp-receive"), (self._process, "node-pipeline")):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
+        if BatchReceiver.available():
+            self._receiver = BatchReceiver(sock, BATCH, MAX_DATAGRAM)
+        self._thread = threading.Thread(target=self._run, name="udp-ingest", daemon=True)
+        self._thread.start()
         log.info("listening for RuView nodes on UDP %s:%d", self.bind, self.port)
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(2)
+        if self._thread:
+            self._thread.join(2)
         if self._sock:
             self._sock.close()
 
     @property
-    def backlog(self) -> int:
-        return self._queue.qsize() * BATCH
+    def dropped(self) -> int:
+        """Datagrams lost before the pipeline: kernel buffer overflows plus oversized datagrams."""
+        truncated = self._receiver.truncated if self._receiver else 0
+        return (_socket_counters(self._sock)[1] if self._sock else 0) + truncated
 
-    def _receive(self) -> None:
-        sock = self._sock
+    @property
+    def backlog_bytes(self) -> int:
+        return _socket_counters(self._sock)[0] if self._sock else 0
+
+    def _receive(self) -> Batch:
+        if self._receiver is not None:
+            return self._receiver.receive()
+        batch: Batch = []
+        recvfrom = self._sock.recvfrom
+        try:
+            while len(batch) < BATCH:
+                batch.append(recvfrom(MAX_DATAGRAM))
+        except (BlockingIOError, InterruptedError):
+            pass
+        return batch
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
         while not self._stop.is_set():
             try:
-                first = sock.recvfrom(MAX_DATAGRAM)
-            except socket.timeout:
-                continue
-            except OSError:
+                if not poller.poll(200):
+                    continue
+                batch = self._receive()
+            except OSError as exc:
                 if self._stop.is_set():
                     return
+                log.warning("UDP receive failed: %s", exc)
                 continue
-            batch: Batch = [first]
-            sock.setblocking(False)
-            try:
-                while len(batch) < BATCH:
-                    batch.append(sock.recvfrom(MAX_DATAGRAM))
-            except (BlockingIOError, InterruptedError):
-                pass
-            finally:
-                sock.settimeout(0.2)
+            if not batch:
+                continue
             self.received += len(batch)
-            try:
-                self._queue.put_nowait(batch)
-            except queue.Full:
-                self.dropped += len(batch)
-
-    def _process(self) -> None:
-        while not self._stop.is_set():
-            try:
-                batch = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
             try:
                 self._handle(batch)
             except Exception:  # the pipeline must outlive any bad frame
                 log.exception("node pipeline failed on a batch of %d datagrams", len(batch))
+
+
+def _size_receive_buffer(sock: socket.socket, wanted: int) -> int:
+    """Ask for `wanted` bytes of receive buffer (root may exceed net.core.rmem_max); returns what we got."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted // 2)  # Linux doubles it
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if got < wanted and force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, wanted // 2)
+            got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        except PermissionError:
+            pass
+    if got < wanted:
+        log.info("the UDP receive buffer holds %d bytes, not the %d that nodes.udp.queue asks for: "
+                    "bursts beyond about %d datagrams are dropped (raise the limit with "
+                    "`sysctl -w net.core.rmem_max=%d`)", got, wanted,
+                    got // KERNEL_BYTES_PER_DATAGRAM, wanted)
+    return got
+
+
+def _socket_counters(sock: socket.socket) -> tuple[int, int]:
+    """(bytes queued, datagrams dropped) for this socket from /proc/net/udp; zeros where unknown."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:
+        return 0, 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if len(cols) > 12 and cols[9] == inode:
+                        return int(cols[4].split(":")[1], 16), int(cols[12])
+        except OSError:
+            continue
+    return 0, 0

@@ -1,0 +1,153 @@
+"""UDP ingest on real sockets: batch receive, source addresses, bounded buffer, counted drops."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from bridge.nodes import udp
+from bridge.nodes.recvmmsg import BatchReceiver
+from bridge.nodes.udp import UdpIngest
+from tests.polling import wait_until
+
+needs_recvmmsg = pytest.mark.skipif(not BatchReceiver.available(), reason="recvmmsg is Linux-only")
+
+
+def _bound(family=socket.AF_INET, host="127.0.0.1") -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _sender(family=socket.AF_INET, host="127.0.0.1") -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    return sock
+
+
+@needs_recvmmsg
+def test_batch_receiver_keeps_bytes_order_and_each_sender():
+    rx = _bound()
+    a, b = _sender(), _sender()
+    sent = []
+    for i in range(300):
+        sender = a if i % 3 else b
+        payload = bytes([i % 256]) * (1 + i % 70)
+        sender.sendto(payload, rx.getsockname())
+        sent.append((payload, sender.getsockname()))
+    receiver = BatchReceiver(rx, 128, 4096)
+    got = []
+    while len(got) < len(sent):
+        batch = receiver.receive()
+        assert batch, "the socket ran dry before every datagram arrived"
+        assert len(batch) <= 128
+        got.extend(batch)
+    assert got == sent
+    assert receiver.receive() == []
+
+
+@needs_recvmmsg
+def test_batch_receiver_counts_oversized_datagrams_as_truncated():
+    rx = _bound()
+    tx = _sender()
+    receiver = BatchReceiver(rx, 8, 64)
+    tx.sendto(b"x" * 100, rx.getsockname())
+    tx.sendto(b"y" * 10, rx.getsockname())
+    batch = []
+    assert wait_until(lambda: batch.extend(receiver.receive()) or len(batch) == 2, 2)
+    assert receiver.truncated == 1
+    assert batch[1][0] == b"y" * 10
+
+
+@needs_recvmmsg
+def test_batch_receiver_reads_ipv6_sources():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        rx = _bound(socket.AF_INET6, "::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    tx = _sender(socket.AF_INET6, "::1")
+    tx.sendto(b"hello", rx.getsockname()[:2])
+    receiver = BatchReceiver(rx, 4, 64)
+    batch = []
+    assert wait_until(lambda: batch.extend(receiver.receive()) or batch, 2)
+    assert batch == [(b"hello", ("::1", tx.getsockname()[1]))]
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["recvmmsg", "recvfrom"])
+def test_ingest_hands_every_datagram_to_the_pipeline(monkeypatch, batched):
+    if not batched:
+        monkeypatch.setattr(BatchReceiver, "available", staticmethod(lambda: False))
+    elif not BatchReceiver.available():
+        pytest.skip("recvmmsg is Linux-only")
+    got = []
+    ingest = UdpIngest("127.0.0.1", 0, got.extend)
+    ingest.start()
+    try:
+        tx = _sender()
+        for i in range(1000):
+            tx.sendto(i.to_bytes(4, "little"), ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: len(got) >= 1000, 5), f"{len(got)} of 1000 arrived"
+        assert [int.from_bytes(d, "little") for d, _ in got] == list(range(1000))
+        assert {addr for _, addr in got} == {tx.getsockname()}
+        assert ingest.received == 1000 and ingest.dropped == 0
+    finally:
+        ingest.stop()
+
+
+def test_a_stalled_pipeline_costs_counted_drops_and_bounded_memory():
+    release = threading.Event()
+    got = []
+
+    def stalled(batch):
+        release.wait(10)
+        got.extend(batch)
+    ingest = UdpIngest("127.0.0.1", 0, stalled, max_queued=200)
+    ingest.start()
+    try:
+        capacity = ingest.buffer_bytes // udp.KERNEL_BYTES_PER_DATAGRAM
+        assert capacity < 2000, "the buffer must be bounded by nodes.udp.queue"
+        tx = _sender()
+        for i in range(3000):
+            tx.sendto(b"%06d" % i, ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: ingest.dropped > 0, 5), "the kernel should have dropped the excess"
+        assert ingest.backlog_bytes > 0
+        release.set()
+        assert wait_until(lambda: ingest.received + ingest.dropped >= 3000, 5)
+        assert ingest.received + ingest.dropped == 3000
+        assert ingest.received <= capacity + udp.BATCH + 1  # what was in flight plus the buffer
+        assert wait_until(lambda: len(got) == ingest.received, 5)
+    finally:
+        release.set()
+        ingest.stop()
+
+
+def test_a_pipeline_error_does_not_stop_ingest():
+    got = []
+
+    def fragile(batch):
+        if any(d == b"boom" for d, _ in batch):
+            raise RuntimeError("bad frame")
+        got.extend(batch)
+    ingest = UdpIngest("127.0.0.1", 0, fragile)
+    ingest.start()
+    try:
+        tx = _sender()
+        tx.sendto(b"boom", ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: ingest.received == 1, 2)
+        tx.sendto(b"fine", ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: got, 2) and got[0][0] == b"fine"
+    finally:
+        ingest.stop()
+
+
+def test_a_taken_port_is_a_clear_error():
+    holder = _bound()
+    ingest = UdpIngest("127.0.0.1", holder.getsockname()[1], lambda batch: None)
+    with pytest.raises(RuntimeError, match="nodes.udp.port"):
+        ingest.start()
