@@ -16,6 +16,7 @@ bench/nodes_throughput.py; see docs/nodes.md).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -32,6 +33,7 @@ MAX_DATAGRAM = 4096
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
 Batch = list[tuple[bytes, tuple[str, int]]]
+_UNSUPPORTED = {errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP}  # e.g. a sandbox's seccomp filter
 
 
 class UdpIngest:
@@ -84,7 +86,13 @@ class UdpIngest:
 
     def _receive(self) -> Batch:
         if self._receiver is not None:
-            return self._receiver.receive()
+            try:
+                return self._receiver.receive()
+            except OSError as exc:
+                if exc.errno not in _UNSUPPORTED:
+                    raise
+                log.info("recvmmsg is not allowed here (%s); receiving one datagram per call", exc)
+                self._receiver = None
         batch: Batch = []
         recvfrom = self._sock.recvfrom
         try:

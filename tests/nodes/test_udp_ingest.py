@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 
@@ -151,3 +152,20 @@ def test_a_taken_port_is_a_clear_error():
     ingest = UdpIngest("127.0.0.1", holder.getsockname()[1], lambda batch: None)
     with pytest.raises(RuntimeError, match="nodes.udp.port"):
         ingest.start()
+
+
+def test_a_sandbox_without_recvmmsg_falls_back_to_recvfrom(monkeypatch):
+    def refused(self):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+    monkeypatch.setattr(BatchReceiver, "receive", refused)
+    got = []
+    ingest = UdpIngest("127.0.0.1", 0, got.extend)
+    ingest.start()
+    try:
+        tx = _sender()
+        for i in range(10):
+            tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: len(got) == 10, 5), f"{len(got)} of 10 arrived"
+        assert [d for d, _ in got] == [b"%d" % i for i in range(10)]
+    finally:
+        ingest.stop()
