@@ -71,12 +71,21 @@ def run(receive, port: int, data: list[bytes], processed, window: int) -> tuple[
     return processed.value / elapsed, len(data) - processed.value
 
 
-def baseline_receiver(processed):
+def baseline_receiver(processed, busy: list[float]):
+    """The bare loop; appends to `busy` the share of its run it spent on the CPU (the rest it
+    waited for the sender, so its CPU-bound rate is rate / busy)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     sock.bind(("127.0.0.1", 0))
 
     def receive(n: int, sender) -> None:
+        cpu, wall = time.thread_time(), time.perf_counter()
+        try:
+            loop(n)
+        finally:
+            busy.append((time.thread_time() - cpu) / (time.perf_counter() - wall))
+
+    def loop(n: int) -> None:
         sock.settimeout(2)  # a lost datagram must end the run, not hang it
         count = valid = 0
         recvfrom, unpack_from, crc32 = sock.recvfrom, _MAGIC.unpack_from, zlib.crc32
@@ -131,11 +140,11 @@ def main() -> None:
     data = datagrams(args.nodes, args.frames)
     processed = multiprocessing.get_context("fork").Value("q", 0, lock=False)
     broker = Mosquitto().start()
-    base_rates, bridge_rates = [], []
+    base_rates, bridge_rates, base_busy = [], [], []
     try:
         for r in range(args.rounds):
             kernel_drops = udp_rcvbuf_errors()
-            sock, receive = baseline_receiver(processed)
+            sock, receive = baseline_receiver(processed, base_busy)
             rate, base_lost = run(receive, sock.getsockname()[1], data, processed, args.window)
             base_rates.append(rate)
             sock.close()
@@ -157,6 +166,9 @@ def main() -> None:
     print(f"  baseline recvfrom+unpack+crc32 {b:9.0f} frames/s")
     print(f"  bridge pipeline to MQTT        {n:9.0f} frames/s")
     print(f"  ratio bridge/baseline          {n / b:9.2f}   (target >= 0.5)")
+    busy = statistics.median(base_busy)
+    print(f"  the baseline loop was on the CPU {busy:.0%} of its run and waited for the sender the rest;")
+    print(f"  its CPU-bound rate would be about {b / busy:.0f} frames/s, and the bridge {n / (b / busy):.2f} of that")
 
 
 if __name__ == "__main__":
