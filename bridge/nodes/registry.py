@@ -34,13 +34,13 @@ def _tracked(cls, clock: str | None = None, clock_us: int = 1, seq: str | None =
     return _Tracked(at.get(clock), clock_us, at.get(seq), modulo, at.get("mode"), at.get("rssi"))
 
 
-_TRACKED = {cls.kind: spec for cls, spec in (
-    (codec.FeatureState, _tracked(codec.FeatureState, "ts_us", 1, "seq", 1 << 16)),
-    (codec.FeatureVector, _tracked(codec.FeatureVector, "timestamp_us", 1, "seq", 1 << 16)),
-    (codec.RawCsi, _tracked(codec.RawCsi, None, 1, "seq", 1 << 32)),
-    (codec.EdgeVitals, _tracked(codec.EdgeVitals, "timestamp_ms", 1000)),
-    (codec.FusedVitals, _tracked(codec.FusedVitals, "timestamp_ms", 1000)),
-    (codec.MeshAnomaly, _tracked(codec.MeshAnomaly, "ts_us", 1)),
+_TRACKED = {cls.kind: _tracked(cls, *where) for cls, *where in (
+    (codec.FeatureState, "ts_us", 1, "seq", 1 << 16),
+    (codec.FeatureVector, "timestamp_us", 1, "seq", 1 << 16),
+    (codec.RawCsi, None, 1, "seq", 1 << 32),
+    (codec.EdgeVitals, "timestamp_ms", 1000),
+    (codec.FusedVitals, "timestamp_ms", 1000),
+    (codec.MeshAnomaly, "ts_us", 1),
 )}
 _UNTRACKED = _Tracked(None, 1, None, 0, None, None)
 _SEQ_KINDS = tuple(kind for kind, spec in _TRACKED.items() if spec.seq is not None)

@@ -47,6 +47,7 @@ class UdpIngest:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.received = 0
+        self.buffer_bytes = 0
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.bind else socket.AF_INET
@@ -77,12 +78,18 @@ class UdpIngest:
     @property
     def dropped(self) -> int:
         """Datagrams lost before the pipeline: kernel buffer overflows plus oversized datagrams."""
-        truncated = self._receiver.truncated if self._receiver else 0
-        return (_socket_counters(self._sock)[1] if self._sock else 0) + truncated
+        return self.stats()["dropped"]
 
     @property
     def backlog_bytes(self) -> int:
-        return _socket_counters(self._sock)[0] if self._sock else 0
+        return self.stats()["backlog_bytes"]
+
+    def stats(self) -> dict[str, int]:
+        """For bridge/health; reads the kernel's counters once."""
+        backlog, drops = _socket_counters(self._sock) if self._sock else (0, 0)
+        truncated = self._receiver.truncated if self._receiver else 0
+        return {"received": self.received, "dropped": drops + truncated,
+                "backlog_bytes": backlog, "buffer_bytes": self.buffer_bytes}
 
     def _receive(self) -> Batch:
         if self._receiver is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import socket
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -22,6 +24,16 @@ def _bound(family=socket.AF_INET, host="127.0.0.1") -> socket.socket:
     sock.bind((host, 0))
     sock.setblocking(False)
     return sock
+
+
+@contextmanager
+def running(handle, **options) -> Iterator[UdpIngest]:
+    ingest = UdpIngest("127.0.0.1", 0, handle, **options)
+    ingest.start()
+    try:
+        yield ingest
+    finally:
+        ingest.stop()
 
 
 def _sender(family=socket.AF_INET, host="127.0.0.1") -> socket.socket:
@@ -87,9 +99,7 @@ def test_ingest_hands_every_datagram_to_the_pipeline(monkeypatch, batched):
     elif not BatchReceiver.available():
         pytest.skip("recvmmsg is Linux-only")
     got = []
-    ingest = UdpIngest("127.0.0.1", 0, got.extend)
-    ingest.start()
-    try:
+    with running(got.extend) as ingest:
         tx = _sender()
         for i in range(1000):
             tx.sendto(i.to_bytes(4, "little"), ("127.0.0.1", ingest.port))
@@ -97,8 +107,6 @@ def test_ingest_hands_every_datagram_to_the_pipeline(monkeypatch, batched):
         assert [int.from_bytes(d, "little") for d, _ in got] == list(range(1000))
         assert {addr for _, addr in got} == {tx.getsockname()}
         assert ingest.received == 1000 and ingest.dropped == 0
-    finally:
-        ingest.stop()
 
 
 def test_a_stalled_pipeline_costs_counted_drops_and_bounded_memory():
@@ -108,24 +116,22 @@ def test_a_stalled_pipeline_costs_counted_drops_and_bounded_memory():
     def stalled(batch):
         release.wait(10)
         got.extend(batch)
-    ingest = UdpIngest("127.0.0.1", 0, stalled, max_queued=200)
-    ingest.start()
-    try:
-        capacity = ingest.buffer_bytes // udp.KERNEL_BYTES_PER_DATAGRAM
-        assert capacity < 2000, "the buffer must be bounded by nodes.udp.queue"
-        tx = _sender()
-        for i in range(3000):
-            tx.sendto(b"%06d" % i, ("127.0.0.1", ingest.port))
-        assert wait_until(lambda: ingest.dropped > 0, 5), "the kernel should have dropped the excess"
-        assert ingest.backlog_bytes > 0
-        release.set()
-        assert wait_until(lambda: ingest.received + ingest.dropped >= 3000, 5)
-        assert ingest.received + ingest.dropped == 3000
-        assert ingest.received <= capacity + udp.BATCH + 1  # what was in flight plus the buffer
-        assert wait_until(lambda: len(got) == ingest.received, 5)
-    finally:
-        release.set()
-        ingest.stop()
+    with running(stalled, max_queued=200) as ingest:
+        try:
+            capacity = ingest.buffer_bytes // udp.KERNEL_BYTES_PER_DATAGRAM
+            assert capacity < 2000, "the buffer must be bounded by nodes.udp.queue"
+            tx = _sender()
+            for i in range(3000):
+                tx.sendto(b"%06d" % i, ("127.0.0.1", ingest.port))
+            assert wait_until(lambda: ingest.dropped > 0, 5), "the kernel should have dropped the excess"
+            assert ingest.backlog_bytes > 0
+            release.set()
+            assert wait_until(lambda: ingest.received + ingest.dropped >= 3000, 5)
+            assert ingest.received + ingest.dropped == 3000
+            assert ingest.received <= capacity + udp.BATCH + 1  # what was in flight plus the buffer
+            assert wait_until(lambda: len(got) == ingest.received, 5)
+        finally:
+            release.set()
 
 
 def test_a_pipeline_error_does_not_stop_ingest():
@@ -135,16 +141,12 @@ def test_a_pipeline_error_does_not_stop_ingest():
         if any(d == b"boom" for d, _ in batch):
             raise RuntimeError("bad frame")
         got.extend(batch)
-    ingest = UdpIngest("127.0.0.1", 0, fragile)
-    ingest.start()
-    try:
+    with running(fragile) as ingest:
         tx = _sender()
         tx.sendto(b"boom", ("127.0.0.1", ingest.port))
         assert wait_until(lambda: ingest.received == 1, 2)
         tx.sendto(b"fine", ("127.0.0.1", ingest.port))
         assert wait_until(lambda: got, 2) and got[0][0] == b"fine"
-    finally:
-        ingest.stop()
 
 
 def test_a_taken_port_is_a_clear_error():
@@ -159,13 +161,9 @@ def test_a_sandbox_without_recvmmsg_falls_back_to_recvfrom(monkeypatch):
         raise OSError(errno.ENOSYS, "Function not implemented")
     monkeypatch.setattr(BatchReceiver, "receive", refused)
     got = []
-    ingest = UdpIngest("127.0.0.1", 0, got.extend)
-    ingest.start()
-    try:
+    with running(got.extend) as ingest:
         tx = _sender()
         for i in range(10):
             tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
         assert wait_until(lambda: len(got) == 10, 5), f"{len(got)} of 10 arrived"
         assert [d for d, _ in got] == [b"%d" % i for i in range(10)]
-    finally:
-        ingest.stop()
