@@ -23,7 +23,6 @@ import sys
 import numpy as np
 
 MSG_DONTWAIT = 0x40
-MSG_TRUNC = 0x20
 _NAME_SIZE = 32  # sockaddr_in6 is 28 bytes
 _MAX_SENDERS = 4096
 
@@ -63,7 +62,6 @@ _recvmmsg = _libc()
 _WORDS = ctypes.sizeof(_MMsgHdr) // 4
 _NAMELEN = (_MsgHdr.namelen.offset) // 4
 _LEN = _MMsgHdr.len.offset // 4
-_FLAGS = (_MMsgHdr.hdr.offset + _MsgHdr.flags.offset) // 4
 
 
 class BatchReceiver:
@@ -85,7 +83,6 @@ class BatchReceiver:
         self._words = np.frombuffer(self._msgs, dtype=np.uint32).reshape(batch, _WORDS)
         self._view = memoryview(self._data).cast("B")
         self._addresses: dict[bytes, tuple[str, int]] = {}
-        self.truncated = 0
 
     @staticmethod
     def available() -> bool:
@@ -102,8 +99,6 @@ class BatchReceiver:
             raise OSError(err, os.strerror(err))
         lengths = self._words[:n, _LEN].tolist()
         name_lengths = self._words[:n, _NAMELEN].tolist()
-        if self._words[:n, _FLAGS].any():
-            self.truncated += int(np.count_nonzero(self._words[:n, _FLAGS] & MSG_TRUNC))
         names = ctypes.string_at(self._names, n * _NAME_SIZE)
         view, size, addresses = self._view, self._size, self._addresses
         out = []

@@ -77,7 +77,11 @@ class UdpIngest:
 
     @property
     def dropped(self) -> int:
-        """Datagrams lost before the pipeline: kernel buffer overflows plus oversized datagrams."""
+        """Datagrams the kernel dropped because the pipeline was behind and the buffer full.
+
+        A datagram over MAX_DATAGRAM is not dropped here: it reaches the decoder cut short,
+        on either receive path, and is counted there per source as a `length` error.
+        """
         return self.stats()["dropped"]
 
     @property
@@ -87,8 +91,7 @@ class UdpIngest:
     def stats(self) -> dict[str, int]:
         """For bridge/health; reads the kernel's counters once."""
         backlog, drops = _socket_counters(self._sock) if self._sock else (0, 0)
-        truncated = self._receiver.truncated if self._receiver else 0
-        return {"received": self.received, "dropped": drops + truncated,
+        return {"received": self.received, "dropped": drops,
                 "backlog_bytes": backlog, "buffer_bytes": self.buffer_bytes}
 
     def _receive(self) -> Batch:
