@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.app import Bridge
-from bridge.config import validate_config
+from bridge.app import Bridge, build_bridge
+from bridge.catalog import validate_config
 from bridge.nodes.extension import NodesExtension
 
 
@@ -15,10 +15,8 @@ def start_nodes_bridge(broker_port: int, base: str, *, mqtt: dict[str, Any] | No
                                        **(mqtt or {})},
                               "nodes": nodes or {},
                               "bridge": {"health_interval": 3600}}, env={})
-    bridge = Bridge(config, config["mqtt"]["url"])
-    ext = NodesExtension(bridge)
-    bridge.add(ext)
+    bridge = build_bridge(config, extensions=[NodesExtension()])
     bridge.start()
     if not bridge.mqtt.wait_connected(10):
         raise RuntimeError(f"the bridge did not connect to the broker on port {broker_port}")
-    return bridge, ext
+    return bridge, bridge.extension("nodes")

@@ -22,9 +22,9 @@ import time
 import orjson
 import paho.mqtt.client as paho
 
-from bridge.app import Bridge
+from bridge.app import build_bridge
 from bridge.core.context import new_context_id, utc_now_iso
-from bridge.config import validate_config
+from bridge.catalog import validate_config
 from tests.brokers import Mosquitto
 
 ENTITIES = 100
@@ -75,7 +75,7 @@ def run_bridge(port: int, n: int, base: str, protocol: str) -> float:
     config = validate_config({"mqtt": {"url": f"mqtt://127.0.0.1:{port}", "base_topic": base,
                                        "protocol": protocol, "outbox_size": n + 10},
                               "bridge": {"health_interval": 3600}}, env={})
-    bridge = Bridge(config, config["mqtt"]["url"])
+    bridge = build_bridge(config, extensions=[])
     bridge.start()
     assert bridge.mqtt.wait_connected(10)
     sub = subscriber(port, f"{base}/state/#", n)

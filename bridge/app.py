@@ -1,9 +1,12 @@
 """Bridge: owns the MQTT connection, the core services and the features built on them.
 
-Features ("extensions", as Zigbee2MQTT calls them) get the Bridge and use
-its narrow parts — `mqtt`, `states`, `events`, `services`, `api`, `bus` —
-and add to `bridge/info` and `bridge/health` through providers. The Bridge
-never imports a feature; `cli.py` decides which ones run.
+The core is the MQTT client, the home state cache, events, services, the
+request API, the event bus, the node directory and the thread supervisor.
+Features are `Extension`s; each is started with its own `ExtensionContext`
+(bridge/extension.py), guarded: one that fails to start is logged, shown in
+`bridge/health` and `bridge/info`, its registrations undone, and the others
+run. `build_bridge(config)` is the one way to make a bridge, for the CLI and
+the tests alike; which features run comes from config (catalog.py).
 """
 
 from __future__ import annotations
@@ -15,17 +18,21 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable
 
-from bridge import __version__
+from bridge import __version__, catalog
 from bridge.config import redacted
 from bridge.core.api import BridgeApi
 from bridge.core.bus import EventBus
 from bridge.core.context import utc_now_iso
+from bridge.core.directory import NodeDirectory
 from bridge.core.events import EventChannel
+from bridge.core.inbox import Inbox
 from bridge.core.payload import dumps
 from bridge.core.services import ServiceRegistry
 from bridge.core.state import StateMachine
+from bridge.core.supervisor import Supervisor
+from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.client import ConnectionSettings, MqttClient, parse_broker_url
 from bridge.mqtt.router import Router
 from bridge.topics import Topics
@@ -33,83 +40,127 @@ from bridge.topics import Topics
 log = logging.getLogger(__name__)
 
 
-class Extension(Protocol):
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-
-
-def connection_settings(config: dict[str, Any], url: str) -> ConnectionSettings:
-    m = config["mqtt"]
+def connection_settings(config: Any, url: str) -> ConnectionSettings:
+    m = config.mqtt
     host, port, tls = parse_broker_url(url)
     return ConnectionSettings(
-        host=host, port=port, tls=tls, ca=m["tls"]["ca"], cert=m["tls"]["cert"],
-        key=m["tls"]["key"], verify=m["tls"]["verify"], username=m["username"],
-        password=m["password"], client_id=m["client_id"] or f"ruview-bridge-{os.urandom(4).hex()}",
-        protocol=m["protocol"], keepalive=m["keepalive"],
-        min_delay=m["reconnect"]["min_delay"], max_delay=m["reconnect"]["max_delay"],
-        outbox_size=m["outbox_size"], max_payload=m["max_payload"])
+        host=host, port=port, tls=tls, ca=m.tls.ca, cert=m.tls.cert, key=m.tls.key,
+        verify=m.tls.verify, username=m.username, password=m.password_value(),
+        client_id=m.client_id or f"ruview-bridge-{os.urandom(4).hex()}",
+        protocol=m.protocol, keepalive=m.keepalive,
+        min_delay=m.reconnect.min_delay, max_delay=m.reconnect.max_delay,
+        outbox_size=m.outbox_size, max_payload=m.max_payload)
 
 
 class Bridge:
-    def __init__(self, config: dict[str, Any], broker_url: str, *,
+    def __init__(self, config: Any, broker_url: str | None = None, *,
                  embedded_broker: bool = False, force_protocol: str | None = None) -> None:
         self.config = config
         self.embedded_broker = embedded_broker
-        self.topics = Topics(config["mqtt"]["base_topic"])
-        self.router = Router()
-        settings = connection_settings(config, broker_url)
+        self.supervisor = Supervisor()
+        self.core_inbox = Inbox("mqtt-handlers", self.supervisor)
+        b = config.bridge
+        self.topics = Topics(config.mqtt.base_topic, instance=b.instance_name, share_group=b.share_group)
+        self.router = Router(self.core_inbox)
+        settings = connection_settings(config, broker_url or config.mqtt.url)
         if force_protocol:
             settings = replace(settings, protocol=force_protocol)
-        self.mqtt = MqttClient(settings, self.router, state_topic=self.topics.bridge_state)
-        self.bus = EventBus()
+        self.mqtt = MqttClient(settings, self.router, state_topic=self.topics.bridge_state,
+                               supervisor=self.supervisor)
+        self.bus = EventBus(self.core_inbox)
         self.states = StateMachine(self.mqtt, self.topics, self.bus)
         self.events = EventChannel(self.mqtt, self.topics, self.bus)
         self.services = ServiceRegistry(self.mqtt, self.topics)
         self.api = BridgeApi(self.mqtt, self.topics)
+        self.directory = NodeDirectory()
+        self._directory_owner: str | None = None
         self.extensions: list[Extension] = []
+        self.contexts: dict[str, ExtensionContext] = {}
+        self.extension_state: dict[str, dict[str, Any]] = {}
         self.info_providers: dict[str, Callable[[], Any]] = {}
         self.health_providers: dict[str, Callable[[], Any]] = {}
         self.restart_requested = threading.Event()
         self.started_at = 0.0
         self._stop = threading.Event()
-        self._health_thread: threading.Thread | None = None
         self.api.register("health_check", lambda _req: {"healthy": self.mqtt.connected})
-        self.api.register("info", lambda _req: self.info())
-        self.api.register("restart", self._request_restart)
+        self.api.register("info", lambda _req: self.info(), scope="instance")
+        self.api.register("restart", self._request_restart, scope="instance")
         self.mqtt.on_session(self.publish_info)
         self.mqtt.on_session(self.publish_health)
 
-    # ------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------ extensions
 
     def add(self, extension: Extension) -> None:
+        if not extension.name or any(e.name == extension.name for e in self.extensions):
+            raise ValueError(f"extension {extension.name!r} has no name or is added twice")
         self.extensions.append(extension)
+        self.extension_state[extension.name] = {"state": "stopped"}
+
+    def extension(self, name: str) -> Extension:
+        return next(e for e in self.extensions if e.name == name)
+
+    def claim_directory(self, name: str) -> NodeDirectory:
+        if self._directory_owner not in (None, name):
+            raise RuntimeError(f"the node directory belongs to {self._directory_owner}, not {name}")
+        self._directory_owner = name
+        return self.directory
+
+    def _start_extension(self, ext: Extension) -> None:
+        section = getattr(self.config, ext.name, None)
+        ctx = ExtensionContext(ext, section if section is not None else ext.Config(), self)
+        self.contexts[ext.name] = ctx
+        self.extension_state[ext.name] = {"state": "starting"}
+        began = time.monotonic()
+        try:
+            ext.start(ctx)
+        except Exception as exc:
+            log.exception("extension %s failed to start; the bridge runs without it", ext.name)
+            self.extension_state[ext.name] = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            self._close(ext, ctx)
+            return
+        self.extension_state[ext.name] = {"state": "running",
+                                          "start_seconds": round(time.monotonic() - began, 3)}
+
+    def _close(self, ext: Extension, ctx: ExtensionContext) -> None:
+        ctx.stopping.set()
+        try:
+            ext.stop()
+        except Exception:
+            log.exception("stopping extension %s failed", ext.name)
+        ctx.close()
+        if self._directory_owner == ext.name:
+            self._directory_owner = None
+
+    # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         self.started_at = time.time()
-        self.router.start()
+        self.core_inbox.start()
         self.states.start()
         self.events.start()
         self.services.start()
         self.api.start()
-        for ext in self.extensions:
-            ext.start()
         self.mqtt.start()
-        self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
-        self._health_thread.start()
+        self.supervisor.spawn("health", self._health_loop, self._stop)
+        for ext in self.extensions:
+            self._start_extension(ext)
+        self.publish_info()
 
     def stop(self) -> None:
         self._stop.set()
         for ext in reversed(self.extensions):
-            try:
-                ext.stop()
-            except Exception:
-                log.exception("stopping %s failed", type(ext).__name__)
-        self.mqtt.stop(self.config["bridge"]["shutdown_timeout"])
-        self.router.stop()
+            ctx = self.contexts.pop(ext.name, None)
+            if ctx is not None and self.extension_state[ext.name]["state"] == "running":
+                self._close(ext, ctx)
+                self.extension_state[ext.name] = {"state": "stopped"}
+        self.mqtt.stop(self.config.bridge.shutdown_timeout)
+        self.core_inbox.stop()
 
     def _request_restart(self, _request: dict) -> dict:
         # answer first; the CLI restarts us once the response is on its way
-        threading.Timer(0.5, self.restart_requested.set).start()
+        timer = threading.Timer(0.5, self.restart_requested.set)
+        timer.daemon = True
+        timer.start()
         return {}
 
     # ------------------------------------------------------------ info and health
@@ -119,16 +170,19 @@ class Bridge:
             "version": __version__,
             "python": platform.python_version(),
             "base_topic": self.topics.base,
+            "instance": self.topics.instance,
+            "share_group": self.topics.share_group,
             "broker": {"url": self.mqtt.broker_url, "embedded": self.embedded_broker,
                        "protocol": "5" if self.mqtt.is_v5 else "3.1.1"},
             "config": redacted(self.config),
+            "extensions": {name: s["state"] for name, s in self.extension_state.items()},
             "requests": self.api.verbs(),
             "services": self.services.names(),
             "nodes": [], "plugins": [], "languages": [],
             "started": datetime.fromtimestamp(self.started_at or time.time(), timezone.utc).isoformat(),
         }
-        for key, provider in self.info_providers.items():
-            info[key] = provider()
+        for key, provider in list(self.info_providers.items()):
+            info[key] = _safely(provider, key)
         return info
 
     def publish_info(self) -> None:
@@ -139,23 +193,42 @@ class Bridge:
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             "time": utc_now_iso(),
             "mqtt": self.mqtt.stats(),
-            "handlers": {"backlog": self.router.backlog, "dropped": self.router.dropped,
-                         "handled": self.router.handled, "errors": self.router.handler_errors},
+            "handlers": {**self.core_inbox.stats(), "router_dropped": self.router.dropped,
+                         "ignored_retained": self.router.ignored_retained},
             "states": {"entities": len(self.states), "rejected": self.states.rejected},
             "services": {"calls": self.services.calls, "failures": self.services.failures},
             "requests": {"received": self.api.requests, "errors": self.api.errors},
+            "extensions": {name: {**state, **({"inbox": self.contexts[name].inbox.stats()}
+                                              if name in self.contexts else {})}
+                           for name, state in self.extension_state.items()},
+            "threads": self.supervisor.stats(),
         }
-        for key, provider in self.health_providers.items():
-            health[key] = provider()
+        for key, provider in list(self.health_providers.items()):
+            health[key] = _safely(provider, key)
         return health
 
     def publish_health(self) -> None:
         self.mqtt.publish(self.topics.bridge_health, dumps(self.health()), qos=0, retain=True)
 
     def _health_loop(self) -> None:
-        interval = self.config["bridge"]["health_interval"]
-        while not self._stop.wait(interval):
-            try:
-                self.publish_health()
-            except Exception:
-                log.exception("publishing bridge/health failed")
+        while not self._stop.wait(self.config.bridge.health_interval):
+            self.publish_health()
+
+
+def _safely(provider: Callable[[], Any], key: str) -> Any:
+    """One feature's figure; a provider that fails shows its error instead of hiding the rest."""
+    try:
+        return provider()
+    except Exception as exc:
+        log.exception("reporting %s failed", key)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def build_bridge(config: Any, *, broker_url: str | None = None, embedded_broker: bool = False,
+                 force_protocol: str | None = None,
+                 extensions: Iterable[Extension] | None = None) -> Bridge:
+    """The bridge with the extensions config enables (or exactly `extensions`), not started."""
+    bridge = Bridge(config, broker_url, embedded_broker=embedded_broker, force_protocol=force_protocol)
+    for ext in catalog.enabled(config) if extensions is None else extensions:
+        bridge.add(ext)
+    return bridge

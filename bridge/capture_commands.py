@@ -16,24 +16,24 @@ from bridge.nodes.capture import CaptureError, read_capture, record_udp, send_da
 from bridge.nodes.recording import RecordingError, recording_datagrams
 
 
-def cmd_capture(args: argparse.Namespace, config: dict) -> int:
-    udp = config["nodes"]["udp"]
+def cmd_capture(args: argparse.Namespace, config) -> int:
+    udp = config.nodes.udp
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"capturing UDP {udp['bind']}:{udp['port']} to {args.file} (Ctrl-C to stop)", file=sys.stderr)
+    print(f"capturing UDP {udp.bind}:{udp.port} to {args.file} (Ctrl-C to stop)", file=sys.stderr)
     try:
-        count = record_udp(args.file, udp["bind"], udp["port"], stop, args.duration)
+        count = record_udp(args.file, udp.bind, udp.port, stop, args.duration)
     except OSError as exc:
-        print(f"ruview-bridge: cannot capture on UDP {udp['bind']}:{udp['port']}: {exc.strerror} "
+        print(f"ruview-bridge: cannot capture on UDP {udp.bind}:{udp.port}: {exc.strerror} "
               "(is the bridge running? stop it, or capture on another nodes.udp.port)", file=sys.stderr)
         return 1
     print(f"{count} datagrams written to {args.file}", file=sys.stderr)
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, config: dict) -> int:
-    host, _, port = (args.to or f"127.0.0.1:{config['nodes']['udp']['port']}").rpartition(":")
+def cmd_replay(args: argparse.Namespace, config) -> int:
+    host, _, port = (args.to or f"127.0.0.1:{config.nodes.udp.port}").rpartition(":")
     try:
         stream = ((d.t, d.data) for d in read_capture(args.file))
         sent = send_datagrams(stream, host or "127.0.0.1", int(port), args.speed)
@@ -44,7 +44,7 @@ def cmd_replay(args: argparse.Namespace, config: dict) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace, config: dict) -> int:
+def cmd_import(args: argparse.Namespace, config) -> int:
     try:
         count = write_capture(args.output, recording_datagrams(args.recording),
                               source=f"import of {args.recording}")

@@ -14,13 +14,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, capture_commands
-from bridge.app import Bridge
-from bridge.config import ConfigError, load_config, secret_values
+from bridge import __version__, capture_commands, catalog
+from bridge.app import Bridge, build_bridge
+from bridge.config import ConfigError, secret_values
 from bridge.console import RateMeter, StatusLine, setup_logging
 from bridge.mqtt.embedded import EmbeddedBroker, broker_answers
-from bridge.homeassistant.extension import HomeAssistantExtension
-from bridge.nodes.extension import NodesExtension
 
 log = logging.getLogger("bridge")
 
@@ -34,47 +32,50 @@ def _config_path(arg: str | None) -> str | None:
     return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).exists() else None
 
 
-def _load(arg: str | None) -> tuple[dict[str, Any], str | None]:
+def _load(arg: str | None) -> tuple[Any, str | None]:
     path = _config_path(arg)
-    return load_config(path), path
+    return catalog.load_config(path), path
 
 
-def _load_or_report(arg: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """Load the config, or print the one-line problem for the user and return None."""
+def _load_or_report(arg: str | None) -> tuple[Any | None, str | None]:
+    """Load the config, or print every problem (one line each) for the user and return None."""
     try:
         return _load(arg)
     except ConfigError as exc:
-        print(f"ruview-bridge: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"ruview-bridge: {line}", file=sys.stderr)
         return None, None
 
 
-def resolve_broker(config: dict[str, Any]) -> tuple[str, EmbeddedBroker | None]:
+def resolve_broker(config: Any) -> tuple[str, EmbeddedBroker | None]:
     """`mqtt.url: auto`: use a broker on the loopback port if one answers, else embed amqtt."""
-    url = config["mqtt"]["url"]
+    url = config.mqtt.url
     if url != "auto":
         return url, None
-    emb = config["mqtt"]["embedded"]
-    if broker_answers("127.0.0.1", emb["port"]):
-        log.info("mqtt.url is auto: using the broker already listening on 127.0.0.1:%d", emb["port"])
-        return f"mqtt://127.0.0.1:{emb['port']}", None
-    broker = EmbeddedBroker(emb["bind"], emb["port"], username=config["mqtt"]["username"],
-                            password=config["mqtt"]["password"])
+    emb = config.mqtt.embedded
+    if broker_answers("127.0.0.1", emb.port):
+        log.info("mqtt.url is auto: using the broker already listening on 127.0.0.1:%d", emb.port)
+        return f"mqtt://127.0.0.1:{emb.port}", None
+    broker = EmbeddedBroker(emb.bind, emb.port, username=config.mqtt.username,
+                            password=config.mqtt.password_value())
     broker.start()
     log.info("mqtt.url is auto and no broker answered on port %d: started the embedded broker "
-             "(amqtt, MQTT 3.1.1) on %s:%d", emb["port"], emb["bind"], emb["port"])
-    return f"mqtt://127.0.0.1:{emb['port']}", broker
+             "(amqtt, MQTT 3.1.1) on %s:%d", emb.port, emb.bind, emb.port)
+    return f"mqtt://127.0.0.1:{emb.port}", broker
 
 
 def _summary(bridge: Bridge, path: str | None) -> str:
-    m = bridge.config["mqtt"]
+    m = bridge.config.mqtt
     lines = [
         f"ruview-bridge {__version__}",
         f"  config      {path or '(built-in defaults)'}",
         f"  broker      {bridge.mqtt.broker_url}{' (embedded)' if bridge.embedded_broker else ''}",
-        f"  client id   {bridge.mqtt.settings.client_id}"
-        f"{'  user ' + m['username'] if m['username'] else ''}",
+        f"  client id   {bridge.mqtt.settings.client_id}{'  user ' + m.username if m.username else ''}",
         f"  base topic  {bridge.topics.base}   (try: mosquitto_sub -v -t '{bridge.topics.base}/#')",
+        f"  features    {', '.join(e.name for e in bridge.extensions) or 'none'}",
     ]
+    if bridge.topics.share_group:
+        lines.append(f"  instance    {bridge.topics.instance} in share group {bridge.topics.share_group}")
     return "\n".join(lines)
 
 
@@ -96,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config, path = _load_or_report(args.config)
     if config is None:
         return 2
-    level = args.log_level or config["bridge"]["log_level"]
+    level = args.log_level or config.bridge.log_level
     status = None
     interactive = sys.stderr.isatty() and not args.no_status
     setup_logging(level, secret_values(config))
@@ -112,22 +113,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     try:
         while True:
-            bridge = Bridge(config, url, embedded_broker=embedded is not None,
-                            force_protocol="3.1.1" if embedded else None)
-            bridge.add(NodesExtension(bridge))
-            if config["homeassistant"]["enabled"]:
-                bridge.add(HomeAssistantExtension(bridge))
+            bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None,
+                                  force_protocol="3.1.1" if embedded else None)
             print(_summary(bridge, path), file=sys.stderr, flush=True)
             if interactive:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))
                 setup_logging(level, secret_values(config), status)
                 status.start()
-            try:
-                bridge.start()
-            except RuntimeError as exc:  # e.g. the nodes' UDP port is taken
-                log.error("%s", exc)
-                bridge.stop()
-                return 1
+            bridge.start()
             while not (stop.wait(0.2) or bridge.restart_requested.is_set()):
                 pass
             log.info("stopping" if stop.is_set() else "restarting on request")
@@ -151,9 +144,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config, path = _load_or_report(args.config)
     if config is None:
         return 2
-    m = config["mqtt"]
-    print(f"{path or '(built-in defaults)'}: OK — broker {m['url']}, base topic '{m['base_topic']}', "
-          f"MQTT {m['protocol']}{', TLS' if m['url'].startswith('mqtts') else ''}")
+    m = config.mqtt
+    print(f"{path or '(built-in defaults)'}: OK — broker {m.url}, base topic '{m.base_topic}', "
+          f"MQTT {m.protocol}{', TLS' if m.url.startswith('mqtts') else ''}")
     return 0
 
 

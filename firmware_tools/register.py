@@ -17,7 +17,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from bridge.config import ConfigError, load_config
+from bridge.catalog import load_config
+from bridge.config import ConfigError
 from bridge.mqtt.client import parse_broker_url
 
 
@@ -63,7 +64,8 @@ def register_in_config(path: Path, reg: Registration) -> str:
         load_config(str(staged), env={})
     except ConfigError as exc:
         staged.unlink()
-        raise RegisterError(f"{path}: registering node {reg.node_id} would make the config invalid: {exc}") from None
+        raise RegisterError(f"{path}: registering node {reg.node_id} would make the config invalid: "
+                            f"{'; '.join(exc.problems)}") from None
     staged.replace(path)
     return f"{path}: node {reg.node_id} registered as {json.dumps(reg.fields())}"
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bridge.app import Bridge
-from bridge.config import validate_config
+from bridge.app import Bridge, build_bridge
+from bridge.catalog import validate_config
 from tests.brokers import Amqtt, Mosquitto, free_port, mosquitto_available
 from tests.mqtt_probe import Probe
 
@@ -55,7 +55,7 @@ def make_bridge(make_config):
 
     def make(broker, *, start: bool = True, **sections) -> Bridge:
         config = make_config(broker, **sections)
-        bridge = Bridge(config, config["mqtt"]["url"])
+        bridge = build_bridge(config, extensions=[])  # the core alone
         if start:
             bridge.start()
             assert bridge.mqtt.wait_connected(15), f"bridge did not connect to {broker}"
@@ -105,13 +105,11 @@ def node_bridge(make_config):
         port = free_port()
         nodes_cfg.setdefault("udp", {"bind": "127.0.0.1", "port": port})
         config = make_config(broker, nodes={"publish_interval": 0.2, **nodes_cfg})
-        bridge = Bridge(config, config["mqtt"]["url"])
-        ext = NodesExtension(bridge)
-        bridge.add(ext)
+        bridge = build_bridge(config, extensions=[NodesExtension()])
         bridge.start()
         assert bridge.mqtt.wait_connected(15)
         made.append(bridge)
-        return bridge, ext, port
+        return bridge, bridge.extension("nodes"), port
 
     yield make
     for bridge in made:

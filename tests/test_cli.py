@@ -34,7 +34,7 @@ def test_check_config_accepts_the_shipped_config():
 
 
 @pytest.mark.parametrize("content,expected", [
-    ("mqtt:\n  embedded:\n    port: abc\n", 'mqtt.embedded.port: expected an integer 1..65535, got "abc"'),
+    ("mqtt:\n  embedded:\n    port: abc\n", 'mqtt.embedded.port: expected a whole number 1..65535, got "abc"'),
     ("mqtt:\n  protocl: 5\n", "mqtt.protocl: unknown key (did you mean 'protocol'?)"),
     ("mqtt:\n  url: http://x\n", "mqtt.url: expected auto, mqtt://host[:port] or mqtts://host[:port]"),
     ("mqtt: [1, 2\n", "invalid YAML"),

@@ -7,8 +7,11 @@ import time
 
 import pytest
 
+from bridge.core.inbox import Inbox
+from bridge.core.supervisor import Supervisor
 from bridge.mqtt.outbox import Outbox, Outgoing
-from bridge.mqtt.router import Message, Router, filter_matches, valid_filter
+from bridge.mqtt.router import Message, Router, filter_matches
+from bridge.topics import InvalidTopic, check_filter, check_topic
 
 
 @pytest.mark.parametrize("flt,topic,ok", [
@@ -22,9 +25,28 @@ def test_filter_matching(flt, topic, ok):
 
 
 @pytest.mark.parametrize("flt,ok", [("a/#", True), ("a/#/b", False), ("a/b+", False),
-                                    ("+/x", True), ("", False), ("a#", False)])
+                                    ("+/x", True), ("", False), ("a#", False), ("$share/g/a/+", True),
+                                    ("$share/g", False), ("$share/+/a", False), ("a/\0b", False),
+                                    ("x" * 65536, False), ("\udcff", False)])
 def test_valid_filter(flt, ok):
-    assert valid_filter(flt) is ok
+    if ok:
+        assert check_filter(flt) == flt
+    else:
+        with pytest.raises(InvalidTopic):
+            check_filter(flt)
+
+
+@pytest.mark.parametrize("topic,reason", [
+    ("me/a\0b", "NUL"), ("a/+", "wildcard"), ("a/#", "wildcard"), ("", "non-empty"),
+    ("x" * 70000, "65535"), ("$SYS/x", "system topic"), ("bad\udcff", "UTF-8"), (None, "string"),
+])
+def test_topics_a_broker_would_refuse_are_refused_with_the_reason(topic, reason):
+    with pytest.raises(InvalidTopic, match=reason):
+        check_topic(topic)
+
+
+def test_a_normal_topic_passes():
+    assert check_topic("ruview/node/kitchen") == "ruview/node/kitchen"
 
 
 def _out(topic, retain=False, n=0):
@@ -50,7 +72,8 @@ def test_outbox_full_of_retained_drops_oldest_retained():
 
 
 def test_router_runs_handlers_off_the_calling_thread_in_order():
-    router = Router()
+    inbox = Inbox("mqtt-handlers", Supervisor())
+    router = Router(inbox)
     seen, threads = [], set()
     done = threading.Event()
 
@@ -62,32 +85,69 @@ def test_router_runs_handlers_off_the_calling_thread_in_order():
 
     router.add("x/+", handler)
     router.add("y/#", lambda m: (_ for _ in ()).throw(RuntimeError("bug")))
-    router.start()
+    inbox.start()
     try:
         for i in range(100):
             router.submit(Message("y/z", b""))  # a failing handler does not stop the worker
             router.submit(Message("x/1", str(i).encode()))
         assert done.wait(5)
     finally:
-        router.stop()
+        inbox.stop()
     assert seen == [str(i).encode() for i in range(100)]
-    assert threads == {"mqtt-handlers"} and router.handler_errors == 100
+    assert threads == {"mqtt-handlers"} and inbox.errors == 100
+
+
+def test_each_route_is_delivered_on_its_own_inbox():
+    supervisor = Supervisor()
+    core, ext = Inbox("core", supervisor), Inbox("ext", supervisor)
+    router = Router(core)
+    where = {}
+    both = threading.Event()
+
+    def note(name):
+        def handler(msg):
+            where[name] = threading.current_thread().name
+            if len(where) == 2:
+                both.set()
+        return handler
+
+    router.add("a", note("core"))
+    router.add("a", note("ext"), inbox=ext)
+    core.start(), ext.start()
+    try:
+        router.submit(Message("a", b""))
+        assert both.wait(5)
+    finally:
+        core.stop(), ext.stop()
+    assert where == {"core": "core", "ext": "ext"}
 
 
 def test_router_never_blocks_when_full():
-    router = Router(max_queue=5)
-    router.add("t", lambda m: None)  # worker not started: the queue fills
+    inbox = Inbox("idle", Supervisor(), max_queue=5)  # worker not started: the queue fills
+    router = Router(inbox)
+    router.add("t", lambda m: None)
     start = time.monotonic()
     for _ in range(50):
         router.submit(Message("t", b""))
     assert time.monotonic() - start < 0.5
-    assert router.dropped == 45 and router.backlog == 5
+    assert router.dropped == 45 and inbox.backlog == 5 and inbox.dropped == 45
 
 
 def test_retained_messages_skip_routes_that_refuse_them():
-    router = Router()
-    got = []
-    router.add("cmd/#", got.append, accept_retained=False)
+    inbox = Inbox("idle", Supervisor())
+    router = Router(inbox)
+    router.add("cmd/#", lambda m: None, accept_retained=False)
     router.submit(Message("cmd/a", b"1", retain=True))
     router.submit(Message("cmd/a", b"2"))
-    assert router.backlog == 1
+    assert inbox.backlog == 1 and router.ignored_retained == 1
+
+
+def test_filters_ask_retain_as_published_for_command_routes_and_never_no_local_on_shared():
+    router = Router(Inbox("idle", Supervisor()))
+    router.add("cmd/#", lambda m: None, accept_retained=False)
+    router.add("$share/g/svc/+", lambda m: None, no_local=True)
+    router.add("state/#", lambda m: None, no_local=True)
+    f = router.filters()
+    assert f["cmd/#"].retain_as_published and not f["cmd/#"].no_local
+    assert not f["$share/g/svc/+"].no_local, "No Local on a shared subscription is a protocol error"
+    assert f["state/#"].no_local and not f["state/#"].retain_as_published

@@ -4,14 +4,22 @@
 is answered on `<base>/bridge/response/<verb>` with
 `{"status":"ok"|"error","data":{...},"error":"...","transaction":...}`, and
 also on the MQTT 5 response topic when the request carried one. Features add
-verbs (`node/rename`, ...) through `register`.
+verbs (`node/rename`, ...) through `register`; a verb's handler runs on the
+inbox of the feature that registered it.
+
+With a share group, the request topic is subscribed as `$share/<group>/...`
+(each request is answered by one instance), and every instance also answers
+on its own `<base>/bridge/<instance>/request/<verb>`. Verbs about one
+instance (`restart`, `info`) are only taken from that per-instance topic.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
+from bridge.core.inbox import Inbox
 from bridge.core.payload import PayloadError, parse_json
 from bridge.core.reply import answer
 from bridge.mqtt.client import MqttClient
@@ -19,6 +27,8 @@ from bridge.mqtt.router import Message
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
+
+Scope = Literal["shared", "instance"]
 
 
 class ApiError(Exception):
@@ -28,19 +38,37 @@ class ApiError(Exception):
 Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
 
 
+@dataclass(frozen=True, eq=False)
+class Verb:
+    name: str
+    handler: Handler
+    scope: Scope
+    inbox: Inbox | None
+
+
 class BridgeApi:
     def __init__(self, mqtt: MqttClient, topics: Topics) -> None:
         self._mqtt, self._topics = mqtt, topics
-        self._verbs: dict[str, Handler] = {}
+        self._verbs: dict[str, Verb] = {}
         self.requests = 0
         self.errors = 0
 
     def start(self) -> None:
-        self._mqtt.subscribe(self._topics.bridge_request_filter, self._on_message,
-                             accept_retained=False)
+        t = self._topics
+        self._mqtt.subscribe(t.shared(t.bridge_request_filter), self._on_message, accept_retained=False)
+        if t.instance_request_filter:
+            self._mqtt.subscribe(t.instance_request_filter, self._on_message, accept_retained=False)
 
-    def register(self, verb: str, handler: Handler) -> None:
-        self._verbs[verb] = handler
+    def register(self, verb: str, handler: Handler, *, scope: Scope = "shared",
+                 inbox: Inbox | None = None) -> Verb:
+        entry = Verb(verb, handler, scope, inbox)
+        self._verbs[verb] = entry
+        return entry
+
+    def unregister(self, verb: str, entry: Verb | None = None) -> None:
+        current = self._verbs.get(verb)
+        if current is not None and (entry is None or current is entry):
+            del self._verbs[verb]
 
     def verbs(self) -> list[str]:
         return sorted(self._verbs)
@@ -50,11 +78,11 @@ class BridgeApi:
         response: dict[str, Any] = {"status": "ok", "data": {}}
         if "transaction" in request:
             response["transaction"] = request["transaction"]
-        handler = self._verbs.get(verb)
+        entry = self._verbs.get(verb)
         try:
-            if handler is None:
-                raise ApiError(f"unknown request '{verb}' (known: {', '.join(self.verbs())})")
-            response["data"] = handler(request) or {}
+            if entry is None:
+                raise ApiError(f"unknown request '{verb[:100]}' (known: {', '.join(self.verbs())})")
+            response["data"] = entry.handler(request) or {}
         except ApiError as exc:
             response.update(status="error", error=str(exc))
         except Exception as exc:
@@ -66,14 +94,32 @@ class BridgeApi:
 
     def _on_message(self, msg: Message) -> None:
         self.requests += 1
-        verb = self._topics.suffix(msg.topic, self._topics.bridge_request_filter)
+        verb, own = self._topics.request_verb(msg.topic)
+        reply_to = self._topics.bridge_response(verb, instance=own)
         try:
             request = parse_json(msg.payload, expect_object=False)
         except PayloadError as exc:
             self.errors += 1
-            response = {"status": "error", "data": {}, "error": str(exc)}
+            answer(self._mqtt, msg, reply_to, {"status": "error", "data": {}, "error": str(exc)})
+            return
+        if not isinstance(request, dict):
+            request = {"value": request}  # z2m accepts a bare value, e.g. "my_node"
+        entry = self._verbs.get(verb)
+        if entry is not None and entry.scope == "instance" and self._topics.share_group and not own:
+            self.errors += 1
+            body = {"status": "error", "data": {},
+                    "error": f"{verb} is about one bridge instance: publish to "
+                             f"{self._topics.base}/bridge/<instance>/request/{verb} (this is "
+                             f"{self._topics.instance_request(verb)})"}
+            if "transaction" in request:
+                body["transaction"] = request["transaction"]
+            answer(self._mqtt, msg, reply_to, body)
+            return
+        inbox = entry.inbox if entry is not None else None
+        if inbox is not None and not inbox.on_worker:
+            inbox.put(self._run, msg, verb, request, reply_to)
         else:
-            if not isinstance(request, dict):
-                request = {"value": request}  # z2m accepts a bare value, e.g. "my_node"
-            response = self.handle(verb, request)
-        answer(self._mqtt, msg, self._topics.bridge_response(verb), response)
+            self._run(msg, verb, request, reply_to)
+
+    def _run(self, msg: Message, verb: str, request: dict[str, Any], reply_to: str) -> None:
+        answer(self._mqtt, msg, reply_to, self.handle(verb, request))

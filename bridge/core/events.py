@@ -9,7 +9,6 @@ recognised by their context id and not delivered twice.
 from __future__ import annotations
 
 import logging
-import re
 from collections import OrderedDict
 from typing import Any
 
@@ -19,11 +18,10 @@ from bridge.core.context import utc_now_iso
 from bridge.core.payload import PayloadError, dumps, parse_json
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.router import Message
+from bridge.names import IDENTIFIER_RULE, is_identifier
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
-
-EVENT_TYPE = re.compile(r"[a-z0-9_]{1,64}")
 
 
 class EventChannel:
@@ -37,8 +35,8 @@ class EventChannel:
 
     def fire(self, event_type: str, data: dict[str, Any] | None = None, *,
              parent_id: str | None = None) -> dict[str, Any]:
-        if not EVENT_TYPE.fullmatch(event_type):
-            raise ValueError(f"invalid event type {event_type!r}: use 1..64 of [a-z0-9_]")
+        if not is_identifier(event_type):
+            raise ValueError(f"invalid event type {event_type!r}: use {IDENTIFIER_RULE}")
         event = {"event_type": event_type, "data": data or {}, "origin": "LOCAL",
                  "time_fired": utc_now_iso(), "context": new_context(parent_id)}
         self._own[event["context"]["id"]] = None
@@ -50,6 +48,9 @@ class EventChannel:
 
     def _on_message(self, msg: Message) -> None:
         event_type = msg.topic.rsplit("/", 1)[1]
+        if not is_identifier(event_type):
+            log.debug("ignored event on %s: not an event type of %s", msg.topic[:200], IDENTIFIER_RULE)
+            return
         try:
             body = parse_json(msg.payload)
         except PayloadError as exc:

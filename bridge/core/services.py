@@ -2,27 +2,28 @@
 
 A feature registers `light.turn_on`; any MQTT client can then call it and
 gets `{"id","success","error","result"}` back — an unknown service gets an
-error answer too, never silence. Features call each other through `call()`
-without going over MQTT.
+error answer too, never silence. A handler runs on the inbox of the feature
+that registered it, so a slow service delays only its own feature. Features
+call each other through `call()` without going over MQTT. With a share group
+the call topic is subscribed as `$share/<group>/...`: each call runs once.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from bridge.core.context import context as new_context
+from bridge.core.inbox import Inbox
 from bridge.core.payload import PayloadError, parse_json
-from bridge.core.reply import answer
+from bridge.core.reply import answer, caller_topic_problem
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.router import Message
+from bridge.names import IDENTIFIER_RULE, is_identifier
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
-
-NAME = re.compile(r"[a-z0-9_]{1,64}")
 
 
 class ServiceError(Exception):
@@ -41,23 +42,37 @@ class ServiceCall:
 Handler = Callable[[ServiceCall], Any]
 
 
+@dataclass(frozen=True, eq=False)
+class Registration:
+    domain: str
+    service: str
+    handler: Handler
+    inbox: Inbox | None
+
+
 class ServiceRegistry:
     def __init__(self, mqtt: MqttClient, topics: Topics) -> None:
         self._mqtt, self._topics = mqtt, topics
-        self._handlers: dict[tuple[str, str], Handler] = {}
+        self._handlers: dict[tuple[str, str], Registration] = {}
         self.calls = 0
         self.failures = 0
 
     def start(self) -> None:
-        self._mqtt.subscribe(self._topics.service_filter, self._on_message, accept_retained=False)
+        self._mqtt.subscribe(self._topics.shared(self._topics.service_filter), self._on_message,
+                             accept_retained=False)
 
-    def register(self, domain: str, service: str, handler: Handler) -> None:
-        if not (NAME.fullmatch(domain) and NAME.fullmatch(service)):
-            raise ValueError(f"invalid service name {domain}.{service}: use [a-z0-9_]")
-        self._handlers[(domain, service)] = handler
+    def register(self, domain: str, service: str, handler: Handler, inbox: Inbox | None = None) -> Registration:
+        if not (is_identifier(domain) and is_identifier(service)):
+            raise ValueError(f"invalid service name {domain}.{service}: use {IDENTIFIER_RULE}")
+        reg = Registration(domain, service, handler, inbox)
+        self._handlers[(domain, service)] = reg
+        return reg
 
-    def unregister(self, domain: str, service: str) -> None:
-        self._handlers.pop((domain, service), None)
+    def unregister(self, domain: str, service: str, registration: Registration | None = None) -> None:
+        """Remove a service (only if it is still `registration`, when one is given)."""
+        current = self._handlers.get((domain, service))
+        if current is not None and (registration is None or current is registration):
+            del self._handlers[(domain, service)]
 
     def has(self, domain: str, service: str) -> bool:
         return (domain, service) in self._handlers
@@ -67,12 +82,12 @@ class ServiceRegistry:
 
     def call(self, domain: str, service: str, data: dict[str, Any] | None = None, *,
              call_id: str | None = None, parent_id: str | None = None) -> Any:
-        """Run a service in-process; raises ServiceError on failure."""
-        handler = self._handlers.get((domain, service))
-        if handler is None:
+        """Run a service in-process, in the caller's thread; raises ServiceError on failure."""
+        reg = self._handlers.get((domain, service))
+        if reg is None:
             raise ServiceError(f"unknown service {domain}.{service}")
         self.calls += 1
-        return handler(ServiceCall(domain, service, dict(data or {}), call_id, new_context(parent_id)))
+        return reg.handler(ServiceCall(domain, service, dict(data or {}), call_id, new_context(parent_id)))
 
     def _on_message(self, msg: Message) -> None:
         _, _, domain, service = msg.topic.rsplit("/", 3)
@@ -80,17 +95,39 @@ class ServiceRegistry:
         try:
             body = parse_json(msg.payload)
             call_id = body.get("id")
+            if isinstance(call_id, bool) or (call_id is not None and not isinstance(call_id, (str, int))):
+                call_id = None
+                raise PayloadError('"id" must be a string or a number')
             reply_to = body.get("response_topic")
-            if reply_to is not None and (not isinstance(reply_to, str) or not reply_to
-                                         or "+" in reply_to or "#" in reply_to):
-                reply_to = None
-                raise PayloadError('"response_topic" must be a topic without wildcards')
+            if reply_to is not None:
+                problem = caller_topic_problem(reply_to, '"response_topic"')
+                if problem:
+                    reply_to = None
+                    raise PayloadError(problem)
             data = body.get("data", {})
             if not isinstance(data, dict):
                 raise PayloadError('"data" must be a JSON object')
+        except PayloadError as exc:
+            self.failures += 1
+            self._answer(msg, domain, service, reply_to,
+                         {"id": call_id, "success": False, "error": str(exc), "result": None})
+            return
+        reg = self._handlers.get((domain, service))
+        if reg is not None and reg.inbox is not None and not reg.inbox.on_worker:
+            if not reg.inbox.put(self._run, msg, domain, service, call_id, reply_to, data):
+                self.failures += 1
+                self._answer(msg, domain, service, reply_to, {
+                    "id": call_id, "success": False, "result": None,
+                    "error": f"{domain}.{service} is too busy to take the call; try again"})
+            return
+        self._run(msg, domain, service, call_id, reply_to, data)
+
+    def _run(self, msg: Message, domain: str, service: str, call_id: Any, reply_to: str | None,
+             data: dict[str, Any]) -> None:
+        try:
             result = self.call(domain, service, data, call_id=call_id)
             reply = {"id": call_id, "success": True, "error": None, "result": result}
-        except (PayloadError, ServiceError) as exc:
+        except ServiceError as exc:
             self.failures += 1
             reply = {"id": call_id, "success": False, "error": str(exc), "result": None}
         except Exception as exc:
@@ -98,6 +135,10 @@ class ServiceRegistry:
             log.exception("service %s.%s failed", domain, service)
             reply = {"id": call_id, "success": False,
                      "error": f"{type(exc).__name__}: {exc}", "result": None}
+        self._answer(msg, domain, service, reply_to, reply)
+
+    def _answer(self, msg: Message, domain: str, service: str, reply_to: str | None,
+                reply: dict[str, Any]) -> None:
         if reply_to is None and msg.response_topic is None:
             reply_to = self._topics.service_response(domain, service)
         answer(self._mqtt, msg, reply_to, reply)

@@ -11,7 +11,6 @@ nothing publishes nothing.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,17 +22,12 @@ from bridge.core.context import utc_now_iso
 from bridge.core.payload import PayloadError, dumps, parse_json
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.router import Message
+from bridge.names import valid_entity_id
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
 
-# Home Assistant's rule: domain.object_id of [a-z0-9_], no leading/trailing/double "_".
-_ENTITY_ID = re.compile(r"(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)")
 _OWN_CONTEXTS = 4096  # recent context ids we published, to recognise our own echoes
-
-
-def valid_entity_id(entity_id: str) -> bool:
-    return len(entity_id) <= 255 and bool(_ENTITY_ID.fullmatch(entity_id))
 
 
 class InvalidEntityId(ValueError):

@@ -6,6 +6,12 @@ an entity; its state topic is followed and mirrored to `<base>/state/<entity_id>
 exact command the device expects (commands.py). An empty config removes the
 entity. Optionally, HA's mqtt_statestream topics make entities that live only
 in HA known by name and state.
+
+A foreign config's state topic is a topic we did not build: one with a
+wildcard (which would subscribe us to the whole broker) or that a broker would
+refuse is not followed, counted and logged once. With a share group, state
+topics are followed through `$share/<group>/...`, so each device update is
+mirrored into home state by exactly one instance.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from bridge.core.services import ServiceCall, ServiceError
 from bridge.homeassistant import commands
 from bridge.homeassistant.entities import (DiscoveredEntity, DiscoveryError, TemplateUnsupported,
                                            parse_config, render_value)
-from bridge.mqtt.router import Message
+from bridge.mqtt.router import Message, Route
+from bridge.names import valid_entity_id
+from bridge.topics import DiscoveryTopics, InvalidTopic, check_topic
 
 log = logging.getLogger(__name__)
 
@@ -28,33 +36,35 @@ OUR_ORIGIN = "ruview-bridge"
 
 
 class DeviceRegistry:
-    def __init__(self, bridge) -> None:
-        self.bridge = bridge
-        cfg = bridge.config["homeassistant"]
-        self.prefix = cfg["discovery_prefix"]
-        self.statestream = cfg["statestream_topic"]
+    def __init__(self, ctx, cfg) -> None:
+        self.ctx = ctx
+        self.dt = DiscoveryTopics(cfg.discovery_prefix)
+        self.prefix = cfg.discovery_prefix
+        self.statestream = cfg.statestream_topic
         self.entities: dict[str, DiscoveredEntity] = {}  # entity_id -> entity
         self._by_config: dict[str, list[str]] = {}  # config topic -> entity ids
         self._followed: dict[str, set[str]] = {}  # state topic -> entity ids
+        self._routes: dict[str, Route] = {}  # state topic -> our subscription
         self._lock = threading.RLock()
         self.rejected = 0
+        self._told: set[str] = set()
 
     def start(self) -> None:
-        mqtt = self.bridge.mqtt
-        for pattern in (f"{self.prefix}/+/+/config", f"{self.prefix}/+/+/+/config"):
+        mqtt = self.ctx.mqtt
+        for pattern in (self.dt.component_filter, self.dt.node_component_filter):
             mqtt.subscribe(pattern, self._on_config, no_local=True)  # not our own configs (MQTT 5)
         if self.statestream:
             mqtt.subscribe(f"{self.statestream}/+/+/state", self._on_statestream)
-        for domain, services in (("light", ("turn_on", "turn_off", "toggle")),
-                                 ("switch", ("turn_on", "turn_off", "toggle")),
-                                 ("fan", ("turn_on", "turn_off", "toggle")),
-                                 ("homeassistant", ("turn_on", "turn_off", "toggle"))):
-            for service in services:
-                self.bridge.services.register(domain, service, self._call)
-        self.bridge.info_providers["discovered_entities"] = lambda: sorted(self.entities)
+        for domain in ("light", "switch", "fan", "homeassistant"):
+            for service in ("turn_on", "turn_off", "toggle"):
+                self.ctx.register_service(domain, service, self._call)
+        self.ctx.add_info("discovered_entities", lambda: sorted(self.entities))
 
-    def stop(self) -> None:
-        pass
+    def _refuse(self, topic: str, reason: str) -> None:
+        self.rejected += 1
+        if topic not in self._told and len(self._told) < 1000:
+            self._told.add(topic)
+            log.warning("ignored discovery config %s: %s", topic[:200], reason)
 
     # ------------------------------------------------------------ configs
 
@@ -70,10 +80,14 @@ class DeviceRegistry:
                     raise DiscoveryError("config is not a JSON object")
                 found = parse_config(msg.topic, payload, self.prefix)
             except (orjson.JSONDecodeError, DiscoveryError) as exc:
-                self.rejected += 1
-                log.warning("ignored discovery config %s: %s", msg.topic, exc)
+                self._refuse(msg.topic, str(exc))
                 return
             found = [e for e in found if e.origin != OUR_ORIGIN]
+            for entity in list(found):
+                problem = self._unusable(entity)
+                if problem:
+                    self._refuse(msg.topic, problem)
+                    found.remove(entity)
             for entity in found:
                 if entity.entity_id in self.entities:
                     entity.entity_id = self._free_id(entity.entity_id)
@@ -87,15 +101,31 @@ class DeviceRegistry:
             n += 1
         return f"{entity_id}_{n}"
 
+    @staticmethod
+    def _unusable(entity: DiscoveredEntity) -> str | None:
+        """Why an announced entity cannot be tracked or driven, or None."""
+        if not valid_entity_id(entity.entity_id):
+            return f"{entity.entity_id[:80]!r} is not a valid entity id"
+        for key in ("state_topic", "command_topic", "brightness_command_topic", "rgb_command_topic",
+                    "percentage_command_topic"):
+            value = entity.get(key)
+            if value is None:
+                continue
+            try:
+                check_topic(value, key)
+            except InvalidTopic as exc:
+                return str(exc)
+        return None
+
     def _follow(self, entity: DiscoveredEntity) -> None:
         topic = entity.get("state_topic")
         if not topic:
-            self.bridge.states.set(entity.entity_id, "unknown", self._attributes(entity, {}))
+            self.ctx.states.set(entity.entity_id, "unknown", self._attributes(entity, {}))
             return
         first = topic not in self._followed
         self._followed.setdefault(topic, set()).add(entity.entity_id)
         if first:
-            self.bridge.mqtt.subscribe(topic, self._on_state)
+            self._routes[topic] = self.ctx.mqtt.subscribe(self.ctx.topics.shared(topic), self._on_state)
 
     def _drop(self, entity_id: str) -> None:
         entity = self.entities.pop(entity_id, None)
@@ -104,7 +134,12 @@ class DeviceRegistry:
         topic = entity.get("state_topic")
         if topic and topic in self._followed:
             self._followed[topic].discard(entity_id)
-        self.bridge.states.remove(entity_id)
+            if not self._followed[topic]:
+                del self._followed[topic]
+                route = self._routes.pop(topic, None)
+                if route is not None:
+                    self.ctx.mqtt.unsubscribe(route)
+        self.ctx.states.remove(entity_id)
 
     # ------------------------------------------------------------ states
 
@@ -123,7 +158,7 @@ class DeviceRegistry:
                 log.debug("%s: template %s not supported; state left as is", entity.entity_id, exc)
                 continue
             if state is not None:
-                self.bridge.states.set(entity.entity_id, state, self._attributes(entity, extra))
+                self.ctx.states.set(entity.entity_id, state, self._attributes(entity, extra))
 
     def _state_of(self, e: DiscoveredEntity, payload: bytes, value_json: Any) -> tuple[str | None, dict]:
         if e.is_json_light:
@@ -171,9 +206,9 @@ class DeviceRegistry:
             value = msg.payload.decode("utf-8", "replace")
         try:
             if value is None:
-                self.bridge.states.remove(entity_id)
+                self.ctx.states.remove(entity_id)
             else:
-                self.bridge.states.set(entity_id, value, {"source": "home assistant"})
+                self.ctx.states.set(entity_id, value, {"source": "home assistant"})
         except ValueError as exc:
             log.debug("statestream %s: %s", msg.topic, exc)
 
@@ -198,14 +233,14 @@ class DeviceRegistry:
                 except commands.CommandError as exc:
                     raise ServiceError(str(exc)) from None
         for cmd in planned:
-            self.bridge.mqtt.publish(cmd.topic, cmd.payload, qos=cmd.qos, retain=False)
+            self.ctx.mqtt.publish(cmd.topic, cmd.payload, qos=cmd.qos, retain=False)
         return {"entity_id": ids, "published": [c.topic for c in planned]}
 
     def _plan(self, entity: DiscoveredEntity, service: str, data: dict[str, Any]) -> list[commands.Command]:
         if entity.domain not in commands.TURN_ON:
             raise commands.CommandError(f"{entity.entity_id}: {entity.domain} cannot be turned on/off here")
         if service == "toggle":
-            current = self.bridge.states.get(entity.entity_id)
+            current = self.ctx.states.get(entity.entity_id)
             service = "turn_off" if current is not None and current.state == "on" else "turn_on"
         table = commands.TURN_ON if service == "turn_on" else commands.TURN_OFF
         return table[entity.domain](entity, data)

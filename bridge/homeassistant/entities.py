@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.names import slugify
+
 # HA's abbreviations for the keys this module reads (homeassistant/components/mqtt/abbreviations.py)
 ABBREVIATIONS = {
     "avty": "availability", "avty_t": "availability_topic", "avty_mode": "availability_mode",
@@ -34,15 +36,10 @@ DEVICE_ABBREVIATIONS = {"ids": "identifiers", "mf": "manufacturer", "mdl": "mode
                         "sw": "sw_version", "cns": "connections", "name": "name"}
 
 DOMAINS = ("light", "switch", "fan", "cover", "lock", "climate", "binary_sensor", "sensor")
-_SLUG = re.compile(r"[^a-z0-9_]+")
 
 
 class DiscoveryError(ValueError):
     pass
-
-
-def slug(text: str) -> str:
-    return _SLUG.sub("_", text.lower()).strip("_") or "unnamed"
 
 
 @dataclass
@@ -117,8 +114,8 @@ def _entity(domain: str, object_id: str, cfg: dict[str, Any], topic: str) -> Dis
     device_name = device.get("name")
     name = " ".join(p for p in (device_name, entity_name) if isinstance(p, str)) or object_id
     suggested = cfg.get("default_entity_id") or (f"{domain}.{cfg['object_id']}" if cfg.get("object_id")
-                                                 else f"{domain}.{slug(name)}")
-    entity_id = f"{domain}.{slug(str(suggested).split('.', 1)[-1])}"
+                                                 else f"{domain}.{slugify(name)}")
+    entity_id = f"{domain}.{slugify(str(suggested).split('.', 1)[-1])[:200]}"
     if domain in ("light", "switch", "fan", "lock", "cover") and "command_topic" not in cfg:
         raise DiscoveryError(f"{topic}: a {domain} needs a command_topic")
     origin = cfg.get("origin")

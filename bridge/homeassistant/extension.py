@@ -1,179 +1,205 @@
 """Home Assistant: announce the bridge and its nodes, and keep the announcements true.
 
-- At start, collect the retained configs under the discovery prefix for
-  `collect_seconds`, then clear those carrying our origin that are no longer
-  expected (removed nodes, forbidden or renamed entities), and publish ours.
-- A node that joins, is demoted or removed is re-announced or cleared; a
-  rename clears, waits `rename_pause` so HA forgets the entity (else it makes
-  `_2` duplicates), then re-announces.
+- On the first MQTT session (however late the broker comes up), collect the
+  retained configs under the discovery prefix for `collect_seconds`, then
+  clear those that are ours (our origin and our bridge's availability topic)
+  and no longer expected (removed nodes, forbidden or renamed entities), and
+  announce. A session lost during collection starts collection again.
+- Nodes come from the node directory: a snapshot of every node at start, then
+  each change; one that is added, demoted or removed is re-announced or
+  cleared; a rename clears, waits `rename_pause` so HA forgets the entity
+  (else it makes `_2` duplicates), then re-announces.
 - When HA comes back (`homeassistant/status` = `online`) configs and then
   states are re-published after a random few seconds, as HA's docs ask.
+
+Everything here runs on the extension's own inbox, one call at a time, so the
+ledger of published configs needs no lock; a full announcement is paced with
+timers instead of sleeps, so the inbox keeps serving in between.
 """
 
 from __future__ import annotations
 
-import logging
 import random
-import threading
 from typing import Any
 
 import orjson
 
+from bridge.core.directory import NodeChange, NodeInfo
 from bridge.core.payload import dumps
+from bridge.extension import Extension, ExtensionContext
+from bridge.homeassistant.config import HomeAssistantConfig
 from bridge.homeassistant.devices import OUR_ORIGIN, DeviceRegistry
-from bridge.homeassistant.discovery import (NodeInfo, bridge_configs, bridge_key, device_triggers,
-                                            node_configs, node_key)
+from bridge.homeassistant.discovery import (bridge_configs, bridge_key, device_triggers, node_configs,
+                                            node_key)
 from bridge.mqtt.router import Message
-
-log = logging.getLogger(__name__)
+from bridge.topics import DiscoveryTopics
 
 PACE_SECONDS = 0.1  # between nodes in a full announcement: about 200 configs/s
 
 
-class HomeAssistantExtension:
-    def __init__(self, bridge) -> None:
-        self.bridge = bridge
-        self.cfg = cfg = bridge.config["homeassistant"]
-        self.prefix, self.mode = cfg["discovery_prefix"], cfg["mode"]
-        self.devices = DeviceRegistry(bridge) if cfg["discover_devices"] else None
+class HomeAssistantExtension(Extension):
+    name = "homeassistant"
+    Config = HomeAssistantConfig
+
+    def start(self, ctx: ExtensionContext) -> None:
+        self.ctx = ctx
+        self.cfg = cfg = ctx.config
+        self.topics = ctx.topics
+        self.dt = DiscoveryTopics(cfg.discovery_prefix)
+        self.mode = cfg.mode
+        self.devices = DeviceRegistry(ctx, cfg) if cfg.discover_devices else None
         self.nodes: dict[int, NodeInfo] = {}
         self.published: dict[str, bytes] = {}  # config topic -> payload we hold retained
         self._found: dict[str, bytes] = {}  # retained configs seen while collecting
         self._collecting = True
-        self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self.expire_after = int(max(60, 2 * bridge.config["nodes"]["offline_after"]))
-
-    def start(self) -> None:
-        mqtt = self.bridge.mqtt
-        # only while collecting: afterwards every config we publish would come back to us
-        self._collect_routes = [mqtt.subscribe(pattern, self._on_config) for pattern in
-                                (f"{self.prefix}/+/+/+/config", f"{self.prefix}/device/+/config")]
-        mqtt.subscribe(self.cfg["status_topic"], self._on_ha_status)
-        self.bridge.bus.subscribe("node_changed", self._on_node_changed)
-        self.bridge.health_providers["homeassistant"] = self.health
+        self._collect_routes: list = []
+        self._session = 0
+        self._pending: list[int | None] = []  # paced announcement: node ids (None = the bridge)
+        self._pacing = False
+        self.expire_after = int(max(60, 2 * ctx.root_config.nodes.offline_after)) \
+            if hasattr(ctx.root_config, "nodes") else 60
+        ctx.add_health("homeassistant", self.health)
+        ctx.mqtt.subscribe(cfg.status_topic, self._on_ha_status)
         if self.devices:
             self.devices.start()
-        threading.Thread(target=self._startup, name="ha-discovery", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
+        ctx.nodes.watch(self._on_node)
+        ctx.mqtt.on_session(self._on_session)
 
     # ------------------------------------------------------------ expected configs
 
     def expected(self, node_id: int | None = None) -> dict[str, dict[str, Any]]:
         """Every config we should hold, or only one node's."""
-        topics = self.bridge.topics
-        out = bridge_configs(self.prefix, self.mode, topics) if node_id is None else {}
+        out = bridge_configs(self.dt, self.mode, self.topics) if node_id is None else {}
         for node in self.nodes.values() if node_id is None else filter(None, [self.nodes.get(node_id)]):
             out.update(self._node_configs(node))
         return out
 
     def _node_configs(self, node: NodeInfo) -> dict[str, dict[str, Any]]:
-        topics = self.bridge.topics
-        return {**node_configs(self.prefix, self.mode, topics, node, self.expire_after),
-                **device_triggers(self.prefix, topics, node)}
+        return {**node_configs(self.dt, self.mode, self.topics, node, self.expire_after),
+                **device_triggers(self.dt, self.topics, node)}
 
     def _sync(self, node_id: int | None = None, *, force: bool = False) -> None:
         """Bring one node's configs (or, with None, the bridge's own) in line with what we expect."""
-        topics = self.bridge.topics
-        with self._lock:
-            if node_id is None:
-                mine, expected = f"/{bridge_key(topics)}/", bridge_configs(self.prefix, self.mode, topics)
-            else:
-                node = self.nodes.get(node_id)
-                mine, expected = f"/{node_key(topics, node_id)}/", self._node_configs(node) if node else {}
-            payloads = {t: dumps(c) for t, c in expected.items()}
-            for topic in [t for t in self.published if mine in t and t not in payloads]:
-                self._clear(topic)
-            changed = [(t, p) for t, p in payloads.items() if force or self.published.get(t) != p]
-            self.published.update(changed)
-        for topic, payload in changed:
-            self.bridge.mqtt.publish(topic, payload, qos=1, retain=True)
+        if node_id is None:
+            mine, expected = bridge_key(self.topics), bridge_configs(self.dt, self.mode, self.topics)
+        else:
+            node = self.nodes.get(node_id)
+            mine, expected = node_key(self.topics, node_id), self._node_configs(node) if node else {}
+        payloads = {t: dumps(c) for t, c in expected.items()}
+        for topic in [t for t in self.published if self.dt.owner_key(t) == mine and t not in payloads]:
+            self._clear(topic)
+        for topic, payload in payloads.items():
+            if force or self.published.get(topic) != payload:
+                self.published[topic] = payload
+                self.ctx.mqtt.publish(topic, payload, qos=1, retain=True)
 
-    def _sync_all(self, *, force: bool = False) -> None:
+    def _announce_all(self, *, force: bool = False, then_states: bool = False) -> None:
         """Announce everything, a node at a time.
 
         Paced: a burst of thousands of QoS 1 configs, and the CPU to build them,
         would hold node state back on the one connection (measured with 100
         nodes at 10 Hz: p99 state latency 1.3 s in one burst).
         """
-        self._sync(force=force)
-        for node_id in list(self.nodes):
-            self._sync(node_id, force=force)
-            if self._stop.wait(PACE_SECONDS):
-                return
+        self._pending = [None, *sorted(self.nodes)]
+        self._force, self._then_states = force, then_states
+        if not self._pacing:
+            self._pacing = True
+            self._announce_next()
+
+    def _announce_next(self) -> None:
+        if not self._pending:
+            self._pacing = False
+            if self._then_states:
+                self.ctx.mqtt.republish_retained(f"{self.topics.base}/")
+            return
+        self._sync(self._pending.pop(0), force=self._force)
+        self.ctx.call_later(PACE_SECONDS, self._announce_next)
 
     def _clear(self, topic: str) -> None:
-        self.bridge.mqtt.publish(topic, b"", qos=1, retain=True)
+        self.ctx.mqtt.publish(topic, b"", qos=1, retain=True)
         self.published.pop(topic, None)
 
-    # ------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------ start-up, on every session until done
 
-    def _startup(self) -> None:
-        if not self.bridge.mqtt.wait_connected(60) or self._stop.wait(self.cfg["collect_seconds"]):
+    def _on_session(self) -> None:
+        if not self._collecting:
+            return  # announced already; the client re-sends what the broker may have lost
+        self._session += 1
+        if not self._collect_routes:
+            self._collect_routes = [self.ctx.mqtt.subscribe(pattern, self._on_config) for pattern in
+                                    (self.dt.node_component_filter, self.dt.device_filter)]
+        self._found.clear()
+        session = self._session
+        self.ctx.call_later(self.cfg.collect_seconds, lambda: self._finish_collecting(session))
+
+    def _finish_collecting(self, session: int) -> None:
+        if session != self._session or not self._collecting:
+            return  # the broker went away meanwhile; the next session collects again
+        if not self.ctx.mqtt.connected:
             return
         for route in self._collect_routes:
-            self.bridge.mqtt.unsubscribe(route)
-        with self._lock:
-            self._collecting = False
-            expected = self.expected()
-            for topic, payload in self._found.items():
-                if not _ours(payload):
-                    continue  # another program's entity: never touched
-                if topic in expected:
-                    self.published[topic] = payload  # HA holds it already; resent only if changed
-                else:
-                    log.info("clearing stale discovery config %s", topic)
-                    self._clear(topic)
-            self._found.clear()
-        self._sync_all()
+            self.ctx.mqtt.unsubscribe(route)
+        self._collect_routes = []
+        self._collecting = False
+        expected = self.expected()
+        for topic, payload in self._found.items():
+            if not self._ours(topic, payload):
+                continue  # another program's entity, or another bridge instance's: never touched
+            if topic in expected:
+                self.published[topic] = payload  # HA holds it already; resent only if changed
+            else:
+                self.ctx.log.info("clearing stale discovery config %s", topic)
+                self._clear(topic)
+        self._found.clear()
+        self._announce_all()
 
     def _on_config(self, msg: Message) -> None:
         if msg.retain and self._collecting and msg.payload:
-            with self._lock:
-                self._found[msg.topic] = msg.payload
+            self._found[msg.topic] = msg.payload
+
+    def _ours(self, topic: str, payload: bytes) -> bool:
+        """Under one of our device keys, with our origin, and (when several bridges share the
+        broker) naming this instance's availability topic: only then may we clear it."""
+        key = self.dt.owner_key(topic) or ""
+        if key != bridge_key(self.topics) and not key.startswith(node_key(self.topics, 0)[:-1]):
+            return False
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return False
+        origin = body.get("origin", body.get("o")) if isinstance(body, dict) else None
+        if not (isinstance(origin, dict) and origin.get("name") == OUR_ORIGIN):
+            return False
+        return not self.topics.share_group or f'"{self.topics.bridge_state}"'.encode() in payload
 
     def _on_ha_status(self, msg: Message) -> None:
-        if msg.payload.strip().lower() != b"online":
+        if msg.payload.strip().lower() != b"online" or self._collecting:
             return
-        delay = random.uniform(0, self.cfg["birth_delay"])
-        log.info("Home Assistant is online: re-announcing in %.1f s", delay)
-        threading.Timer(delay, self._announce_again).start()
+        delay = random.uniform(0, self.cfg.birth_delay)
+        self.ctx.log.info("Home Assistant is online: re-announcing in %.1f s", delay)
+        self.ctx.call_later(delay, lambda: self._announce_all(force=True, then_states=True))
 
-    def _announce_again(self) -> None:
-        if self._stop.is_set():
+    # ------------------------------------------------------------ nodes
+
+    def _on_node(self, change: NodeChange) -> None:
+        if not change.identity_changed:
+            return  # availability or state only: the configs do not change
+        node_id = change.node.node_id
+        if change.removed:
+            self.nodes.pop(node_id, None)
+        else:
+            self.nodes[node_id] = change.node
+        if self._collecting:
             return
-        self._sync_all(force=True)
-        self.bridge.mqtt.republish_retained(f"{self.bridge.topics.base}/")
-
-    def _on_node_changed(self, _name: str, change: dict[str, Any]) -> None:
-        node_id = change["node_id"]
-        with self._lock:
-            if change.get("removed"):
-                self.nodes.pop(node_id, None)
-            else:
-                self.nodes[node_id] = NodeInfo(node_id, change["name"], change.get("room"),
-                                               change.get("privacy_class") == "restricted",
-                                               change.get("mode"))
-            if self._collecting:
-                return
-            if change.get("renamed_from"):
-                key = f"/{node_key(self.bridge.topics, node_id)}/"
-                for topic in [t for t in self.published if key in t]:
-                    self._clear(topic)
-                threading.Timer(self.cfg["rename_pause"], self._sync, (node_id,)).start()
-                return
-            self._sync(node_id)
+        if change.renamed_from and not change.removed:
+            key = node_key(self.topics, node_id)
+            for topic in [t for t in self.published if self.dt.owner_key(t) == key]:
+                self._clear(topic)
+            self.ctx.call_later(self.cfg.rename_pause, lambda: self._sync(node_id))
+            return
+        self._sync(node_id)
 
     def health(self) -> dict[str, Any]:
-        return {"configs": len(self.published), "discovered": len(self.devices.entities) if self.devices else 0}
-
-
-def _ours(payload: bytes) -> bool:
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return False
-    origin = body.get("origin", body.get("o")) if isinstance(body, dict) else None
-    return isinstance(origin, dict) and origin.get("name") == OUR_ORIGIN
+        return {"configs": len(self.published), "collecting": self._collecting,
+                "discovered": len(self.devices.entities) if self.devices else 0,
+                **({"refused": self.devices.rejected} if self.devices else {})}

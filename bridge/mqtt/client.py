@@ -10,6 +10,11 @@ handler, before our drain, which keeps global publish order.
 
 Callbacks from paho only set flags or enqueue; they never take our lock
 (paho holds its own mutexes while calling them).
+
+Every topic is checked before it is cached or queued (`topics.check_topic`):
+a topic the broker would reject as malformed would otherwise be re-sent on
+every reconnect and drop the connection each time. The network loop itself
+survives any exception: it is logged, counted, and the link is reopened.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bridge.core.inbox import Inbox
+from bridge.core.supervisor import Supervisor
 from bridge.mqtt.outbox import Outbox, Outgoing
-from bridge.mqtt.router import Message, Route, Router
+from bridge.mqtt.router import FilterOptions, Message, Route, Router
+from bridge.topics import check_topic
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +84,25 @@ class Counters:
     dropped_offline_qos0: int = 0
     dropped_oversize: int = 0
     connects: int = 0
+    network_errors: int = 0
+    send_errors: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class SessionCallback:
+    callback: Callable[[], None]
+    inbox: Inbox | None
 
 
 class MqttClient:
     """Connection, LWT, reconnect, outbox and retained cache around one paho client."""
 
-    def __init__(self, settings: ConnectionSettings, router: Router, *, state_topic: str) -> None:
+    def __init__(self, settings: ConnectionSettings, router: Router, *, state_topic: str,
+                 supervisor: Supervisor | None = None) -> None:
         self.settings = settings
         self.router = router
         self.state_topic = state_topic
+        self._supervisor = supervisor or Supervisor()
         self.counters = Counters()
         self._outbox = Outbox(settings.outbox_size)
         self._retained: dict[str, Outgoing] = {}
@@ -96,8 +114,10 @@ class MqttClient:
         self._link_opened = 0.0
         self._stopping = threading.Event()
         self._connected_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._session_callbacks: list[Callable[[], None]] = []
+        self._thread = None
+        self._session_callbacks: list[SessionCallback] = []
+        self._delay = settings.min_delay
+        self._first_attempt = True
         self._protocol = paho.MQTTv311 if settings.protocol == "3.1.1" else paho.MQTTv5
         self._paho = self._new_paho()
         self.broker_url = settings.url
@@ -112,13 +132,25 @@ class MqttClient:
     def is_v5(self) -> bool:
         return self._protocol == paho.MQTTv5
 
-    def on_session(self, callback: Callable[[], None]) -> None:
-        """Run callback (on the handler thread) after every successful (re)connect."""
-        self._session_callbacks.append(callback)
+    def on_session(self, callback: Callable[[], None], inbox: Inbox | None = None) -> SessionCallback:
+        """Run callback (on `inbox`, default the core's) after every successful (re)connect,
+        and at once if a session is up already (a feature that starts late misses none)."""
+        handle = SessionCallback(callback, inbox)
+        with self._lock:
+            self._session_callbacks.append(handle)
+            if self._online:
+                (inbox or self.router.default_inbox).put(callback)
+        return handle
+
+    def remove_session_callback(self, handle: SessionCallback) -> None:
+        if handle in self._session_callbacks:
+            self._session_callbacks.remove(handle)
 
     def subscribe(self, topic_filter: str, handler: Callable[[Message], None], *,
-                  accept_retained: bool = True, no_local: bool = False) -> Route:
-        route = self.router.add(topic_filter, handler, accept_retained=accept_retained, no_local=no_local)
+                  accept_retained: bool = True, no_local: bool = False,
+                  inbox: Inbox | None = None) -> Route:
+        route = self.router.add(topic_filter, handler, accept_retained=accept_retained,
+                                no_local=no_local, inbox=inbox)
         with self._lock:
             if self._online:
                 self._paho.subscribe(*self._sub_args({topic_filter: self.router.filters()[topic_filter]}))
@@ -150,7 +182,12 @@ class MqttClient:
         """Publish now, or queue in the outbox (QoS >= 1) while disconnected.
 
         Returns False only when the message was dropped (QoS 0 while offline).
+        Raises InvalidTopic (a ValueError) for a topic no broker may be sent,
+        before anything is cached or queued.
         """
+        check_topic(topic)
+        if response_topic is not None:
+            check_topic(response_topic, "response topic")
         if isinstance(payload, str):
             payload = payload.encode()
         out = Outgoing(topic, payload, qos, retain, expiry, response_topic, correlation_data)
@@ -171,8 +208,7 @@ class MqttClient:
 
     def start(self) -> None:
         self._retained[self.state_topic] = Outgoing(self.state_topic, ONLINE, 1, True)
-        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
-        self._thread.start()
+        self._thread = self._supervisor.spawn("mqtt-network", self._run, self._stopping)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected_event.wait(timeout)
@@ -211,6 +247,8 @@ class MqttClient:
             "dropped_offline_qos0": c.dropped_offline_qos0,
             "dropped_oversize": c.dropped_oversize,
             "connects": c.connects,
+            "network_errors": c.network_errors,
+            "send_errors": c.send_errors,
         }
 
     # ------------------------------------------------------------ paho setup
@@ -244,9 +282,10 @@ class MqttClient:
         client.connect_async(s.host, s.port, s.keepalive, **extra)
         return client
 
-    def _sub_args(self, filters: dict[str, bool]) -> tuple:
+    def _sub_args(self, filters: dict[str, FilterOptions]) -> tuple:
         if self.is_v5:
-            return ([(f, SubscribeOptions(qos=1, noLocal=nl)) for f, nl in filters.items()],)
+            return ([(f, SubscribeOptions(qos=1, noLocal=o.no_local, retainAsPublished=o.retain_as_published))
+                     for f, o in filters.items()],)
         return ([(f, 1) for f in filters],)
 
     def _send(self, out: Outgoing) -> paho.MQTTMessageInfo:
@@ -297,37 +336,51 @@ class MqttClient:
     # ------------------------------------------------------------ network thread
 
     def _run(self) -> None:
-        delay = self.settings.min_delay
-        first = True
         while not self._stopping.is_set():
-            if not self._link_up:
-                self._go_offline()
-                if not first:
-                    wait = delay * random.uniform(0.5, 1.0)
-                    log.info("reconnecting to %s in %.1f s", self.broker_url, wait)
-                    if self._stopping.wait(wait):
-                        break
-                    delay = min(delay * 2, self.settings.max_delay)
-                first = False
-                if not self._open_link():
-                    continue
-            rc = self._paho.loop(timeout=0.05)
-            if self._connack_failed is not None:
-                self._handle_refusal()
-                continue
-            if self._session_pending:
-                self._session_pending = False
-                delay = self.settings.min_delay
-                self._session_ready()
-            elif not self._online and (rc != paho.MQTT_ERR_SUCCESS or
-                                       time.monotonic() - self._link_opened > CONNACK_TIMEOUT):
-                self._no_connack()
-                continue
-            if rc != paho.MQTT_ERR_SUCCESS:
-                self._link_up = False
+            try:
+                self._step()
+            except Exception:  # one bad message or paho surprise must not end the connection for good
+                self.counters.network_errors += 1
+                log.exception("MQTT network loop failed; reopening the connection")
+                self._drop_link()
         self._go_offline()
         if self._link_up:
             self._disconnect_cleanly()
+
+    def _step(self) -> None:
+        if not self._link_up:
+            self._go_offline()
+            if not self._first_attempt:
+                wait = self._delay * random.uniform(0.5, 1.0)
+                log.info("reconnecting to %s in %.1f s", self.broker_url, wait)
+                if self._stopping.wait(wait):
+                    return
+                self._delay = min(self._delay * 2, self.settings.max_delay)
+            self._first_attempt = False
+            if not self._open_link():
+                return
+        rc = self._paho.loop(timeout=0.05)
+        if self._connack_failed is not None:
+            self._handle_refusal()
+            return
+        if self._session_pending:
+            self._session_pending = False
+            self._delay = self.settings.min_delay
+            self._session_ready()
+        elif not self._online and (rc != paho.MQTT_ERR_SUCCESS or
+                                   time.monotonic() - self._link_opened > CONNACK_TIMEOUT):
+            self._no_connack()
+            return
+        if rc != paho.MQTT_ERR_SUCCESS:
+            self._link_up = False
+
+    def _drop_link(self) -> None:
+        self._link_up = False
+        self._session_pending = False
+        try:
+            self._paho.disconnect()
+        except Exception:
+            pass
 
     def _disconnect_cleanly(self) -> None:
         """Queue DISCONNECT and let paho's loop write it (publish no longer writes inline)."""
@@ -398,15 +451,25 @@ class MqttClient:
             self._paho.subscribe(*self._sub_args(filters))
         with self._lock:
             pending = self._outbox.pending_topics()
-            self._send(self._retained[self.state_topic])
+            self._resend(self._retained[self.state_topic])
             for topic, out in list(self._retained.items()):
                 if topic != self.state_topic and topic not in pending:
-                    self._send(out)
+                    self._resend(out)
             for out in self._outbox.drain():
-                self._send(out)
+                self._resend(out)
             self._online = True
+            for handle in list(self._session_callbacks):
+                (handle.inbox or self.router.default_inbox).put(handle.callback)
         self._connected_event.set()
         log.info("connected to MQTT broker %s (MQTT %s)", self.broker_url,
                  "5" if self.is_v5 else "3.1.1")
-        for callback in self._session_callbacks:
-            self.router.call_soon(callback)
+
+    def _resend(self, out: Outgoing) -> None:
+        """Send a held message; one paho refuses is dropped (and counted), not retried forever."""
+        try:
+            self._send(out)
+        except (ValueError, TypeError) as exc:
+            self.counters.send_errors += 1
+            log.error("dropped a held message for %r: %s", out.topic[:80], exc)
+            if self._retained.get(out.topic) is out:
+                del self._retained[out.topic]

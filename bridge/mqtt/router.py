@@ -2,17 +2,20 @@
 
 paho calls `on_message` in its network thread; anything slow there stalls
 keep-alives and every other subscription. So the router only matches and
-enqueues; one worker thread runs the handlers in arrival order. The queue is
-bounded: when it is full the message is dropped and counted, never blocking.
+puts each (handler, message) on the inbox of whoever subscribed — the core's
+`mqtt-handlers` worker or an extension's own — and returns. Inboxes are
+bounded: when one is full the message is dropped and counted, never blocking.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from dataclasses import dataclass
 from typing import Callable
+
+from bridge.core.inbox import Inbox
+from bridge.topics import check_filter
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +53,38 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
     return len(f_parts) == len(t_parts)
 
 
-def valid_filter(topic_filter: str) -> bool:
-    parts = topic_filter.split("/")
-    for i, part in enumerate(parts):
-        if "#" in part and (part != "#" or i != len(parts) - 1):
-            return False
-        if "+" in part and part != "+":
-            return False
-    return bool(topic_filter)
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Route:
     topic_filter: str
     handler: Handler
     accept_retained: bool
     no_local: bool
+    inbox: Inbox
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOptions:
+    """What to ask the broker for one filter, merged over every route on it."""
+
+    no_local: bool  # MQTT 5: not our own publishes (never on $share filters: a protocol error)
+    retain_as_published: bool  # MQTT 5: keep the retain flag, so retained commands can be ignored
 
 
 class Router:
-    """Holds routes and hands matched messages to a single worker thread."""
+    """Holds routes and hands matched messages to each route's inbox."""
 
-    def __init__(self, max_queue: int = 10000) -> None:
+    def __init__(self, default_inbox: Inbox) -> None:
+        self.default_inbox = default_inbox
         self._routes: list[Route] = []
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._worker: threading.Thread | None = None
         self.dropped = 0
-        self.handled = 0
-        self.handler_errors = 0
+        self.ignored_retained = 0
+        self._told_retained: set[str] = set()
 
     def add(self, topic_filter: str, handler: Handler, *, accept_retained: bool = True,
-            no_local: bool = False) -> Route:
-        if not valid_filter(topic_filter):
-            raise ValueError(f"invalid MQTT topic filter: {topic_filter!r}")
-        route = Route(topic_filter, handler, accept_retained, no_local)
+            no_local: bool = False, inbox: Inbox | None = None) -> Route:
+        check_filter(topic_filter)
+        route = Route(topic_filter, handler, accept_retained, no_local, inbox or self.default_inbox)
         with self._lock:
             self._routes.append(route)
         return route
@@ -94,56 +94,34 @@ class Router:
             if route in self._routes:
                 self._routes.remove(route)
 
-    def filters(self) -> dict[str, bool]:
-        """Distinct filters to subscribe, each with whether No Local may be asked for."""
-        out: dict[str, bool] = {}
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def filters(self) -> dict[str, FilterOptions]:
+        """Distinct filters to subscribe, each with the options every route on it allows."""
+        out: dict[str, FilterOptions] = {}
         with self._lock:
             for r in self._routes:
-                out[r.topic_filter] = out.get(r.topic_filter, True) and r.no_local
+                old = out.get(r.topic_filter, FilterOptions(True, False))
+                shared = r.topic_filter.startswith("$share/")
+                out[r.topic_filter] = FilterOptions(old.no_local and r.no_local and not shared,
+                                                    old.retain_as_published or not r.accept_retained)
         return out
 
     def submit(self, message: Message) -> None:
         """Called from the network thread: match, enqueue, return at once."""
         with self._lock:
-            handlers = [r.handler for r in self._routes
-                        if (r.accept_retained or not message.retain)
-                        and filter_matches(r.topic_filter, message.topic)]
-        for handler in handlers:
-            try:
-                self._queue.put_nowait((handler, message))
-            except queue.Full:
+            matching = [r for r in self._routes if filter_matches(r.topic_filter, message.topic)]
+        routes = [r for r in matching if r.accept_retained or not message.retain]
+        if len(routes) < len(matching):
+            self._ignored(message.topic)
+        for route in routes:
+            if not route.inbox.put(route.handler, message):
                 self.dropped += 1
 
-    def call_soon(self, fn: Callable[[], None]) -> None:
-        """Run fn on the worker thread, after what is already queued."""
-        try:
-            self._queue.put_nowait((lambda _m: fn(), None))
-        except queue.Full:
-            self.dropped += 1
-
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
-    def start(self) -> None:
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._run, name="mqtt-handlers", daemon=True)
-            self._worker.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        if self._worker is not None:
-            self._queue.put((None, None))
-            self._worker.join(timeout)
-            self._worker = None
-
-    def _run(self) -> None:
-        while True:
-            handler, message = self._queue.get()
-            if handler is None:
-                return
-            try:
-                handler(message)
-                self.handled += 1
-            except Exception:  # a handler bug must not stop every other handler
-                self.handler_errors += 1
-                log.exception("handler for %s failed", getattr(message, "topic", "(task)"))
+    def _ignored(self, topic: str) -> None:
+        self.ignored_retained += 1
+        if topic not in self._told_retained and len(self._told_retained) < 1000:
+            self._told_retained.add(topic)
+            log.debug("ignored a retained message on %s: commands are never taken from retained "
+                      "messages (clear it with an empty retained publish)", topic[:200])

@@ -10,6 +10,9 @@ occupancy, motion, fall or calibrating change; other changes at most every
 Presence comes from the per-node PresenceEngine (presence.py) fed with the
 feature-state presence_score (or the vitals score for nodes that send no
 feature state); the firmware's own presence flag is not trusted.
+
+What other features may know of the nodes goes into the node directory
+(core/directory.py), already gated; they never reach into this module.
 """
 
 from __future__ import annotations
@@ -21,69 +24,73 @@ from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from typing import Any
 
+from bridge import names
 from bridge.core.api import ApiError
+from bridge.core.directory import NodeInfo
 from bridge.core.payload import PayloadError, dumps, parse_json
+from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message
 from bridge.nodes import codec
 from bridge.nodes.codec import DecodeError, decode
+from bridge.nodes.config import NodesConfig
 from bridge.nodes.nodestate import URGENT, Flags, NodeView
 from bridge.nodes.presence import THRESHOLD_RANGES, PresenceEngine, PresenceSettings
-from bridge.nodes.privacy import PrivacyClass, PrivacyError, PrivacyGate
 from bridge.nodes.registry import Node, NodeRegistry
 from bridge.nodes.schedule import ExpectedHours
 from bridge.nodes.serial_ingest import SerialIngest
 from bridge.nodes.udp import Batch, UdpIngest
-from bridge.topics import is_slug
-from bridge.config import privacy_class
+from bridge.privacy import PrivacyError, PrivacyGate
 
 log = logging.getLogger(__name__)
+
+HOME_STATE_KEYS = ("presence", "occupancy", "motion")  # binary_sensor.<name>_<key> in home state
+
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
-class NodesExtension:
-    def __init__(self, bridge) -> None:
-        self.bridge = bridge
-        cfg = bridge.config["nodes"]
-        self.cfg = cfg
-        devices = cfg["devices"]
-        self.gate = PrivacyGate(cfg["privacy_class"], {n: d["privacy_class"] for n, d in devices.items()
-                                                       if d["privacy_class"] is not None})
-        self.registry = NodeRegistry(devices)
+class NodesExtension(Extension):
+    name = "nodes"
+    Config = NodesConfig
+
+    def start(self, ctx: ExtensionContext) -> None:
+        self.ctx = ctx
+        self.cfg = cfg = ctx.config
+        self.topics = ctx.topics
+        devices = cfg.devices
+        self.gate = PrivacyGate(cfg.privacy_class, {n: d.privacy_class for n, d in devices.items()
+                                                    if d.privacy_class is not None})
+        self.registry = NodeRegistry({n: {"name": d.name, "room": d.room} for n, d in devices.items()})
+        self.directory = ctx.node_directory()
         self.errors: dict[str, Counter] = defaultdict(Counter)  # source ip -> reason -> count
         self._views: dict[int, NodeView] = {}
         self._rate_mark = (time.monotonic(), 0)
         self._urgent: set[int] = set()
-        self._expected = {n: ExpectedHours(d["expected_hours"]) for n, d in devices.items()
-                          if d["expected_hours"]}
+        self._expected = {n: ExpectedHours(d.expected_hours) for n, d in devices.items() if d.expected_hours}
         self._pipeline = threading.RLock()
-        self._stop = threading.Event()
-        self.udp = UdpIngest(cfg["udp"]["bind"], cfg["udp"]["port"], self.handle,
-                             cfg["udp"]["queue"]) if cfg["udp"]["enabled"] else None
-        self.serial = [SerialIngest(label, link["url"], link["baudrate"], self._handle_serial,
-                                    self._log_line if link["log"] else None)
-                       for label, link in cfg["serial"].items()]
+        spawn = lambda name, target, stop: ctx.spawn(name, target, stop)  # noqa: E731
+        self.udp = UdpIngest(cfg.udp.bind, cfg.udp.port, self.handle, cfg.udp.queue,
+                             spawn=spawn) if cfg.udp.enabled else None
+        self.serial = [SerialIngest(label, link.url, link.baudrate, self._handle_serial,
+                                    self._log_line if link.log else None, spawn=spawn)
+                       for label, link in cfg.serial.items()]
         self._serial_node: dict[str, int] = {}  # label -> node id last seen on that link
-        bridge.health_providers["nodes"] = self.health
-        bridge.info_providers["nodes"] = lambda: [n.summary() for n in self.registry.all()]
-        bridge.info_providers["node_count"] = lambda: len(self.registry)
+        ctx.add_health("nodes", self.health)
+        ctx.add_info("nodes", lambda: [n.summary() for n in self.registry.all()])
+        ctx.add_info("node_count", lambda: len(self.registry))
         for verb, handler in (("node/calibrate", self._req_calibrate), ("node/rename", self._req_rename),
                               ("node/remove", self._req_remove), ("node/privacy", self._req_privacy),
                               ("node/register", self._req_register)):
-            bridge.api.register(verb, handler)
-
-    def start(self) -> None:
-        self.bridge.mqtt.subscribe(self.bridge.topics.node_set_filter, self._on_set,
-                                   accept_retained=False)
+            ctx.register_request(verb, handler)
+        ctx.mqtt.subscribe(self.topics.node_set_filter, self._on_set, accept_retained=False)
         if self.udp:
             self.udp.start()
         for link in self.serial:
             link.start()
-        threading.Thread(target=self._tick, name="node-ticker", daemon=True).start()
+        ctx.spawn("ticker", self._tick)
 
     def stop(self) -> None:
-        self._stop.set()
         if self.udp:
             self.udp.stop()
         for link in self.serial:
@@ -115,7 +122,7 @@ class NodesExtension:
     def _log_line(self, label: str, text: str) -> None:
         node = self.registry.get(self._serial_node.get(label, -1))
         if node is not None:
-            self.bridge.mqtt.publish(f"{self.bridge.topics.node(node.name)}/log", dumps(
+            self.ctx.mqtt.publish(self.topics.node_log(node.name), dumps(
                 {"line": text, "level": text[:1] if text[:2] in ("E ", "W ", "I ", "D ", "V ") else None}),
                 qos=0)
 
@@ -125,12 +132,12 @@ class NodesExtension:
             node.online = True
             self._availability(node)
             if is_new:
-                self.bridge.mqtt.publish(self.bridge.topics.bridge_event, dumps(
+                self.ctx.mqtt.publish(self.topics.bridge_event, dumps(
                     {"type": "node_joined", "data": node.summary()}), qos=0)
                 self._changed(node)
         if rebooted:
             self._event(node, "node_rebooted", {"reboots": node.reboots})
-        if not self.gate.admit(frame):
+        if not self.gate.admit(frame.kind):
             return
         view = self._views.get(node.node_id) or self._view(node.node_id)
         before = view.flags
@@ -144,8 +151,7 @@ class NodesExtension:
             self._urgent.add(node.node_id)
         if after.fall and not before.fall:
             self._event(node, "fall_detected", {})
-        if after.anomaly and not before.anomaly and \
-                self.gate.class_of(node.node_id) < PrivacyClass.RESTRICTED:
+        if after.anomaly and not before.anomaly:
             self._event(node, "unrecognized_activity_pattern",
                         {"anomaly_score": view.fields().get("anomaly_score")})
         if before.presence is not None and after.presence != before.presence:
@@ -159,9 +165,8 @@ class NodesExtension:
                             {"expected_hours": hours.text, "room": node.room})
 
     def _view(self, node_id: int) -> NodeView:
-        override = self.cfg["devices"].get(node_id, {})
-        view = self._views[node_id] = NodeView(PresenceEngine(
-            PresenceSettings.merged(self.cfg["presence"], override)))
+        settings = PresenceSettings.merged(self.cfg.presence.model_dump(), self.cfg.device(node_id).overrides())
+        view = self._views[node_id] = NodeView(PresenceEngine(settings))
         return view
 
     def engine(self, node_id: int) -> PresenceEngine:
@@ -169,7 +174,7 @@ class NodesExtension:
 
     def _flush_due(self, now: float) -> None:
         """Publish every node whose pending change is due (rate limit and max-delay cap)."""
-        interval, cap = self.cfg["publish_interval"], self.cfg["max_delay"]
+        interval, cap = self.cfg.publish_interval, self.cfg.max_delay
         for node_id, view in list(self._views.items()):
             since = view.dirty_since
             if since is not None and (now - view.published_at >= interval or now - since >= cap):
@@ -186,27 +191,29 @@ class NodesExtension:
                  "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLD_RANGES},
                  "rssi": node.rssi, "last_seen": _iso(node.last_seen),
                  "frames": dict(node.frames), "packet_loss": node.packet_loss}
-        self.bridge.mqtt.publish(self.bridge.topics.node(node.name), dumps(state), qos=1, retain=True)
-        entity = node.name.replace("-", "_")
-        for key in ("presence", "occupancy", "motion"):
+        self.ctx.mqtt.publish(self.topics.node(node.name), dumps(state), qos=1, retain=True)
+        for key in HOME_STATE_KEYS:
             if fields.get(key) is not None:
-                self.bridge.states.set(f"binary_sensor.{entity}_{key}", "on" if fields[key] else "off",
-                                       {"node_id": node_id, "room": node.room})
+                self.ctx.states.set(names.node_entity_id("binary_sensor", node.name, key),
+                                    "on" if fields[key] else "off", {"node_id": node_id, "room": node.room})
+        self.directory.update(node_id, state=state)
 
     def _availability(self, node: Node) -> None:
-        self.bridge.mqtt.publish(self.bridge.topics.node_availability(node.name), dumps(
+        self.ctx.mqtt.publish(self.topics.node_availability(node.name), dumps(
             {"state": "online" if node.online else "offline"}), qos=1, retain=True)
+        self.directory.update(node.node_id, online=node.online)
 
     def _event(self, node: Node, event_type: str, data: dict[str, Any]) -> None:
-        self.bridge.mqtt.publish(self.bridge.topics.node_event(node.name), dumps(
+        data = self.gate.redact(node.node_id, data)  # Restricted events cross without their scores
+        self.ctx.mqtt.publish(self.topics.node_event(node.name), dumps(
             {"event_type": event_type, "node": node.name, "time": _iso(time.time()), **data}), qos=1)
 
     def _tick(self) -> None:
-        period = min(0.2, self.cfg["max_delay"] / 4)  # so max_delay holds to within a quarter
-        while not self._stop.wait(period):
+        period = min(0.2, self.cfg.max_delay / 4)  # so max_delay holds to within a quarter
+        while not self.ctx.stopping.wait(period):
             now = time.time()
             for node in self.registry.all():
-                if node.online and now - node.last_seen > self.cfg["offline_after"]:
+                if node.online and now - node.last_seen > self.cfg.offline_after:
                     node.online = False
                     self._availability(node)
             with self._pipeline:
@@ -216,11 +223,12 @@ class NodesExtension:
 
     def _node_from(self, request: dict[str, Any], key: str = "node") -> Node:
         ref = request.get(key, request.get("value"))
-        node = self.registry.by_name(str(ref)) if ref is not None else None
-        if node is None and isinstance(ref, int):
+        node = self.registry.by_name(ref) if isinstance(ref, str) else None
+        if node is None and isinstance(ref, int) and not isinstance(ref, bool):
             node = self.registry.get(ref)
         if node is None:
-            raise ApiError(f"unknown node {ref!r} (known: "
+            shown = ref if not isinstance(ref, str) or len(ref) <= 64 else ref[:61] + "..."
+            raise ApiError(f"unknown node {shown!r} (a node's name, or its id as a number; known: "
                            f"{', '.join(n.name for n in self.registry.all()) or 'none yet'})")
         return node
 
@@ -241,11 +249,11 @@ class NodesExtension:
         try:
             body = parse_json(msg.payload)
         except PayloadError as exc:
-            log.warning("ignored %s: %s", msg.topic, exc)
+            log.warning("ignored %s: %s", msg.topic[:200], exc)
             return
         node = self.registry.by_name(name)
         if node is None:
-            log.warning("ignored %s: no node named %r", msg.topic, name)
+            log.warning("ignored %s: no node named %r", msg.topic[:200], name[:64])
         elif body.get("calibrate") is True:
             with self._pipeline:
                 self._calibrate(node)
@@ -273,92 +281,98 @@ class NodesExtension:
             self._publish_state(node.node_id, time.time())
 
     def _clear(self, node: Node) -> None:
-        topics = self.bridge.topics
-        for topic in (topics.node(node.name), topics.node_availability(node.name)):
-            self.bridge.mqtt.publish(topic, b"", qos=1, retain=True)
-        for key in ("presence", "occupancy", "motion"):
-            self.bridge.states.remove(f"binary_sensor.{node.name.replace('-', '_')}_{key}")
+        for topic in (self.topics.node(node.name), self.topics.node_availability(node.name)):
+            self.ctx.mqtt.publish(topic, b"", qos=1, retain=True)
+        for key in HOME_STATE_KEYS:
+            self.ctx.states.remove(names.node_entity_id("binary_sensor", node.name, key))
+
+    def _new_name(self, name: Any, node_id: int | None) -> str:
+        """A name a node may take: valid everywhere it is used, and not another node's."""
+        try:
+            names.check_node_name(name)
+        except names.InvalidName as exc:
+            raise ApiError(f"the new name must be {exc}") from None
+        holder = self.registry.by_name(name)
+        if holder is not None and holder.node_id != node_id:
+            raise ApiError(f"a node is already named {name!r}")
+        return name
 
     def _req_rename(self, request: dict[str, Any]) -> dict[str, Any]:
         node = self._node_from(request, "from")
-        new = request.get("to")
-        if not isinstance(new, str) or not is_slug(new):
-            raise ApiError('"to" must be a name of [a-z0-9_-]')
-        if self.registry.by_name(new):
-            raise ApiError(f"a node is already named {new!r}")
+        new = self._new_name(request.get("to"), node.node_id)
         old = node.name
-        self._rename(node, new)
+        if new != old:
+            self._rename(node, new)
         return {"from": old, "to": new}
 
     def _rename(self, node: Node, new: str) -> None:
-        old = node.name
-        self._clear(node)
-        self.registry.rename(node.node_id, new)
-        self._availability(node)
         with self._pipeline:
+            self._clear(node)
+            self.registry.rename(node.node_id, new)
+            self._availability(node)
+            self._changed(node)
             self._publish_state(node.node_id, time.time())
-        self._changed(node, renamed_from=old)
 
     def _req_remove(self, request: dict[str, Any]) -> dict[str, Any]:
         node = self._node_from(request)
-        self._clear(node)
-        self.registry.remove(node.node_id)
         with self._pipeline:
+            self._clear(node)
+            self.registry.remove(node.node_id)
             self._views.pop(node.node_id, None)
-        self._changed(node, removed=True)
+            self.directory.remove(node.node_id)
         return {"node": node.name}
 
     def _req_privacy(self, request: dict[str, Any]) -> dict[str, Any]:
         node = self._node_from(request)
         try:
-            cls = self.gate.demote(node.node_id, privacy_class(request.get("class")))
-        except (PrivacyError, ValueError) as exc:
+            cls = self.gate.demote(node.node_id, request.get("class"))
+        except PrivacyError as exc:
             raise ApiError(str(exc)) from None
         with self._pipeline:  # the state is redacted as it is built: publish it at the new class
+            self._changed(node)
             self._publish_state(node.node_id, time.time())
-        self._changed(node)
         return {"node": node.name, "privacy_class": cls.label}
 
     def _req_register(self, request: dict[str, Any]) -> dict[str, Any]:
         """Name, room and class for a node id, seen yet or not (`ruview-node provision --register`).
 
         Applies until the bridge restarts; the tool also writes config.yaml to keep it.
+        Everything is checked before anything changes: a refused request changes nothing.
         """
         node_id, name, room = request.get("node_id"), request.get("name"), request.get("room")
-        if not isinstance(node_id, int) or isinstance(node_id, bool) or not 0 <= node_id <= 255:
-            raise ApiError('"node_id" must be a number 0..255')
-        if name is not None and (not isinstance(name, str) or not is_slug(name)):
-            raise ApiError('"name" must be a name of [a-z0-9_-]')
-        if room is not None and not isinstance(room, str):
-            raise ApiError('"room" must be a string')
-        holder = self.registry.by_name(name) if name else None
-        if holder is not None and holder.node_id != node_id:
-            raise ApiError(f"a node is already named {name!r}")
+        if not isinstance(node_id, int) or isinstance(node_id, bool) or not 1 <= node_id <= 255:
+            raise ApiError('"node_id" must be a number 1..255')
+        if name is not None:
+            name = self._new_name(name, node_id)
+        if room is not None and (not isinstance(room, str) or len(room) > 64):
+            raise ApiError('"room" must be text of at most 64 characters')
         cls = None
         if request.get("privacy_class") is not None:
             try:
-                cls = self.gate.demote(node_id, privacy_class(request["privacy_class"]))
-            except (PrivacyError, ValueError) as exc:
+                cls = self.gate.check_demotion(node_id, request["privacy_class"])
+            except PrivacyError as exc:
                 raise ApiError(str(exc)) from None
+            self.gate.demote(node_id, cls)
         node = self.registry.configure(node_id, name=name, room=room)
         if node is not None:
             if name and name != node.name:
                 self._rename(node, name)
             else:
                 with self._pipeline:
+                    self._changed(node)
                     self._publish_state(node_id, time.time())
-                self._changed(node)
-        return {"node_id": node_id, "name": (node.name if node else name) or f"node_{node_id}",
+        return {"node_id": node_id, "name": (node.name if node else name) or names.default_node_name(node_id),
                 "room": room, "privacy_class": (cls or self.gate.class_of(node_id)).label,
                 "seen": node is not None}
 
     # ------------------------------------------------------------ reporting
 
-    def _changed(self, node: Node, **extra: Any) -> None:
-        """Tell other features (Home Assistant discovery) what a node is now."""
-        self.bridge.bus.emit("node_changed", {
-            "node_id": node.node_id, "name": node.name, "room": node.room, "mode": node.mode,
-            "privacy_class": self.gate.class_of(node.node_id).label, **extra})
+    def _changed(self, node: Node) -> None:
+        """Tell other features (through the node directory) what a node is now."""
+        current = self.directory.get(node.node_id)
+        self.directory.put(NodeInfo(node.node_id, node.name, node.room, self.gate.class_of(node.node_id),
+                                    node.mode, node.online, state=current.state if current else None,
+                                    state_version=current.state_version if current else 0))
 
     def health(self) -> dict[str, Any]:
         now, received = time.monotonic(), self.udp.received if self.udp else 0

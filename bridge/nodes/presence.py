@@ -22,6 +22,7 @@ import math
 from bisect import insort
 from collections import deque
 from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
 
 
 THRESHOLD_RANGES = {  # what config, `/set` and HA number entities accept for the tunable thresholds
@@ -40,7 +41,7 @@ class PresenceSettings:
     occupancy_window: float = 60.0
 
     @classmethod
-    def merged(cls, base: dict, override: dict) -> "PresenceSettings":
+    def merged(cls, base: Mapping[str, Any], override: Mapping[str, Any]) -> "PresenceSettings":
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in base.items() if k in names}
         values.update({k: v for k, v in override.items() if k in names and v is not None})

@@ -14,6 +14,7 @@ from typing import Callable
 
 import serial
 
+from bridge.core.supervisor import Spawn, Supervised, Supervisor
 from bridge.nodes.deframer import Deframer, LogLine, SerialFrame
 from bridge.nodes.udp import Batch
 
@@ -24,18 +25,19 @@ RETRY = 1.0
 
 class SerialIngest:
     def __init__(self, label: str, url: str, baudrate: int, handle: Callable[[Batch], None],
-                 on_line: Callable[[str, str], None] | None = None) -> None:
+                 on_line: Callable[[str, str], None] | None = None, spawn: Spawn | None = None) -> None:
         self.label, self.url, self.baudrate = label, url, baudrate
         self._handle, self._on_line = handle, on_line
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._spawn = spawn or Supervisor().spawn
+        self._thread: Supervised | None = None
         self.deframer = Deframer()
         self.opens = 0
+        self.errors = 0
         self.connected = False
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"serial-{self.label}", daemon=True)
-        self._thread.start()
+        self._thread = self._spawn(f"serial-{self.label}", self._run, self._stop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -76,9 +78,13 @@ class SerialIngest:
     def _dispatch(self, items: list[SerialFrame | LogLine]) -> None:
         batch: Batch = [(item.data, (f"serial:{self.label}", 0)) for item in items
                         if isinstance(item, SerialFrame)]
-        if batch:
-            self._handle(batch)
-        if self._on_line:
-            for item in items:
-                if isinstance(item, LogLine):
-                    self._on_line(self.label, item.text)
+        try:
+            if batch:
+                self._handle(batch)
+            if self._on_line:
+                for item in items:
+                    if isinstance(item, LogLine):
+                        self._on_line(self.label, item.text)
+        except Exception:  # the link outlives any bad frame; the port stays open
+            self.errors += 1
+            log.exception("node pipeline failed on serial %s", self.label)

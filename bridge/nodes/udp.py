@@ -24,6 +24,7 @@ import socket
 import threading
 from typing import Callable
 
+from bridge.core.supervisor import Spawn, Supervised, Supervisor
 from bridge.nodes.recvmmsg import BatchReceiver
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,15 @@ _UNSUPPORTED = {errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP}  # e.g. a sandbox's
 
 class UdpIngest:
     def __init__(self, bind: str, port: int, handle: Callable[[Batch], None],
-                 max_queued: int = 20000) -> None:
+                 max_queued: int = 20000, spawn: Spawn | None = None) -> None:
         self.bind, self.port = bind, port
         self._handle = handle
         self.max_queued = max_queued
         self._sock: socket.socket | None = None
         self._receiver: BatchReceiver | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._spawn = spawn or Supervisor().spawn
+        self._thread: Supervised | None = None
         self.received = 0
         self.buffer_bytes = 0
 
@@ -64,8 +66,7 @@ class UdpIngest:
         self.port = sock.getsockname()[1]
         if BatchReceiver.available():
             self._receiver = BatchReceiver(sock, BATCH, MAX_DATAGRAM)
-        self._thread = threading.Thread(target=self._run, name="udp-ingest", daemon=True)
-        self._thread.start()
+        self._thread = self._spawn("udp-ingest", self._run, self._stop)
         log.info("listening for RuView nodes on UDP %s:%d", self.bind, self.port)
 
     def stop(self) -> None:

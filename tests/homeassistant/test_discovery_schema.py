@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.homeassistant.discovery import (EVENT_TYPES, NodeInfo, bridge_configs, device_triggers,
-                                            node_configs)
-from bridge.topics import Topics
+from bridge.core.directory import NodeInfo
+from bridge.homeassistant.discovery import bridge_configs, device_triggers, node_configs
+from bridge.privacy import NODE_EVENTS as EVENT_TYPES
+from bridge.privacy import PrivacyClass
+from bridge.topics import DiscoveryTopics, Topics
 
 TOPICS = Topics("ruview")
+DT = DiscoveryTopics("homeassistant")
+ANON, RESTRICTED = PrivacyClass.ANONYMOUS, PrivacyClass.RESTRICTED
 REQUIRED = {  # from HA's MQTT platform docs
     "binary_sensor": {"state_topic"}, "sensor": {"state_topic"}, "event": {"state_topic", "event_types"},
     "button": {"command_topic"}, "number": {"command_topic"},
@@ -21,8 +25,8 @@ UNITS = {"signal_strength": {"dBm", "dB"}}
 
 
 def per_component(node: NodeInfo) -> dict[str, dict]:
-    return {**node_configs("homeassistant", "component", TOPICS, node, 120),
-            **bridge_configs("homeassistant", "component", TOPICS)}
+    return {**node_configs(DT, "component", TOPICS, node, 120),
+            **bridge_configs(DT, "component", TOPICS)}
 
 
 def check_component(platform: str, cfg: dict) -> None:
@@ -45,7 +49,7 @@ def check_component(platform: str, cfg: dict) -> None:
 
 
 def test_anonymous_node_entities_follow_the_schema():
-    configs = per_component(NodeInfo(3, "kitchen", "Kitchen", restricted=False, mode=0))
+    configs = per_component(NodeInfo(3, "kitchen", "Kitchen", ANON, mode=0))
     unique = [c["unique_id"] for c in configs.values() if "unique_id" in c]
     assert len(unique) == len(set(unique)) == len(configs)
     objects = set()
@@ -68,24 +72,26 @@ def test_anonymous_node_entities_follow_the_schema():
     assert presence["device"]["via_device"] == "ruview_bridge_ruview"
 
 
-def test_restricted_node_announces_no_vitals_or_anomaly():
-    configs = per_component(NodeInfo(4, "bedroom", None, restricted=True))
+def test_restricted_node_announces_no_vitals_but_every_event():
+    configs = per_component(NodeInfo(4, "bedroom", None, RESTRICTED))
     assert not [t for t in configs if "/breathing/" in t or "/heart_rate/" in t]
+    assert "homeassistant/binary_sensor/ruview_ruview_node_4/presence/config" in configs
     event = configs["homeassistant/event/ruview_ruview_node_4/event/config"]
-    assert "unrecognized_activity_pattern" not in event["event_types"]
-    triggers = device_triggers("homeassistant", TOPICS, NodeInfo(4, "bedroom", None, restricted=True))
-    assert all(t["payload"] != "unrecognized_activity_pattern" for t in triggers.values())
+    # the events cross at Restricted (without scores, see test_privacy): fall and activity pattern too
+    assert set(event["event_types"]) == set(EVENT_TYPES)
+    triggers = device_triggers(DT, TOPICS, NodeInfo(4, "bedroom", None, RESTRICTED))
+    assert {t["payload"] for t in triggers.values()} == set(EVENT_TYPES)
 
 
 def test_unique_ids_do_not_change_with_the_name():
-    before = per_component(NodeInfo(3, "kitchen", None, False))
-    after = per_component(NodeInfo(3, "cooking", None, False))
+    before = per_component(NodeInfo(3, "kitchen", None, ANON))
+    after = per_component(NodeInfo(3, "cooking", None, ANON))
     assert set(before) == set(after)
     assert {c["unique_id"] for c in before.values()} == {c["unique_id"] for c in after.values()}
 
 
 def test_device_mode_is_one_config_with_components():
-    [(topic, cfg)] = node_configs("homeassistant", "device", TOPICS, NodeInfo(3, "kitchen", None, False),
+    [(topic, cfg)] = node_configs(DT, "device", TOPICS, NodeInfo(3, "kitchen", None, ANON),
                                   120).items()
     assert topic == "homeassistant/device/ruview_ruview_node_3/config"
     assert cfg["origin"]["name"] == "ruview-bridge" and cfg["device"]["name"] == "Kitchen"
@@ -95,7 +101,7 @@ def test_device_mode_is_one_config_with_components():
 
 @pytest.mark.parametrize("event", EVENT_TYPES)
 def test_device_triggers_match_the_event_type(event):
-    triggers = device_triggers("homeassistant", TOPICS, NodeInfo(3, "kitchen", None, False))
+    triggers = device_triggers(DT, TOPICS, NodeInfo(3, "kitchen", None, ANON))
     t = triggers[f"homeassistant/device_automation/ruview_ruview_node_3/{event}/config"]
     assert t["automation_type"] == "trigger" and t["topic"] == "ruview/node/kitchen/event"
     assert t["payload"] == event and t["value_template"] == "{{ value_json.event_type }}" and t["device"]

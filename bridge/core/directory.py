@@ -1,0 +1,125 @@
+"""The node directory: what every feature may know of the current nodes, already gated.
+
+The nodes extension writes it (identity, availability, and each published
+state, which the privacy gate has already redacted); Home Assistant, and
+later plugins, HTTP, HomeKit and assist, read it. A feature that watches gets
+a snapshot of the nodes that exist and then every change, in that order, on
+its own inbox — so a feature that starts late misses nothing, and a slow one
+delays only itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+from bridge.core.inbox import Inbox
+from bridge.privacy import PrivacyClass
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    node_id: int
+    name: str
+    room: str | None
+    privacy_class: PrivacyClass
+    mode: int | None = None
+    online: bool = False
+    known_only: bool = False  # configured or remembered, not heard from since this start
+    state: Mapping[str, Any] | None = field(default=None, compare=False)  # last published, gated
+    state_version: int = 0
+
+    def identity(self) -> tuple:
+        """What discovery-like features care about (not availability, not the state)."""
+        return (self.name, self.room, self.privacy_class, self.mode)
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    node: NodeInfo
+    previous: NodeInfo | None = None  # None: new to this watcher (snapshot or first seen)
+    removed: bool = False
+
+    @property
+    def renamed_from(self) -> str | None:
+        if self.previous is not None and self.previous.name != self.node.name:
+            return self.previous.name
+        return None
+
+    @property
+    def identity_changed(self) -> bool:
+        return self.previous is None or self.removed or self.previous.identity() != self.node.identity()
+
+
+Watcher = Callable[[NodeChange], None]
+
+
+class NodeDirectory:
+    def __init__(self) -> None:
+        self._nodes: dict[int, NodeInfo] = {}
+        self._watchers: list[tuple[Watcher, Inbox]] = []
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, node_id: int) -> NodeInfo | None:
+        return self._nodes.get(node_id)
+
+    def by_name(self, name: str) -> NodeInfo | None:
+        return next((n for n in list(self._nodes.values()) if n.name == name), None)
+
+    def all(self) -> list[NodeInfo]:
+        return sorted(self._nodes.values(), key=lambda n: n.node_id)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def watch(self, watcher: Watcher, inbox: Inbox) -> Callable[[], None]:
+        """Deliver every current node, then every change, to watcher on inbox; returns unwatch."""
+        entry = (watcher, inbox)
+        with self._lock:  # snapshot and registration under one lock: no change falls between
+            for node in sorted(self._nodes.values(), key=lambda n: n.node_id):
+                inbox.put(watcher, NodeChange(node))
+            self._watchers.append(entry)
+
+        def unwatch() -> None:
+            with self._lock:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+
+        return unwatch
+
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
+    # ------------------------------------------------------------ writing (the nodes extension)
+
+    def put(self, node: NodeInfo) -> None:
+        with self._lock:
+            previous = self._nodes.get(node.node_id)
+            if previous == node and previous.state is node.state:
+                return
+            self._nodes[node.node_id] = node
+            self._tell(NodeChange(node, previous))
+
+    def update(self, node_id: int, **changes: Any) -> NodeInfo | None:
+        with self._lock:
+            previous = self._nodes.get(node_id)
+            if previous is None:
+                return None
+            node = replace(previous, **changes)
+            if node != previous or node.state is not previous.state:
+                self._nodes[node_id] = node
+                self._tell(NodeChange(node, previous))
+            return node
+
+    def remove(self, node_id: int) -> None:
+        with self._lock:
+            previous = self._nodes.pop(node_id, None)
+            if previous is not None:
+                self._tell(NodeChange(previous, previous, removed=True))
+
+    def _tell(self, change: NodeChange) -> None:
+        for watcher, inbox in self._watchers:
+            inbox.put(watcher, change)

@@ -1,0 +1,229 @@
+"""What a feature is: an `Extension` started with a context that hands it only its narrow parts.
+
+The context is also the ledger of everything the extension registered: MQTT
+subscriptions, session callbacks, bus listeners, node watchers, request verbs,
+services, health and info figures, threads and timers. `close()` undoes all of
+it, so an extension that stops (or fails to start) leaves nothing behind, and
+its own `stop()` only has to stop what it built itself.
+
+Everything the bridge calls back into an extension (MQTT messages, bus events,
+node changes, timers, its services and request verbs) runs on the extension's
+own inbox thread, one call at a time: a slow extension stalls only itself.
+See docs/architecture.md, "How to write an extension".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from bridge.config import ExtensionSection
+from bridge.core.directory import NodeDirectory, NodeInfo, Watcher
+from bridge.core.inbox import Inbox
+from bridge.core.supervisor import Supervised
+from bridge.mqtt.router import Handler, Route
+
+if TYPE_CHECKING:  # the context's parts; the extension never gets the Bridge itself
+    from bridge.app import Bridge
+    from bridge.core.events import EventChannel
+    from bridge.core.services import ServiceCall
+    from bridge.core.state import StateMachine
+    from bridge.topics import Topics
+
+
+class Extension:
+    """A feature of the bridge. Subclass, set `name` and `Config`, implement `start`."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[ExtensionSection]] = ExtensionSection
+
+    def start(self, ctx: "ExtensionContext") -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop what start() built itself; the context removes everything it registered."""
+
+
+class ExtensionMqtt:
+    """The MQTT a feature may use: publish, and subscriptions delivered on its own inbox."""
+
+    def __init__(self, ctx: "ExtensionContext", bridge: "Bridge") -> None:
+        self._ctx, self._client = ctx, bridge.mqtt
+
+    @property
+    def connected(self) -> bool:
+        return self._client.connected
+
+    @property
+    def is_v5(self) -> bool:
+        return self._client.is_v5
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._client.wait_connected(timeout)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
+                expiry: int | None = None) -> bool:
+        return self._client.publish(topic, payload, qos, retain, expiry=expiry)
+
+    def subscribe(self, topic_filter: str, handler: Handler, *, accept_retained: bool = True,
+                  no_local: bool = False) -> Route:
+        route = self._client.subscribe(topic_filter, handler, accept_retained=accept_retained,
+                                       no_local=no_local, inbox=self._ctx.inbox)
+        self._ctx._undo(("subscription", route), lambda: self._client.unsubscribe(route))
+        return route
+
+    def unsubscribe(self, route: Route) -> None:
+        self._ctx._done(("subscription", route))
+        self._client.unsubscribe(route)
+
+    def on_session(self, callback: Callable[[], None]) -> None:
+        """Run callback on this extension's inbox after every (re)connect to the broker."""
+        handle = self._client.on_session(callback, self._ctx.inbox)
+        self._ctx._undo(("session callback", handle), lambda: self._client.remove_session_callback(handle))
+
+    def republish_retained(self, prefix: str) -> int:
+        return self._client.republish_retained(prefix)
+
+
+class ExtensionContext:
+    """Handed to `Extension.start`: config, topics, core services, and the ledger of registrations."""
+
+    def __init__(self, extension: Extension, config: ExtensionSection, bridge: "Bridge") -> None:
+        self.name = extension.name
+        self.config = config
+        self.log = logging.getLogger(f"bridge.{extension.name}")
+        self.stopping = threading.Event()
+        self.inbox = Inbox(f"ext-{extension.name}", bridge.supervisor).start()
+        self._bridge = bridge
+        self._ledger: list[tuple[tuple[str, Any], Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self.mqtt = ExtensionMqtt(self, bridge)
+        self.topics: Topics = bridge.topics
+        self.states: StateMachine = bridge.states
+        self.events: EventChannel = bridge.events
+        self.root_config = bridge.config  # read-only: other sections a feature reads (mqtt, bridge)
+
+    # ------------------------------------------------------------ core services
+
+    def register_service(self, domain: str, service: str, handler: Callable[["ServiceCall"], Any]) -> None:
+        services = self._bridge.services
+        reg = services.register(domain, service, handler, self.inbox)
+        self._undo(("service", f"{domain}.{service}"), lambda: services.unregister(domain, service, reg))
+
+    def call_service(self, domain: str, service: str, data: dict[str, Any] | None = None, **kw: Any) -> Any:
+        return self._bridge.services.call(domain, service, data, **kw)
+
+    def register_request(self, verb: str, handler: Callable[[dict[str, Any]], Any], *,
+                         scope: str = "shared") -> None:
+        api = self._bridge.api
+        entry = api.register(verb, handler, scope=scope, inbox=self.inbox)
+        self._undo(("request verb", verb), lambda: api.unregister(verb, entry))
+
+    def listen(self, name: str, listener: Callable[[str, Any], None]) -> None:
+        """Hear bus events named `name` ("*" for all) on this extension's inbox."""
+        unsubscribe = self._bridge.bus.subscribe(name, listener, self.inbox)
+        self._undo(("bus listener", name), unsubscribe)
+
+    def emit(self, name: str, payload: Any = None) -> None:
+        self._bridge.bus.emit(name, payload)
+
+    # ------------------------------------------------------------ nodes
+
+    @property
+    def nodes(self) -> "NodesView":
+        return NodesView(self, self._bridge.directory)
+
+    def node_directory(self) -> NodeDirectory:
+        """The writable directory, for the one extension that owns the nodes."""
+        return self._bridge.claim_directory(self.name)
+
+    # ------------------------------------------------------------ health and info
+
+    def add_health(self, key: str, provider: Callable[[], Any]) -> None:
+        self._add_provider(self._bridge.health_providers, "health", key, provider)
+
+    def add_info(self, key: str, provider: Callable[[], Any]) -> None:
+        self._add_provider(self._bridge.info_providers, "info", key, provider)
+
+    def _add_provider(self, table: dict, kind: str, key: str, provider: Callable[[], Any]) -> None:
+        table[key] = provider
+        self._undo((kind, key), lambda: table.pop(key, None) if table.get(key) is provider else None)
+
+    # ------------------------------------------------------------ threads and timers
+
+    def spawn(self, name: str, target: Callable[[], None], stop: threading.Event | None = None) -> Supervised:
+        """A supervised thread that runs target() until `stop` (default `ctx.stopping`) is set,
+        restarted if it raises; target should return once that event is set."""
+        handle = self._bridge.supervisor.spawn(f"{self.name}-{name}", target, stop or self.stopping)
+        self._undo(("thread", handle.name), lambda: self._end_thread(handle))
+        return handle
+
+    def _end_thread(self, handle: Supervised) -> None:
+        handle.stop.set()
+        handle.join(2.0)
+        self._bridge.supervisor.forget(handle)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> threading.Timer:
+        """Run fn on this extension's inbox after delay seconds, unless it stops first."""
+        timer = threading.Timer(delay, lambda: self.inbox.put(self._timer_fired, timer, fn))
+        timer.daemon = True
+        self._undo(("timer", timer), timer.cancel)
+        timer.start()
+        return timer
+
+    def _timer_fired(self, timer: threading.Timer, fn: Callable[[], None]) -> None:
+        self._done(("timer", timer))
+        if not self.stopping.is_set():
+            fn()
+
+    # ------------------------------------------------------------ the ledger
+
+    def _undo(self, key: tuple[str, Any], undo: Callable[[], None]) -> None:
+        with self._lock:
+            self._ledger.append((key, undo))
+
+    def _done(self, key: tuple[str, Any]) -> None:
+        with self._lock:
+            self._ledger = [(k, u) for k, u in self._ledger if k != key]
+
+    def held(self) -> dict[str, int]:
+        """What the extension holds now, by kind (for health and for tests)."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for (kind, _), _undo in self._ledger:
+                out[kind] = out.get(kind, 0) + 1
+        return out
+
+    def close(self) -> None:
+        """Undo every registration, newest first, then stop the inbox."""
+        self.stopping.set()
+        with self._lock:
+            ledger, self._ledger = self._ledger, []
+        for key, undo in reversed(ledger):
+            try:
+                undo()
+            except Exception:
+                self.log.exception("could not undo %s %s", *key)
+        self.inbox.stop()
+
+
+class NodesView:
+    """Read-only: the current nodes (gated), and a watch that misses none of them."""
+
+    def __init__(self, ctx: ExtensionContext, directory: NodeDirectory) -> None:
+        self._ctx, self._directory = ctx, directory
+
+    def all(self) -> list[NodeInfo]:
+        return self._directory.all()
+
+    def get(self, node_id: int) -> NodeInfo | None:
+        return self._directory.get(node_id)
+
+    def by_name(self, name: str) -> NodeInfo | None:
+        return self._directory.by_name(name)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Every current node now, then every change, on this extension's inbox."""
+        unwatch = self._directory.watch(watcher, self._ctx.inbox)
+        self._ctx._undo(("node watcher", watcher), unwatch)

@@ -1,0 +1,116 @@
+"""The `nodes:` section: how nodes reach the bridge, what leaves it, and how presence is decided."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from bridge import names
+from bridge.config import ExtensionSection, Problem, Section
+from bridge.config.types import (Bool, Int, IPAddress, Number, NodeName, OptionalPrivacy, Privacy, Slug,
+                                 Text, _typed, expected)
+from bridge.nodes.presence import THRESHOLD_RANGES, PresenceSettings
+from bridge.nodes.schedule import expected_hours
+from bridge.privacy import PrivacyClass, export_refusal
+
+_PRESENCE = PresenceSettings()  # the one source of the presence defaults
+
+
+def _node_id(v: Any) -> int:
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        n = -1
+    if isinstance(v, bool) or isinstance(v, float) or not 1 <= n <= 255:
+        raise expected("a node id 1..255")
+    return n
+
+
+NodeId = _typed(int, _node_id)
+
+
+def _hours(v: Any) -> list[str] | None:
+    try:
+        return expected_hours(v)
+    except ValueError as exc:
+        raise expected(str(exc).removeprefix("expected ")) from None
+
+
+ExpectedHoursField = _typed(list, _hours, optional=True)
+
+
+class UdpConfig(Section):
+    enabled: Bool = True
+    bind: IPAddress = "0.0.0.0"
+    port: Int(1, 65535) = 5005
+    queue: Int(100, 10_000_000) = 20000
+
+
+class SerialLink(Section):
+    url: Text(what="a device path or pyserial URL")  # required: no default
+    baudrate: Int(300, 4_000_000) = 115200
+    log: Bool = False
+
+
+class PresenceConfig(Section):
+    enter_ratio: Number(*THRESHOLD_RANGES["enter_ratio"]) = _PRESENCE.enter_ratio
+    exit_ratio: Number(*THRESHOLD_RANGES["exit_ratio"]) = _PRESENCE.exit_ratio
+    hold: Number(*THRESHOLD_RANGES["hold"]) = _PRESENCE.hold
+    window: Number(0.2, 60) = _PRESENCE.window
+    warmup: Number(1, 3600) = _PRESENCE.warmup
+    calibration: Number(1, 3600) = _PRESENCE.calibration
+    drift_tau: Number(10, 864000) = _PRESENCE.drift_tau
+    occupancy_window: Number(0, 86400) = _PRESENCE.occupancy_window
+
+    def check(self, root: Any) -> list[Problem]:
+        if self.exit_ratio > self.enter_ratio:
+            return [("exit_ratio", "expected at most nodes.presence.enter_ratio")]
+        return []
+
+
+class DeviceConfig(Section):
+    name: NodeName = None
+    room: Text(what="a room name (text of at most 64 characters)", optional=True, max_len=64) = None
+    privacy_class: OptionalPrivacy = None
+    enter_ratio: Number(*THRESHOLD_RANGES["enter_ratio"], optional=True) = None
+    exit_ratio: Number(*THRESHOLD_RANGES["exit_ratio"], optional=True) = None
+    hold: Number(*THRESHOLD_RANGES["hold"], optional=True) = None
+    expected_hours: ExpectedHoursField = None
+
+    def overrides(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in THRESHOLD_RANGES if getattr(self, k) is not None}
+
+
+class NodesConfig(ExtensionSection):
+    udp: UdpConfig = Field(default_factory=UdpConfig)
+    serial: dict[Slug, SerialLink] = Field(default_factory=dict)
+    offline_after: Number(1, 86400) = 30.0
+    publish_interval: Number(0.05, 3600) = 1.0
+    max_delay: Number(0.1, 3600) = 1.0
+    privacy_class: Privacy = PrivacyClass.ANONYMOUS
+    presence: PresenceConfig = Field(default_factory=PresenceConfig)
+    devices: dict[NodeId, DeviceConfig] = Field(default_factory=dict)
+
+    def check(self, root: Any) -> list[Problem]:
+        problems = []
+        reason = export_refusal(self.privacy_class)
+        if reason:
+            problems.append(("privacy_class", f"the default class {reason}"))
+        for node_id, dev in self.devices.items():
+            reason = export_refusal(dev.privacy_class) if dev.privacy_class is not None else None
+            if reason:
+                label = f"node {node_id}{' (' + dev.name + ')' if dev.name else ''}"
+                problems.append((f"devices.{node_id}.privacy_class", f"{label} {reason}"))
+        named = [d.name for d in self.devices.values() if d.name]
+        if len(named) != len(set(named)):
+            problems.append(("devices", "two nodes share a name; names must be unique"))
+        taken = {names.default_node_name(i): i for i, d in self.devices.items() if not d.name}
+        for node_id, dev in self.devices.items():
+            if dev.name in taken and taken[dev.name] != node_id:
+                problems.append((f"devices.{node_id}.name", f"{dev.name!r} is node {taken[dev.name]}'s "
+                                 "default name; choose another"))
+        return problems
+
+    def device(self, node_id: int) -> DeviceConfig:
+        return self.devices.get(node_id) or DeviceConfig()
