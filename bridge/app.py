@@ -121,6 +121,14 @@ class Bridge:
         self.extension_state[ext.name] = {"state": "running",
                                           "start_seconds": round(time.monotonic() - began, 3)}
 
+    def stop_extension(self, name: str) -> None:
+        """Stop one running extension and undo everything it registered; the rest keep running."""
+        ext = self.extension(name)
+        ctx = self.contexts.pop(name, None)
+        if ctx is not None and self.extension_state[name]["state"] == "running":
+            self._close(ext, ctx)
+        self.extension_state[name] = {"state": "stopped"}
+
     def _close(self, ext: Extension, ctx: ExtensionContext) -> None:
         ctx.stopping.set()
         try:
@@ -149,10 +157,8 @@ class Bridge:
     def stop(self) -> None:
         self._stop.set()
         for ext in reversed(self.extensions):
-            ctx = self.contexts.pop(ext.name, None)
-            if ctx is not None and self.extension_state[ext.name]["state"] == "running":
-                self._close(ext, ctx)
-                self.extension_state[ext.name] = {"state": "stopped"}
+            if ext.name in self.contexts:
+                self.stop_extension(ext.name)
         self.mqtt.stop(self.config.bridge.shutdown_timeout)
         self.core_inbox.stop()
 

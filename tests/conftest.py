@@ -67,6 +67,21 @@ def make_bridge(make_config):
         bridge.stop()
 
 
+def served(probe: Probe, base: str = "ruview", timeout: float = 5.0) -> None:
+    """Barrier: ask the bridge a question and wait for its answer.
+
+    The core handles requests in arrival order, so once this answer is back every
+    message the probe sent before it has been handled: the way to check that
+    something did *not* happen without sleeping.
+    """
+    tx = f"barrier-{time.monotonic_ns()}"
+    topic = f"{base}/bridge/response/health_check"
+    if topic not in probe.subscriptions:
+        probe.subscribe(topic)
+    probe.publish(f"{base}/bridge/request/health_check", {"transaction": tx})
+    probe.wait_topic(topic, timeout, match=lambda m: m.json().get("transaction") == tx)
+
+
 def settled(bridge: Bridge, timeout: float = 5.0) -> None:
     """Wait until the broker has acknowledged everything the bridge published."""
     deadline = time.monotonic() + timeout

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,9 +41,14 @@ class Probe:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.subscriptions: list[str] = []
+        self._acked: set[int] = set()
+        self._sync_topic = f"probe-sync/{uuid.uuid4().hex}"
+        self._syncs_seen: set[int] = set()
+        self._sync_numbers = itertools.count(1)
+        self._sync_subscribed = False
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.client.reconnect_delay_set(0.05, 0.2)
@@ -61,21 +68,62 @@ class Probe:
         if self.subscriptions:
             client.subscribe([(t, 1) for t in self.subscriptions])
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        with self._cond:
+            self._acked.add(mid)
+            self._cond.notify_all()
+        self.subscribed.set()
+
     def _on_disconnect(self, *args):
         self.connected.clear()
         self.subscribed.clear()
 
     def _on_message(self, client, userdata, msg):
         corr = getattr(getattr(msg, "properties", None), "CorrelationData", None)
+        if msg.topic == self._sync_topic:
+            with self._cond:
+                self._syncs_seen.add(int(msg.payload))
+                self._cond.notify_all()
+            return
         with self._cond:
             self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), msg.qos, corr,
                                           time.monotonic()))
             self._cond.notify_all()
 
-    def subscribe(self, *topics: str, settle: float = 0.3) -> "Probe":
+    def _wait_acked(self, mid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while mid not in self._acked:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"the broker did not acknowledge subscription {mid}")
+                self._cond.wait(remaining)
+
+    def subscribe(self, *topics: str, timeout: float = 5.0) -> "Probe":
+        """Subscribe, wait for the SUBACK, then flush: the retained messages are all in."""
         self.subscriptions += topics
         result, mid = self.client.subscribe([(t, 1) for t in topics])
-        time.sleep(settle)  # let retained messages arrive
+        self._wait_acked(mid, timeout)
+        return self.flush(timeout)
+
+    def flush(self, timeout: float = 5.0) -> "Probe":
+        """Send a marker through the broker and wait for it: everything the broker queued for
+        this client before it (retained messages of a new subscription, earlier publishes)
+        has then arrived. The way to check that something did *not* happen, without sleeping."""
+        if not self._sync_subscribed:
+            self.subscriptions.append(self._sync_topic)
+            _, mid = self.client.subscribe(self._sync_topic, 1)
+            self._wait_acked(mid, timeout)
+            self._sync_subscribed = True
+        n = next(self._sync_numbers)
+        self.client.publish(self._sync_topic, str(n), 1).wait_for_publish(timeout)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while n not in self._syncs_seen:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("the broker did not return the probe's sync marker")
+                self._cond.wait(remaining)
         return self
 
     def publish(self, topic: str, payload: bytes | str | dict, qos: int = 1, retain: bool = False,

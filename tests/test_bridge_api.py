@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from bridge.core.api import ApiError
+from tests.conftest import served
 
 
 def test_health_check_info_and_transaction(broker, make_bridge, make_probe):
@@ -45,7 +44,7 @@ def test_retained_requests_are_ignored(broker, make_bridge, make_probe):
     probe = make_probe(broker, "ruview/bridge/response/#")
     probe.publish("ruview/bridge/request/restart", {}, retain=True)
     bridge = make_bridge(broker)
-    time.sleep(1.0)
+    served(probe)
     assert not bridge.restart_requested.is_set()
     assert not probe.on("ruview/bridge/response/restart")
     probe.publish("ruview/bridge/request/restart", b"", retain=True)

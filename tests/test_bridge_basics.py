@@ -25,7 +25,7 @@ def test_clean_stop_publishes_offline(broker, make_bridge, make_probe):
     probe.wait_topic("ruview/bridge/state", match=lambda m: m.json()["state"] == "offline")
     late = make_probe(broker, "ruview/bridge/state")
     assert late.wait_topic("ruview/bridge/state").json() == {"state": "offline"}
-    time.sleep(0.5)
+    probe.flush()  # a Last Will would have been published when the bridge's connection closed
     offline = [m for m in probe.on("ruview/bridge/state") if m.json()["state"] == "offline"]
     assert len(offline) == 1, "a clean stop must not also trigger the Last Will"
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from bridge import __version__
-from tests.brokers import free_port, wait_port
+from tests.brokers import free_port, free_port_udp, wait_port
 from tests.mqtt_probe import Probe
 
 CLI = [sys.executable, "-m", "bridge"]
@@ -59,7 +59,10 @@ def test_unreadable_config_exits_2(tmp_path):
 
 
 def _start_bridge(config_text: str, tmp_path, env=None) -> subprocess.Popen:
+    """`ruview-bridge run` on a config file; the nodes listen on a free UDP port, never 5005."""
     cfg = tmp_path / "config.yaml"
+    if "nodes:" not in config_text:
+        config_text += f"nodes:\n  udp:\n    bind: 127.0.0.1\n    port: {free_port_udp()}\n"
     cfg.write_text(config_text)
     return subprocess.Popen([*CLI, "run", "-c", str(cfg)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
@@ -156,3 +159,20 @@ def test_password_from_environment_guards_embedded_broker_and_stays_secret(tmp_p
     assert "connected to MQTT broker" in out
     assert secret not in out
     assert secret not in " ".join(proc.args)
+
+
+def test_check_config_prints_every_mistake_on_its_own_line_and_never_a_secret(tmp_path):
+    path = tmp_path / "three.yaml"
+    path.write_text("mqtt:\n  url: mqtt://ruview:TopSecret@broker.lan\n  password: TopSecret\n"
+                    "  tls:\n    ca: /etc/ruview/missing-ca.pem\n"
+                    "nodes:\n  offline_after: soon\n")
+    for command in ("check-config", "run"):
+        out = run_cli(command, "-c", str(path), env={"RUVIEW_MQTT_PASSWORD": ""})
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 3, out.stderr
+        assert all(line.startswith(f"ruview-bridge: {path}: ") for line in lines)
+        assert "mqtt.url: expected a URL without credentials" in lines[0]
+        assert 'mqtt.tls.ca: expected a file that exists (no such file), got "/etc/ruview/missing-ca.pem"' in lines[1]
+        assert 'nodes.offline_after: expected a number 1..86400, got "soon"' in lines[2]
+        assert "TopSecret" not in out.stderr + out.stdout

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.core.services import ServiceError
 from bridge.core.state import InvalidEntityId, valid_entity_id
-from tests.conftest import settled
+from tests.conftest import served, settled
 from tests.polling import wait_until
 
 STATE = "ruview/state/sensor.kitchen_temp"
@@ -35,7 +35,6 @@ def test_state_write_semantics(broker, make_bridge, make_probe):
 
     # a write that changes nothing publishes nothing
     assert bridge.states.set("sensor.kitchen_temp", "21.5", {"unit_of_measurement": "°C"}) is None
-    time.sleep(0.1)
     # attribute-only change: last_changed kept, last_updated bumped, new context
     s2 = bridge.states.set("sensor.kitchen_temp", "21.5", {"unit_of_measurement": "°C", "x": 1})
     second = probe.wait_for(lambda ms: len([m for m in ms if m.topic == STATE]) >= 2)[-1].json()
@@ -43,7 +42,8 @@ def test_state_write_semantics(broker, make_bridge, make_probe):
     assert second["last_updated"] > first["last_updated"]
     assert second["context"]["id"] != first["context"]["id"] == s1.context["id"]
     assert s2 is not None
-    time.sleep(0.3)
+    settled(bridge)
+    probe.flush()
     assert len(probe.on(STATE)) == 2, "the no-op write must not have been published"
 
     # a new late subscriber gets the retained latest state
@@ -63,14 +63,12 @@ def test_empty_retained_payload_removes_entity(broker, make_bridge, make_probe):
     probe.wait_topic("ruview/state/switch.fan")
     # another client removes it
     probe.publish("ruview/state/switch.fan", b"", retain=True)
-    wait_until(lambda: bridge.states.get("switch.fan") is None, 5)
-    assert bridge.states.get("switch.fan") is None
+    assert wait_until(lambda: bridge.states.get("switch.fan") is None, 5)
     # and the bridge can remove its own
     bridge.states.set("switch.pump", "off")
     assert bridge.states.remove("switch.pump")
     settled(bridge)
-    late = make_probe(broker, "ruview/state/#")
-    time.sleep(0.3)
+    late = make_probe(broker, "ruview/state/#")  # subscribed and flushed: the retained copies are in
     assert not [m for m in late.messages if m.retain and m.payload], \
         "removed entities must leave no retained state"
 
@@ -81,7 +79,7 @@ def test_restart_resumes_from_retained_state(broker, make_bridge):
     first.states.set("sensor.outside", "4")
     first.stop()
     second = make_bridge(broker)
-    wait_until(lambda: len(second.states) >= 2, 5)
+    assert wait_until(lambda: len(second.states) >= 2, 5)
     hall = second.states.get("light.hall")
     assert hall is not None and hall.attributes == {"brightness": 200}
     # resuming keeps last_changed, so an unchanged write is still a no-op
@@ -96,10 +94,11 @@ def test_foreign_state_writes_are_mirrored_and_bad_ones_ignored(broker, make_bri
     probe.publish("ruview/state/light.desk", {"state": "off", "attributes": {}}, retain=True)
     probe.publish("ruview/state/light.bad", b"{not json", retain=True)
     probe.publish("ruview/state/Not_Valid", {"state": "on"}, retain=True)
-    wait_until(lambda: bridge.states.get("light.desk") is not None, 5)
+    probe.publish("ruview/state/light.last", {"state": "on"})  # after the bad ones
+    assert wait_until(lambda: bridge.states.get("light.last") is not None, 5)
     assert bridge.states.get("light.desk").state == "off"
-    assert any(ev["entity_id"] == "light.desk" and ev["origin"] == "REMOTE" for ev in seen)
-    time.sleep(0.2)
+    assert wait_until(lambda: any(ev["entity_id"] == "light.desk" and ev["origin"] == "REMOTE"
+                                  for ev in seen), 5)
     assert bridge.states.get("light.bad") is None
     assert bridge.states.rejected >= 2
     for topic in ("ruview/state/light.desk", "ruview/state/light.bad", "ruview/state/Not_Valid"):
@@ -118,7 +117,7 @@ def test_events_out_and_in(broker, make_bridge, make_probe):
     assert body["data"] == {"door": "front"} and body["origin"] == "LOCAL"
     assert {"time_fired", "context"} <= set(body)
     probe.publish("ruview/event/window_opened", {"data": {"room": "bath"}})
-    wait_until(lambda: any(e["event_type"] == "window_opened" for e in heard), 5)
+    assert wait_until(lambda: any(e["event_type"] == "window_opened" for e in heard), 5)
     remote = [e for e in heard if e["event_type"] == "window_opened"]
     assert remote and remote[0]["origin"] == "REMOTE" and remote[0]["data"] == {"room": "bath"}
     # our own event came back over MQTT but was delivered on the bus only once
@@ -162,7 +161,8 @@ def test_retained_service_call_is_not_replayed(broker, make_bridge, make_probe):
                                               "response_topic": "replies/me"}, retain=True)
     bridge = make_bridge(broker)
     calls = []
-    bridge.services.register("math", "add", lambda call: calls.append(call))
-    time.sleep(0.8)
-    assert not calls and not probe.on("replies/me")
+    bridge.services.register("math", "add", lambda call: calls.append(call.id))
+    probe.publish("ruview/service/math/add", {"id": "live", "data": {}, "response_topic": "replies/me"})
+    probe.wait_topic("replies/me")
+    assert calls == ["live"] and [m.json()["id"] for m in probe.on("replies/me")] == ["live"]
     probe.publish("ruview/service/math/add", b"", retain=True)

@@ -113,7 +113,10 @@ class MqttClient:
         self._connack_failed: Any = None
         self._link_opened = 0.0
         self._stopping = threading.Event()
-        self._connected_event = threading.Event()
+        self._connected_event = threading.Event()  # online, and every SUBSCRIBE acknowledged
+        self._pending_subacks: set[int] = set()
+        self._early_subacks: set[int] = set()  # SUBACKs that beat us to recording their mid
+        self._suback_lock = threading.Lock()  # never held while calling paho (paho callbacks take it)
         self._thread = None
         self._session_callbacks: list[SessionCallback] = []
         self._delay = settings.min_delay
@@ -153,7 +156,7 @@ class MqttClient:
                                 no_local=no_local, inbox=inbox)
         with self._lock:
             if self._online:
-                self._paho.subscribe(*self._sub_args({topic_filter: self.router.filters()[topic_filter]}))
+                self._subscribe({topic_filter: self.router.filters()[topic_filter]})
         return route
 
     def unsubscribe(self, route: Route) -> None:
@@ -164,7 +167,7 @@ class MqttClient:
             if not self._online:
                 return
             if route.topic_filter in remaining:  # others still listen: their No Local may now apply
-                self._paho.subscribe(*self._sub_args({route.topic_filter: remaining[route.topic_filter]}))
+                self._subscribe({route.topic_filter: remaining[route.topic_filter]})
             else:
                 self._paho.unsubscribe(route.topic_filter)
 
@@ -211,6 +214,7 @@ class MqttClient:
         self._thread = self._supervisor.spawn("mqtt-network", self._run, self._stopping)
 
     def wait_connected(self, timeout: float) -> bool:
+        """Wait until a session is up and the broker acknowledged every subscription sent so far."""
         return self._connected_event.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -275,6 +279,7 @@ class MqttClient:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         # Registering this (paho's hook for external loops) stops publish() from writing to
         # the socket in the caller's thread; it queues, wakes our loop, and the loop writes.
         client.on_socket_register_write = lambda *_: None
@@ -314,6 +319,29 @@ class MqttClient:
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self._link_up = False
+
+    def _subscribe(self, filters: dict[str, FilterOptions]) -> None:
+        """Send SUBSCRIBE (caller holds the lock); `connected` waits for its SUBACK."""
+        rc, mid = self._paho.subscribe(*self._sub_args(filters))
+        if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+            with self._suback_lock:
+                if mid in self._early_subacks:
+                    self._early_subacks.discard(mid)
+                else:
+                    self._pending_subacks.add(mid)
+                    self._connected_event.clear()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._suback_lock:
+            if mid in self._pending_subacks:
+                self._pending_subacks.discard(mid)
+            elif len(self._early_subacks) < 1000:
+                self._early_subacks.add(mid)
+            if not self._pending_subacks and self._online:
+                self._connected_event.set()
+        for code in reason_codes or ():
+            if getattr(code, "is_failure", False):
+                log.warning("the broker refused a subscription: %s", code)
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         self.counters.acked += 1
@@ -447,8 +475,12 @@ class MqttClient:
         """After CONNACK: subscribe, birth, re-publish retained state, drain outbox, go online."""
         self.counters.connects += 1
         filters = self.router.filters()
+        with self._suback_lock:
+            self._pending_subacks.clear()
+            self._early_subacks.clear()
         if filters:
-            self._paho.subscribe(*self._sub_args(filters))
+            with self._lock:
+                self._subscribe(filters)
         with self._lock:
             pending = self._outbox.pending_topics()
             self._resend(self._retained[self.state_topic])
@@ -460,7 +492,9 @@ class MqttClient:
             self._online = True
             for handle in list(self._session_callbacks):
                 (handle.inbox or self.router.default_inbox).put(handle.callback)
-        self._connected_event.set()
+            with self._suback_lock:
+                if not self._pending_subacks:
+                    self._connected_event.set()
         log.info("connected to MQTT broker %s (MQTT %s)", self.broker_url,
                  "5" if self.is_v5 else "3.1.1")
 

@@ -33,6 +33,7 @@ class SerialIngest:
         self._thread: Supervised | None = None
         self.deframer = Deframer()
         self.opens = 0
+        self.attempts = 0
         self.errors = 0
         self.connected = False
 
@@ -47,6 +48,7 @@ class SerialIngest:
     def _run(self) -> None:
         warned = False
         while not self._stop.is_set():
+            self.attempts += 1
             try:
                 port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.2)
             except (serial.SerialException, OSError, ValueError) as exc:

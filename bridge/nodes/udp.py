@@ -49,6 +49,7 @@ class UdpIngest:
         self._spawn = spawn or Supervisor().spawn
         self._thread: Supervised | None = None
         self.received = 0
+        self.processed = 0  # datagrams the pipeline has finished with
         self.buffer_bytes = 0
 
     def start(self) -> None:
@@ -133,6 +134,7 @@ class UdpIngest:
                 self._handle(batch)
             except Exception:  # the pipeline must outlive any bad frame
                 log.exception("node pipeline failed on a batch of %d datagrams", len(batch))
+            self.processed += len(batch)
 
 
 def _size_receive_buffer(sock: socket.socket, wanted: int) -> int:

@@ -11,7 +11,7 @@ from bridge.homeassistant.extension import HomeAssistantExtension
 from bridge.nodes.extension import NodesExtension
 from firmware_tools.simulate import generate, make_nodes, send_udp
 from tests.brokers import free_port
-from tests.conftest import settled
+from tests.conftest import served, settled
 from tests.homeassistant.fixtures import CONFIGS, STATES
 from tests.homeassistant.test_discovery_schema import check_component
 from tests.polling import wait_until
@@ -51,10 +51,10 @@ def test_discovered_devices_become_home_state_and_services_publish_exact_command
         mosquitto, ha_bridge, make_probe):
     devices_on_broker(make_probe(mosquitto))
     bridge, _, ha, _ = ha_bridge(mosquitto)
-    wait_until(lambda: len(ha.devices.entities) == 7, 5)
+    assert wait_until(lambda: len(ha.devices.entities) == 7, 5), sorted(ha.devices.entities)
     followed = ["light.living_room_lamp", "switch.coffee_plug", "binary_sensor.hall_pir_occupancy",
                 "sensor.hall_pir_temperature", "switch.tasmota_a1b2c3_desk_fan_socket", "fan.bedroom_esp_bedroom_fan"]
-    wait_until(lambda: all(bridge.states.get(e) is not None for e in followed), 5)
+    assert wait_until(lambda: all(bridge.states.get(e) is not None for e in followed), 5)
     lamp = bridge.states.get("light.living_room_lamp")
     assert lamp.state == "on" and lamp.attributes["brightness"] == 128  # 127 of 254, in HA's 0..255
     assert lamp.attributes["area"] == "Living room"
@@ -89,12 +89,12 @@ def test_discovered_devices_become_home_state_and_services_publish_exact_command
     before = [m.topic for m in devices.messages]
     reply = call("light", "turn_on", {"entity_id": ["light.living_room_lamp", "light.nowhere"]}, "e")
     assert not reply["success"] and "unknown entity 'light.nowhere'" in reply["error"]
-    time.sleep(0.3)
+    # a command would have been published before the answer, on the same connection
     after = [m.topic for m in devices.messages if not m.topic.startswith("ruview/")]
     assert after == [t for t in before if not t.startswith("ruview/")], "an error call published a command"
 
     devices.publish("homeassistant/switch/0x00158d0005d6e7f8/switch/config", b"", retain=True)
-    wait_until(lambda: "switch.coffee_plug" not in ha.devices.entities, 5)
+    assert wait_until(lambda: "switch.coffee_plug" not in ha.devices.entities, 5)
     assert bridge.states.get("switch.coffee_plug") is None
 
 
@@ -144,7 +144,15 @@ def test_number_and_button_commands_reach_the_node(mosquitto, ha_bridge, make_pr
     probe.publish("ruview/node/node_6/set", b'{"calibrate": true}')  # the button's payload_press
     probe.wait_topic("ruview/node/node_6", match=lambda m: m.json()["calibrating"] is True)
     assert nodes.engine(6).settings.enter_ratio == 4.5
-    probe.publish("ruview/node/node_6/set", b'{"calibrate": true}', retain=True)  # retained: ignored
+    # a retained command is never taken (MQTT 5 keeps the retain flag on live delivery for us)
+    probe.publish("ruview/node/node_6/set", b'{"enter_ratio": 9.0}', retain=True)
+    try:
+        served(probe)
+        probe.flush()
+        assert nodes.engine(6).settings.enter_ratio == 4.5
+        assert bridge.router.ignored_retained >= 1
+    finally:
+        probe.publish("ruview/node/node_6/set", b"", retain=True)
 
 
 def _all_available(probe, configs: dict) -> bool:
@@ -173,16 +181,18 @@ def test_entities_end_up_available_whichever_starts_first(mosquitto, ha_bridge, 
     ha = make_probe(mosquitto, "homeassistant/#", "ruview/#") if ha_first else None
     if ha_first:
         ha.publish("homeassistant/status", b"online")  # HA's birth, before any bridge exists
-    bridge, nodes, _, port = ha_bridge(mosquitto, discover_devices=False)
+    bridge, nodes, ha_ext, port = ha_bridge(mosquitto, discover_devices=False)
     send_udp(generate(make_nodes(2, "empty", 12, first_id=11), 12), "127.0.0.1", port, speed=0)
-    wait_until(lambda: len(nodes.registry) == 2, 5)
-    if not ha_first:
-        time.sleep(1.0)
+    assert wait_until(lambda: len(nodes.registry) == 2, 5)
+    if not ha_first:  # HA starts once the bridge has announced everything
+        assert wait_until(lambda: not ha_ext._collecting and not ha_ext._pacing
+                          and len([t for t in ha_ext.published if "_node_1" in t]) >= 2 * 14, 10)
+        settled(bridge)
         ha = make_probe(mosquitto, "homeassistant/#", "ruview/#")  # HA starts: retained copies
         ha.publish("homeassistant/status", b"online")
-    wait_until(lambda: len([t for t in _configs(ha) if "_node_1" in t]) >= 2 * 14, 10)
+    assert wait_until(lambda: len([t for t in _configs(ha) if "_node_1" in t]) >= 2 * 14, 10)
     configs = _configs(ha)
-    wait_until(lambda: _all_available(ha, _configs(ha)), 5)
+    assert wait_until(lambda: _all_available(ha, _configs(ha)), 5)
     for topic, cfg in configs.items():
         platform = topic.split("/")[1]
         if platform in ("binary_sensor", "sensor", "event", "button", "number"):
@@ -197,9 +207,9 @@ def test_removed_node_is_cleared_after_restart(mosquitto, ha_bridge, make_probe)
     watcher.wait_topic(rssi, timeout=8)
     bridge.stop()  # node 7 is gone for good; its configs stay retained on the broker
 
-    ha_bridge(mosquitto)  # a new bridge that never hears from node 7
+    second, _, _, _ = ha_bridge(mosquitto)  # a new bridge that never hears from node 7
     watcher.wait_topic(rssi, match=lambda m: m.payload == b"", timeout=8)
-    time.sleep(0.5)
+    settled(second)
     late = make_probe(mosquitto, "homeassistant/#")  # what HA would find now
     assert not [m.topic for m in late.messages if NODE_KEY.format(7) in m.topic and m.payload]
 
@@ -215,7 +225,10 @@ def test_a_restricted_node_never_announces_vitals(mosquitto, make_config, make_p
     try:
         send_udp(generate(make_nodes(1, "breathing", 12, first_id=9), 12), "127.0.0.1", port, speed=0)
         whole.wait_topic(f"homeassistant/binary_sensor/{NODE_KEY.format(9)}/presence/config", timeout=8)
-        time.sleep(0.5)
+        ha = bridge.extension("homeassistant")
+        assert wait_until(lambda: not ha._pacing, 10)
+        settled(bridge)
+        whole.flush()
         announced = [m.topic for m in whole.messages if m.payload]
         assert not [t for t in announced if "/breathing/" in t or "/heart_rate/" in t]
         # the activity-pattern event crosses at Restricted (privacy rule 3: events without scores)
@@ -229,8 +242,8 @@ def test_statestream_makes_ha_only_entities_known(mosquitto, ha_bridge, make_pro
     ha.publish("hass/light/kitchen_ceiling/state", b'"on"', retain=True)  # JSON-encoded, as HA sends
     ha.publish("hass/sensor/outside_temperature/state", b'"3.5"', retain=True)
     bridge, _, _, _ = ha_bridge(mosquitto, statestream_topic="hass")
-    wait_until(lambda: bridge.states.get("sensor.outside_temperature") is not None, 5)
+    assert wait_until(lambda: bridge.states.get("sensor.outside_temperature") is not None, 5)
     assert bridge.states.get("light.kitchen_ceiling").state == "on"
     assert bridge.states.get("sensor.outside_temperature").state == "3.5"
     ha.publish("hass/light/kitchen_ceiling/state", b'"off"', retain=True)
-    wait_until(lambda: bridge.states.get("light.kitchen_ceiling").state == "off", 5)
+    assert wait_until(lambda: bridge.states.get("light.kitchen_ceiling").state == "off", 5)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 from bridge.nodes.capture import read_capture
 from firmware_tools.simulate import generate, make_nodes, send_udp
 from tests.brokers import free_port
+from tests.netstat import udp_bound, udp_unread_bytes
+from tests.polling import wait_until
 from tests.mqtt_probe import Probe
 from tests.nodes.test_recording import RECORDING, load_recording
 
@@ -53,10 +54,10 @@ def test_capture_records_what_arrives(tmp_path):
     proc = subprocess.Popen([*CLI, "capture", str(path), "-c", str(cfg), "--duration", "30"],
                             stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)
+        assert wait_until(lambda: udp_bound(port), 15), "capture never listened"
         stream = list(generate(make_nodes(2, "visit", 4), 4))
         send_udp(iter(stream), "127.0.0.1", port, speed=0)
-        time.sleep(0.5)
+        assert wait_until(lambda: udp_unread_bytes(port) == 0, 10), "capture did not read it all"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     finally:

@@ -6,14 +6,19 @@ import time
 from datetime import datetime, timedelta
 
 from firmware_tools.simulate import generate, make_nodes, send_udp
+from tests.conftest import settled
 from tests.polling import wait_until
 
 
-def feed(port, nodes, duration, ext, seed=0):
+def feed(port, nodes, duration, bridge, ext, *probes, seed=0):
+    """Send the scenario, wait until the pipeline took every frame, the broker acknowledged what
+    the bridge published, and each probe has received it."""
     stream = list(generate(nodes, duration, seed))
     sent = send_udp(iter(stream), "127.0.0.1", port, speed=0)
-    wait_until(lambda: ext.udp.received >= sent, 15)
-    time.sleep(0.5)
+    assert wait_until(lambda: ext.udp.processed >= sent, 15), (ext.udp.processed, sent)
+    settled(bridge)
+    for probe in probes:
+        probe.flush()
     return sent
 
 
@@ -21,7 +26,7 @@ def test_visit_scenario_gives_one_presence_edge_each_way(broker, node_bridge, ma
     bridge, ext, port = node_bridge(broker)
     probe = make_probe(broker, "ruview/node/+/event")
     nodes = make_nodes(3, "visit", 60)
-    feed(port, nodes, 60, ext)
+    feed(port, nodes, 60, bridge, ext, probe)
     for node in nodes:
         events = [m.json() for m in probe.on(f"ruview/node/node_{node.node_id}/event")]
         on = [e for e in events if e["event_type"] == "unknown_presence"]
@@ -37,7 +42,7 @@ def test_visit_scenario_gives_one_presence_edge_each_way(broker, node_bridge, ma
 def test_requests_rename_calibrate_demote_remove(mosquitto, node_bridge, make_probe):
     bridge, ext, port = node_bridge(mosquitto)
     probe = make_probe(mosquitto, "ruview/#")
-    feed(port, make_nodes(1, "breathing", 20, first_id=9), 20, ext)
+    feed(port, make_nodes(1, "breathing", 20, first_id=9), 20, bridge, ext, probe)
     state = probe.wait_topic("ruview/node/node_9").json()
     assert state["breathing_bpm"] > 10 and state["privacy_class"] == "anonymous"
 
@@ -62,9 +67,8 @@ def test_requests_rename_calibrate_demote_remove(mosquitto, node_bridge, make_pr
     assert probe.on("ruview/node/node_9")[-1].payload == b""  # old retained state cleared
     r = request("node/remove", {"node": "hall", "transaction": 5})
     assert r["status"] == "ok"
-    time.sleep(0.3)
-    late = make_probe(mosquitto, "ruview/node/#")
-    time.sleep(0.3)
+    settled(bridge)
+    late = make_probe(mosquitto, "ruview/node/#")  # subscribed and flushed: retained copies are in
     assert not [m for m in late.messages if m.payload], "removed nodes leave nothing retained"
     r = request("node/remove", {"node": "nobody", "transaction": 6})
     assert r["status"] == "error" and "unknown node" in r["error"]
@@ -73,10 +77,12 @@ def test_requests_rename_calibrate_demote_remove(mosquitto, node_bridge, make_pr
 def test_silence_makes_a_node_unavailable_not_empty(mosquitto, node_bridge, make_probe):
     bridge, ext, port = node_bridge(mosquitto, offline_after=1)
     probe = make_probe(mosquitto, "ruview/node/#")
-    feed(port, make_nodes(1, "empty", 15), 15, ext)
+    feed(port, make_nodes(1, "empty", 15), 15, bridge, ext)
     probe.wait_topic("ruview/node/node_1/availability",
                      match=lambda m: m.json()["state"] == "offline", timeout=5)
-    time.sleep(1.5)
+    time.sleep(2 * bridge.config.nodes.max_delay)  # the scenario: silence outlasting every publish delay
+    settled(bridge)
+    probe.flush()
     topics = [m.topic for m in probe.messages]
     went_offline = max(i for i, m in enumerate(probe.messages)
                        if m.topic == "ruview/node/node_1/availability" and m.json()["state"] == "offline")
@@ -95,9 +101,8 @@ def test_unexpected_occupancy_only_outside_expected_hours(mosquitto, node_bridge
     bridge, ext, port = node_bridge(mosquitto, devices={1: {"expected_hours": [outside]},
                                                         2: {"expected_hours": [inside]}})
     probe = make_probe(mosquitto, "ruview/node/+/event")
-    feed(port, make_nodes(3, "visit", 60), 60, ext)
-    wait_until(lambda: len([m for m in probe.messages
-                            if m.json()["event_type"] == "presence_cleared"]) == 3, 10)
+    feed(port, make_nodes(3, "visit", 60), 60, bridge, ext, probe)
+    assert len([m for m in probe.messages if m.json()["event_type"] == "presence_cleared"]) == 3
     unexpected = [m for m in probe.messages if m.json()["event_type"] == "unexpected_occupancy"]
     assert [m.topic for m in unexpected] == ["ruview/node/node_1/event"]
     assert unexpected[0].json()["expected_hours"] == [outside]
@@ -109,7 +114,11 @@ def test_max_delay_caps_how_long_a_change_waits(mosquitto, node_bridge, make_pro
         probe = make_probe(mosquitto, "ruview/node/+")
         nodes = make_nodes(1, "empty", 3, first_id=len(cfg) + 20)
         send_udp(generate(nodes, 3), "127.0.0.1", port, speed=1)  # real time, scores changing
-        time.sleep(0.5)
+        assert wait_until(lambda: ext.udp.processed >= ext.udp.received > 0, 5)
+        view = ext._views[nodes[0].node_id]
+        assert wait_until(lambda: view.dirty_since is None, 2 * bridge.config.nodes.max_delay + 1)
+        settled(bridge)
+        probe.flush()
         return [m.received for m in probe.messages if m.topic.endswith(f"node_{nodes[0].node_id}")]
 
     held = state_times()  # default cap 1 s
@@ -117,3 +126,14 @@ def test_max_delay_caps_how_long_a_change_waits(mosquitto, node_bridge, make_pro
     capped = state_times(max_delay=0.3)
     gaps = [b - a for a, b in zip(capped, capped[1:])]
     assert len(capped) >= 8 and max(gaps) <= 0.3 + 0.1 + 0.2, gaps
+
+
+def test_node_state_and_availability_are_retained_for_late_subscribers(broker, node_bridge, make_probe):
+    bridge, ext, port = node_bridge(broker)
+    feed(port, make_nodes(1, "empty", 12, first_id=8), 12, bridge, ext)
+    late = make_probe(broker, "ruview/node/#")  # HA or a dashboard that starts now
+    availability = late.wait_topic("ruview/node/node_8/availability")
+    state = late.wait_topic("ruview/node/node_8")
+    assert availability.retain and availability.json() == {"state": "online"}
+    assert state.retain and state.json()["node_id"] == 8
+    assert not [m for m in late.messages if m.topic == "ruview/node/node_8/event" and m.retain]

@@ -44,9 +44,10 @@ def test_replayed_recording_end_to_end(broker, node_bridge, make_probe, recordin
         broker, devices={2: {"name": "bedroom", "privacy_class": "restricted"}})
     try:
         send_all(port, recording)
-        wait_until(lambda: nodes.udp.received >= len(recording), 20)
+        assert wait_until(lambda: nodes.udp.processed >= len(recording), 20)
         assert nodes.udp.received == len(recording) and nodes.udp.dropped == 0
-        time.sleep(1.0)
+        everything.wait_topic("ruview/node/node_1", 5,  # the state after the last frame
+                              match=lambda m: m.payload and m.json()["frames"].get("vitals") == 118)
         bridge.publish_health()
         everything.wait_topic("ruview/bridge/health",
                               match=lambda m: m.json().get("nodes", {}).get("count") == 2)
@@ -92,7 +93,7 @@ def test_bad_datagrams_are_counted_per_source_and_never_published(mosquitto, nod
             for data in (b"\x01\x02", bytes(fs), b"\x08\x00\x11\xc5" + bytes(40), good[:-1], good):
                 s.sendto(data, ("127.0.0.1", port))
         probe.wait_topic("ruview/node/node_5")
-        time.sleep(0.3)
+        assert wait_until(lambda: nodes.udp.processed >= 5, 5)
         errors = nodes.health()["decode_errors"]["127.0.0.1"]
         assert errors == {"length": 2, "crc": 1, "unknown_magic": 1}
         assert not [m for m in probe.messages if "node_6" in m.topic]

@@ -45,7 +45,8 @@ def test_serial_node_frames_logs_and_replug(mosquitto, node_bridge, make_probe, 
     os.close(slave)
     os.remove(link)
     assert wait_until(lambda: not serial_link.connected, 10)
-    time.sleep(1.5)  # a retry or two against the missing path
+    tried = serial_link.attempts
+    assert wait_until(lambda: serial_link.attempts >= tried + 2, 10)  # retries against the missing path
     master, slave = _pty_behind(link)
     assert wait_until(lambda: serial_link.connected and serial_link.opens == 2, 10)
     _write(master, list(generate(make_nodes(1, "empty", 4, first_id=4, seed=3), 4)))

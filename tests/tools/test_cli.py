@@ -10,6 +10,8 @@ import sys
 import time
 
 import pytest
+
+from tests.polling import wait_until
 from serial.tools.list_ports_common import ListPortInfo
 
 from firmware_tools import cli
@@ -75,8 +77,7 @@ def test_invalid_values_are_refused_before_the_port_is_opened(fake_node, flags, 
     monkeypatch.setenv("RUVIEW_WIFI_PASSWORD", "short")
     code = cli.main(["provision", "--port", fake_node.path, "--no-record", *flags])
     assert code == 2 and message in capsys.readouterr().err
-    time.sleep(0.2)
-    assert fake_node.received == []
+    assert not wait_until(lambda: fake_node.received, 0.3), "bytes reached the node"
 
 
 def test_provision_over_serial_with_register_reaches_a_running_bridge(

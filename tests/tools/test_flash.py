@@ -6,6 +6,7 @@ import zipfile
 
 import pytest
 
+from firmware_tools import cli
 from firmware_tools.esptool_session import ConnectOptions, DeviceError
 from firmware_tools.flashing import flash_release
 from firmware_tools.release import ReleaseError, load_release
@@ -54,19 +55,28 @@ def test_a_merged_image_and_a_zip_load_to_the_same_bytes(tmp_path, release_dir):
         (p.offset, p.data) for p in load_release(release_dir).parts]
 
 
-def test_a_wrong_chip_image_is_refused_before_anything_is_erased(tmp_path, mock_c6, release_dir):
+def test_a_wrong_chip_image_is_refused_before_anything_is_erased(tmp_path, mock_c6, release_dir, capsys):
     flash_release(load_release(release_dir), _options(mock_c6.url), say=lambda _: None)
     before = read_back(mock_c6.url, 0x0, 0x28000)
     (tmp_path / "s3-app.bin").write_bytes(app_image(chip="esp32s3"))
-    with pytest.raises(ReleaseError, match="built for ESP32-S3, not ESP32-C6"):
-        load_release(tmp_path / "s3-app.bin")
     s3 = tmp_path / "s3"
     for name, data in release_files("esp32s3").items():
         (s3 / name).parent.mkdir(parents=True, exist_ok=True)
         (s3 / name).write_bytes(data)
-    with pytest.raises(ReleaseError, match="ESP32-S3"):
-        load_release(s3)
+    # the user's command, pointed at the board: it must refuse before it connects and erases
+    for firmware, reason in ((tmp_path / "s3-app.bin", "built for ESP32-S3, not ESP32-C6"), (s3, "ESP32-S3")):
+        code = cli.main(["flash", str(firmware), "--port", mock_c6.url, "--before", "no-reset",
+                         "--after", "no-reset"])
+        assert code == 2 and reason in capsys.readouterr().err
     assert read_back(mock_c6.url, 0x0, 0x28000) == before
+    # and the same command with the right release does write (so the check above could fail)
+    other = tmp_path / "other"
+    for name, data in release_files(version="9.9.9").items():
+        (other / name).parent.mkdir(parents=True, exist_ok=True)
+        (other / name).write_bytes(data)
+    assert cli.main(["flash", str(other), "--port", mock_c6.url, "--before", "no-reset",
+                     "--after", "no-reset"]) == 0
+    assert read_back(mock_c6.url, 0x0, 0x28000) != before
 
 
 def test_a_board_that_is_not_a_c6_is_refused_before_writing(release_dir):
