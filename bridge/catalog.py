@@ -58,10 +58,13 @@ def enabled(config: Any) -> list[Extension]:
     return [cls() for cls in extension_classes() if getattr(config, cls.name).enabled]
 
 
-def load_config(path: Any, env: dict[str, str] | None = None) -> Any:
-    """config.yaml with every feature's section (the one loader the CLI and tools use)."""
-    return _config.load_config(path, sections=sections(), env=env)
+def load_config(path: Any, env: dict[str, str] | None = None,
+                extra: dict[str, type[ExtensionSection]] | None = None) -> Any:
+    """config.yaml with every feature's section (the one loader the CLI and tools use);
+    `extra` adds the sections of extensions handed to the bridge directly (tests, embedding)."""
+    return _config.load_config(path, sections={**sections(), **(extra or {})}, env=env)
 
 
-def validate_config(raw: Any, source: str = "<config>", env: dict[str, str] | None = None) -> Any:
-    return _config.validate_config(raw, source, sections=sections(), env=env)
+def validate_config(raw: Any, source: str = "<config>", env: dict[str, str] | None = None,
+                    extra: dict[str, type[ExtensionSection]] | None = None) -> Any:
+    return _config.validate_config(raw, source, sections={**sections(), **(extra or {})}, env=env)

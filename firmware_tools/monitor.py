@@ -62,7 +62,7 @@ def monitor(open_port: Callable[[], serial.SerialBase], out: TextIO, *, colour: 
             frames_only: bool, duration: float | None = None, say: Callable[[str], None] = print) -> int:
     """Print until interrupted (or `duration`); wait for the port to come back after a replug."""
     deadline = None if duration is None else time.monotonic() + duration
-    deframer = Deframer()
+    deframer = Deframer(log_lines_only=False)  # a terminal on the desk may show boot ROM text too
     port = None
     shown = 0
     while deadline is None or time.monotonic() < deadline:
@@ -80,7 +80,7 @@ def monitor(open_port: Callable[[], serial.SerialBase], out: TextIO, *, colour: 
             port = None
             say("the port went away (node reset or unplugged); waiting for it")
             continue
-        for item in deframer.feed(data):
+        for item in deframer.feed(data) if data else deframer.idle():
             line = render(item, colour=colour, as_json=as_json, frames_only=frames_only)
             if line is not None:
                 out.write(line + "\n")

@@ -3,14 +3,23 @@
 Every RuView magic ends in bytes 0x11 0xC5 (little-endian 0xC511....), and
 0xC5 never occurs in ASCII log text, so a candidate frame starts two bytes
 before each 0x11 0xC5. A candidate becomes a frame only when its length is
-known from its header, all of it has arrived, and `decode()` accepts it
-(CRC included where the format has one). Anything else is skipped one byte
-at a time, so a corrupted or truncated frame costs only its own bytes.
-Bytes between frames are log text, returned line by line.
+known from its header, all of it has arrived, and `decode()` accepts it (CRC
+included where the format has one). A kind without a CRC is accepted only
+when the bytes after it confirm the boundary — another magic, the start of a
+log line, or the end of the buffer once the line has gone quiet (`idle()`) —
+and no other magic may start inside it, so a truncated frame cannot swallow the
+valid frame after it, and cut headers cannot pass for a frame. A candidate that fails costs only its own bytes.
+
+Privacy (invariant 1): bytes skipped while resynchronising are dropped, never
+passed on as text — a corrupted raw-CSI frame's I/Q bytes must not reach the
+log topic. Text is resumed only after the next line break, and a line is
+passed on only if it is what the ESP-IDF logger writes: printable text with
+its level prefix (`I (1234) tag: ...`, optionally in ANSI colour).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -18,9 +27,14 @@ from bridge.nodes import codec
 from bridge.nodes.codec import DecodeError, Frame, decode
 
 MAX_FRAME = 2048  # largest raw CSI frame a C6 sends (HE-SU ~1,556 bytes) with room to spare
-MAX_LINE = 1024   # a "line" longer than this without a newline is flushed as garbage text
+MAX_LINE = 1024   # a "line" longer than this without a newline is dropped as garbage
 _TAIL = b"\x11\xc5"
 _MAGIC_PREFIXES = {struct.pack("<I", m)[:n] for m in codec.MAGICS for n in (1, 2, 3)}
+_MAGIC_BYTES = {struct.pack("<I", m) for m in codec.MAGICS}
+_CRC_KINDS = {codec.FEATURE_STATE, codec.MESH}  # the formats whose CRC32 proves the boundary
+_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
+_LOG_LINE = re.compile(r"[EWIDV] \(\d+\) \S")
+_LINE_START = re.compile(rb"(?:\x1b\[[0-9;]*m)?[EWIDV] \(")
 
 
 def _partial_magic_len(buf: bytearray) -> int:
@@ -40,6 +54,23 @@ class SerialFrame:
 @dataclass(frozen=True, slots=True)
 class LogLine:
     text: str
+
+
+def log_line(raw: bytes) -> str | None:
+    """The text of an ESP-IDF log line, or None if these bytes are not one."""
+    try:
+        text = _ANSI.sub(b"", raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    text = text.rstrip("\r\n")
+    if not _LOG_LINE.match(text) or not text.isprintable():
+        return None
+    return text
+
+
+def _printable_line(raw: bytes) -> str | None:
+    text = _ANSI.sub(b"", raw).decode("utf-8", "replace").rstrip("\r\n")
+    return text if text.isprintable() else None
 
 
 def frame_length(buf: bytes | bytearray) -> int | None:
@@ -78,69 +109,128 @@ def frame_length(buf: bytes | bytearray) -> int | None:
     raise DecodeError("unknown_magic", f"magic 0x{magic:08X}")
 
 
+_LINE_PREFIXES = {bytes([c]) for c in b"EWIDV"} | {bytes([c]) + b" " for c in b"EWIDV"}
+
+
+def _boundary(after: bytes | bytearray) -> bool | None:
+    """Do these bytes start where a frame may end? None: too few bytes to tell yet."""
+    after = bytes(after)
+    if not after:
+        return None
+    if after[:1] in (b"\r", b"\n", b"\x1b") or _LINE_START.match(after):
+        return True  # a line break or the start of a log line
+    if len(after) >= 4:
+        return after[:4] in _MAGIC_BYTES
+    return None if after in _MAGIC_PREFIXES or after in _LINE_PREFIXES else False
+
+
 class Deframer:
     """Feed it bytes as they arrive; get back frames and log lines in stream order."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_lines_only: bool = True) -> None:
+        """log_lines_only=False passes any printable line on (the local monitor shows boot ROM
+        text too); skipped bytes never become text either way."""
+        self._log_lines_only = log_lines_only
         self._buf = bytearray()
         self._line = bytearray()
+        self._resync = False  # after a failed candidate: drop text up to the next line break
         self.frames = 0
         self.lines = 0
-        self.skipped_bytes = 0  # bytes of candidate frames that failed (CRC, length, ...)
+        self.skipped_bytes = 0  # bytes dropped while resynchronising (failed candidates, not text)
+        self.dropped_lines = 0  # text that is not an ESP-IDF log line
 
     def feed(self, data: bytes) -> list[SerialFrame | LogLine]:
         self._buf += data
+        return self._scan(quiet=False)
+
+    def idle(self) -> list[SerialFrame | LogLine]:
+        """The line has been quiet: a CRC-less frame that ends the buffer may now be accepted."""
+        return self._scan(quiet=True) if self._buf else []
+
+    def _scan(self, quiet: bool) -> list[SerialFrame | LogLine]:
         out: list[SerialFrame | LogLine] = []
-        while self._buf:
+        buf = self._buf
+        while buf:
             start = self._next_candidate()
             if start is None:
                 # no frame start in sight: all is text but a tail that may begin a magic
-                keep = _partial_magic_len(self._buf)
-                self._text(self._buf[:len(self._buf) - keep], out)
-                del self._buf[:len(self._buf) - keep]
+                keep = _partial_magic_len(buf)
+                self._text(buf[:len(buf) - keep], out)
+                del buf[:len(buf) - keep]
                 break
             if start:
-                self._text(self._buf[:start], out)
-                del self._buf[:start]
+                self._text(buf[:start], out)
+                del buf[:start]
             try:
-                length = frame_length(self._buf)
+                length = frame_length(buf)
             except DecodeError:
-                self._skip_one(out)
+                self._reject()
                 continue
-            if length is None or len(self._buf) < length:
-                if length is not None and length > MAX_FRAME:
-                    self._skip_one(out)
-                    continue
+            if length is not None and length > MAX_FRAME:
+                self._reject()
+                continue
+            if length is None or len(buf) < length:
                 break  # wait for the rest
-            candidate = bytes(self._buf[:length])
+            candidate = bytes(buf[:length])
             try:
                 frame = decode(candidate)
             except DecodeError:
-                self._skip_one(out)
+                self._reject()
                 continue
+            if struct.unpack_from("<I", candidate)[0] not in _CRC_KINDS:
+                if any(candidate.find(m, 1) != -1 for m in _MAGIC_BYTES):
+                    self._reject()  # another frame starts inside it: this one was cut short
+                    continue
+                confirmed = _boundary(buf[length:length + 4])
+                if confirmed is None and not (quiet and len(buf) == length):
+                    break  # wait: the next bytes decide
+                if confirmed is False:
+                    self._reject()
+                    continue
             out.append(SerialFrame(candidate, frame))
             self.frames += 1
-            del self._buf[:length]
+            self._resync = False
+            del buf[:length]
         return out
 
     def _next_candidate(self) -> int | None:
         i = self._buf.find(_TAIL, 2)
         return None if i == -1 else i - 2
 
-    def _skip_one(self, out: list) -> None:
+    def _reject(self) -> None:
+        """A candidate failed: drop its first byte and everything up to the next line break."""
         self.skipped_bytes += 1
-        self._text(self._buf[:1], out)
         del self._buf[:1]
+        self._resync = True
+        self._line.clear()
 
     def _text(self, data: bytes | bytearray, out: list) -> None:
-        for byte_line in bytes(data).splitlines(keepends=True):
+        data = bytes(data)
+        if self._resync:
+            newline = data.find(b"\n")
+            if newline == -1:
+                self.skipped_bytes += len(data)
+                return
+            self.skipped_bytes += newline + 1
+            data = data[newline + 1:]
+            self._resync = False
+        for byte_line in data.splitlines(keepends=True):
             self._line += byte_line
-            if self._line.endswith(b"\n") or len(self._line) > MAX_LINE:
+            if self._line.endswith(b"\n"):
                 self._emit_line(out)
+            elif len(self._line) > MAX_LINE:
+                self.dropped_lines += 1
+                self._line.clear()
+                self._resync = True  # the rest of this "line" is garbage too
 
     def _emit_line(self, out: list) -> None:
-        text = self._line.decode("utf-8", "replace").rstrip("\r\n")
+        raw = bytes(self._line)
         self._line.clear()
-        if text.strip():
-            out.append(LogLine(text))
-            self.lines += 1
+        if not raw.strip():
+            return
+        text = log_line(raw) if self._log_lines_only else _printable_line(raw)
+        if text is None:
+            self.dropped_lines += 1
+            return
+        out.append(LogLine(text))
+        self.lines += 1

@@ -135,14 +135,23 @@ class NodeRegistry:
             if last is not None and not rebooted:
                 step = (seq - last) % modulo
                 if step > modulo - _REORDER_WINDOW or step == 0:
-                    pass  # duplicate or slightly late: neither loss nor reboot
-                elif step > modulo // 2:
+                    return False  # duplicate or slightly late: neither loss nor reboot, nor the newest
+                if step > modulo // 2:
                     rebooted = True  # far backwards: the counter restarted
                 else:
                     node.lost += step - 1
             node._last_seq[kind] = seq
         if rebooted:
+            # one reboot, one event: every kind restarts with it, so start each kind afresh
+            # (else vitals arriving just after feature state would report the same reboot)
             node.reboots += 1
+            keep_clock, keep_seq = node._last_clock.get(kind), node._last_seq.get(kind)
+            node._last_clock.clear()
+            node._last_seq.clear()
+            if keep_clock is not None:
+                node._last_clock[kind] = keep_clock
+            if keep_seq is not None:
+                node._last_seq[kind] = keep_seq
         return rebooted
 
     def rename(self, node_id: int, name: str) -> Node:

@@ -65,9 +65,10 @@ class SerialIngest:
             self.deframer = Deframer()  # a new session starts clean
             try:
                 while not self._stop.is_set():
-                    chunk = port.read(4096)
-                    if chunk:
-                        self._dispatch(self.deframer.feed(chunk))
+                    chunk = port.read(4096)  # returns early when the line goes quiet (timeout)
+                    items = self.deframer.feed(chunk) if chunk else self.deframer.idle()
+                    if items:
+                        self._dispatch(items)
             except (serial.SerialException, OSError) as exc:
                 log.warning("serial %s (%s) lost: %s", self.label, self.url, exc)
             finally:

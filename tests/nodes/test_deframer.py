@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -51,6 +52,8 @@ def test_corrupted_frame_is_skipped_and_the_next_one_found():
     truncated = MESH[:50]
     d = Deframer()
     items = d.feed(bytes(bad) + truncated + b"\x00\xff\x11\xc5junk" + FS + VITALS)
+    assert [i.data for i in items if isinstance(i, SerialFrame)] == [FS]  # VITALS: is it complete?
+    items += d.idle()  # the line went quiet: a CRC-less frame that ends the buffer is accepted
     frames = [i for i in items if isinstance(i, SerialFrame)]
     assert [f.data for f in frames] == [FS, VITALS]
     assert d.skipped_bytes > 0
@@ -71,20 +74,123 @@ def test_random_bytes_yield_no_frame_and_no_exception(data, chunk):
 @given(st.lists(st.sampled_from(["fs", "mesh", "vitals", "text", "garbage"]), max_size=20),
        st.integers(0, 2**32 - 1))
 def test_valid_frames_survive_any_surrounding_noise(parts, seed):
+    """Frames with a CRC survive any noise; a CRC-less frame survives wherever its end is
+    confirmed: by a frame, a log line, a line break, or the quiet end of the stream."""
     rng = random.Random(seed)
-    stream, expected = b"", []
+    pieces = []
     for part in parts:
-        if part == "fs":
-            stream, expected = stream + FS, expected + [FS]
-        elif part == "mesh":
-            stream, expected = stream + MESH, expected + [MESH]
-        elif part == "vitals":
-            stream, expected = stream + VITALS, expected + [VITALS]
-        elif part == "text":
-            stream += b"I (%d) csi: rx ok\n" % rng.randrange(10**6)
-        else:  # noise without the 0x11 0xC5 tail, so it cannot be mistaken for a frame start
-            stream += bytes(rng.choice([b for b in range(256) if b not in (0x11, 0xC5)])
-                            for _ in range(rng.randrange(1, 40)))
-    stream += b"\n"
-    got = [i.data for i in _run([stream]) if isinstance(i, SerialFrame)]
+        if part == "text":
+            pieces.append((part, b"I (%d) csi: rx ok\n" % rng.randrange(10**6)))
+        elif part == "garbage":  # noise without the 0x11 0xC5 tail: it cannot be mistaken for a frame start
+            pieces.append((part, bytes(rng.choice([b for b in range(256) if b not in (0x11, 0xC5)])
+                                       for _ in range(rng.randrange(1, 40)))))
+        else:
+            pieces.append((part, {"fs": FS, "mesh": MESH, "vitals": VITALS}[part]))
+    stream, expected = b"", []
+    for i, (part, data) in enumerate(pieces):
+        stream += data
+        following = b"".join(d for _, d in pieces[i + 1:])
+        ends_cleanly = (not following or following[:1] in (b"\r", b"\n", b"\x1b")
+                        or re.match(rb"[EWIDV] \(", following) or pieces[i + 1][0] != "garbage")
+        if part in ("fs", "mesh") or (part == "vitals" and ends_cleanly):
+            expected.append(data)
+    d = Deframer()
+    got = [i.data for i in d.feed(stream) + d.idle() if isinstance(i, SerialFrame)]
     assert got == expected
+
+
+# ---------------------------------------------------------------- privacy: raw CSI never becomes text
+
+IQ = bytes((i * 37 + 11) % 256 for i in range(128))  # 64 subcarriers of I/Q, every byte value mixed
+RAW_IQ = codec.encode_raw_csi(3, 9, IQ)
+
+
+def _iq_runs(iq: bytes, n: int = 8) -> set[bytes]:
+    return {iq[i:i + n] for i in range(len(iq) - n + 1)}
+
+
+def _leaks(items, iq: bytes) -> list[str]:
+    runs = _iq_runs(iq)
+    texts = [i.text.encode("utf-8", "surrogateescape") for i in items if isinstance(i, LogLine)]
+    latin = [i.text.encode("latin-1", "replace") for i in items if isinstance(i, LogLine)]
+    return [t.decode("latin-1") for t in texts + latin if any(r in t for r in runs)]
+
+
+def test_a_raw_csi_frame_with_a_corrupted_length_puts_no_iq_byte_in_the_log():
+    frame = bytearray(RAW_IQ)
+    frame[7] = 0x40  # the length byte: now it announces 0x4040 subcarriers
+    stream = b"I (10) csi: start\r\n" + bytes(frame) + b"\r\nI (11) csi: next\r\n" + FS
+    d = Deframer()
+    items = d.feed(stream) + d.idle()
+    assert [i.text for i in items if isinstance(i, LogLine)] == ["I (10) csi: start", "I (11) csi: next"]
+    assert [i.data for i in items if isinstance(i, SerialFrame)] == [FS]
+    assert not _leaks(items, IQ)
+
+
+@settings(max_examples=400, deadline=None)
+@given(iq=st.binary(min_size=16, max_size=256).filter(lambda b: len(b) % 2 == 0),
+       field=st.integers(0, 19), value=st.integers(0, 255), cut=st.integers(0, 300),
+       before=st.sampled_from([b"", b"\r\n", b"I (1) a: b\n", b"\x1b[0;32mI (2) wifi: up\x1b[0m\r\n"]),
+       after=st.sampled_from([b"", b"\r\n", b"\n", b"I (3) c: d\r\n", b"junk\n"]),
+       chunk=st.integers(1, 97), with_frame=st.booleans())
+def test_no_corruption_of_a_raw_csi_frame_ever_puts_its_iq_on_a_log_line(iq, field, value, cut, before, after,
+                                                                        chunk, with_frame):
+    frame = bytearray(codec.encode_raw_csi(4, 1, iq))
+    frame[field] = value  # corrupt one header field (magic, node, antennas, subcarriers, freq, seq, ...)
+    frame = frame[:max(4, len(frame) - cut)] if cut < len(frame) else frame  # and maybe truncate it
+    stream = before + bytes(frame) + after + (FS if with_frame else b"")
+    d = Deframer()
+    items = []
+    for i in range(0, len(stream), chunk):
+        items += d.feed(stream[i:i + chunk])
+    items += d.idle()
+    assert not _leaks(items, iq)
+
+
+def test_only_esp_idf_log_lines_are_passed_on():
+    d = Deframer()
+    items = d.feed(b"I (1) ok: yes\nrandom text\n\xff\xfe binary\nE (22) bad: thing\r\n"
+                   b"\x1b[0;33mW (3) wifi: slow\x1b[0m\n")
+    assert [i.text for i in items] == ["I (1) ok: yes", "E (22) bad: thing", "W (3) wifi: slow"]
+    assert d.dropped_lines == 2
+    local = Deframer(log_lines_only=False)  # the desk monitor shows boot ROM text as well
+    assert [i.text for i in local.feed(b"ESP-ROM:esp32c6-20220919\nI (1) a: b\n")] == [
+        "ESP-ROM:esp32c6-20220919", "I (1) a: b"]
+
+
+# ---------------------------------------------------------------- resync: a bad frame costs only its bytes
+
+def test_a_truncated_crc_less_frame_does_not_swallow_the_frames_after_it():
+    stream = VITALS[:20] + FS * 300  # edge vitals has no CRC: cut short, then 300 good frames
+    d = Deframer()
+    frames = [i for i in d.feed(stream) + d.idle() if isinstance(i, SerialFrame)]
+    assert [f.data for f in frames] == [FS] * 300
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["vitals", "sync", "fs", "mesh"]), st.integers(0, 60)),
+                min_size=1, max_size=12), st.integers(1, 64))
+def test_cut_headers_never_decode_as_frames_of_nodes_that_do_not_exist(pieces, chunk):
+    known = {VITALS: 2, SYNC: codec.decode(SYNC).node_id, FS: codec.decode(FS).node_id,
+             MESH: codec.decode(MESH).node_id}
+    source = {"vitals": VITALS, "sync": SYNC, "fs": FS, "mesh": MESH}
+    stream = b""
+    whole = []
+    for kind, cut in pieces:
+        data = source[kind]
+        if cut and cut < len(data):
+            stream += data[:cut]  # a frame cut anywhere: header, middle, CRC
+        else:
+            stream += data
+            whole.append(data)
+    stream += b"\r\n"
+    d = Deframer()
+    items = []
+    for i in range(0, len(stream), chunk):
+        items += d.feed(stream[i:i + chunk])
+    items += d.idle()
+    frames = [i for i in items if isinstance(i, SerialFrame)]
+    assert {f.frame.node_id for f in frames} <= set(known.values()), "a phantom node came out of cut pieces"
+    assert [f.data for f in frames if f.data[:4] in (FS[:4], MESH[:4])] == \
+        [w for w in whole if w[:4] in (FS[:4], MESH[:4])], "a frame with a CRC is exact"
+    assert len(frames) <= len(pieces)

@@ -1,0 +1,404 @@
+"""The core's pieces on their own, with a recording stand-in for the MQTT client.
+
+Fast and in-process, so that mutation testing (docs/testing.md) can run them for every
+mutant; the same behaviour is tested end to end on real brokers elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from bridge.core.api import ApiError, BridgeApi
+from bridge.core.bus import EventBus
+from bridge.core.directory import NodeDirectory, NodeInfo
+from bridge.core.events import EventChannel
+from bridge.core.inbox import Inbox
+from bridge.core.payload import PayloadError, dumps, parse_json
+from bridge.core.services import ServiceError, ServiceRegistry
+from bridge.core.state import InvalidEntityId, StateMachine
+from bridge.core.supervisor import Supervisor
+from bridge.mqtt.router import Message
+from bridge.names import check_node_name, default_instance, is_node_name, node_entity_id, slugify, \
+    valid_entity_id
+from bridge.privacy import PrivacyClass
+from bridge.topics import DiscoveryTopics, Topics
+from tests.polling import wait_until
+
+
+@dataclass
+class Sent:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    correlation_data: bytes | None = None
+
+
+@dataclass
+class FakeMqtt:
+    """Records what the core publishes and which handlers it subscribes."""
+
+    sent: list[Sent] = field(default_factory=list)
+    routes: dict[str, object] = field(default_factory=dict)
+    connected: bool = True
+
+    def publish(self, topic, payload, qos=0, retain=False, *, expiry=None, response_topic=None,
+                correlation_data=None):
+        from bridge.topics import check_topic
+        check_topic(topic)
+        self.sent.append(Sent(topic, payload if isinstance(payload, bytes) else payload.encode(), qos, retain,
+                              correlation_data))
+        return True
+
+    def subscribe(self, topic_filter, handler, **kwargs):
+        self.routes[topic_filter] = handler
+        return topic_filter
+
+    def on(self, topic):
+        return [s for s in self.sent if s.topic == topic]
+
+
+class Immediate:
+    """An inbox stand-in that runs calls at once, in the caller's thread."""
+
+    on_worker = False
+    dropped = 0
+
+    def put(self, fn, *args):
+        fn(*args)
+        return True
+
+
+@pytest.fixture
+def core():
+    mqtt, topics = FakeMqtt(), Topics("ruview")
+    bus = EventBus(Immediate())
+    return mqtt, topics, bus
+
+
+# ---------------------------------------------------------------- names and topics
+
+
+@pytest.mark.parametrize("name,ok", [("kitchen", True), ("living_room", True), ("hall-2", True), ("3", True),
+                                     ("hall-", False), ("-hall", False), ("a--b", False), ("a__b", False),
+                                     ("a_-b", False), ("Kitchen", False), ("", False), ("x" * 65, False),
+                                     ("x" * 64, True), ("a b", False), ("a/b", False), (7, False)])
+def test_node_names_are_valid_in_topics_and_entity_ids(name, ok):
+    assert is_node_name(name) is ok
+    if ok:
+        assert check_node_name(name) == name
+        for key in ("presence", "occupancy", "motion"):
+            assert valid_entity_id(node_entity_id("binary_sensor", name, key)), name
+
+
+def test_slugify_makes_valid_object_ids_like_home_assistant():
+    assert slugify("Living room lamp") == "living_room_lamp"
+    assert slugify("a_ b") == "a_b" and slugify("__x__") == "x" and slugify("!!!") == "unnamed"
+    assert valid_entity_id(f"light.{slugify('Ärger -- im  Büro')}")
+    assert default_instance() and "/" not in default_instance()
+
+
+def test_topics_per_instance_only_with_a_share_group():
+    alone = Topics("ruview", instance="attic")
+    assert alone.bridge_state == "ruview/bridge/state" and alone.instance_request_filter is None
+    assert alone.shared("ruview/service/+/+") == "ruview/service/+/+"
+    grouped = Topics("ruview", instance="attic", share_group="house")
+    assert grouped.bridge_state == "ruview/bridge/attic/state"
+    assert grouped.bridge_health == "ruview/bridge/attic/health"
+    assert grouped.shared("ruview/service/+/+") == "$share/house/ruview/service/+/+"
+    assert grouped.request_verb("ruview/bridge/attic/request/node/rename") == ("node/rename", True)
+    assert grouped.request_verb("ruview/bridge/request/info") == ("info", False)
+    assert grouped.bridge_response("info", instance=True) == "ruview/bridge/attic/response/info"
+    assert grouped.bridge_response("info") == "ruview/bridge/response/info"
+
+
+def test_discovery_topics_know_whose_config_a_topic_is():
+    dt = DiscoveryTopics("homeassistant")
+    assert dt.component("sensor", "k", "rssi") == "homeassistant/sensor/k/rssi/config"
+    assert dt.owner_key("homeassistant/sensor/k/rssi/config") == "k"
+    assert dt.owner_key(dt.device("k")) == "k" and dt.owner_key(dt.trigger("k", "fall")) == "k"
+    assert dt.owner_key("homeassistant/sensor/rssi/config") is None
+
+
+# ---------------------------------------------------------------- payloads
+
+
+def test_payloads_parse_with_errors_a_sender_can_act_on():
+    assert parse_json(b"  ") == {} and parse_json(b'{"a":1}') == {"a": 1}
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        parse_json(b"{oops")
+    with pytest.raises(PayloadError, match="must be a JSON object, got list"):
+        parse_json(b"[1]")
+    assert parse_json(b"[1]", expect_object=False) == [1]
+    out = dumps({1: "a"})
+    assert out == b'{"1":"a"}' and type(out) is bytes
+
+
+# ---------------------------------------------------------------- home state
+
+
+def test_state_machine_semantics(core):
+    mqtt, topics, bus = core
+    heard = []
+    bus.subscribe("state_changed", lambda n, ev: heard.append(ev))
+    states = StateMachine(mqtt, topics, bus)
+    first = states.set("light.hall", "on", {"brightness": 10})
+    assert first.state == "on" and first.last_changed == first.last_updated
+    assert states.set("light.hall", "on", {"brightness": 10}) is None, "a no-op write"
+    second = states.set("light.hall", "on", {"brightness": 20})
+    assert second.last_changed == first.last_changed and second.context["id"] != first.context["id"]
+    third = states.set("light.hall", "off", {"brightness": 20})
+    assert third.last_changed != first.last_changed
+    assert states.set("light.hall", "off", {"brightness": 20}, force=True) is not None
+    sent = mqtt.on("ruview/state/light.hall")
+    assert len(sent) == 4 and all(s.retain and s.qos == 1 for s in sent)
+    assert orjson.loads(sent[-1].payload)["state"] == "off"
+    assert [ev["new_state"].state for ev in heard] == ["on", "on", "off", "off"]
+    assert heard[0]["old_state"] is None and heard[1]["old_state"] == first
+    assert states.get("light.hall").attributes == {"brightness": 20} and len(states) == 1
+    assert states.remove("light.hall") and not states.remove("light.hall")
+    assert mqtt.sent[-1].payload == b"" and mqtt.sent[-1].retain
+    assert heard[-1]["new_state"] is None and states.get("light.hall") is None
+    with pytest.raises(InvalidEntityId):
+        states.set("Light.Hall", 1)
+
+
+def test_state_mirror_takes_others_writes_and_skips_our_echo(core):
+    mqtt, topics, bus = core
+    heard = []
+    bus.subscribe("state_changed", lambda n, ev: heard.append(ev))
+    states = StateMachine(mqtt, topics, bus)
+    states.start()
+    mirror = mqtt.routes["ruview/state/#"]
+    ours = states.set("switch.fan", "on")
+    mirror(Message("ruview/state/switch.fan", mqtt.sent[-1].payload, retain=True))
+    assert len(heard) == 1, "our own echo is not delivered again"
+    mirror(Message("ruview/state/sensor.t", b'{"state": 21, "attributes": {"u": "C"}}'))
+    assert states.get("sensor.t").state == "21" and heard[-1]["origin"] == "REMOTE"
+    for bad in (b"{nope", b'{"attributes": {}}', b'{"state": 1, "attributes": [1]}'):
+        mirror(Message("ruview/state/sensor.t", bad))
+    mirror(Message("ruview/state/Bad_Id", b'{"state": 1}'))
+    assert states.rejected == 4 and states.get("sensor.t").state == "21"
+    mirror(Message("ruview/state/sensor.t", b""))
+    assert states.get("sensor.t") is None and heard[-1]["new_state"] is None
+    assert states.get("switch.fan") == ours
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_events_out_and_in(core):
+    mqtt, topics, bus = core
+    heard = []
+    bus.subscribe("event", lambda n, ev: heard.append(ev))
+    events = EventChannel(mqtt, topics, bus)
+    events.start()
+    fired = events.fire("door_opened", {"door": "front"})
+    sent = mqtt.on("ruview/event/door_opened")[0]
+    assert not sent.retain and sent.qos == 1 and orjson.loads(sent.payload)["origin"] == "LOCAL"
+    handler = mqtt.routes["ruview/event/+"]
+    handler(Message("ruview/event/door_opened", sent.payload))  # our echo
+    handler(Message("ruview/event/window_opened", b'{"data": {"room": "bath"}}'))
+    handler(Message("ruview/event/Bad-Type", b"{}"))
+    handler(Message("ruview/event/broken", b"{oops"))
+    assert [e["event_type"] for e in heard] == ["door_opened", "window_opened"]
+    assert heard[1]["origin"] == "REMOTE" and heard[1]["data"] == {"room": "bath"} and heard[0] is fired
+    with pytest.raises(ValueError, match="invalid event type"):
+        events.fire("Door Opened")
+
+
+# ---------------------------------------------------------------- services
+
+
+def _call(mqtt, topic, body, **kw):
+    mqtt.routes["ruview/service/+/+"](Message(topic, orjson.dumps(body) if isinstance(body, dict) else body, **kw))
+    return orjson.loads(mqtt.sent[-1].payload), mqtt.sent[-1].topic
+
+
+def test_services_answer_always_and_validate_what_callers_name(core):
+    mqtt, topics, _ = core
+    services = ServiceRegistry(mqtt, topics)
+    services.start()
+    services.register("math", "add", lambda call: call.data["a"] + call.data["b"])
+    services.register("math", "fail", lambda call: (_ for _ in ()).throw(ServiceError("nope")))
+    services.register("math", "bug", lambda call: 1 / 0)
+    assert services.names() == ["math.add", "math.bug", "math.fail"] and services.has("math", "add")
+    reply, where = _call(mqtt, "ruview/service/math/add", {"id": "1", "data": {"a": 2, "b": 3},
+                                                           "response_topic": "me/r"})
+    assert where == "me/r" and reply == {"id": "1", "success": True, "error": None, "result": 5}
+    reply, where = _call(mqtt, "ruview/service/math/fail", {"id": 2})
+    assert where == "ruview/service/math/fail/response" and reply["error"] == "nope" and reply["id"] == 2
+    reply, _ = _call(mqtt, "ruview/service/math/bug", {})
+    assert "ZeroDivisionError" in reply["error"]
+    reply, _ = _call(mqtt, "ruview/service/light/turn_sideways", {})
+    assert "unknown service light.turn_sideways" in reply["error"]
+    for bad, words in (({"response_topic": "me/a\u0000b"}, "NUL"), ({"response_topic": "x" * 70000}, "65535"),
+                       ({"response_topic": "me/+"}, "wildcard"), ({"response_topic": 5}, "string"),
+                       ({"data": [1]}, '"data" must be a JSON object'), ({"id": True}, '"id" must be')):
+        reply, where = _call(mqtt, "ruview/service/math/add", {"data": {"a": 1, "b": 1}, **bad})
+        assert where == "ruview/service/math/add/response" and not reply["success"] and words in reply["error"]
+    reply, _ = _call(mqtt, "ruview/service/math/add", b"{oops")
+    assert "not valid JSON" in reply["error"]
+    assert services.calls == 3 and services.failures == 10  # unknown and invalid calls never run
+    assert services.call("math", "add", {"a": 1, "b": 2}) == 3
+    with pytest.raises(ServiceError):
+        services.call("no", "such")
+    reg = services.register("math", "add", lambda call: 0)
+    services.unregister("math", "add", object())  # not the current registration: kept
+    assert services.has("math", "add")
+    services.unregister("math", "add", reg)
+    assert not services.has("math", "add")
+    with pytest.raises(ValueError):
+        services.register("Math", "add", lambda call: 0)
+
+
+def test_a_service_runs_on_the_inbox_of_whoever_registered_it(core):
+    mqtt, topics, _ = core
+    services = ServiceRegistry(mqtt, topics)
+    services.start()
+    queued = []
+
+    class Recording:
+        on_worker = False
+
+        def put(self, fn, *args):
+            queued.append((fn, args))
+            return True
+
+    services.register("slow", "thing", lambda call: "done", Recording())
+    mqtt.routes["ruview/service/+/+"](Message("ruview/service/slow/thing", b'{"id": "q"}'))
+    assert mqtt.sent == [] and len(queued) == 1, "the core thread does not run a feature's service"
+    fn, args = queued[0]
+    fn(*args)
+    assert orjson.loads(mqtt.sent[-1].payload)["result"] == "done"
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _request(mqtt, topic, payload, route="ruview/bridge/request/#"):
+    mqtt.routes[route](Message(topic, payload))
+    return orjson.loads(mqtt.sent[-1].payload), mqtt.sent[-1].topic
+
+
+def test_requests_answer_with_status_and_transaction(core):
+    mqtt, topics, _ = core
+    api = BridgeApi(mqtt, topics)
+    api.start()
+    api.register("echo", lambda req: {"got": req})
+    api.register("refuse", lambda req: (_ for _ in ()).throw(ApiError("not today")))
+    api.register("bug", lambda req: [][1])
+    reply, where = _request(mqtt, "ruview/bridge/request/echo", b'{"transaction": 7, "x": 1}')
+    assert where == "ruview/bridge/response/echo"
+    assert reply == {"status": "ok", "data": {"got": {"transaction": 7, "x": 1}}, "transaction": 7}
+    reply, _ = _request(mqtt, "ruview/bridge/request/echo", b'"kitchen"')
+    assert reply["data"] == {"got": {"value": "kitchen"}} and "transaction" not in reply
+    reply, _ = _request(mqtt, "ruview/bridge/request/refuse", b"{}")
+    assert reply["status"] == "error" and reply["error"] == "not today"
+    reply, _ = _request(mqtt, "ruview/bridge/request/bug", b"{}")
+    assert "IndexError" in reply["error"]
+    reply, _ = _request(mqtt, "ruview/bridge/request/no/such", b'{"transaction": 1}')
+    assert "unknown request 'no/such'" in reply["error"] and reply["transaction"] == 1
+    reply, _ = _request(mqtt, "ruview/bridge/request/echo", b"{oops")
+    assert reply["status"] == "error" and "not valid JSON" in reply["error"]
+    assert api.requests == 6 and api.errors == 4
+    assert api.verbs() == ["bug", "echo", "refuse"]
+
+
+def test_with_a_share_group_instance_verbs_come_only_from_the_instance_topic(core):
+    mqtt, _, _ = core
+    topics = Topics("ruview", instance="attic", share_group="house")
+    api = BridgeApi(mqtt, topics)
+    api.start()
+    assert set(mqtt.routes) == {"$share/house/ruview/bridge/request/#", "ruview/bridge/attic/request/#"}
+    api.register("restart", lambda req: {"restarting": True}, scope="instance")
+    reply, where = _request(mqtt, "ruview/bridge/request/restart", b'{"transaction": 3}',
+                            "$share/house/ruview/bridge/request/#")
+    assert reply["status"] == "error" and "ruview/bridge/attic/request/restart" in reply["error"]
+    assert reply["transaction"] == 3 and where == "ruview/bridge/response/restart"
+    reply, where = _request(mqtt, "ruview/bridge/attic/request/restart", b"{}", "ruview/bridge/attic/request/#")
+    assert reply["data"] == {"restarting": True} and where == "ruview/bridge/attic/response/restart"
+
+
+# ---------------------------------------------------------------- bus, inbox, supervisor
+
+
+def test_the_bus_delivers_to_each_listener_on_its_inbox_and_unsubscribes():
+    bus = EventBus(Immediate())
+    got = []
+    stop = bus.subscribe("a", lambda n, p: got.append(("a", p)))
+    bus.subscribe("*", lambda n, p: got.append(("*", n, p)))
+    bus.emit("a", 1)
+    bus.emit("b", 2)
+    stop()
+    stop()  # twice is harmless
+    bus.emit("a", 3)
+    assert got == [("a", 1), ("*", "a", 1), ("*", "b", 2), ("*", "a", 3)] and bus.listener_count() == 1
+
+
+def test_an_inbox_runs_calls_in_order_survives_failures_and_drops_when_full():
+    inbox = Inbox("t", Supervisor(), max_queue=3)
+    got = []
+    for n in range(5):
+        inbox.put(got.append, n)
+    assert inbox.dropped == 2 and inbox.backlog == 3
+    inbox.put(got.append, 9)
+    inbox.start()
+    inbox.put(lambda: 1 / 0)
+    inbox.put(got.append, 4)
+    assert wait_until(lambda: got == [0, 1, 2, 4], 5)
+    inbox.stop()
+    assert inbox.errors == 1 and inbox.handled == 4 and inbox.stats()["dropped"] == 3
+
+
+def test_a_supervised_loop_that_raises_is_restarted_and_counted():
+    supervisor = Supervisor(min_backoff=0.01, max_backoff=0.02)
+    stop = threading.Event()
+    runs = []
+
+    def loop():
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError(f"crash {len(runs)}")
+        stop.wait()
+
+    handle = supervisor.spawn("flaky", loop, stop)
+    assert wait_until(lambda: len(runs) == 3, 5)
+    stats = supervisor.stats()["flaky"]
+    assert stats == {"alive": True, "restarts": 2, "last_error": "RuntimeError: crash 2"}
+    stop.set()
+    handle.join(2)
+    assert not handle.alive
+    supervisor.forget(handle)
+    assert "flaky" not in supervisor.stats()
+
+
+# ---------------------------------------------------------------- node directory
+
+
+def test_the_directory_gives_a_watcher_the_snapshot_then_every_change():
+    directory = NodeDirectory()
+    a = NodeInfo(1, "hall", None, PrivacyClass.ANONYMOUS)
+    directory.put(a)
+    seen = []
+    unwatch = directory.watch(seen.append, Immediate())
+    assert [c.node.name for c in seen] == ["hall"] and seen[0].previous is None
+    directory.put(a)  # unchanged: no news
+    assert len(seen) == 1
+    directory.update(1, online=True)
+    assert seen[-1].node.online and not seen[-1].identity_changed
+    directory.update(1, name="lobby")
+    assert seen[-1].renamed_from == "hall" and seen[-1].identity_changed
+    directory.update(1, state={"presence": True})
+    assert seen[-1].node.state == {"presence": True}
+    assert directory.update(9, online=True) is None
+    directory.remove(1)
+    assert seen[-1].removed and directory.get(1) is None and len(directory) == 0
+    unwatch()
+    directory.put(NodeInfo(2, "x", None, PrivacyClass.RESTRICTED))
+    assert len(seen) == 5 and directory.watcher_count() == 0
+    assert directory.by_name("x").node_id == 2 and [n.node_id for n in directory.all()] == [2]
