@@ -1,6 +1,6 @@
 """Draw docs/presence-replay.png: score, baseline and decision over the real recording.
 
-The recording (../shared/data/ruview-2node-120s.csi.jsonl) is replayed
+The recording the repository carries (tests/data/ruview-2node-120s.csi.jsonl.gz) is replayed
 through the same NodeView and PresenceEngine the bridge runs, at default
 settings, and each node's trace is drawn on a log scale.
 
@@ -10,7 +10,6 @@ settings, and each node's trace is drawn on a log scale.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -25,8 +24,7 @@ from bridge.nodes.presence import PresenceEngine, PresenceSettings  # noqa: E402
 from bridge.nodes.recording import recording_datagrams  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_RECORDING = Path(os.environ.get("RUVIEW_SHARED", HERE.parent.parent / "shared")) / \
-    "data" / "ruview-2node-120s.csi.jsonl"
+DEFAULT_RECORDING = HERE.parent / "tests" / "data" / "ruview-2node-120s.csi.jsonl.gz"
 
 
 def trace(path: Path) -> dict[int, list[tuple[float, float, float | None, float | None, bool | None]]]:

@@ -13,6 +13,12 @@ feature state); the firmware's own presence flag is not trusted.
 
 What other features may know of the nodes goes into the node directory
 (core/directory.py), already gated; they never reach into this module.
+
+A node the bridge knows — configured in `nodes.devices`, or with retained state
+under `<base>/node/+` from an earlier run — exists from the start (offline until
+it speaks), so a restart while it is quiet keeps its Home Assistant entities;
+only `node/remove`, a rename or the privacy class clears them. A node that goes
+offline has its home-state entities read `unavailable`, as HA's do.
 """
 
 from __future__ import annotations
@@ -39,11 +45,12 @@ from bridge.nodes.registry import Node, NodeRegistry
 from bridge.nodes.schedule import ExpectedHours
 from bridge.nodes.serial_ingest import SerialIngest
 from bridge.nodes.udp import Batch, UdpIngest
-from bridge.privacy import PrivacyError, PrivacyGate
+from bridge.privacy import PrivacyClass, PrivacyError, PrivacyGate
 
 log = logging.getLogger(__name__)
 
 HOME_STATE_KEYS = ("presence", "occupancy", "motion")  # binary_sensor.<name>_<key> in home state
+RETAINED_READ_SECONDS = 5.0  # how long after the first session retained node states are read
 
 
 def _iso(ts: float) -> str:
@@ -84,6 +91,12 @@ class NodesExtension(Extension):
                               ("node/register", self._req_register)):
             ctx.register_request(verb, handler)
         ctx.mqtt.subscribe(self.topics.node_set_filter, self._on_set, accept_retained=False)
+        started = time.time()
+        for node_id in devices:
+            self._changed(self.registry.remember(node_id, started))
+        self._retained_route = None
+        self._retained_done = False
+        ctx.mqtt.on_session(self._read_retained_nodes)
         if self.udp:
             self.udp.start()
         for link in self.serial:
@@ -132,8 +145,10 @@ class NodesExtension(Extension):
             node.online = True
             self._availability(node)
             if is_new:
-                self.ctx.mqtt.publish(self.topics.bridge_event, dumps(
-                    {"type": "node_joined", "data": node.summary()}), qos=0)
+                if not node.remembered:
+                    self.ctx.mqtt.publish(self.topics.bridge_event, dumps(
+                        {"type": "node_joined", "data": node.summary()}), qos=0)
+                    log.info("node %s (%d) joined from %s", node.name, node.node_id, node.address)
                 self._changed(node)
         if rebooted:
             self._event(node, "node_rebooted", {"reboots": node.reboots})
@@ -188,6 +203,7 @@ class NodesExtension(Extension):
         fields = self.gate.redact(node_id, view.fields())
         state = {"node_id": node_id, "name": node.name, "room": node.room,
                  "privacy_class": self.gate.class_of(node_id).label, **fields,
+                 **({"bridge": self.topics.instance} if self.topics.share_group else {}),
                  "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLD_RANGES},
                  "rssi": node.rssi, "last_seen": _iso(node.last_seen),
                  "frames": dict(node.frames), "packet_loss": node.packet_loss}
@@ -201,7 +217,12 @@ class NodesExtension(Extension):
     def _availability(self, node: Node) -> None:
         self.ctx.mqtt.publish(self.topics.node_availability(node.name), dumps(
             {"state": "online" if node.online else "offline"}), qos=1, retain=True)
-        self.directory.update(node.node_id, online=node.online)
+        self.directory.update(node.node_id, online=bool(node.online))
+        if not node.online:  # as in HA: a silent node's entities are unavailable, not their last value
+            for key in HOME_STATE_KEYS:
+                entity = names.node_entity_id("binary_sensor", node.name, key)
+                if self.ctx.states.get(entity) is not None:
+                    self.ctx.states.set(entity, "unavailable", {"node_id": node.node_id, "room": node.room})
 
     def _event(self, node: Node, event_type: str, data: dict[str, Any]) -> None:
         data = self.gate.redact(node.node_id, data)  # Restricted events cross without their scores
@@ -213,11 +234,59 @@ class NodesExtension(Extension):
         while not self.ctx.stopping.wait(period):
             now = time.time()
             for node in self.registry.all():
-                if node.online and now - node.last_seen > self.cfg.offline_after:
+                if node.online is not False and now - node.last_seen > self.cfg.offline_after:
                     node.online = False
                     self._availability(node)
+                    if node.heard:
+                        log.info("node %s (%d) went offline: nothing heard for %.0f s", node.name,
+                                 node.node_id, now - node.last_seen)
             with self._pipeline:
                 self._flush_due(now)
+
+    # ------------------------------------------------------------ nodes from an earlier run
+
+    def _read_retained_nodes(self) -> None:
+        """On the first session, learn the nodes an earlier run left retained (then stop listening)."""
+        if self._retained_route is not None or self._retained_done:
+            return
+        self._retained_route = self.ctx.mqtt.subscribe(self.topics.node_state_filter, self._on_retained_state,
+                                                       no_local=True)
+        self.ctx.call_later(RETAINED_READ_SECONDS, self._stop_reading_retained)
+
+    def _stop_reading_retained(self) -> None:
+        if self._retained_route is not None:
+            self.ctx.mqtt.unsubscribe(self._retained_route)
+            self._retained_route = None
+            self._retained_done = True
+
+    def _on_retained_state(self, msg: Message) -> None:
+        if not msg.retain or not msg.payload:
+            return  # a live publish (ours, or an empty one clearing a topic)
+        name = msg.topic.rsplit("/", 1)[1]
+        try:
+            state = parse_json(msg.payload)
+        except PayloadError:
+            return
+        node_id = state.get("node_id")
+        if not (isinstance(node_id, int) and not isinstance(node_id, bool) and 1 <= node_id <= 255) \
+                or state.get("name") != name or not names.is_node_name(name):
+            return
+        owner = state.get("bridge")
+        if self.topics.share_group and owner != self.topics.instance:
+            return  # another instance's node
+        with self._pipeline:
+            if self.registry.get(node_id) is not None and self.registry.get(node_id).heard:
+                return  # it spoke already in this run
+            taken = self.registry.by_name(name)
+            node = self.registry.remember(node_id, time.time(),
+                                          name=name if taken is None or taken.node_id == node_id else None,
+                                          room=state.get("room") if isinstance(state.get("room"), str) else None)
+            if state.get("privacy_class") == "restricted" and self.gate.class_of(node_id) < PrivacyClass.RESTRICTED:
+                self.gate.demote(node_id, PrivacyClass.RESTRICTED)  # a demotion outlives the restart (privacy rule 4)
+            if node.name != name:  # renamed in config while the bridge was down: clear the old topics
+                for topic in (self.topics.node(name), self.topics.node_availability(name)):
+                    self.ctx.mqtt.publish(topic, b"", qos=1, retain=True)
+            self._changed(node)
 
     # ------------------------------------------------------------ commands
 
@@ -371,7 +440,8 @@ class NodesExtension(Extension):
         """Tell other features (through the node directory) what a node is now."""
         current = self.directory.get(node.node_id)
         self.directory.put(NodeInfo(node.node_id, node.name, node.room, self.gate.class_of(node.node_id),
-                                    node.mode, node.online, state=current.state if current else None,
+                                    node.mode, bool(node.online), known_only=not node.heard,
+                                    state=current.state if current else None,
                                     state_version=current.state_version if current else 0))
 
     def health(self) -> dict[str, Any]:

@@ -69,7 +69,7 @@ _VITALS = (codec.EdgeVitals, codec.FusedVitals)
 
 class NodeView:
     __slots__ = ("engine", "latest", "flags", "clock", "clock_offset", "scored_by",
-                 "published_at", "dirty_since")
+                 "published_at", "dirty_since", "occupied_hint")
 
     def __init__(self, engine: PresenceEngine) -> None:
         self.engine = engine
@@ -80,6 +80,7 @@ class NodeView:
         self.scored_by: str | None = None  # the frame kind that feeds the engine
         self.published_at = 0.0
         self.dirty_since: float | None = None
+        self.occupied_hint: bool | None = None  # the node's vitals: persons > 0 (None: no vitals yet)
 
     def add(self, frame: codec.Frame, now: float) -> Flags:
         """Take a frame; returns the flags after it (compare with the previous `flags`)."""
@@ -93,14 +94,15 @@ class NodeView:
         if kind == "feature_state":
             self.scored_by = kind
             t = self._node_time(frame.ts_us * 1e-6)
-            engine.step(t, frame.presence_score)
+            engine.step(t, frame.presence_score, self.occupied_hint)
             return _flags(Flags, (engine.present, engine.occupied(t), engine.calibrating,
                                   flags[MOTION], flags[FALL], frame.quality_flags & ANOMALY_BIT != 0))
         if isinstance(frame, _VITALS):
             t = self._node_time(frame.timestamp_ms * 1e-3)
+            self.occupied_hint = frame.n_persons > 0
             if self.scored_by != "feature_state":  # vitals-only firmware: score from vitals
                 self.scored_by = kind
-                engine.step(t, frame.presence_score)
+                engine.step(t, frame.presence_score, self.occupied_hint)
             return _flags(Flags, (engine.present, engine.occupied(t), engine.calibrating,
                                   frame.motion, frame.fall, flags[ANOMALY]))
         if isinstance(frame, codec.MeshAnomaly):

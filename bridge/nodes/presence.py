@@ -14,6 +14,14 @@ room and 2-36 with people, differing per node and placement, and noisy
 
 Until a baseline exists presence is None (unknown), never a fake "empty".
 Occupancy is presence seen within the last `occupancy_window` seconds.
+
+Starting in an occupied room: the warm-up's low percentile is then a person's
+level, and calling that "empty" would hide them for good. So when the node's
+own vitals say someone is there (persons > 0) as warm-up ends, the engine does
+not take a baseline: it reports present, trusts the vitals until they say the
+room is empty, and only then learns the empty-room baseline over `warmup`
+seconds (still reporting present meanwhile), after which it decides as usual.
+Nodes that send no vitals give no hint and warm up as before.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ class PresenceEngine:
     _below_since: float | None = None
     _last_t: float | None = None
     _smoothed: float | None = None
+    _occupied_start: bool = False  # warm-up ended with someone in the room: waiting for it to empty
 
     def calibrate(self, now: float) -> None:
         """Relearn the baseline from the next `calibration` seconds (the room should be empty)."""
@@ -83,8 +92,11 @@ class PresenceEngine:
         self.step(t, score)
         return self.decision(t)
 
-    def step(self, t: float, score: float) -> None:
-        """Take one score at node time t (seconds); the hot path, so it builds no decision."""
+    def step(self, t: float, score: float, occupied_hint: bool | None = None) -> None:
+        """Take one score at node time t (seconds); the hot path, so it builds no decision.
+
+        occupied_hint: what the node's vitals last said (persons > 0), None if it sends none.
+        """
         s = self.settings
         x = math.log(score) if score > 1e-3 else _LOG_FLOOR
         window, ordered = self._window, self._sorted
@@ -97,14 +109,27 @@ class PresenceEngine:
         mid = n >> 1
         smoothed = self._smoothed = ordered[mid] if n & 1 else (ordered[mid - 1] + ordered[mid]) * 0.5
 
+        if self._occupied_start:
+            self.last_present_at = t
+            if occupied_hint is False:  # the vitals say the room is empty now: learn it
+                self._occupied_start = False
+                self._learn, self._learn_until = [], t + s.warmup
+            self._last_t = t
+            return
         if self._learn_until is None and self.baseline_log is None:
             self._learn_until = t + s.warmup
         if self._learn_until is not None:
             self._learn.append(smoothed)
+            if t >= self._learn_until and occupied_hint and not self._calibrating and self.baseline_log is None:
+                self._learn, self._learn_until = [], None  # someone is here: this was no empty room
+                self._occupied_start, self.present, self.last_present_at = True, True, t
+                self._last_t = t
+                return
             if t >= self._learn_until:
                 learned = sorted(self._learn)
                 # warm-up may include people: take a low percentile; calibration is of an empty room
                 pick = 0.5 if self._calibrating else 0.1
+                pick = 0.5 if self.present else pick  # learned after an occupied start: the room was empty
                 self.baseline_log = learned[int(pick * (len(learned) - 1))]
                 self._learn, self._learn_until, self._calibrating = [], None, False
                 self._below_since = None

@@ -57,7 +57,9 @@ class Node:
     port: int = 0
     first_seen: float = 0.0
     last_seen: float = 0.0
-    online: bool = False
+    online: bool | None = False  # None: remembered from config or an earlier run, not heard yet
+    heard: bool = True  # False until its first frame in this run
+    remembered: bool = False  # known before it was heard (config, or retained state)
     mode: int | None = None
     rssi: int | None = None
     frames: Counter = field(default_factory=Counter)
@@ -73,7 +75,7 @@ class Node:
 
     def summary(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "name": self.name, "room": self.room,
-                "online": self.online, "address": self.address}
+                "online": bool(self.online), "address": self.address if self.heard else None}
 
     @property
     def address(self) -> str:
@@ -95,18 +97,33 @@ class NodeRegistry:
     def all(self) -> list[Node]:
         return list(self._nodes.values())
 
+    def remember(self, node_id: int, now: float, *, name: str | None = None, room: str | None = None
+                 ) -> Node:
+        """A node known before it is heard (configured, or in the broker's retained state):
+        it keeps its identity, and its Home Assistant entities, until it speaks or is removed."""
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None:
+                dev = self._devices.get(node_id, {})
+                node = Node(node_id, dev.get("name") or name or f"node_{node_id}",
+                            dev.get("room") if dev.get("room") is not None else room,
+                            first_seen=now, last_seen=now, online=None, heard=False, remembered=True)
+                self._nodes[node_id] = node
+            return node
+
     def observe(self, frame: Frame, host: str, port: int, now: float | None = None
                 ) -> tuple[Node, bool, bool]:
-        """Record a valid frame; returns (node, is_new, rebooted)."""
+        """Record a valid frame; returns (node, first frame in this run, rebooted)."""
         now = time.time() if now is None else now
         node = self._nodes.get(frame.node_id)
-        is_new = node is None
-        if is_new:
+        is_new = node is None or not node.heard
+        if node is None:
             with self._lock:
                 dev = self._devices.get(frame.node_id, {})
                 node = Node(frame.node_id, dev.get("name") or f"node_{frame.node_id}",
                             dev.get("room"), first_seen=now)
                 self._nodes[frame.node_id] = node
+        node.heard = True
         node.host, node.port, node.last_seen = host, port, now
         kind = frame.kind
         node.frames[kind] += 1

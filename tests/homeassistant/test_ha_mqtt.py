@@ -24,9 +24,10 @@ NODE_KEY = "ruview_ruview_node_{}"
 def ha_bridge(make_config):
     made = []
 
-    def make(broker, **ha):
+    def make(broker, nodes=None, **ha):
         port = free_port()
-        config = make_config(broker, nodes={"publish_interval": 0.2, "udp": {"bind": "127.0.0.1", "port": port}},
+        config = make_config(broker, nodes={"publish_interval": 0.2, "udp": {"bind": "127.0.0.1", "port": port},
+                                            **(nodes or {})},
                              homeassistant={**HA, **ha})
         bridge = build_bridge(config, extensions=[NodesExtension(), HomeAssistantExtension()])
         nodes, ha_ext = bridge.extension("nodes"), bridge.extension("homeassistant")
@@ -199,19 +200,35 @@ def test_entities_end_up_available_whichever_starts_first(mosquitto, ha_bridge, 
             check_component(platform, cfg)  # HA's schema, as received from the broker
 
 
-def test_removed_node_is_cleared_after_restart(mosquitto, ha_bridge, make_probe):
-    bridge, _, _, port = ha_bridge(mosquitto)
+def test_a_restart_keeps_the_entities_of_quiet_nodes_until_they_are_removed(mosquitto, ha_bridge, make_probe):
+    """Known nodes — configured, or retained from the earlier run — keep their discovery (issue 12 #2)."""
+    configured = {"devices": {12: {"name": "cellar", "room": "Cellar"}}}
+    bridge, _, _, port = ha_bridge(mosquitto, **{})
     send_udp(generate(make_nodes(1, "empty", 12, first_id=7), 12), "127.0.0.1", port, speed=0)
-    watcher = make_probe(mosquitto, "homeassistant/#")
+    watcher = make_probe(mosquitto, "homeassistant/#", "ruview/node/#")
     rssi = f"homeassistant/sensor/{NODE_KEY.format(7)}/rssi/config"
     watcher.wait_topic(rssi, timeout=8)
-    bridge.stop()  # node 7 is gone for good; its configs stay retained on the broker
+    bridge.stop()  # node 7 is quiet from now on; its configs and state stay retained on the broker
+    watcher.clear()
 
-    second, _, _, _ = ha_bridge(mosquitto)  # a new bridge that never hears from node 7
+    second, nodes, ha, _ = ha_bridge(mosquitto, nodes=configured)  # a new run that never hears from it
+    assert wait_until(lambda: not ha._collecting and not ha._pacing, 10)
+    settled(second)
+    watcher.flush()
+    cleared = [m.topic for m in watcher.messages if m.payload == b"" and "/config" in m.topic]
+    assert cleared == [], f"a restart cleared the entities of a quiet node: {cleared[:3]}"
+    cellar = f"homeassistant/binary_sensor/{NODE_KEY.format(12)}/presence/config"
+    assert watcher.wait_topic(cellar).json()["device"]["suggested_area"] == "Cellar"  # configured, never heard
+    assert {n.node_id for n in nodes.registry.all()} == {7, 12}
+
+    probe = make_probe(mosquitto, "ruview/bridge/response/#")
+    probe.publish("ruview/bridge/request/node/remove", {"node": "node_7", "transaction": 1})
+    assert probe.wait_topic("ruview/bridge/response/node/remove").json()["status"] == "ok"
     watcher.wait_topic(rssi, match=lambda m: m.payload == b"", timeout=8)
     settled(second)
-    late = make_probe(mosquitto, "homeassistant/#")  # what HA would find now
-    assert not [m.topic for m in late.messages if NODE_KEY.format(7) in m.topic and m.payload]
+    late = make_probe(mosquitto, "homeassistant/#", "ruview/node/#")  # what HA would find now
+    assert not [m.topic for m in late.messages if ("node_7" in m.topic or NODE_KEY.format(7) in m.topic)
+                and m.payload]
 
 
 def test_a_restricted_node_never_announces_vitals(mosquitto, make_config, make_probe):

@@ -43,8 +43,10 @@ def test_requests_rename_calibrate_demote_remove(mosquitto, node_bridge, make_pr
     bridge, ext, port = node_bridge(mosquitto)
     probe = make_probe(mosquitto, "ruview/#")
     feed(port, make_nodes(1, "breathing", 20, first_id=9), 20, bridge, ext, probe)
-    state = probe.wait_topic("ruview/node/node_9").json()
+    state = probe.on("ruview/node/node_9")[-1].json()
     assert state["breathing_bpm"] > 10 and state["privacy_class"] == "anonymous"
+    # someone was in the room from the start: the vitals keep warm-up from calling it empty
+    assert state["persons"] == 1 and state["presence"] is True and state["occupancy"] is True
 
     def request(verb, body):
         probe.publish(f"ruview/bridge/request/{verb}", body)
@@ -88,6 +90,16 @@ def test_silence_makes_a_node_unavailable_not_empty(mosquitto, node_bridge, make
                        if m.topic == "ruview/node/node_1/availability" and m.json()["state"] == "offline")
     assert "ruview/node/node_1" not in topics[went_offline:], "silence must not publish a new state"
     assert probe.on("ruview/node/node_1")[-1].json()["presence"] is False  # last decided, unchanged
+
+    # home state says what HA would: the entities of a silent node are unavailable, not "off"
+    home = make_probe(mosquitto, "ruview/state/#")
+    for key in ("presence", "occupancy"):
+        assert home.wait_topic(f"ruview/state/binary_sensor.node_1_{key}").json()["state"] == "unavailable"
+    assert bridge.states.get("binary_sensor.node_1_presence").state == "unavailable"
+    # and they come back with the next frames
+    send_udp(generate(make_nodes(1, "empty", 3, seed=5), 3), "127.0.0.1", port, speed=0)
+    home.wait_topic("ruview/state/binary_sensor.node_1_presence", 5, match=lambda m: m.json()["state"] == "off")
+    probe.wait_topic("ruview/node/node_1/availability", 5, match=lambda m: m.json()["state"] == "online")
 
 
 def _hhmm(when: datetime) -> str:

@@ -89,3 +89,31 @@ def test_occupancy_lingers_after_presence():
     by_time = {round(t): d for t, d in out}
     assert by_time[55].present is False and by_time[55].occupied is True
     assert by_time[99].occupied is False
+
+
+def test_starting_in_an_occupied_room_the_vitals_keep_it_from_being_called_empty():
+    rng = random.Random(4)
+    engine = PresenceEngine()
+    t = 0.0
+    for i in range(100):  # 20 s: someone is in the room from the first frame, and the vitals say so
+        t = i / 5
+        engine.step(t, lognormal(rng, 8.0), occupied_hint=True)
+    d = engine.decision(t)
+    assert d.present is True and d.occupied is True and d.baseline is None, d
+    for i in range(100, 170):  # they leave; the vitals say the room is empty: the baseline is learned
+        t = i / 5
+        engine.step(t, lognormal(rng, 1.0), occupied_hint=False)
+    d = engine.decision(t)
+    assert d.present is False and 0.6 < d.baseline < 1.6, d
+    for i in range(170, 220):  # and the next visit is seen against it
+        t = i / 5
+        engine.step(t, lognormal(rng, 8.0), occupied_hint=True)
+    assert engine.decision(t).present is True
+
+
+def test_without_vitals_the_warm_up_is_unchanged():
+    rng = random.Random(4)
+    engine = PresenceEngine()
+    for i in range(100):
+        engine.step(i / 5, lognormal(rng, 8.0))
+    assert engine.present is False  # nothing said otherwise: the level it started at is its baseline
