@@ -48,7 +48,7 @@ def _load_or_report(arg: str | None) -> tuple[Any | None, str | None]:
 
 
 def resolve_broker(config: Any) -> tuple[str, EmbeddedBroker | None]:
-    """`mqtt.url: auto`: use a broker on the loopback port if one answers, else embed amqtt."""
+    """`mqtt.url: auto`: use a broker on the loopback port if one answers, else the embedded one."""
     url = config.mqtt.url
     if url != "auto":
         return url, None
@@ -60,7 +60,7 @@ def resolve_broker(config: Any) -> tuple[str, EmbeddedBroker | None]:
                             password=config.mqtt.password_value())
     broker.start()
     log.info("mqtt.url is auto and no broker answered on port %d: started the embedded broker "
-             "(amqtt, MQTT 3.1.1) on %s:%d", emb.port, emb.bind, emb.port)
+             "(MQTT 3.1.1 and 5) on %s:%d", emb.port, emb.bind, emb.port)
     return f"mqtt://127.0.0.1:{emb.port}", broker
 
 
@@ -113,8 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     try:
         while True:
-            bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None,
-                                  force_protocol="3.1.1" if embedded else None)
+            bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None)
             print(_summary(bridge, path), file=sys.stderr, flush=True)
             if interactive:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))

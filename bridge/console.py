@@ -89,8 +89,6 @@ def setup_logging(level: str, secrets: list[str], status: StatusLine | None = No
     handler.addFilter(SecretMask(secrets))
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("amqtt", "transitions"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 class RateMeter:

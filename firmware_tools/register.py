@@ -9,7 +9,9 @@ file takes over).
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +60,17 @@ def register_in_config(path: Path, reg: Registration) -> str:
     if dict(entry) == before:
         return f"{path}: node {reg.node_id} already registered"
     staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with staged.open("w") as out:
+    # the staged file is born with the original's mode (a config holding the MQTT password is
+    # often 0600; it must never be readable by others, not even for a moment) and owner
+    info = path.stat() if path.exists() else None
+    mode = stat.S_IMODE(info.st_mode) if info else 0o600
+    with os.fdopen(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as out:
+        os.fchmod(out.fileno(), mode)  # the umask must not loosen it either
+        if info is not None and (info.st_uid, info.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.fchown(out.fileno(), info.st_uid, info.st_gid)
+            except PermissionError:
+                pass  # not root: the file stays ours, with the original's mode
         yaml.dump(doc, out)
     try:
         load_config(str(staged), env={})

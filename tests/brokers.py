@@ -1,4 +1,4 @@
-"""Real brokers for tests: Mosquitto and the bridge's embedded amqtt, as processes.
+"""Real brokers for tests: Mosquitto and the bridge's embedded broker, as processes.
 
 Each runs on a free loopback port and can be killed and restarted on the
 same port, which the fault tests need.
@@ -79,7 +79,7 @@ class BrokerProcess:
                 self.kill()
 
     def cleanup(self) -> None:
-        self.kill()  # teardown needs no goodbye, and amqtt's graceful stop takes 1.5 s
+        self.kill()  # teardown needs no goodbye
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __repr__(self) -> str:
@@ -102,12 +102,20 @@ class Mosquitto(BrokerProcess):
         return [binary, "-c", str(conf)]
 
 
-class Amqtt(BrokerProcess):
-    kind = "amqtt"
-    supports_v5 = False
+class Embedded(BrokerProcess):
+    """The bridge's own embedded broker, as a process (so it can be killed like Mosquitto)."""
+
+    kind = "embedded"
+    supports_v5 = True
+
+    def __init__(self, port: int | None = None, mqtt3_only: bool = False) -> None:
+        super().__init__(port)
+        self.mqtt3_only = mqtt3_only
+        self.supports_v5 = not mqtt3_only
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "bridge.mqtt.embedded", "--port", str(self.port)]
+        return [sys.executable, "-m", "bridge.mqtt.embedded", "--port", str(self.port),
+                *(["--mqtt3-only"] if self.mqtt3_only else [])]
 
 
 def mosquitto_available() -> bool:

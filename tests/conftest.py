@@ -1,4 +1,4 @@
-"""Fixtures: real brokers (Mosquitto and the embedded amqtt), probes and bridges."""
+"""Fixtures: real brokers (Mosquitto and the bridge's embedded broker), probes and bridges."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from bridge.app import Bridge, build_bridge
 from bridge.catalog import validate_config
-from tests.brokers import Amqtt, Mosquitto, free_port, mosquitto_available
+from tests.brokers import Embedded, Mosquitto, free_port, mosquitto_available
 from tests.mqtt_probe import Probe
 
 
@@ -20,10 +20,10 @@ def _start(cls):
     return broker
 
 
-@pytest.fixture(params=["mosquitto", "amqtt"])
+@pytest.fixture(params=["mosquitto", "embedded"])
 def broker(request):
-    """Each broker-facing test runs on both a real Mosquitto and the embedded amqtt."""
-    b = _start(Mosquitto if request.param == "mosquitto" else Amqtt)
+    """Each broker-facing test runs on both a real Mosquitto and the bridge's embedded broker."""
+    b = _start(Mosquitto if request.param == "mosquitto" else Embedded)
     yield b
     b.cleanup()
 
@@ -38,7 +38,6 @@ def mosquitto():
 @pytest.fixture
 def make_config():
     def make(broker, **sections) -> dict:
-        # auto negotiates MQTT 5 with Mosquitto; amqtt would cost a CONNACK timeout per test
         protocol = "auto" if broker.supports_v5 else "3.1.1"
         raw = {"mqtt": {"url": broker.url, "protocol": protocol,
                         "reconnect": {"min_delay": 0.2, "max_delay": 1.0}},

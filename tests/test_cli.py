@@ -77,7 +77,7 @@ def test_auto_starts_embedded_broker_and_sigint_publishes_offline(tmp_path):
         probe = Probe(port).subscribe("ruview/#")
         assert probe.wait_topic("ruview/bridge/state", 10).json() == {"state": "online"}
         info = probe.wait_topic("ruview/bridge/info").json()
-        assert info["broker"]["embedded"] is True and info["broker"]["protocol"] == "3.1.1"
+        assert info["broker"]["embedded"] is True and info["broker"]["protocol"] == "5"
         proc.send_signal(signal.SIGINT)
         probe.wait_topic("ruview/bridge/state", 10,
                          match=lambda m: m.json() == {"state": "offline"})

@@ -1,4 +1,4 @@
-"""Home state, events and services over a real broker (both Mosquitto and amqtt)."""
+"""Home state, events and services over a real broker (both Mosquitto and the embedded broker)."""
 
 from __future__ import annotations
 

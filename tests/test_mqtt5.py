@@ -9,10 +9,23 @@ from tests.mqtt_probe import Probe
 from tests.polling import wait_until
 
 
-def test_auto_negotiates_v5_on_mosquitto_and_falls_back_on_amqtt(broker, make_bridge):
+def test_auto_negotiates_v5_with_either_broker(broker, make_bridge):
     bridge = make_bridge(broker, mqtt={"protocol": "auto"})
-    assert bridge.mqtt.is_v5 is broker.supports_v5
-    assert bridge.info()["broker"]["protocol"] == ("5" if broker.supports_v5 else "3.1.1")
+    assert bridge.mqtt.is_v5 and bridge.info()["broker"]["protocol"] == "5"
+
+
+def test_auto_falls_back_to_3_1_1_on_a_broker_that_refuses_mqtt5(make_bridge):
+    from tests.brokers import Embedded
+    old = Embedded(mqtt3_only=True).start()
+    try:
+        bridge = make_bridge(old, mqtt={"protocol": "auto"})
+        assert not bridge.mqtt.is_v5 and bridge.info()["broker"]["protocol"] == "3.1.1"
+        bridge.states.set("sensor.fallback", 1)  # and it works on 3.1.1
+        probe = Probe(old.port).subscribe("ruview/state/sensor.fallback")
+        assert probe.wait_topic("ruview/state/sensor.fallback").json()["state"] == "1"
+        probe.close()
+    finally:
+        old.cleanup()
 
 
 def test_response_topic_and_correlation_data(mosquitto, make_bridge, make_probe):

@@ -428,7 +428,7 @@ class MqttClient:
         return True
 
     def _no_connack(self) -> None:
-        """The broker closed or ignored our CONNECT: amqtt does this to MQTT 5."""
+        """The broker closed or ignored our CONNECT: some 3.1.1-only brokers do this to MQTT 5."""
         self._link_up = False
         try:
             self._paho.disconnect()

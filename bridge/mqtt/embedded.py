@@ -1,11 +1,12 @@
-"""Embedded MQTT broker (amqtt) for machines with no broker installed.
+"""The embedded MQTT broker, for machines with no broker installed.
 
 `mqtt.url: auto` probes the configured port on loopback; if nothing answers,
-the bridge runs amqtt in a thread of its own process. amqtt speaks MQTT 3.1.1
-only, which is why everything in the bridge works without MQTT 5.
+the bridge runs its own broker (bridge/mqtt/broker/) on an asyncio loop in a
+thread of its own process. It speaks MQTT 3.1.1 and 5; see
+docs/architecture.md ("Embedded broker") for why it is ours and not amqtt.
 
-Credentials, when configured, are checked in memory by a tiny auth plugin:
-no password file is written to disk.
+Credentials, when configured, are checked in memory: no password file is
+written to disk.
 
 `python -m bridge.mqtt.embedded --port N` runs the same broker as a process
 (the test suite uses it to kill and restart a broker).
@@ -15,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import ipaddress
 import logging
 import os
 import signal
 import socket
 import threading
-from dataclasses import dataclass
+from typing import Any
 
-from amqtt.broker import Broker
-from amqtt.plugins.base import BaseAuthPlugin
+from bridge.mqtt.broker import Broker
 
 log = logging.getLogger(__name__)
 
@@ -39,41 +38,22 @@ def broker_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def _plugins(username: str | None, password: str | None) -> dict:
-    if username:
-        return {f"{__name__}.CredentialsAuthPlugin": {"username": username, "password": password or ""}}
-    return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
-
-
-class CredentialsAuthPlugin(BaseAuthPlugin):
-    """Accept exactly one username/password pair, compared in constant time."""
-
-    async def authenticate(self, *, session) -> bool:
-        cfg = self.context.config
-        user_ok = hmac.compare_digest((session.username or "").encode(), cfg.username.encode())
-        pass_ok = hmac.compare_digest((session.password or "").encode(), cfg.password.encode())
-        return user_ok and pass_ok
-
-    @dataclass
-    class Config:
-        username: str = ""
-        password: str = ""
+def _quiet_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own reports (a client vanishing mid-write ...) at debug level, never a console trace."""
+    log.debug("embedded broker: %s", context.get("message"), exc_info=context.get("exception"))
 
 
 class EmbeddedBroker:
-    """amqtt running on its own asyncio loop in a daemon thread."""
+    """Our broker on its own asyncio loop in a daemon thread."""
 
     def __init__(self, bind: str = "127.0.0.1", port: int = 1883, *,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None, max_level: int = 5) -> None:
         if not ipaddress.ip_address(bind).is_loopback and not (username and password):
             raise ValueError(f"embedded broker on {bind} needs a username and password")
         self.bind, self.port = bind, port
-        self._config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{bind}:{port}"}},
-            "plugins": _plugins(username, password),
-        }
+        self.broker = Broker(username=username, password=password, max_level=max_level)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._broker = None
+        self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -81,17 +61,16 @@ class EmbeddedBroker:
         return f"mqtt://{self.bind}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
-        for noisy in ("amqtt", "transitions"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         self._loop = asyncio.new_event_loop()
-        self._broker = Broker(self._config, loop=self._loop)
+        self._loop.set_exception_handler(_quiet_loop_errors)
         started = threading.Event()
         failure: list[BaseException] = []
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             try:
-                self._loop.run_until_complete(self._broker.start())
+                self._server = self._loop.run_until_complete(
+                    asyncio.start_server(self.broker.handle, self.bind, self.port, reuse_address=True))
             except BaseException as exc:  # reported to start()'s caller
                 failure.append(exc)
                 started.set()
@@ -105,30 +84,40 @@ class EmbeddedBroker:
             raise RuntimeError(f"embedded broker did not start on {self.bind}:{self.port}")
         if failure:
             raise RuntimeError(f"embedded broker could not listen on {self.bind}:{self.port}: "
-                               f"{failure[0]}") from failure[0]
+                               f"{getattr(failure[0], 'strerror', None) or failure[0]}") from failure[0]
 
-    def stop(self, timeout: float = 1.5) -> None:
-        if self._loop is None or self._broker is None:
+    def stop(self, timeout: float = 2.0) -> None:
+        loop = self._loop
+        if loop is None:
             return
-        future = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for session in list(self.broker.sessions.values()):
+                session.reader.feed_eof()
+            await asyncio.sleep(0.05)
+
         try:
-            future.result(timeout)
-        except Exception:  # amqtt's shutdown can stall on its broadcast loop; we stop it anyway
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout)
+        except Exception:
             pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout)
-        self._loop = self._broker = self._thread = None
+        self._loop = self._server = self._thread = None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the embedded amqtt broker on its own.")
+    parser = argparse.ArgumentParser(description="Run the bridge's embedded MQTT broker on its own.")
     parser.add_argument("--bind", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1883)
+    parser.add_argument("--mqtt3-only", action="store_true",
+                        help="refuse MQTT 5 CONNECTs, as a 3.1.1-only broker does (tests protocol fallback)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     broker = EmbeddedBroker(args.bind, args.port, username=os.environ.get("RUVIEW_MQTT_USERNAME"),
-                            password=os.environ.get("RUVIEW_MQTT_PASSWORD"))
+                            password=os.environ.get("RUVIEW_MQTT_PASSWORD"), max_level=4 if args.mqtt3_only else 5)
     broker.start()
     print(f"listening on {args.bind}:{args.port}", flush=True)
     stop = threading.Event()

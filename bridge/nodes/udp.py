@@ -21,6 +21,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 from typing import Callable
 
@@ -29,6 +30,7 @@ from bridge.nodes.recvmmsg import BatchReceiver
 
 log = logging.getLogger(__name__)
 
+SO_RCVBUFFORCE_LINUX = 33  # <asm-generic/socket.h>; Python 3.11's socket module does not name it
 BATCH = 256
 MAX_DATAGRAM = 4096
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
@@ -141,7 +143,7 @@ def _size_receive_buffer(sock: socket.socket, wanted: int) -> int:
     """Ask for `wanted` bytes of receive buffer (root may exceed net.core.rmem_max); returns what we got."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted // 2)  # Linux doubles it
     got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    force = getattr(socket, "SO_RCVBUFFORCE", SO_RCVBUFFORCE_LINUX if sys.platform == "linux" else None)
     if got < wanted and force is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, wanted // 2)

@@ -166,3 +166,15 @@ def test_a_sandbox_without_recvmmsg_falls_back_to_recvfrom(monkeypatch):
             tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
         assert wait_until(lambda: len(got) == 10, 5), f"{len(got)} of 10 arrived"
         assert [d for d, _ in got] == [b"%d" % i for i in range(10)]
+
+
+def test_as_root_the_buffer_is_raised_past_rmem_max_to_what_nodes_udp_queue_asks():
+    import os
+    rmem_max = int(open("/proc/sys/net/core/rmem_max").read())
+    queue = 2 * rmem_max // udp.KERNEL_BYTES_PER_DATAGRAM + 100  # well beyond what rmem_max allows
+    with running(lambda batch: None, max_queued=queue) as ingest:
+        wanted = queue * udp.KERNEL_BYTES_PER_DATAGRAM
+        if os.geteuid() == 0:  # SO_RCVBUFFORCE (by its Linux number where Python lacks the name)
+            assert ingest.buffer_bytes >= wanted, (ingest.buffer_bytes, wanted, rmem_max)
+        else:
+            assert ingest.buffer_bytes <= 2 * rmem_max

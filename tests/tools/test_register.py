@@ -58,3 +58,20 @@ def test_bridge_register_request_names_a_known_node_and_refuses_conflicts(mosqui
 def test_no_bridge_answering_is_a_clear_error(mosquitto):
     with pytest.raises(RegisterError, match="no answer from a bridge"):
         register_with_bridge(mosquitto.url, "ruview", Registration(2, "x", None, None), timeout=1)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o644])
+def test_registering_keeps_the_config_files_mode_and_owner(tmp_path, mode):
+    import os
+    import stat
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG + "mqtt:\n  password: TopSecret\n")
+    os.chmod(path, mode)
+    if os.geteuid() == 0:
+        os.chown(path, 1234, 1234)  # a config owned by another user (the bridge's service account)
+    before = path.stat()
+    register_in_config(path, Registration(6, "attic", None, None))
+    after = path.stat()
+    assert "attic" in path.read_text()
+    assert stat.S_IMODE(after.st_mode) == mode
+    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
