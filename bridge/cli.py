@@ -80,15 +80,17 @@ def _summary(bridge: Bridge, path: str | None) -> str:
 
 
 def _status_renderer(bridge: Bridge):
+    frames = RateMeter(lambda: sum(getattr(e, "frames_received", 0) for e in bridge.extensions))
     rx = RateMeter(lambda: bridge.mqtt.counters.received)
     tx = RateMeter(lambda: bridge.mqtt.counters.published)
 
     def render() -> str:
         s = bridge.mqtt.stats()
         dot = "\033[32m●\033[0m connected" if s["connected"] else "\033[31m●\033[0m disconnected"
-        nodes = bridge.info_providers.get("node_count", lambda: 0)()
-        return (f"{dot} {s['broker']} (MQTT {s['protocol']}) | nodes {nodes} | "
-                f"in {rx.rate():.1f}/s out {tx.rate():.1f}/s | outbox {s['outbox']}")
+        online = sum(1 for n in bridge.directory.all() if n.online)
+        return (f"{dot} {s['broker']} (MQTT {s['protocol']}) | nodes {online}/{len(bridge.directory)} online | "
+                f"frames {frames.rate():.1f}/s | MQTT in {rx.rate():.1f}/s out {tx.rate():.1f}/s | "
+                f"outbox {s['outbox']}")
 
     return render
 

@@ -92,14 +92,22 @@ def setup_logging(level: str, secrets: list[str], status: StatusLine | None = No
 
 
 class RateMeter:
-    """Messages per second from a monotonically increasing counter."""
+    """Per-second rate of a growing counter, sampled at most once per `period` seconds.
 
-    def __init__(self, read: Callable[[], int]) -> None:
-        self.read = read
+    The status line is also redrawn after every log line; a rate taken over the few
+    milliseconds since the last draw would be noise (9 messages in 1 ms is not 9,000/s).
+    """
+
+    def __init__(self, read: Callable[[], int], period: float = 1.0) -> None:
+        self.read, self.period = read, period
         self._last = (time.monotonic(), read())
+        self._rate = 0.0
 
     def rate(self) -> float:
-        now, value = time.monotonic(), self.read()
+        now = time.monotonic()
         then, before = self._last
-        self._last = (now, value)
-        return (value - before) / max(now - then, 1e-6)
+        if now - then >= self.period:
+            value = self.read()
+            self._rate = max(0.0, (value - before) / (now - then))
+            self._last = (now, value)
+        return self._rate

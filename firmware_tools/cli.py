@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -191,6 +192,9 @@ def cmd_monitor(args) -> int:
         port = _pick_port(args)
     except PortError as exc:
         return _fail(str(exc))
+    if not args.wait and "://" not in port and not os.path.exists(port):
+        return _fail(f"no serial port at {port} (ruview-node ports lists the ones there are; "
+                     "add --wait to wait for it to appear)")
     colour = sys.stdout.isatty() and not args.no_color and not args.json
 
     def open_port() -> serial.SerialBase:
@@ -209,11 +213,13 @@ def cmd_monitor(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from firmware_tools.simulate import generate, make_nodes, send_udp, write_serial
+    from firmware_tools.simulate import generate, make_nodes, narrate, send_udp, write_serial
 
     nodes = make_nodes(args.nodes, args.scenario, args.duration, rate=args.rate,
                        raw_csi=args.raw_csi, first_id=args.first_id, seed=args.seed)
     stream = generate(nodes, args.duration, args.seed)
+    if not args.quiet:
+        stream = narrate(stream, nodes, args.duration, _say)
     where = args.serial or "%s:%d" % args.target
     _say(f"simulating {args.nodes} node(s), scenario {args.scenario}, {args.duration:g} s "
          f"at {args.rate:g} Hz -> {where}")
@@ -344,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     mon.add_argument("--json", action="store_true", help="one JSON object per line")
     mon.add_argument("--no-color", action="store_true", help="no colours")
     mon.add_argument("--duration", type=float, help="stop after this many seconds")
+    mon.add_argument("--wait", action="store_true", help="wait for a port that is not there yet")
     mon.set_defaults(func=cmd_monitor)
 
     sim = sub.add_parser("simulate", help="virtual nodes sending realistic frames",
@@ -362,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--raw-csi", action="store_true", help="also send raw CSI frames")
     sim.add_argument("--first-id", type=int, default=1, help="node id of the first node")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--quiet", action="store_true", help="no progress lines")
     sim.set_defaults(func=cmd_simulate)
     return parser
 

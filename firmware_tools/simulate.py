@@ -112,6 +112,46 @@ def make_nodes(count: int, scenario: str, duration: float, *, rate: float = 5.0,
             for i in range(count)]
 
 
+def phases(nodes: list[VirtualNode], duration: float) -> list[tuple[float, str]]:
+    """What happens when, in words, for a person watching the simulation."""
+    events: dict[float, list[str]] = {}
+    for node in nodes:
+        sc = node.scenario
+        for enter, leave in sc.visits:
+            if sc.name == "breathing":
+                events.setdefault(0.0, []).append(f"node_{node.node_id}: someone is in the room, breathing")
+                continue
+            events.setdefault(enter, []).append(f"node_{node.node_id}: a person walks in")
+            if leave < duration:
+                events.setdefault(leave, []).append(f"node_{node.node_id}: they leave")
+        if sc.reboot_at is not None:
+            events.setdefault(sc.reboot_at, []).append(f"node_{node.node_id}: reboots")
+    out = []
+    for t in sorted(events):
+        names = events[t]
+        same = {n.split(": ", 1)[1] for n in names}
+        text = (f"all {len(names)} nodes: {same.pop()}" if len(names) > 1 and len(same) == 1
+                else "; ".join(names))
+        out.append((t, text))
+    return out
+
+
+def narrate(stream: Iterator[tuple[float, bytes]], nodes: list[VirtualNode], duration: float,
+            say: Callable[[str], None], every: float = 10.0) -> Iterator[tuple[float, bytes]]:
+    """Pass the stream through, saying each scenario phase and the progress as time goes by."""
+    upcoming = phases(nodes, duration)
+    sent, next_report = 0, every
+    for t, data in stream:
+        while upcoming and upcoming[0][0] <= t:
+            at, text = upcoming.pop(0)
+            say(f"{at:5.1f} s  {text}")
+        while t >= next_report:
+            say(f"{next_report:5.0f} s  {sent} frames sent")
+            next_report += every
+        sent += 1
+        yield t, data
+
+
 def send_udp(stream: Iterator[tuple[float, bytes]], host: str, port: int, speed: float = 1.0) -> int:
     """Send in (scaled) real time; speed 0 sends as fast as possible. Returns datagrams sent."""
     return send_datagrams(stream, host, port, speed)

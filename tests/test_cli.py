@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 import signal
 import subprocess
 import sys
@@ -176,3 +178,54 @@ def test_check_config_prints_every_mistake_on_its_own_line_and_never_a_secret(tm
         assert 'mqtt.tls.ca: expected a file that exists (no such file), got "/etc/ruview/missing-ca.pem"' in lines[1]
         assert 'nodes.offline_after: expected a number 1..86400, got "soon"' in lines[2]
         assert "TopSecret" not in out.stderr + out.stdout
+
+
+def test_the_console_shows_frames_apart_from_mqtt_and_says_what_nodes_do(mosquitto, tmp_path):
+    import pty
+    import re
+    import select
+    from firmware_tools.simulate import generate, make_nodes, send_udp
+    from tests.brokers import free_port_udp
+
+    udp = free_port_udp()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"mqtt:\n  url: {mosquitto.url}\nnodes:\n  offline_after: 2\n  udp:\n    bind: 127.0.0.1\n"
+                   f"    port: {udp}\n  presence:\n    warmup: 2\n")
+    master, slave = pty.openpty()  # a terminal: the status line is drawn
+    proc = subprocess.Popen([*CLI, "run", "-c", str(cfg)], stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+
+    def read_for(seconds):
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    out += os.read(master, 65536)
+                except OSError:
+                    return
+
+    try:
+        read_for(3)
+        sender = threading.Thread(target=send_udp, args=(generate(make_nodes(3, "visit", 8), 8), "127.0.0.1", udp),
+                                  kwargs={"speed": 1})
+        sender.start()
+        read_for(6)
+        sender.join()
+        read_for(5)  # silence: the nodes go offline
+    finally:
+        proc.send_signal(signal.SIGINT)
+        read_for(3)
+        proc.wait(15)
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out.decode("utf-8", "replace"))
+    rates = [float(x) for x in re.findall(r"frames (\d+\.\d)/s", text)]
+    assert rates and max(rates) > 10, text[-1500:]  # ~16 frames/s from three nodes at 5 Hz
+    assert re.search(r"MQTT in \d+\.\d/s out \d+\.\d/s", text)
+    assert "nodes 3/3 online" in text
+    for node_id in (1, 2, 3):
+        assert f"node node_{node_id} ({node_id}) joined from 127.0.0.1" in text
+        assert f"node node_{node_id} ({node_id}) went offline" in text
+    assert "node_1: presence" in text

@@ -402,3 +402,13 @@ def test_the_directory_gives_a_watcher_the_snapshot_then_every_change():
     directory.put(NodeInfo(2, "x", None, PrivacyClass.RESTRICTED))
     assert len(seen) == 5 and directory.watcher_count() == 0
     assert directory.by_name("x").node_id == 2 and [n.node_id for n in directory.all()] == [2]
+
+
+def test_the_status_lines_rate_is_per_second_however_often_it_is_drawn():
+    from bridge.console import RateMeter
+    count = {"n": 0}
+    meter = RateMeter(lambda: count["n"], period=0.2)
+    count["n"] = 9
+    assert meter.rate() == 0.0  # drawn again 1 ms later (a log line): no new sample
+    assert wait_until(lambda: meter.rate() > 0, 2)
+    assert 9 / 0.4 < meter.rate() <= 9 / 0.2 + 1e-6

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 HOME_STATE_KEYS = ("presence", "occupancy", "motion")  # binary_sensor.<name>_<key> in home state
 RETAINED_READ_SECONDS = 5.0  # how long after the first session retained node states are read
+SAY_EVERY = 10.0  # at most one console line per node per this many seconds about its presence
 
 
 def _iso(ts: float) -> str:
@@ -83,6 +84,7 @@ class NodesExtension(Extension):
                                     self._log_line if link.log else None, spawn=spawn)
                        for label, link in cfg.serial.items()]
         self._serial_node: dict[str, int] = {}  # label -> node id last seen on that link
+        self._said: dict[int, tuple[float, int]] = {}  # node id -> (last presence line, lines held back)
         ctx.add_health("nodes", self.health)
         ctx.add_info("nodes", lambda: [n.summary() for n in self.registry.all()])
         ctx.add_info("node_count", lambda: len(self.registry))
@@ -173,11 +175,27 @@ class NodesExtension(Extension):
             score = view.engine.decision(view.clock or 0.0).smoothed
             self._event(node, "unknown_presence" if after.presence else "presence_cleared",
                         {"presence_score": score, "node_time": round(view.clock or 0.0, 3)})
+            self._say_presence(node, after.presence, now)
         if after.occupancy and not before.occupancy:
             hours = self._expected.get(node.node_id)
             if hours is not None and not hours.expects(datetime.fromtimestamp(now)):
                 self._event(node, "unexpected_occupancy",
                             {"expected_hours": hours.text, "room": node.room})
+
+    def _say_presence(self, node: Node, present: bool, now: float) -> None:
+        """One console line per change, at most one per node every SAY_EVERY seconds."""
+        last, held = self._said.get(node.node_id, (0.0, 0))
+        if now - last < SAY_EVERY:
+            self._said[node.node_id] = (last, held + 1)
+            return
+        more = f" ({held} more change{'s' if held != 1 else ''} in the last {SAY_EVERY:.0f} s)" if held else ""
+        log.info("%s: %s%s", node.name, "presence" if present else "presence cleared", more)
+        self._said[node.node_id] = (now, 0)
+
+    @property
+    def frames_received(self) -> int:
+        """Frames taken from UDP and serial so far (the console's frames/s)."""
+        return (self.udp.received if self.udp else 0) + sum(link.frames for link in self.serial)
 
     def _view(self, node_id: int) -> NodeView:
         settings = PresenceSettings.merged(self.cfg.presence.model_dump(), self.cfg.device(node_id).overrides())

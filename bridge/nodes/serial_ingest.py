@@ -34,6 +34,7 @@ class SerialIngest:
         self.deframer = Deframer()
         self.opens = 0
         self.attempts = 0
+        self.frames = 0  # over every session of the link
         self.errors = 0
         self.connected = False
 
@@ -81,6 +82,7 @@ class SerialIngest:
     def _dispatch(self, items: list[SerialFrame | LogLine]) -> None:
         batch: Batch = [(item.data, (f"serial:{self.label}", 0)) for item in items
                         if isinstance(item, SerialFrame)]
+        self.frames += len(batch)
         try:
             if batch:
                 self._handle(batch)

@@ -160,3 +160,23 @@ def test_auto_falls_back_to_nvs_when_the_firmware_does_not_answer(capsys):
     assert code == 1
     assert "does not answer serial onboarding; falling back to the NVS path" in err
     assert "hold BOOT, tap RESET" in err          # the NVS path needs the ROM bootloader
+
+
+def test_monitor_on_a_port_that_does_not_exist_is_an_error_unless_told_to_wait():
+    out = ruview_node("monitor", "--port", "/dev/ttyNOPE", timeout=10)
+    assert out.returncode == 1 and "no serial port at /dev/ttyNOPE" in out.stderr and "--wait" in out.stderr
+    waited = ruview_node("monitor", "--port", "/dev/ttyNOPE", "--wait", "--duration", "1.5", timeout=10)
+    assert waited.returncode == 0 and "waiting for the port" in waited.stderr
+
+
+def test_simulate_says_its_phases_and_progress():
+    from tests.brokers import free_port_udp
+    out = ruview_node("simulate", "--nodes", "2", "--scenario", "visit", "--duration", "30", "--speed", "0",
+                      "--target", f"127.0.0.1:{free_port_udp()}", timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert "simulating 2 node(s), scenario visit, 30 s at 5 Hz" in lines[0]
+    assert any(line.strip().startswith("9.0 s  all 2 nodes: a person walks in") for line in lines), lines
+    assert any(line.strip().startswith("21.0 s  all 2 nodes: they leave") for line in lines), lines
+    assert any(line.strip().startswith("10 s  ") and "frames sent" in line for line in lines), lines
+    assert lines[-1].startswith("sent ") and lines[-1].endswith(" frames")

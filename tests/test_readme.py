@@ -1,0 +1,159 @@
+"""The README, run as written, as a new user on a fresh Debian would.
+
+A clean copy of the checkout; Debian's system `python3` (PEP 668, externally managed) first on
+PATH; no broker on port 1883 — in a private network namespace, which has only loopback, so the
+README's first command starts the embedded broker. The namespace cannot reach PyPI, so the
+install reads the same packages from a wheelhouse built beforehand (PIP_NO_INDEX and
+PIP_FIND_LINKS; the command itself is the README's, character for character). Then the README's
+examples run as printed and their output is compared with what the README says they print.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def readme_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def _clean_copy(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.split(b"\0")
+    for name in filter(None, files):
+        src = ROOT / name.decode()
+        if src.is_file():
+            (dest / name.decode()).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name.decode())
+
+
+DRIVER = r'''
+import json, os, signal, socket, subprocess, sys, time
+clone, blocks = sys.argv[1], json.loads(sys.argv[2])
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+helpers = []
+
+
+def helper(command, **kw):
+    # a client running beside the user's commands; never outlives this script
+    proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True, **kw)
+    helpers.append(proc)
+    return proc
+
+
+def stop(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    return proc.communicate(timeout=10)[0].splitlines()
+
+
+result = {}
+log = open(os.path.join(clone, "bridge.log"), "w")
+run = subprocess.Popen(["sh", "-c", blocks["run"]], cwd=clone, stdout=log, stderr=subprocess.STDOUT,
+                       start_new_session=True)
+try:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", 1883), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    result["listening"] = run.poll() is None
+    time.sleep(3)  # the bridge connects to the broker it started
+    watch = helper(blocks["watch"] + " -W 3")  # the README's command, bounded to 3 s
+    watch.wait(15)
+    result["watch"] = stop(watch)
+    answers = helper("mosquitto_sub -v -t 'ruview/bridge/response/#' -C 1 -W 10")
+    time.sleep(1)
+    subprocess.run(blocks["ask"], shell=True, timeout=10)
+    answers.wait(15)
+    result["answer"] = stop(answers)
+    nodes = helper("mosquitto_sub -v -t 'ruview/node/#' -W 120")
+    time.sleep(1)
+    sim = subprocess.run(blocks["simulate"], shell=True, cwd=clone, capture_output=True, text=True, timeout=120)
+    result["simulate_exit"], result["simulate_said"] = sim.returncode, sim.stderr.splitlines()
+    time.sleep(1)
+    result["nodes"] = stop(nodes)
+    state = helper("mosquitto_sub -v -t ruview/bridge/state -W 60")
+    time.sleep(1)
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground process group
+    result["run_exit"] = run.wait(30)
+    time.sleep(0.5)
+    result["state"] = stop(state)
+finally:
+    for proc in helpers + [run]:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    log.close()
+    result["log"] = open(os.path.join(clone, "bridge.log")).read()[-4000:]
+    print(json.dumps(result))
+'''
+
+
+@pytest.mark.timeout(1500)  # a fresh install of every dependency, then a 30 s simulation
+@pytest.mark.skipif(os.geteuid() != 0 or not Path(SYSTEM_PYTHON).exists(),
+                    reason="needs root for a private network namespace, and Debian's /usr/bin/python3")
+def test_the_readmes_first_command_and_examples_behave_as_printed(tmp_path):
+    blocks = readme_blocks()
+    assert blocks[0].strip() == "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/ruview-bridge run"
+    assert blocks[1].strip() == "./tests/run.sh"
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("exec ./tests/run.sh")
+    watch = next(b for b in blocks if b.startswith("mosquitto_sub")).strip()
+    ask_cmd, ask_says = next(b for b in blocks if b.startswith("mosquitto_pub")).strip().splitlines()
+    sim_block = next(b for b in blocks if "ruview-node simulate" in b).strip().splitlines()
+
+    clone = tmp_path / "ruview-bridge"
+    _clean_copy(clone)
+    wheels = tmp_path / "wheels"
+    for args in (["wheel", "--wheel-dir", str(wheels), str(clone)],
+                 ["download", "--dest", str(wheels), "setuptools>=68", "wheel"]):
+        out = subprocess.run([sys.executable, "-m", "pip", *args, "-q", "--disable-pip-version-check"],
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stderr[-2000:]
+    for leftover in ("build", "ruview_bridge.egg-info"):  # what building the wheel left in the copy
+        shutil.rmtree(clone / leftover, ignore_errors=True)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    assert subprocess.run(["sh", "-c", "command -v python3"], env=env, capture_output=True,
+                          text=True).stdout.strip() == SYSTEM_PYTHON
+    commands = {"run": blocks[0].strip(), "watch": watch, "ask": ask_cmd, "simulate": sim_block[0]}
+    out = subprocess.run(["unshare", "-n", SYSTEM_PYTHON, "-c", DRIVER, str(clone), json.dumps(commands)],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["listening"], r["log"]
+    assert "started the embedded broker" in r["log"]
+
+    # mosquitto_sub -v -t 'ruview/#': the bridge's state, info and health, and nothing else's
+    assert 'ruview/bridge/state {"state":"online"}' in r["watch"], r["watch"]
+    topics = [line.split(" ", 1)[0] for line in r["watch"]]
+    assert {"ruview/bridge/info", "ruview/bridge/health"} <= set(topics)
+    assert all(t.startswith("ruview/") for t in topics), topics
+    # the request is answered exactly as the README prints it
+    assert r["answer"] == [ask_says.removeprefix("# ")], r["answer"]
+    # the simulation: the node states and events the README shows
+    assert r["simulate_exit"] == 0, r["simulate_said"]
+    assert any("a person walks in" in line for line in r["simulate_said"])
+    for comment in sim_block[1:]:
+        pattern = ".*".join(re.escape(part) for part in comment.removeprefix("# ").split("..."))
+        assert any(re.fullmatch(pattern, line) for line in r["nodes"]), (comment, r["nodes"][-5:])
+    # Ctrl-C: a clean stop that says offline
+    assert r["run_exit"] in (0, -2, 130), r["log"]
+    assert r["state"][-1] == 'ruview/bridge/state {"state":"offline"}', r["state"]
