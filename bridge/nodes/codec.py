@@ -25,7 +25,7 @@ MESH = 0xC5118100
 TIME_SYNC = 0xC511A110
 
 MESH_FEATURE_DELTA, MESH_HEALTH, MESH_ANOMALY_ALERT = 0x05, 0x06, 0x07
-ANOMALY_BIT = 0x08  # feature state quality_flags
+FALL_BIT = 0x08  # feature state quality_flags bit 3: "anomaly triggered (fall)" (wire-format.md)
 
 _FEATURE_STATE = struct.Struct("<IBBHQfffffffffHbBI")  # 60 bytes; bytes 54-55 read as i8 + u8
 _EDGE_VITALS = struct.Struct("<IBBHIbB2sffII")  # 32
@@ -79,7 +79,7 @@ class FeatureState(NamedTuple):
     presence_valid = property(lambda self: bool(self.quality_flags & 0x01))
     respiration_valid = property(lambda self: bool(self.quality_flags & 0x02))
     heartbeat_valid = property(lambda self: bool(self.quality_flags & 0x04))
-    anomaly = property(lambda self: bool(self.quality_flags & ANOMALY_BIT))
+    fall = property(lambda self: bool(self.quality_flags & FALL_BIT))
     env_shift = property(lambda self: bool(self.quality_flags & 0x10))
     degraded = property(lambda self: bool(self.quality_flags & 0x20))
     calibrating = property(lambda self: bool(self.quality_flags & 0x40))
@@ -196,6 +196,7 @@ class MeshAnomaly(NamedTuple):
 
     kind = "mesh_anomaly"
     fall = property(lambda self: self.reason == 4)
+    unrecognized = property(lambda self: self.reason not in (0, 4))  # an anomaly that is not a fall
 
 
 class TimeSync(NamedTuple):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from bridge.nodes import codec
-from bridge.nodes.codec import ANOMALY_BIT
+from bridge.nodes.codec import FALL_BIT
 from bridge.nodes.presence import PresenceEngine
 
 
@@ -28,7 +28,7 @@ class Flags(NamedTuple):
 
 URGENT = ("presence", "occupancy", "calibrating", "motion", "fall")
 NO_FLAGS = Flags(None, None, False, None, False, False)
-MOTION, FALL, ANOMALY = (Flags._fields.index(name) for name in ("motion", "fall", "anomaly"))
+MOTION, ANOMALY = (Flags._fields.index(name) for name in ("motion", "anomaly"))
 _flags = tuple.__new__  # Flags from a plain tuple, skipping NamedTuple's Python __new__
 
 
@@ -39,7 +39,7 @@ def frame_fields(frame: codec.Frame) -> dict[str, Any]:
             "presence_score": round(frame.presence_score, 3),
             "motion_score": round(frame.motion_score, 3),
             "mode": frame.mode, "calibrating": frame.calibrating,
-            "anomaly": frame.anomaly, "anomaly_score": round(frame.anomaly_score, 3),
+            "anomaly_score": round(frame.anomaly_score, 3),
             "env_shift": frame.env_shift, "env_shift_score": round(frame.env_shift_score, 3),
             "coherence": round(frame.node_coherence, 3),
         }
@@ -60,7 +60,7 @@ def frame_fields(frame: codec.Frame) -> dict[str, Any]:
         return {"mesh_role": frame.role, "packet_yield": frame.pkt_yield,
                 "noise_floor_dbm": frame.noise_floor_dbm}
     if isinstance(frame, codec.MeshAnomaly):
-        return {"anomaly": frame.reason != 0, "anomaly_score": round(frame.anomaly_score, 3)}
+        return {"anomaly": frame.unrecognized, "anomaly_score": round(frame.anomaly_score, 3)}
     return {}
 
 
@@ -69,7 +69,7 @@ _VITALS = (codec.EdgeVitals, codec.FusedVitals)
 
 class NodeView:
     __slots__ = ("engine", "latest", "flags", "clock", "clock_offset", "scored_by",
-                 "published_at", "dirty_since", "occupied_hint")
+                 "published_at", "dirty_since", "occupied_hint", "falls")
 
     def __init__(self, engine: PresenceEngine) -> None:
         self.engine = engine
@@ -81,6 +81,7 @@ class NodeView:
         self.published_at = 0.0
         self.dirty_since: float | None = None
         self.occupied_hint: bool | None = None  # the node's vitals: persons > 0 (None: no vitals yet)
+        self.falls = 0  # bit per source saying "fall": 1 feature state, 2 vitals, 4 mesh alert
 
     def add(self, frame: codec.Frame, now: float) -> Flags:
         """Take a frame; returns the flags after it (compare with the previous `flags`)."""
@@ -95,18 +96,21 @@ class NodeView:
             self.scored_by = kind
             t = self._node_time(frame.ts_us * 1e-6)
             engine.step(t, frame.presence_score, self.occupied_hint)
+            falls = self.falls = (self.falls | 1) if frame.quality_flags & FALL_BIT else (self.falls & ~1)
             return _flags(Flags, (engine.present, engine.occupied(t), engine.calibrating,
-                                  flags[MOTION], flags[FALL], frame.quality_flags & ANOMALY_BIT != 0))
+                                  flags[MOTION], falls != 0, flags[ANOMALY]))
         if isinstance(frame, _VITALS):
             t = self._node_time(frame.timestamp_ms * 1e-3)
             self.occupied_hint = frame.n_persons > 0
             if self.scored_by != "feature_state":  # vitals-only firmware: score from vitals
                 self.scored_by = kind
                 engine.step(t, frame.presence_score, self.occupied_hint)
+            falls = self.falls = (self.falls | 2) if frame.fall else (self.falls & ~2)
             return _flags(Flags, (engine.present, engine.occupied(t), engine.calibrating,
-                                  frame.motion, frame.fall, flags[ANOMALY]))
+                                  frame.motion, falls != 0, flags[ANOMALY]))
         if isinstance(frame, codec.MeshAnomaly):
-            return flags._replace(fall=frame.fall, anomaly=frame.reason != 0)
+            falls = self.falls = (self.falls | 4) if frame.fall else (self.falls & ~4)
+            return flags._replace(fall=falls != 0, anomaly=frame.unrecognized)
         return flags
 
     def _node_time(self, t: float) -> float:
@@ -134,4 +138,6 @@ class NodeView:
             d = self.engine.decision(self.clock or 0.0)
             out.update(presence=d.present, occupancy=d.occupied, presence_score=d.smoothed,
                        baseline=d.baseline, calibrating=d.calibrating)
+        if "fall" in out or self.falls:
+            out["fall"] = self.falls != 0  # any source saying fall, not the latest frame's word
         return out

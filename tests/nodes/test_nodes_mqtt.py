@@ -149,3 +149,40 @@ def test_node_state_and_availability_are_retained_for_late_subscribers(broker, n
     assert availability.retain and availability.json() == {"state": "online"}
     assert state.retain and state.json()["node_id"] == 8
     assert not [m for m in late.messages if m.topic == "ruview/node/node_8/event" and m.retain]
+
+
+def test_the_fall_bit_is_a_fall_for_both_classes_and_restricted_events_carry_no_scores(mosquitto, node_bridge,
+                                                                                        make_probe):
+    """Feature-state bit 3 is "anomaly triggered (fall)" (wire-format.md): fall_detected, as in the seed."""
+    import socket
+
+    from bridge.nodes import codec
+
+    bridge, ext, port = node_bridge(mosquitto, devices={22: {"privacy_class": "restricted"}})
+    probe = make_probe(mosquitto, "ruview/node/+/event", "ruview/node/+")
+
+    def frame(node_id, seq, flags):
+        return codec.encode_feature_state(codec.FeatureState(
+            node_id, 0, seq, seq * 200_000, 0.5, 1.0, 0, 0, 0, 0, 0.7, 0, 1.0, flags, -50))
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for node_id in (21, 22):
+            for seq in range(10):
+                s.sendto(frame(node_id, seq, 0x01), ("127.0.0.1", port))
+            for seq in range(10, 13):  # the fall bit, held for three frames: one event
+                s.sendto(frame(node_id, seq, 0x01 | 0x08), ("127.0.0.1", port))
+            s.sendto(frame(node_id, 13, 0x01), ("127.0.0.1", port))
+            s.sendto(codec.encode_mesh_anomaly(codec.MeshAnomaly(node_id, 1, 2_800_000, 2, 1, 0.93, 0.4)),
+                     ("127.0.0.1", port))  # reason 1, physics violation: an unrecognized pattern
+    assert wait_until(lambda: ext.udp.processed >= 30, 5)
+    settled(bridge)
+    probe.flush()
+    for node_id, restricted in ((21, False), (22, True)):
+        events = [m.json() for m in probe.on(f"ruview/node/node_{node_id}/event")]
+        kinds = [e["event_type"] for e in events]
+        assert kinds.count("fall_detected") == 1, kinds
+        assert kinds.count("unrecognized_activity_pattern") == 1, kinds
+        pattern = next(e for e in events if e["event_type"] == "unrecognized_activity_pattern")
+        assert ("anomaly_score" in pattern) is not restricted, pattern
+        state = probe.on(f"ruview/node/node_{node_id}")[-1].json()
+        assert ("anomaly_score" in state) is not restricted
