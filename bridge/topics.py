@@ -160,6 +160,11 @@ class DiscoveryTopics:
     def trigger(self, key: str, subtype: str) -> str:
         return f"{self.prefix}/device_automation/{key}/{subtype}/config"
 
+    @staticmethod
+    def statestream_filter(base: str) -> str:
+        """HA's mqtt_statestream: `<base>/<domain>/<object_id>/state` for every HA entity."""
+        return f"{base}/+/+/state"
+
     def owner_key(self, topic: str) -> str | None:
         """The node-id level (our device key) of a config topic, None if it has none."""
         parts = topic[len(self.prefix) + 1:].split("/")

@@ -54,8 +54,11 @@ class FakeMqtt:
                               correlation_data))
         return True
 
+    options: dict[str, dict] = field(default_factory=dict)
+
     def subscribe(self, topic_filter, handler, **kwargs):
         self.routes[topic_filter] = handler
+        self.options[topic_filter] = kwargs
         return topic_filter
 
     def on(self, topic):
@@ -412,3 +415,148 @@ def test_the_status_lines_rate_is_per_second_however_often_it_is_drawn():
     assert meter.rate() == 0.0  # drawn again 1 ms later (a log line): no new sample
     assert wait_until(lambda: meter.rate() > 0, 2)
     assert 9 / 0.4 < meter.rate() <= 9 / 0.2 + 1e-6
+
+
+# ---------------------------------------------------------------- exact shapes (mutation testing found these)
+
+def test_state_changed_events_have_every_field_for_local_and_remote_changes(core):
+    mqtt, topics, bus = core
+    heard = []
+    bus.subscribe("state_changed", lambda n, ev: heard.append((n, ev)))
+    states = StateMachine(mqtt, topics, bus)
+    states.start()
+    new = states.set("light.a", "on")
+    assert heard[-1] == ("state_changed", {"entity_id": "light.a", "old_state": None, "new_state": new,
+                                           "origin": "LOCAL"})
+    states.remove("light.a")
+    assert heard[-1] == ("state_changed", {"entity_id": "light.a", "old_state": new, "new_state": None,
+                                           "origin": "LOCAL"})
+    mirror = mqtt.routes["ruview/state/#"]
+    mirror(Message("ruview/state/light.b", b'{"state": "off", "last_changed": "t1", "last_updated": "t2", '
+                                          b'"context": {"id": "c1"}}'))
+    remote = states.get("light.b")
+    assert (remote.state, remote.last_changed, remote.last_updated, remote.context) == ("off", "t1", "t2",
+                                                                                       {"id": "c1"})
+    assert heard[-1] == ("state_changed", {"entity_id": "light.b", "old_state": None, "new_state": remote,
+                                           "origin": "REMOTE"})
+    mirror(Message("ruview/state/light.b", b'{"state": "off", "last_changed": "t1", "last_updated": "t2", '
+                                          b'"context": {"id": "c1"}}'))
+    assert len(heard) == 3, "the same state again is no change"
+    mirror(Message("ruview/state/light.b", b""))
+    assert heard[-1] == ("state_changed", {"entity_id": "light.b", "old_state": remote, "new_state": None,
+                                           "origin": "REMOTE"})
+    mirror(Message("ruview/state/light.nothing", b""))  # removing what is not there tells nobody
+    assert len(heard) == 4
+    assert remote.as_dict() == {"entity_id": "light.b", "state": "off", "attributes": {}, "last_changed": "t1",
+                                "last_updated": "t2", "context": {"id": "c1"}}
+    assert remote.domain == "light"
+
+
+def test_events_carry_every_field_and_remote_events_are_shaped_like_local_ones(core):
+    mqtt, topics, bus = core
+    heard = []
+    bus.subscribe("event", lambda n, ev: heard.append(ev))
+    events = EventChannel(mqtt, topics, bus)
+    events.start()
+    fired = events.fire("bell", {"n": 1}, parent_id="p1")
+    assert set(fired) == {"event_type", "data", "origin", "time_fired", "context"}
+    assert fired["context"]["parent_id"] == "p1" and fired["event_type"] == "bell" and fired["data"] == {"n": 1}
+    assert events.fire("quiet")["data"] == {}
+    mqtt.routes["ruview/event/+"](Message("ruview/event/knock", b'{"data": {"x": 1}, "time_fired": "t", '
+                                                                 b'"context": {"id": "r1"}}'))
+    assert heard[-1] == {"event_type": "knock", "data": {"x": 1}, "origin": "REMOTE", "time_fired": "t",
+                         "context": {"id": "r1"}}
+    mqtt.routes["ruview/event/+"](Message("ruview/event/bare", b"{}"))
+    assert heard[-1]["data"] == {} and heard[-1]["context"]["id"] and heard[-1]["time_fired"]
+
+
+def test_service_answers_are_exactly_shaped_for_every_outcome(core):
+    mqtt, topics, _ = core
+    services = ServiceRegistry(mqtt, topics)
+    services.start()
+    seen = []
+    services.register("t", "ok", lambda call: seen.append((call.domain, call.service, call.data, call.id)) or "r")
+    services.register("t", "no", lambda call: (_ for _ in ()).throw(ServiceError("refused")))
+    services.register("t", "bug", lambda call: {}["x"])
+    assert _call(mqtt, "ruview/service/t/ok", {"id": "a", "data": {"k": 1}})[0] == \
+        {"id": "a", "success": True, "error": None, "result": "r"}
+    assert seen == [("t", "ok", {"k": 1}, "a")]
+    assert _call(mqtt, "ruview/service/t/no", {"id": "b"})[0] == \
+        {"id": "b", "success": False, "error": "refused", "result": None}
+    assert _call(mqtt, "ruview/service/t/bug", {"id": "c"})[0] == \
+        {"id": "c", "success": False, "error": "KeyError: 'x'", "result": None}
+    assert _call(mqtt, "ruview/service/t/none", {"id": "d"})[0] == \
+        {"id": "d", "success": False, "error": "unknown service t.none", "result": None}
+    assert services.call("t", "ok", {"j": 2}, call_id="e") == "r" and seen[-1] == ("t", "ok", {"j": 2}, "e")
+
+
+def test_request_answers_are_exactly_shaped_and_go_to_the_verbs_response_topic(core):
+    mqtt, topics, _ = core
+    api = BridgeApi(mqtt, topics)
+    api.start()
+    api.register("a/b", lambda req: None)
+    assert api.handle("a/b", {}) == {"status": "ok", "data": {}}
+    assert api.handle("a/b", {"transaction": None}) == {"status": "ok", "data": {}, "transaction": None}
+    reply, topic = _request(mqtt, "ruview/bridge/request/a/b", b"")
+    assert (reply, topic) == ({"status": "ok", "data": {}}, "ruview/bridge/response/a/b")
+    api.unregister("a/b", object())  # not the current one: kept
+    assert "a/b" in api.verbs()
+    api.unregister("a/b")
+    assert api.handle("a/b", {})["error"] == "unknown request 'a/b' (known: )"
+
+
+def test_command_subscriptions_refuse_retained_messages_and_mirrors_skip_our_echoes(core):
+    mqtt, topics, bus = core
+    StateMachine(mqtt, topics, bus).start()
+    EventChannel(mqtt, topics, bus).start()
+    ServiceRegistry(mqtt, topics).start()
+    BridgeApi(mqtt, topics).start()
+    assert mqtt.options["ruview/state/#"] == {"no_local": True}  # retained state is the point of it
+    assert mqtt.options["ruview/event/+"] == {"accept_retained": False, "no_local": True}
+    assert mqtt.options["ruview/service/+/+"] == {"accept_retained": False}
+    assert mqtt.options["ruview/bridge/request/#"] == {"accept_retained": False}
+
+
+def test_a_base_topic_of_several_levels_still_finds_domain_service_and_verb():
+    mqtt, topics = FakeMqtt(), Topics("home/ruview")
+    services, api = ServiceRegistry(mqtt, topics), BridgeApi(mqtt, topics)
+    services.start(), api.start()
+    services.register("light", "turn_on", lambda call: f"{call.domain}.{call.service}")
+    api.register("node/rename", lambda req: {"ok": 1})
+    mqtt.routes["home/ruview/service/+/+"](Message("home/ruview/service/light/turn_on", b"{}"))
+    assert orjson.loads(mqtt.sent[-1].payload)["result"] == "light.turn_on"
+    assert mqtt.sent[-1].topic == "home/ruview/service/light/turn_on/response"
+    mqtt.routes["home/ruview/bridge/request/#"](Message("home/ruview/bridge/request/node/rename", b"{}"))
+    assert mqtt.sent[-1].topic == "home/ruview/bridge/response/node/rename"
+    assert orjson.loads(mqtt.sent[-1].payload)["data"] == {"ok": 1}
+
+
+def test_context_ids_are_ulids_whose_first_ten_characters_are_the_time():
+    from bridge.core.context import new_context_id
+    import time as _time
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    before = _time.time_ns() // 1_000_000
+    ids = [new_context_id() for _ in range(50)]
+    after = _time.time_ns() // 1_000_000
+    assert len(set(ids)) == 50 and all(len(i) == 26 and set(i) <= set(alphabet) for i in ids)
+    for i in ids:
+        millis = 0
+        for ch in i[:10]:
+            millis = millis * 32 + alphabet.index(ch)
+        assert before <= millis <= after
+    assert sorted(ids, key=lambda i: i[:10]) == sorted(ids, key=lambda i: i[:10])
+
+
+def test_topics_keep_what_they_were_built_from():
+    t = Topics("home/ruview", instance="attic", share_group="g")
+    assert (t.base, t.instance, t.share_group) == ("home/ruview", "attic", "g")
+    assert (t.bridge_event, t.state_filter, t.event_filter, t.service_filter, t.node_state_filter,
+            t.node_set_filter) == ("home/ruview/bridge/event", "home/ruview/state/#", "home/ruview/event/+",
+                                   "home/ruview/service/+/+", "home/ruview/node/+", "home/ruview/node/+/set")
+    assert t.instance_request_filter == "home/ruview/bridge/attic/request/#"
+    assert (t.node_log("k"), t.node_event("k"), t.node_availability("k")) == (
+        "home/ruview/node/k/log", "home/ruview/node/k/event", "home/ruview/node/k/availability")
+    dt = DiscoveryTopics("ha")
+    assert (dt.component_filter, dt.node_component_filter, dt.device_filter) == (
+        "ha/+/+/config", "ha/+/+/+/config", "ha/device/+/config")
+    assert DiscoveryTopics.statestream_filter("hass") == "hass/+/+/state"

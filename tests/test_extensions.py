@@ -224,3 +224,43 @@ def test_bus_listeners_run_on_their_own_inbox_and_a_slow_one_never_blocks_the_em
     finally:
         gate.set()
         bridge.stop()
+
+
+def test_the_node_ticker_and_a_serial_reader_outlive_an_unexpected_exception(mosquitto, node_bridge, tmp_path):
+    import os
+    bridge, ext, port = node_bridge(mosquitto, offline_after=1)
+    real_flush, failures = ext._flush_due, {"n": 0}
+
+    def flush_that_fails_once(now):
+        if failures["n"] == 0:
+            failures["n"] += 1
+            raise RuntimeError("a bug in a flush")
+        return real_flush(now)
+
+    ext._flush_due = flush_that_fails_once
+    send_udp(generate(make_nodes(1, "empty", 3, first_id=4), 3), "127.0.0.1", port, speed=0)
+    assert wait_until(lambda: bridge.supervisor.stats()["nodes-ticker"]["restarts"] == 1, 5)
+    assert "a bug in a flush" in bridge.supervisor.stats()["nodes-ticker"]["last_error"]
+    assert wait_until(lambda: ext.registry.get(4).online is False, 10), "the restarted ticker marks nodes offline"
+
+    # a serial link whose pipeline raises on a batch keeps reading (the error is counted)
+    from bridge.nodes.serial_ingest import SerialIngest
+    master, slave = os.openpty()
+    calls = {"n": 0}
+
+    def fragile(batch):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bad batch")
+
+    link = SerialIngest("desk", os.ttyname(slave), 115200, fragile)
+    link.start()
+    try:
+        assert wait_until(lambda: link.connected, 5)
+        for chunk in generate(make_nodes(1, "empty", 2), 2):
+            os.write(master, chunk[1])
+        assert wait_until(lambda: calls["n"] >= 2, 5) and link.errors == 1 and link.connected
+    finally:
+        link.stop()
+        os.close(master)
+        os.close(slave)

@@ -54,7 +54,7 @@ class DeviceRegistry:
         for pattern in (self.dt.component_filter, self.dt.node_component_filter):
             mqtt.subscribe(pattern, self._on_config, no_local=True)  # not our own configs (MQTT 5)
         if self.statestream:
-            mqtt.subscribe(f"{self.statestream}/+/+/state", self._on_statestream)
+            mqtt.subscribe(DiscoveryTopics.statestream_filter(self.statestream), self._on_statestream)
         for domain in ("light", "switch", "fan", "homeassistant"):
             for service in ("turn_on", "turn_off", "toggle"):
                 self.ctx.register_service(domain, service, self._call)

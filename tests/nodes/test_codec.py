@@ -146,3 +146,52 @@ def test_a_flipped_byte_in_a_crc_frame_is_never_accepted(frame, pos, xor):
 
 def _fields(obj) -> dict:
     return obj._asdict()
+
+
+# ---------------------------------------------------------------- every field, every bit (mutation testing found these)
+
+def test_every_field_of_fused_vitals_and_a_raw_csi_header_is_where_the_format_puts_it():
+    fused = struct.pack("<IBBHIbBBBffIfffBBHI", codec.FUSED_VITALS, 4, 0b110, 1500, 720000, -60, 2,
+                        3, 90, 0.5, 9.0, 1000, 71.0, 15.0, 120.0, 1, 80, 0, 0)
+    assert decode(fused) == codec.FusedVitals(4, 0b110, 15.0, 72.0, -60, 2, 3, 90, 0.5, 9.0, 1000, 71.0, 15.0,
+                                              120.0, 1, 80)
+    raw = codec.encode_raw_csi(7, 4242, bytes(128), rssi=-61, noise_floor=-93, freq_mhz=5180, n_antennas=2)
+    assert decode(raw) == codec.RawCsi(7, 2, 64, 5180, 4242, -61, -93, 128)
+    one = codec.encode_raw_csi(3, 1, bytes(60))
+    assert decode(one).n_subcarriers == 30 and decode(one).iq_len == 60
+    header = struct.pack("<IBBHIIbbBB", codec.RAW_CSI, 1, 2, 16, 2412, 1, -50, -90, 0, 0)
+    assert decode(header + bytes(32)).iq_len == 32  # one antenna's worth
+    assert decode(header + bytes(64)).iq_len == 64  # both antennas
+    for bad in (header + bytes(48), header + bytes(96), header[:19]):
+        with pytest.raises(codec.DecodeError, match="length"):
+            decode(bad)
+
+
+
+def test_vitals_flag_bits_each_mean_one_thing():
+    for flags, presence, fall, motion in ((0b001, True, False, False), (0b010, False, True, False),
+                                          (0b100, False, False, True), (0b000, False, False, False)):
+        v = decode(codec.encode_edge_vitals(codec.EdgeVitals(3, flags, 12.0, 60.0, -50, 1, 0.2, 4.0, 10)))
+        assert (v.presence, v.fall, v.motion) == (presence, fall, motion), flags
+    got = decode(codec.encode_edge_vitals(codec.EdgeVitals(3, 0, 12.0, 60.0, -47, 2, 0.25, 4.5, 987)))
+    assert (got.rssi, got.n_persons, got.motion_energy, got.presence_score, got.timestamp_ms) == (-47, 2, 0.25, 4.5, 987)
+
+
+def test_length_checks_are_exact_at_the_boundary():
+    mesh = bytes.fromhex(MESH_DELTA_HEX)
+    with pytest.raises(codec.DecodeError, match="mesh_truncated"):
+        decode(mesh[:20])  # the smallest envelope is 20 bytes: a 0-byte payload
+    empty = codec.encode_mesh(0x01, b"")
+    assert len(empty) == 20
+    with pytest.raises(codec.DecodeError, match="mesh_type"):  # 20 bytes get as far as the type
+        decode(empty)
+    with pytest.raises(codec.DecodeError, match="mesh_truncated"):
+        decode(codec.encode_mesh(codec.MESH_HEALTH, bytes(27)))  # one short of a HEALTH payload
+    assert codec.encode_mesh(codec.MESH_HEALTH, bytes(256))  # the largest payload is allowed
+    with pytest.raises(ValueError):
+        codec.encode_mesh(codec.MESH_HEALTH, bytes(257))
+    with pytest.raises(codec.DecodeError, match="length"):
+        decode(struct.pack("<IBBHIIbbBB", codec.RAW_CSI, 1, 1, 1, 2412, 1, -50, -90, 0, 0)[:19])
+    assert decode(struct.pack("<I", codec.TIME_SYNC) + bytes(28)).kind == "time_sync"
+    with pytest.raises(codec.DecodeError, match="length"):
+        decode(b"\x00\x11\xc5")  # three bytes: not even a magic

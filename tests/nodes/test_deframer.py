@@ -194,3 +194,13 @@ def test_cut_headers_never_decode_as_frames_of_nodes_that_do_not_exist(pieces, c
     assert [f.data for f in frames if f.data[:4] in (FS[:4], MESH[:4])] == \
         [w for w in whole if w[:4] in (FS[:4], MESH[:4])], "a frame with a CRC is exact"
     assert len(frames) <= len(pieces)
+
+
+def test_what_resynchronising_skips_is_counted_to_the_byte():
+    d = Deframer()
+    bad = bytearray(FS)
+    bad[30] ^= 0xFF
+    items = d.feed(bytes(bad) + b"\n" + b"I (1) a: after\n")
+    assert [i.text for i in items if isinstance(i, LogLine)] == ["I (1) a: after"]
+    assert d.skipped_bytes == len(FS) + 1  # the failed frame and the line break that ends the resync
+    assert d.dropped_lines == 0 and d.frames == 0 and d.lines == 1

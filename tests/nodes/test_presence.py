@@ -117,3 +117,85 @@ def test_without_vitals_the_warm_up_is_unchanged():
     for i in range(100):
         engine.step(i / 5, lognormal(rng, 8.0))
     assert engine.present is False  # nothing said otherwise: the level it started at is its baseline
+
+
+# ---------------------------------------------------------------- exact arithmetic (mutation testing found these)
+
+def _settings(**kw):
+    return PresenceSettings(**{"window": 2.0, "warmup": 10.0, **kw})
+
+
+def test_smoothing_is_the_exact_median_of_the_window_for_odd_and_even_counts():
+    engine = PresenceEngine(_settings(window=10.0))
+    for i, score in enumerate([1.0, 100.0, 4.0]):  # odd: the middle one
+        engine.step(i * 0.1, score)
+    assert math.isclose(engine.decision(0.2).smoothed, 4.0, rel_tol=1e-3)
+    engine.step(0.3, 9.0)  # even: the geometric mean of the two middle ones (median of the logs)
+    assert math.isclose(engine.decision(0.3).smoothed, math.exp((math.log(4) + math.log(9)) / 2), rel_tol=1e-3)
+    engine.step(0.4, 0.0)  # no measurement: the log floor, not a crash
+    assert math.isclose(engine.decision(0.4).smoothed, 4.0, rel_tol=1e-3)
+
+
+def test_the_window_drops_scores_older_than_it():
+    engine = PresenceEngine(_settings(window=1.0))
+    engine.step(0.0, 100.0)
+    engine.step(1.0, 2.0)  # exactly one window later: the first is still in
+    assert engine.decision(1.0).smoothed > 2.5
+    engine.step(1.01, 2.0)
+    assert math.isclose(engine.decision(1.01).smoothed, 2.0, rel_tol=1e-3)
+
+
+def test_the_first_baseline_is_the_tenth_percentile_of_warm_up():
+    engine = PresenceEngine(_settings(window=0.5, warmup=100.0))  # one score a second: smoothed == score
+    for i in range(101):
+        engine.step(float(i), 1.0 + i)
+    assert math.isclose(engine.decision(100.0).baseline, 11.0, rel_tol=1e-3)  # the 10th of 101 levels
+
+
+def test_calibration_takes_the_median_of_an_empty_room():
+    engine = PresenceEngine(_settings(window=0.5, warmup=2.0, calibration=100.0))
+    for i in range(3):
+        engine.step(float(i), 1.0)
+    engine.calibrate(2.0)
+    assert engine.calibrating
+    for i in range(100):
+        engine.step(3.0 + i, 1.0 + i)
+    d = engine.decision(102.0)
+    assert not d.calibrating and math.isclose(d.baseline, 50.0, rel_tol=1e-3)  # the middle of 100
+
+
+def test_a_person_at_the_end_of_warm_up_is_present_against_a_low_baseline():
+    engine = PresenceEngine(_settings(window=1.0, warmup=10.0))
+    for i in range(90):
+        engine.step(i * 0.1, 0.25)  # a quiet node: its empty room scores 0.25
+    for i in range(90, 101):
+        engine.step(i * 0.1, 2.0)  # someone walks in as warm-up ends (8 x the empty level)
+    d = engine.decision(10.0)
+    assert d.present is True and math.isclose(d.baseline, 0.25, rel_tol=1e-3)
+
+
+def test_while_quiet_the_baseline_follows_slow_drift_by_its_time_constant():
+    engine = PresenceEngine(_settings(window=0.2, warmup=1.0, drift_tau=100.0, exit_ratio=1.8))
+    for i in range(20):
+        engine.step(i * 0.1, 1.0)
+    assert math.isclose(engine.decision(1.9).baseline, 1.0, rel_tol=1e-3)
+    t = 2.0
+    while t <= 102.0:  # the empty room drifts up to 1.5 (below the exit ratio: still quiet)
+        engine.step(t, 1.5)
+        t += 0.1
+    expected = math.exp(math.log(1.5) * (1 - math.exp(-100.0 / 100.0)))  # 63 % of the way, in logs
+    assert math.isclose(engine.decision(t).baseline, expected, rel_tol=0.02)
+    assert engine.present is False
+
+
+def test_presence_clears_after_exactly_hold_seconds_below_the_exit_line():
+    engine = PresenceEngine(_settings(window=0.05, warmup=1.0, hold=5.0))
+    for i in range(20):
+        engine.step(i * 0.1, 1.0)
+    engine.step(2.0, 10.0)
+    assert engine.present is True
+    engine.step(2.1, 1.0)  # quiet from here
+    engine.step(7.0, 1.0)
+    assert engine.present is True  # 4.9 s
+    engine.step(7.1, 1.0)
+    assert engine.present is False  # 5.0 s
