@@ -255,11 +255,13 @@ def test_the_node_ticker_and_a_serial_reader_outlive_an_unexpected_exception(mos
 
     link = SerialIngest("desk", os.ttyname(slave), 115200, fragile)
     link.start()
+    frames = [data for _, data in generate(make_nodes(1, "empty", 2), 2)]
     try:
         assert wait_until(lambda: link.connected, 5)
-        for chunk in generate(make_nodes(1, "empty", 2), 2):
-            os.write(master, chunk[1])
-        assert wait_until(lambda: calls["n"] >= 2, 5) and link.errors == 1 and link.connected
+        os.write(master, b"".join(frames[:5]))
+        assert wait_until(lambda: calls["n"] == 1 and link.errors == 1, 5)  # the batch that raised
+        os.write(master, b"".join(frames[5:]))
+        assert wait_until(lambda: calls["n"] >= 2, 5) and link.connected, "the link stopped reading"
     finally:
         link.stop()
         os.close(master)
