@@ -157,3 +157,15 @@ def test_the_readmes_first_command_and_examples_behave_as_printed(tmp_path):
     # Ctrl-C: a clean stop that says offline
     assert r["run_exit"] in (0, -2, 130), r["log"]
     assert r["state"][-1] == 'ruview/bridge/state {"state":"offline"}', r["state"]
+
+
+def test_no_document_points_outside_the_repository():
+    """Everything the docs name is in the repo (a clone has no ../shared beside it)."""
+    documents = [ROOT / "README.md", ROOT / "config.yaml", *sorted((ROOT / "docs").glob("*.md")),
+                 *sorted((ROOT / "bench").glob("*.md")), ROOT / "tests" / "data" / "README.md"]
+    for doc in documents:
+        text = doc.read_text()
+        assert "../shared" not in text and "RUVIEW_SHARED" not in text, doc
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):  # relative markdown links
+            assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which is not there"
+    assert not re.search(r"\(issue \d+\)|issue \d+\b", (ROOT / "README.md").read_text(), re.I)

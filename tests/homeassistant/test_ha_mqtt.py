@@ -264,3 +264,27 @@ def test_statestream_makes_ha_only_entities_known(mosquitto, ha_bridge, make_pro
     assert bridge.states.get("sensor.outside_temperature").state == "3.5"
     ha.publish("hass/light/kitchen_ceiling/state", b'"off"', retain=True)
     assert wait_until(lambda: bridge.states.get("light.kitchen_ceiling").state == "off", 5)
+
+
+def test_a_foreign_config_with_a_wildcard_state_topic_is_refused_not_followed(mosquitto, ha_bridge, make_probe,
+                                                                              caplog):
+    import logging
+    caplog.set_level(logging.WARNING, logger="bridge.homeassistant.devices")
+    seed = make_probe(mosquitto)
+    bad = {"name": "Greedy", "state_topic": "#", "command_topic": "greedy/set", "unique_id": "g1",
+           "device": {"identifiers": ["g"], "name": "Greedy"}}
+    for topic in ("homeassistant/switch/greedy/a/config", "homeassistant/switch/greedy/b/config"):
+        seed.publish(topic, {**bad, "state_topic": "+/x" if topic.endswith("b/config") else "#"}, retain=True)
+    seed.publish(topic, {**bad, "state_topic": "#"}, retain=True)  # the same one again
+    try:
+        bridge, _, ha, _ = ha_bridge(mosquitto)
+        assert wait_until(lambda: ha.devices.rejected >= 3, 5), ha.devices.rejected
+        assert not ha.devices.entities
+        assert not [r for r in bridge.router._routes if r.topic_filter in ("#", "+/x")], \
+            "subscribed to the whole broker"
+        said = [r.getMessage() for r in caplog.records if "greedy" in r.getMessage()]
+        assert len(said) == 2 and all("wildcard" in s for s in said), said  # once per config topic
+        assert bridge.health()["homeassistant"]["refused"] >= 3
+    finally:
+        for topic in ("homeassistant/switch/greedy/a/config", "homeassistant/switch/greedy/b/config"):
+            seed.publish(topic, b"", retain=True)
