@@ -28,6 +28,7 @@ from bridge.core.context import utc_now_iso
 from bridge.core.directory import NodeDirectory
 from bridge.core.events import EventChannel
 from bridge.core.inbox import Inbox
+from bridge.core.modules import EdgeModules
 from bridge.core.payload import dumps
 from bridge.core.services import ServiceRegistry
 from bridge.core.state import StateMachine
@@ -74,6 +75,7 @@ class Bridge:
         self.api = BridgeApi(self.mqtt, self.topics)
         self.directory = NodeDirectory()
         self._directory_owner: str | None = None
+        self.modules = EdgeModules()
         self.extensions: list[Extension] = []
         self.contexts: dict[str, ExtensionContext] = {}
         self.extension_state: dict[str, dict[str, Any]] = {}
@@ -184,7 +186,7 @@ class Bridge:
             "extensions": {name: s["state"] for name, s in self.extension_state.items()},
             "requests": self.api.verbs(),
             "services": self.services.names(),
-            "nodes": [], "plugins": [], "languages": [],
+            "nodes": [], "plugins": self.modules.all(), "languages": [],
             "started": datetime.fromtimestamp(self.started_at or time.time(), timezone.utc).isoformat(),
         }
         for key, provider in list(self.info_providers.items()):

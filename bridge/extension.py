@@ -19,7 +19,8 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from bridge.config import ExtensionSection
-from bridge.core.directory import NodeDirectory, NodeInfo, Watcher
+from bridge.core.directory import EventWatcher, NodeDirectory, NodeInfo, Watcher
+from bridge.core.modules import EdgeModules
 from bridge.core.inbox import Inbox
 from bridge.core.supervisor import Supervised
 from bridge.mqtt.router import Handler, Route
@@ -138,6 +139,15 @@ class ExtensionContext:
         """The writable directory, for the one extension that owns the nodes."""
         return self._bridge.claim_directory(self.name)
 
+    @property
+    def modules(self) -> EdgeModules:
+        """The edge modules (WASM plugins) this bridge runs; the plugin host adds them."""
+        return self._bridge.modules
+
+    def bridge_health(self) -> dict[str, Any]:
+        """What `bridge/health` says now (counters only; nothing secret)."""
+        return self._bridge.health()
+
     # ------------------------------------------------------------ health and info
 
     def add_health(self, key: str, provider: Callable[[], Any]) -> None:
@@ -227,3 +237,8 @@ class NodesView:
         """Every current node now, then every change, on this extension's inbox."""
         unwatch = self._directory.watch(watcher, self._ctx.inbox)
         self._ctx._undo(("node watcher", watcher), unwatch)
+
+    def watch_events(self, watcher: EventWatcher) -> None:
+        """Every node event from now on (gated, as published), on this extension's inbox."""
+        unwatch = self._directory.watch_events(watcher, self._ctx.inbox)
+        self._ctx._undo(("node event watcher", watcher), unwatch)

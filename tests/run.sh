@@ -4,7 +4,9 @@
 # Works with Debian's and Ubuntu's system python3 (PEP 668): the Python packages go into a
 # virtual environment in .venv, never into the system. Mosquitto and its command-line clients
 # (the tests start their own broker on a free port, and drive it the way users do, with
-# mosquitto_pub/mosquitto_sub) come from apt-get when they are missing.
+# mosquitto_pub/mosquitto_sub) and chromium (the status page is checked in a real headless
+# browser) come from apt-get when they are missing; the Node test clients (the @ruvnet/rvagent
+# MCP server, playwright-core) from npm into tests/js/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} with apt-get"
   as_root apt-get update -qq
@@ -28,4 +32,5 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+(cd tests/js && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 exec .venv/bin/python -m pytest "$@"

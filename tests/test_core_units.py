@@ -408,7 +408,7 @@ def test_the_directory_gives_a_watcher_the_snapshot_then_every_change():
 
 
 def test_the_status_lines_rate_is_per_second_however_often_it_is_drawn():
-    from bridge.console import RateMeter
+    from bridge.core.rate import RateMeter
     count = {"n": 0}
     meter = RateMeter(lambda: count["n"], period=0.2)
     count["n"] = 9

@@ -52,14 +52,15 @@ def defaults(sections: Mapping[str, type[Section]] | None = None) -> Section:
     return config_model(sections)()
 
 
-def _env_fields(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+def _env_fields(model: type[BaseModel], path: tuple[str, ...] = (),
+                env_only: bool = False) -> Iterator[tuple[tuple[str, ...], str]]:
     for name, field in model.model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        if extra.get("env"):
+        if extra.get("env") and (not env_only or extra.get("env_only")):
             yield (*path, name), str(extra["env"])
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from _env_fields(annotation, (*path, name))
+            yield from _env_fields(annotation, (*path, name), env_only)
 
 
 def _apply_env(raw: dict[str, Any], model: type[BaseModel], env: Mapping[str, str]) -> dict[str, str]:
@@ -110,6 +111,10 @@ def validate_config(raw: Any, source: str = "<config>", *,
     if not isinstance(raw, dict):
         raise ConfigError(source, ["top level: expected a mapping of keys such as mqtt: and nodes:"])
     raw = _copy(raw)
+    refused = [f"{'.'.join(path)}: not taken from a file; set {var} in the environment instead"
+               for path, var in _env_fields(model, env_only=True) if _get(raw, path) is not None]
+    if refused:
+        raise ConfigError(source, refused)
     env_paths = _apply_env(raw, model, env)
     try:
         config = model.model_validate(raw)
@@ -132,6 +137,12 @@ def _raw_secrets(raw: dict[str, Any], model: type[BaseModel]) -> list[str]:
         elif isinstance(node, (list, dict)):
             found += [v for v in (node if isinstance(node, list) else node.values()) if isinstance(v, str)]
     return found
+
+
+def _get(raw: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return raw
 
 
 def _copy(value: Any) -> Any:

@@ -52,13 +52,23 @@ class NodeChange:
         return self.previous is None or self.removed or self.previous.identity() != self.node.identity()
 
 
+@dataclass(frozen=True)
+class NodeEvent:
+    """Something a node raised (`unknown_presence`, `fall_detected` ...), already gated."""
+
+    node: NodeInfo
+    event: Mapping[str, Any]  # exactly what `<base>/node/<name>/event` carries
+
+
 Watcher = Callable[[NodeChange], None]
+EventWatcher = Callable[[NodeEvent], None]
 
 
 class NodeDirectory:
     def __init__(self) -> None:
         self._nodes: dict[int, NodeInfo] = {}
         self._watchers: list[tuple[Watcher, Inbox]] = []
+        self._event_watchers: list[tuple[EventWatcher, Inbox]] = []
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ reading
@@ -67,10 +77,13 @@ class NodeDirectory:
         return self._nodes.get(node_id)
 
     def by_name(self, name: str) -> NodeInfo | None:
-        return next((n for n in list(self._nodes.values()) if n.name == name), None)
+        with self._lock:
+            return next((n for n in self._nodes.values() if n.name == name), None)
 
     def all(self) -> list[NodeInfo]:
-        return sorted(self._nodes.values(), key=lambda n: n.node_id)
+        with self._lock:  # read from any thread (HTTP, HomeKit) while the pipeline writes
+            nodes = list(self._nodes.values())
+        return sorted(nodes, key=lambda n: n.node_id)
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -90,8 +103,21 @@ class NodeDirectory:
 
         return unwatch
 
+    def watch_events(self, watcher: EventWatcher, inbox: Inbox) -> Callable[[], None]:
+        """Every node event from now on, on inbox; returns unwatch."""
+        entry = (watcher, inbox)
+        with self._lock:
+            self._event_watchers.append(entry)
+
+        def unwatch() -> None:
+            with self._lock:
+                if entry in self._event_watchers:
+                    self._event_watchers.remove(entry)
+
+        return unwatch
+
     def watcher_count(self) -> int:
-        return len(self._watchers)
+        return len(self._watchers) + len(self._event_watchers)
 
     # ------------------------------------------------------------ writing (the nodes extension)
 
@@ -119,6 +145,14 @@ class NodeDirectory:
             previous = self._nodes.pop(node_id, None)
             if previous is not None:
                 self._tell(NodeChange(previous, previous, removed=True))
+
+    def event(self, node_id: int, event: Mapping[str, Any]) -> None:
+        node = self._nodes.get(node_id)
+        if node is None:
+            return
+        with self._lock:
+            for watcher, inbox in self._event_watchers:
+                inbox.put(watcher, NodeEvent(node, event))
 
     def _tell(self, change: NodeChange) -> None:
         for watcher, inbox in self._watchers:

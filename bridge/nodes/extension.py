@@ -34,6 +34,7 @@ from bridge import names
 from bridge.core.api import ApiError
 from bridge.core.directory import NodeInfo
 from bridge.core.payload import PayloadError, dumps, parse_json
+from bridge.core.rate import RateMeter
 from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message
 from bridge.nodes import codec
@@ -73,7 +74,6 @@ class NodesExtension(Extension):
         self.directory = ctx.node_directory()
         self.errors: dict[str, Counter] = defaultdict(Counter)  # source ip -> reason -> count
         self._views: dict[int, NodeView] = {}
-        self._rate_mark = (time.monotonic(), 0)
         self._urgent: set[int] = set()
         self._expected = {n: ExpectedHours(d.expected_hours) for n, d in devices.items() if d.expected_hours}
         self._pipeline = threading.RLock()
@@ -84,6 +84,7 @@ class NodesExtension(Extension):
                                     self._log_line if link.log else None, spawn=spawn)
                        for label, link in cfg.serial.items()]
         self._serial_node: dict[str, int] = {}  # label -> node id last seen on that link
+        self._fps = RateMeter(lambda: self.frames_received)
         self._said: dict[int, tuple[float, int]] = {}  # node id -> (last presence line, lines held back)
         ctx.add_health("nodes", self.health)
         ctx.add_info("nodes", lambda: [n.summary() for n in self.registry.all()])
@@ -244,8 +245,9 @@ class NodesExtension(Extension):
 
     def _event(self, node: Node, event_type: str, data: dict[str, Any]) -> None:
         data = self.gate.redact(node.node_id, data)  # Restricted events cross without their scores
-        self.ctx.mqtt.publish(self.topics.node_event(node.name), dumps(
-            {"event_type": event_type, "node": node.name, "time": _iso(time.time()), **data}), qos=1)
+        event = {"event_type": event_type, "node": node.name, "time": _iso(time.time()), **data}
+        self.ctx.mqtt.publish(self.topics.node_event(node.name), dumps(event), qos=1)
+        self.directory.event(node.node_id, event)
 
     def _tick(self) -> None:
         period = min(0.2, self.cfg.max_delay / 4)  # so max_delay holds to within a quarter
@@ -463,12 +465,9 @@ class NodesExtension(Extension):
                                     state_version=current.state_version if current else 0))
 
     def health(self) -> dict[str, Any]:
-        now, received = time.monotonic(), self.udp.received if self.udp else 0
-        last_at, last = self._rate_mark
-        self._rate_mark = (now, received)
         return {
             "count": len(self.registry),
-            "frames_per_second": round((received - last) / (now - last_at), 1) if now > last_at else 0.0,
+            "frames_per_second": round(self._fps.rate(), 1),
             "crc_errors": sum(c.get("crc", 0) for c in self.errors.values()),
             "udp": self.udp.stats() if self.udp else None,
             "decode_errors": {src: dict(c) for src, c in self.errors.items()},

@@ -1,0 +1,40 @@
+"""The `http:` section: the sensing HTTP API (rvagent's), the event stream and the status page."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+
+from bridge.config import ExtensionSection, Problem
+from bridge.config.types import Bool, Int, IPAddress, ReadableFile, Secret, Text
+
+
+class HttpConfig(ExtensionSection):
+    enabled: Bool = False
+    bind: IPAddress = "127.0.0.1"
+    port: Int(1, 65535) = 3000  # where @ruvnet/rvagent looks by default
+    default_node: Text(what="a node's name or id", optional=True, max_len=64) = None
+    token: Secret = Field(None, json_schema_extra={"env": "RUVIEW_API_TOKEN", "env_only": True})
+    token_file: ReadableFile = None
+    max_body: Int(1024, 16 * 1024 * 1024) = 64 * 1024  # bytes a request body may have
+    rate_limit: Int(1, 100_000) = 200  # requests per second per client address (burst: twice that)
+    access_log: Bool = False
+
+    def check(self, root: Any) -> list[Problem]:
+        problems = []
+        if self.token_file and self.token is None:
+            text = Path(self.token_file).read_text(encoding="utf-8", errors="replace").strip()
+            if text:
+                self.token = SecretStr(text)
+            else:
+                problems.append(("token_file", f"{self.token_file} is empty"))
+        if self.enabled and not ipaddress.ip_address(self.bind).is_loopback and self.token is None:
+            problems.append(("bind", f"listening on {self.bind} (beyond this host) requires a token: set "
+                             "RUVIEW_API_TOKEN or http.token_file (agents send it as a bearer token)"))
+        return problems
+
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token is not None else None

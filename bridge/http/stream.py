@@ -1,0 +1,58 @@
+"""Server-sent events: node events and node state changes, live, for agents, scripts and the page.
+
+`curl -N http://127.0.0.1:3000/api/v1/events/stream` prints one `event:` /
+`data:` pair per change. Every client has a bounded queue: a client that
+reads too slowly loses its oldest items (counted), never the bridge's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+
+MAX_QUEUED = 1000
+HEARTBEAT = 15.0  # seconds between keep-alive comments, so proxies keep the stream open
+
+
+class Stream:
+    """Lives on the HTTP server's loop; `publish` is called there (via call_soon_threadsafe)."""
+
+    def __init__(self) -> None:
+        self._clients: set[tuple[asyncio.Queue, str | None]] = set()
+        self.dropped = 0
+        self.sent = 0
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def publish(self, kind: str, node_name: str, data: dict[str, Any]) -> None:
+        item = f"event: {kind}\ndata: {orjson.dumps(data).decode()}\n\n".encode()
+        for queue, only in list(self._clients):
+            if only is not None and only != node_name:
+                continue
+            if queue.full():
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(item)
+
+    async def serve(self, response, node_filter: str | None) -> None:
+        """Write the stream to one client until it goes away."""
+        queue: asyncio.Queue = asyncio.Queue(MAX_QUEUED)
+        entry = (queue, node_filter)
+        self._clients.add(entry)
+        try:
+            await response.write(b": connected to ruview-bridge\n\n")
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), HEARTBEAT)
+                except asyncio.TimeoutError:
+                    item = b": keep-alive\n\n"
+                await response.write(item)
+                self.sent += 1
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._clients.discard(entry)
