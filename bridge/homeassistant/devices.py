@@ -128,9 +128,11 @@ class DeviceRegistry:
             self._routes[topic] = self.ctx.mqtt.subscribe(self.ctx.topics.shared(topic), self._on_state)
 
     def _drop(self, entity_id: str) -> None:
-        entity = self.entities.pop(entity_id, None)
+        entity = self.entities.get(entity_id)
         if entity is None:
             return
+        self.ctx.states.remove(entity_id)  # first: an entity that is gone has no state left
+        del self.entities[entity_id]
         topic = entity.get("state_topic")
         if topic and topic in self._followed:
             self._followed[topic].discard(entity_id)
@@ -139,7 +141,6 @@ class DeviceRegistry:
                 route = self._routes.pop(topic, None)
                 if route is not None:
                     self.ctx.mqtt.unsubscribe(route)
-        self.ctx.states.remove(entity_id)
 
     # ------------------------------------------------------------ states
 
