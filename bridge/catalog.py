@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 BUILT_IN = (
     "bridge.nodes.extension:NodesExtension",
     "bridge.homeassistant.extension:HomeAssistantExtension",
+    "bridge.wasm.extension:PluginsExtension",
     "bridge.http.extension:HttpExtension",
 )
 ENTRY_POINT_GROUP = "ruview_bridge.extensions"

@@ -112,6 +112,9 @@ class ExtensionContext:
         reg = services.register(domain, service, handler, self.inbox)
         self._undo(("service", f"{domain}.{service}"), lambda: services.unregister(domain, service, reg))
 
+    def unregister_service(self, domain: str, service: str) -> None:
+        self._release(("service", f"{domain}.{service}"))
+
     def call_service(self, domain: str, service: str, data: dict[str, Any] | None = None, **kw: Any) -> Any:
         return self._bridge.services.call(domain, service, data, **kw)
 
@@ -174,6 +177,17 @@ class ExtensionContext:
         handle.join(2.0)
         self._bridge.supervisor.forget(handle)
 
+    def new_inbox(self, name: str, max_queue: int) -> Inbox:
+        """Another inbox with its own worker (a plugin host gives each plugin one), stopped with
+        the extension or by `close_inbox`."""
+        inbox = Inbox(f"{self.name}-{name}", self._bridge.supervisor, max_queue).start()
+        self._undo(("inbox", inbox), inbox.stop)
+        return inbox
+
+    def close_inbox(self, inbox: Inbox) -> None:
+        self._done(("inbox", inbox))
+        inbox.stop()
+
     def call_later(self, delay: float, fn: Callable[[], None]) -> threading.Timer:
         """Run fn on this extension's inbox after delay seconds, unless it stops first."""
         timer = threading.Timer(delay, lambda: self.inbox.put(self._timer_fired, timer, fn))
@@ -192,6 +206,14 @@ class ExtensionContext:
     def _undo(self, key: tuple[str, Any], undo: Callable[[], None]) -> None:
         with self._lock:
             self._ledger.append((key, undo))
+
+    def _release(self, key: tuple[str, Any]) -> None:
+        """Undo one registration now."""
+        with self._lock:
+            undo = [u for k, u in self._ledger if k == key]
+            self._ledger = [(k, u) for k, u in self._ledger if k != key]
+        for fn in undo:
+            fn()
 
     def _done(self, key: tuple[str, Any]) -> None:
         with self._lock:

@@ -137,6 +137,12 @@ class Topics:
     def node_log(self, name: str) -> str:
         return f"{self.base}/node/{name}/log"
 
+    def plugin_status(self, domain: str) -> str:
+        return f"{self.base}/plugin/{domain}/status"
+
+    def plugin_audit(self, domain: str) -> str:
+        return f"{self.base}/plugin/{domain}/audit"
+
     def suffix(self, topic: str, prefix_filter: str) -> str:
         """The part of `topic` matched by the trailing wildcard of `prefix_filter`."""
         return topic[len(prefix_filter.rstrip("#+")):]

@@ -171,3 +171,51 @@ def device_triggers(dt: DiscoveryTopics, topics: Topics, node: NodeInfo) -> dict
         "value_template": "{{ value_json.event_type }}", "payload": event,
         "type": "action", "subtype": event, "device": node_device(topics, node), "origin": ORIGIN}
         for event in privacy.events_for(node.privacy_class)}
+
+
+PLUGIN_PLATFORMS = ("binary_sensor", "sensor")  # what a plugin may announce: states, never commands
+PLUGIN_FIELDS = ("unit_of_measurement", "icon")
+BINARY_SENSOR_CLASSES = frozenset({  # Home Assistant's; a config with another is refused by HA
+    "battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door", "garage_door", "gas", "heat",
+    "light", "lock", "moisture", "motion", "moving", "occupancy", "opening", "plug", "power", "presence", "problem",
+    "running", "safety", "smoke", "sound", "tamper", "update", "vibration", "window"})
+STATE_CLASSES = frozenset({"measurement", "total", "total_increasing"})
+
+
+def plugin_key(topics: Topics, domain: str) -> str:
+    return f"ruview_{topics.base.replace('/', '_')}_plugin_{domain}"
+
+
+def plugin_configs(dt: DiscoveryTopics, mode: str, topics: Topics, domain: str, title: str,
+                   entities: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A plugin's registered entities (hc_entity_register) as one HA device, reading home state."""
+    key = plugin_key(topics, domain)
+    components: dict[str, dict[str, Any]] = {}
+    for entity in entities:
+        platform, _, object_id = str(entity.get("entity_id", "")).partition(".")
+        if platform not in PLUGIN_PLATFORMS or not names.valid_entity_id(entity["entity_id"]):
+            continue
+        state = topics.state(entity["entity_id"])
+        name = entity.get("name") if isinstance(entity.get("name"), str) else object_id.replace("_", " ")
+        comp = {"platform": platform, "name": name[:100], "unique_id": f"{key}_{object_id}",
+                "default_entity_id": entity["entity_id"], "state_topic": state,
+                "value_template": "{{ value_json.state }}" if platform == "sensor"
+                else "{{ 'ON' if value_json.state == 'on' else 'OFF' }}",
+                "json_attributes_topic": state, "json_attributes_template": "{{ value_json.attributes | tojson }}"}
+        for field in PLUGIN_FIELDS:
+            value = entity.get(field)
+            if isinstance(value, str) and 0 < len(value) <= 64:
+                comp[field] = value
+        device_class = entity.get("device_class")
+        if platform == "binary_sensor" and device_class in BINARY_SENSOR_CLASSES:
+            comp["device_class"] = device_class
+        elif platform == "sensor" and isinstance(device_class, str) and names.is_identifier(device_class):
+            comp["device_class"] = device_class
+        if platform == "sensor" and entity.get("state_class") in STATE_CLASSES:
+            comp["state_class"] = entity["state_class"]
+        components[object_id] = comp
+    if not components:
+        return {}
+    device = {"identifiers": [key], "name": f"RuView plugin {title}"[:100], "manufacturer": "RuView",
+              "model": "WASM plugin", "via_device": bridge_key(topics)}
+    return configs(dt, mode, key, device, components, _avail(topics, None))

@@ -30,7 +30,7 @@ from bridge.extension import Extension, ExtensionContext
 from bridge.homeassistant.config import HomeAssistantConfig
 from bridge.homeassistant.devices import OUR_ORIGIN, DeviceRegistry
 from bridge.homeassistant.discovery import (bridge_configs, bridge_key, device_triggers, node_configs,
-                                            node_key)
+                                            node_key, plugin_configs, plugin_key)
 from bridge.mqtt.router import Message
 from bridge.topics import DiscoveryTopics
 
@@ -54,7 +54,7 @@ class HomeAssistantExtension(Extension):
         self._collecting = True
         self._collect_routes: list = []
         self._session = 0
-        self._pending: list[int | None] = []  # paced announcement: node ids (None = the bridge)
+        self._pending: list[int | str | None] = []  # paced announcement: node ids, plugin domains, None = the bridge
         self._pacing = False
         self.expire_after = int(max(60, 2 * ctx.root_config.nodes.offline_after)) \
             if hasattr(ctx.root_config, "nodes") else 60
@@ -62,7 +62,9 @@ class HomeAssistantExtension(Extension):
         ctx.mqtt.subscribe(cfg.status_topic, self._on_ha_status)
         if self.devices:
             self.devices.start()
+        self.plugin_entities: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # domain -> (title, entities)
         ctx.nodes.watch(self._on_node)
+        ctx.listen("plugin_entities", self._on_plugin_entities)
         ctx.mqtt.on_session(self._on_session)
 
     # ------------------------------------------------------------ expected configs
@@ -72,19 +74,32 @@ class HomeAssistantExtension(Extension):
         out = bridge_configs(self.dt, self.mode, self.topics) if node_id is None else {}
         for node in self.nodes.values() if node_id is None else filter(None, [self.nodes.get(node_id)]):
             out.update(self._node_configs(node))
+        if node_id is None:
+            for domain in self.plugin_entities:
+                out.update(self._plugin_configs(domain))
         return out
+
+    def _plugin_configs(self, domain: str) -> dict[str, dict[str, Any]]:
+        title, entities = self.plugin_entities.get(domain, ("", []))
+        return plugin_configs(self.dt, self.mode, self.topics, domain, title, entities)
 
     def _node_configs(self, node: NodeInfo) -> dict[str, dict[str, Any]]:
         return {**node_configs(self.dt, self.mode, self.topics, node, self.expire_after),
                 **device_triggers(self.dt, self.topics, node)}
 
-    def _sync(self, node_id: int | None = None, *, force: bool = False) -> None:
-        """Bring one node's configs (or, with None, the bridge's own) in line with what we expect."""
-        if node_id is None:
+    def _sync(self, node_id: int | str | None = None, *, force: bool = False) -> None:
+        """Bring one node's configs (with None the bridge's own; with a str, a plugin's) in line."""
+        if isinstance(node_id, str):
+            mine, expected = plugin_key(self.topics, node_id), self._plugin_configs(node_id)
+        elif node_id is None:
             mine, expected = bridge_key(self.topics), bridge_configs(self.dt, self.mode, self.topics)
         else:
             node = self.nodes.get(node_id)
             mine, expected = node_key(self.topics, node_id), self._node_configs(node) if node else {}
+        self._apply(mine, expected, force)
+
+    def _apply(self, mine: str, expected: dict[str, dict[str, Any]], force: bool) -> None:
+        """Publish what one device (key `mine`) should have, clear what it should not."""
         payloads = {t: dumps(c) for t, c in expected.items()}
         for topic in [t for t in self.published if self.dt.owner_key(t) == mine and t not in payloads]:
             self._clear(topic)
@@ -100,7 +115,7 @@ class HomeAssistantExtension(Extension):
         would hold node state back on the one connection (measured with 100
         nodes at 10 Hz: p99 state latency 1.3 s in one burst).
         """
-        self._pending = [None, *sorted(self.nodes)]
+        self._pending = [None, *sorted(self.nodes), *sorted(self.plugin_entities)]
         self._force, self._then_states = force, then_states
         if not self._pacing:
             self._pacing = True
@@ -198,6 +213,17 @@ class HomeAssistantExtension(Extension):
             self.ctx.call_later(self.cfg.rename_pause, lambda: self._sync(node_id))
             return
         self._sync(node_id)
+
+    # ------------------------------------------------------------ plugins' entities
+
+    def _on_plugin_entities(self, _name: str, payload: dict[str, Any]) -> None:
+        domain = payload["plugin"]
+        if payload.get("entities"):
+            self.plugin_entities[domain] = (payload.get("title") or domain, list(payload["entities"]))
+        else:
+            self.plugin_entities.pop(domain, None)
+        if not self._collecting:
+            self._sync(domain)
 
     def health(self) -> dict[str, Any]:
         return {"configs": len(self.published), "collecting": self._collecting,

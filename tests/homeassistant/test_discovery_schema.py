@@ -17,7 +17,11 @@ REQUIRED = {  # from HA's MQTT platform docs
     "binary_sensor": {"state_topic"}, "sensor": {"state_topic"}, "event": {"state_topic", "event_types"},
     "button": {"command_topic"}, "number": {"command_topic"},
 }
-BINARY_CLASSES = {"presence", "occupancy", "motion", "connectivity"}
+# Home Assistant's binary_sensor device classes (developers.home-assistant.io, BinarySensorDeviceClass)
+BINARY_CLASSES = {"battery", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door", "garage_door",
+                  "gas", "heat", "light", "lock", "moisture", "motion", "moving", "occupancy", "opening", "plug",
+                  "power", "presence", "problem", "running", "safety", "smoke", "sound", "tamper", "update",
+                  "vibration", "window"}
 SENSOR_CLASSES = {"signal_strength", None}
 STATE_CLASSES = {"measurement", "total_increasing", None}
 CATEGORIES = {"diagnostic", "config", None}

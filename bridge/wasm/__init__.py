@@ -1,0 +1,1 @@
+"""WASM plugins: signed, sandboxed WebAssembly plugins that live on MQTT topics (docs/plugins.md)."""

@@ -1,0 +1,496 @@
+"""The plugin host as an extension: find, verify, load and supervise WASM plugins, and connect
+them to the bridge's states, events, services and MQTT.
+
+Loading a plugin directory, in this order: manifest (validated) -> module hash and signature
+(trust.py, before anything is compiled) -> compile, or the compile cache -> imports and exports
+against the ABI, imports against `host_imports_required` -> subscriptions, services and
+dependencies against the manifest's permissions -> instantiate and `setup_entry` on the plugin's
+own worker. A plugin that fails any step is `rejected` with the reason on its status topic.
+
+With `bridge.share_group`, several bridges run the same plugins; each state change and event is
+delivered only on the bridge that made it (origin LOCAL), and MQTT subscriptions are shared, so
+one presence change turns a light on once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bridge import names
+from bridge.core.api import ApiError
+from bridge.core.payload import dumps
+from bridge.core.services import ServiceCall, ServiceError
+from bridge.extension import Extension, ExtensionContext
+from bridge.mqtt.router import Message
+from bridge.wasm import trust
+from bridge.wasm.audit import AuditLog
+from bridge.wasm.config import PluginsConfig
+from bridge.wasm.host import HostServices, Plugin
+from bridge.wasm.manifest import MANIFEST, Manifest, ManifestError, load_manifest
+from bridge.wasm.permissions import Permissions
+from bridge.wasm.runtime import Runtime, check_module
+
+MAX_MODULE_BYTES = 16 * 1024 * 1024
+TICK = 1.0  # seconds between time_changed events
+
+
+class PluginError(Exception):
+    """A plugin that cannot be loaded; str() names its directory and the cause."""
+
+
+class PluginsExtension(Extension):
+    name = "plugins"
+    Config = PluginsConfig
+
+    def start(self, ctx: ExtensionContext) -> None:
+        self.ctx = ctx
+        self.cfg: PluginsConfig = ctx.config
+        self.topics = ctx.topics
+        self.runtime = Runtime(Path(self.cfg.cache_dir).expanduser())
+        self.runtime.start_clock()
+        self.audit_log = AuditLog(Path(self.cfg.audit_log).expanduser())
+        self.plugins: dict[str, Plugin] = {}
+        self.rejected: dict[str, dict[str, Any]] = {}  # status topic key -> status
+        self.entities: dict[str, dict[str, dict[str, Any]]] = {}  # plugin domain -> entity id -> config
+        self._routes: dict[str, list] = {}  # plugin domain -> MQTT routes
+        self._seen: dict[str, float] = {}  # plugin directory -> newest mtime, for the watcher
+        self._settling: dict[str, float] = {}  # plugin directory -> mtime of a change not yet acted on
+        self._alone = not ctx.topics.share_group
+        if not self.cfg.trusted_keys and not self.cfg.allow_unsigned:
+            ctx.log.warning("plugins: plugins.trusted_keys is empty, so no plugin can load; add the "
+                            "public key `ruview-bridge plugin keygen` printed")
+        if self.cfg.allow_unsigned:
+            ctx.log.warning("plugins: plugins.allow_unsigned is ON: unsigned and untrusted plugins run "
+                            "(development only)")
+        self.services = HostServices(
+            get_state=self._get_state, set_state=self._set_state, fire_event=self._fire_event,
+            call_service=self._call_service, register_entity=self._register_entity, publish=self._publish,
+            subscribe=self._subscribe, publish_status=self._publish_status, audit=self._audit,
+            schedule=lambda delay, fn: ctx.call_later(delay, fn), new_inbox=ctx.new_inbox,
+            close_inbox=ctx.close_inbox, config_entry=self._config_entry, max_crashes=self.cfg.max_crashes,
+            crash_window=self.cfg.crash_window, backoff=self.cfg.restart_backoff)
+        ctx.listen("state_changed", self._on_state_changed)
+        ctx.listen("event", self._on_event)
+        for verb, handler in (("plugin/list", self._req_list), ("plugin/load", self._req_load),
+                              ("plugin/unload", self._req_unload), ("plugin/reload", self._req_reload)):
+            ctx.register_request(verb, handler, scope="instance")
+        ctx.add_health("plugins", lambda: {d: p.health() for d, p in sorted(self.plugins.items())})
+        self.load_all()
+        ctx.call_later(TICK, self._tick)
+        if self.cfg.watch:
+            ctx.call_later(self.cfg.watch_interval, self._watch)
+
+    def stop(self) -> None:
+        for domain in list(self.plugins):
+            self.unload(domain, "the bridge stopped")
+        self.runtime.stop_clock()
+
+    # ------------------------------------------------------------ finding and loading
+
+    def plugin_dirs(self) -> list[Path]:
+        """Every directory holding a manifest.json: each configured directory, or its subdirectories."""
+        found = []
+        for configured in self.cfg.dirs:
+            root = Path(configured).expanduser()
+            if (root / MANIFEST).is_file():
+                found.append(root)
+            elif root.is_dir():
+                found.extend(sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()))
+        return found
+
+    def load_all(self) -> None:
+        """Load every plugin found, dependencies first; refuse those whose dependency is missing."""
+        candidates: dict[str, tuple[Path, Manifest]] = {}
+        for directory in self.plugin_dirs():
+            self._seen[str(directory)] = _mtime(directory)
+            try:
+                manifest = load_manifest(directory)
+            except ManifestError as exc:
+                self._reject(directory, None, str(exc))
+                continue
+            if manifest.domain in candidates or manifest.domain in self.plugins:
+                self._reject(directory, manifest, f"{directory}: domain {manifest.domain} is already "
+                             f"loaded from {candidates.get(manifest.domain, (self._dir_of(manifest.domain),))[0]}")
+                continue
+            candidates[manifest.domain] = (directory, manifest)
+        for domain in _dependency_order(candidates, set(self.plugins), self._reject_missing):
+            directory, manifest = candidates[domain]
+            try:
+                self.load(directory)
+            except PluginError as exc:
+                self._reject(directory, manifest, str(exc))
+
+    def _reject_missing(self, domain: str, directory: Path, manifest: Manifest, why: str) -> None:
+        self._reject(directory, manifest, f"{directory}: {why}")
+
+    def _dir_of(self, domain: str) -> str:
+        plugin = self.plugins.get(domain)
+        return str(plugin.directory) if plugin else "?"
+
+    def load(self, directory: Path) -> Plugin:
+        """Verify and start the plugin in `directory`; PluginError (and nothing changed) if it may not run."""
+        prepared = self._prepare(directory)
+        if prepared[0].domain in self.plugins:
+            raise PluginError(f"{directory}: domain {prepared[0].domain} is already loaded from "
+                              f"{self.plugins[prepared[0].domain].directory} (unload it first)")
+        return self._activate(directory, *prepared)
+
+    def _prepare(self, directory: Path, replacing: str | None = None):
+        """Everything short of running it: manifest, trust, permissions, compile, ABI."""
+        source = str(directory / MANIFEST)
+        try:
+            manifest = load_manifest(directory)
+        except ManifestError as exc:
+            raise PluginError(str(exc)) from None
+        if replacing is not None and manifest.domain != replacing:
+            raise PluginError(f"{source}: the domain changed from {replacing} to {manifest.domain} "
+                              "(unload the old plugin first)")
+        missing = [d for d in manifest.dependencies if d not in self.plugins]
+        if missing:
+            raise PluginError(f"{source}: needs plugin {', '.join(missing)}, which is not loaded")
+        module_path = directory / manifest.wasm_module
+        try:
+            if module_path.stat().st_size > MAX_MODULE_BYTES:
+                raise PluginError(f"{module_path}: larger than {MAX_MODULE_BYTES >> 20} MiB")
+            module_bytes = module_path.read_bytes()
+        except OSError as exc:
+            raise PluginError(f"{module_path}: cannot read it: {exc.strerror}") from None
+        try:
+            verdict = trust.verify(manifest, module_bytes, source, trusted_keys=self.cfg.trusted_keys,
+                                   allow_unsigned=self.cfg.allow_unsigned,
+                                   allow_hash_only=self.cfg.allow_hash_only_signatures)
+        except trust.TrustError as exc:
+            raise PluginError(str(exc)) from None
+        if verdict.warning:
+            self.ctx.log.warning("plugins: %s", verdict.warning)
+        problem = self._grant_problem(manifest)
+        if problem:
+            raise PluginError(f"{source}: {problem}")
+        try:
+            module, compiled = self.runtime.compile(module_bytes, trust.digest(module_bytes))
+            check_module(module, manifest.host_imports_required)
+        except ValueError as exc:
+            raise PluginError(f"{module_path}: {exc}") from None
+        except Exception as exc:  # wasmtime's compile errors
+            raise PluginError(f"{module_path}: not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
+        return manifest, module, verdict, compiled, trust.digest(module_bytes)
+
+    def _activate(self, directory: Path, manifest: Manifest, module, verdict, compiled: str, digest: str) -> Plugin:
+        plugin = Plugin(directory, manifest, module, self.runtime, self.services, trust=verdict.how,
+                        compiled=compiled)
+        self.plugins[manifest.domain] = plugin
+        self.rejected.pop(manifest.domain, None)
+        self._seen[str(directory)] = _mtime(directory)
+        started = threading.Event()
+        plugin.start(started)
+        started.wait(max(1.0, manifest.limits.time_per_call_ms / 1000 * 3))
+        for topic_filter in manifest.subscriptions:
+            self._subscribe(plugin, topic_filter)
+        for service in manifest.registered_services:
+            domain, _, name = service.partition(".")
+            self.ctx.register_service(domain, name, lambda call, p=plugin: self._plugin_service(p, call))
+        self.ctx.modules.put(plugin.manifest.cog_id or plugin.domain, {**plugin.manifest.description(),
+                                                                      "state": plugin.state})
+        self._audit(plugin.domain, "load", version=manifest.version, module=digest, trust=verdict.how,
+                    compiled=compiled)
+        self.ctx.log.info("plugins: loaded %s %s from %s (%s, %s)", manifest.domain, manifest.version,
+                          directory, verdict.how, compiled)
+        return plugin
+
+    def _grant_problem(self, manifest: Manifest) -> str | None:
+        granted = Permissions(manifest.homecore_permissions)
+        for topic_filter in manifest.subscriptions:
+            if not granted.allows("mqtt:subscribe", topic_filter):
+                return f"subscriptions: {topic_filter} is not granted by an mqtt:subscribe permission"
+        for service in manifest.registered_services:
+            if service.partition(".")[0] != manifest.domain:
+                return f"registered_services: {service} is outside the plugin's own domain {manifest.domain}"
+        for glob in manifest.subscribed_state_entities:
+            if not any(granted.allows("state:read", probe) for probe in (glob, glob.replace("*", "x"))):
+                return f"subscribed_state_entities: {glob} is not granted by a state:read permission"
+        return None
+
+    def unload(self, domain: str, reason: str = "unloaded") -> bool:
+        plugin = self.plugins.pop(domain, None)
+        if plugin is None:
+            return False
+        for route in self._routes.pop(domain, []):
+            self.ctx.mqtt.unsubscribe(route)
+        for service in plugin.manifest.registered_services:
+            self.ctx.unregister_service(*service.split(".", 1))
+        plugin.stop(reason)
+        self.entities.pop(domain, None)
+        self.ctx.emit("plugin_entities", {"plugin": domain, "entities": []})
+        self.ctx.modules.remove(plugin.manifest.cog_id or domain)
+        self._audit(domain, "unload", reason=reason)
+        return True
+
+    def _reject(self, directory: Path, manifest: Manifest | None, reason: str) -> None:
+        key = manifest.domain if manifest else names.slugify(directory.name)
+        status = {"state": "rejected", "reason": reason, "directory": str(directory),
+                  **(manifest.description() if manifest else {"domain": key})}
+        self.rejected[key] = status
+        self.ctx.log.error("plugins: rejected %s", reason)
+        self._audit(key, "reject", reason=reason)
+        self.ctx.mqtt.publish(self.topics.plugin_status(key), dumps(status), qos=1, retain=True)
+
+    # ------------------------------------------------------------ the watcher and the clock
+
+    def _watch(self) -> None:
+        """Hot load: a new plugin directory loads, a changed one reloads, a removed one unloads.
+
+        A change is acted on once it has held still for one look, so a plugin being copied in or
+        removed file by file is never loaded half-written.
+        """
+        try:
+            present = {str(d): d for d in self.plugin_dirs()}
+            for domain, plugin in list(self.plugins.items()):
+                if str(plugin.directory) not in present:
+                    self.unload(domain, "its directory is gone")
+            for key, status in list(self.rejected.items()):
+                if status.get("directory") and status["directory"] not in present:
+                    del self.rejected[key]  # nothing left to say about it
+                    self.ctx.mqtt.publish(self.topics.plugin_status(key), b"", qos=1, retain=True)
+            loaded = {str(p.directory): domain for domain, p in self.plugins.items()}
+            for key, directory in present.items():
+                mtime = _mtime(directory)
+                if mtime == self._seen.get(key):
+                    self._settling.pop(key, None)
+                    continue
+                if self._settling.get(key) != mtime:
+                    self._settling[key] = mtime  # changed since the last look: wait until it holds still
+                    continue
+                self._settling.pop(key, None)
+                self._seen[key] = mtime
+                if key in loaded:
+                    self.ctx.log.info("plugins: %s changed; reloading", directory)
+                    try:
+                        self.reload(loaded[key])
+                    except PluginError:
+                        pass  # the old version runs on; its status says why
+                    continue
+                try:
+                    self.load(directory)
+                except PluginError as exc:
+                    self._reject(directory, _manifest_or_none(directory), str(exc))
+        finally:
+            if not self.ctx.stopping.is_set():
+                self.ctx.call_later(self.cfg.watch_interval, self._watch)
+
+    def reload(self, domain: str) -> Plugin:
+        """The plugin again from its files. The new files are verified first: if they may not run,
+        the old plugin keeps running (its status says why the update was refused)."""
+        plugin = self.plugins.get(domain)
+        if plugin is None:
+            raise PluginError(f"no plugin {domain!r} is loaded")
+        directory = plugin.directory
+        try:
+            prepared = self._prepare(directory, replacing=domain)
+        except PluginError as exc:
+            plugin.reason = f"the changed files were refused, still running {plugin.manifest.version}: {exc}"
+            self.ctx.log.error("plugins: %s", plugin.reason)
+            self._audit(domain, "reject", reason=str(exc))
+            self._publish_status(plugin)
+            raise
+        self.unload(domain, "reloading")
+        return self._activate(directory, *prepared)
+
+    def _tick(self) -> None:
+        data = orjson.dumps({"now": round(time.time(), 3)})
+        for plugin in list(self.plugins.values()):
+            if "time_changed" in plugin.manifest.subscribed_events:
+                plugin.deliver("time_changed", data)
+        if not self.ctx.stopping.is_set():
+            self.ctx.call_later(TICK, self._tick)
+
+    # ------------------------------------------------------------ events into plugins (on this inbox)
+
+    def _on_state_changed(self, _name: str, change: dict[str, Any]) -> None:
+        if not self._alone and change.get("origin") != "LOCAL":
+            return
+        entity_id = change["entity_id"]
+        data = None
+        for plugin in list(self.plugins.values()):
+            globs = plugin.manifest.subscribed_state_entities
+            if globs and plugin.permissions.allows("state:read", entity_id) and \
+                    any(fnmatchcase(entity_id, g) for g in globs):
+                if data is None:
+                    old, new = change.get("old_state"), change.get("new_state")
+                    data = orjson.dumps({"entity_id": entity_id, "old_state": old.as_dict() if old else None,
+                                         "new_state": new.as_dict() if new else None})
+                plugin.deliver("state_changed", data)
+
+    def _on_event(self, _name: str, event: dict[str, Any]) -> None:
+        if not self._alone and event.get("origin") != "LOCAL":
+            return
+        event_type = event.get("event_type", "")
+        data = None
+        for plugin in list(self.plugins.values()):
+            wanted = plugin.manifest.subscribed_events
+            if event_type in wanted or ("*" in wanted and event_type != "time_changed"):
+                if event.get("data", {}).get("plugin") == plugin.domain:
+                    continue  # its own event, back
+                data = data or orjson.dumps(event)
+                plugin.deliver(event_type, data)
+
+    def _on_mqtt(self, plugin: Plugin, msg: Message) -> None:
+        try:
+            body: dict[str, Any] = {"topic": msg.topic, "payload": msg.payload.decode("utf-8")}
+        except UnicodeDecodeError:
+            body = {"topic": msg.topic, "payload": None, "payload_hex": msg.payload[:32768].hex()}
+        body["retain"] = bool(msg.retain)
+        plugin.deliver("mqtt_message", orjson.dumps(body))
+
+    def _plugin_service(self, plugin: Plugin, call: ServiceCall) -> dict[str, Any]:
+        if plugin.state != "running":
+            raise ServiceError(f"plugin {plugin.domain} is {plugin.state}")
+        plugin.call_service(call.service, call.data)
+        return {"queued": True}
+
+    # ------------------------------------------------------------ what host imports reach (plugin workers)
+
+    def _get_state(self, entity_id: str) -> dict[str, Any] | None:
+        state = self.ctx.states.get(entity_id)
+        return {"state": state.state, "attributes": state.attributes,
+                "last_changed": state.last_changed} if state else None
+
+    def _set_state(self, entity_id: str, value: str, attributes: dict[str, Any]) -> None:
+        self.ctx.states.set(entity_id, value, attributes)
+
+    def _fire_event(self, event_type: str, data: dict[str, Any]) -> None:
+        self.ctx.events.fire(event_type, data)
+
+    def _call_service(self, domain: str, service: str, data: dict[str, Any]) -> Any:
+        try:
+            return self.ctx.call_service(domain, service, data)
+        except ServiceError as exc:
+            if str(exc).startswith("unknown service"):
+                raise LookupError(str(exc)) from None
+            raise
+
+    def _register_entity(self, domain: str, config: dict[str, Any]) -> None:
+        entities = self.entities.setdefault(domain, {})
+        entities[config["entity_id"]] = dict(config)
+        title = self.plugins[domain].manifest.name if domain in self.plugins else domain
+        self.ctx.emit("plugin_entities", {"plugin": domain, "title": title, "entities": list(entities.values())})
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        return self.ctx.mqtt.publish(topic, payload, qos, retain)
+
+    def _subscribe(self, plugin: Plugin, topic_filter: str) -> None:
+        route = self.ctx.mqtt.subscribe(self.topics.shared(topic_filter),
+                                        lambda msg, p=plugin: self._on_mqtt(p, msg))
+        self._routes.setdefault(plugin.domain, []).append(route)
+
+    def _publish_status(self, plugin: Plugin) -> None:
+        self.ctx.mqtt.publish(self.topics.plugin_status(plugin.domain), dumps(plugin.status()), qos=1, retain=True)
+        if plugin.domain in self.plugins:
+            self.ctx.modules.put(plugin.manifest.cog_id or plugin.domain,
+                                 {**plugin.manifest.description(), "state": plugin.state})
+
+    def _audit(self, plugin: str, action: str, **detail: Any) -> None:
+        entry = self.audit_log.record(plugin, action, **detail)
+        if action in ("deny", "crash", "disable", "reject", "load", "unload"):
+            self.ctx.mqtt.publish(self.topics.plugin_audit(plugin), dumps(entry), qos=0)
+
+    def _config_entry(self, manifest: Manifest) -> dict[str, Any]:
+        return {"entry_id": manifest.domain, "domain": manifest.domain, "title": manifest.name,
+                "data": self.cfg.entries.get(manifest.domain, {}), "options": {}, "version": 1}
+
+    # ------------------------------------------------------------ bridge requests
+
+    def _req_list(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"plugins": [{**p.status(), **p.health()} for _, p in sorted(self.plugins.items())],
+                "rejected": [s for _, s in sorted(self.rejected.items())]}
+
+    def _domain_arg(self, request: dict[str, Any]) -> str:
+        domain = request.get("domain", request.get("value"))
+        if not isinstance(domain, str) or domain not in self.plugins:
+            raise ApiError(f"no plugin {str(domain)[:64]!r} is loaded (loaded: {', '.join(sorted(self.plugins)) or 'none'})")
+        return domain
+
+    def _req_load(self, request: dict[str, Any]) -> dict[str, Any]:
+        path = request.get("path", request.get("value"))
+        if not isinstance(path, str) or not path:
+            raise ApiError('give the plugin\'s directory: {"path": "/path/to/plugin"}')
+        directory = Path(path).expanduser()
+        if not (directory / MANIFEST).is_file():
+            raise ApiError(f"{directory}: no {MANIFEST} there")
+        try:
+            plugin = self.load(directory)
+        except PluginError as exc:
+            self._reject(directory, _manifest_or_none(directory), str(exc))
+            raise ApiError(str(exc)) from None
+        return plugin.status()
+
+    def _req_unload(self, request: dict[str, Any]) -> dict[str, Any]:
+        domain = self._domain_arg(request)
+        self.unload(domain, "unloaded by request")
+        return {"domain": domain, "state": "stopped"}
+
+    def _req_reload(self, request: dict[str, Any]) -> dict[str, Any]:
+        domain = self._domain_arg(request)
+        try:
+            return self.reload(domain).status()
+        except PluginError as exc:
+            raise ApiError(str(exc)) from None
+
+
+def _mtime(directory: Path) -> float:
+    """The newest modification time of the plugin's files (manifest and module)."""
+    newest = 0.0
+    for path in (directory, directory / MANIFEST, *directory.glob("*.wasm")):
+        try:
+            newest = max(newest, path.stat().st_mtime_ns / 1e9)
+        except OSError:
+            pass
+    return newest
+
+
+def _manifest_or_none(directory: Path) -> Manifest | None:
+    try:
+        return load_manifest(directory)
+    except ManifestError:
+        return None
+
+
+def _dependency_order(candidates: dict[str, tuple[Path, Manifest]], loaded: set[str], refuse) -> list[str]:
+    """Domains in an order where each comes after its dependencies; the rest refused with the reason."""
+    order, state = [], {}
+
+    def visit(domain: str, chain: tuple[str, ...]) -> bool:
+        if domain in loaded:
+            return True
+        if state.get(domain) == "done":
+            return True
+        if state.get(domain) in ("failed",):
+            return False
+        if domain in chain:
+            return False
+        directory, manifest = candidates[domain]
+        for dep in manifest.dependencies:
+            if dep not in candidates and dep not in loaded:
+                refuse(domain, directory, manifest, f"needs plugin {dep}, which is not installed")
+                state[domain] = "failed"
+                return False
+            if dep in chain + (domain,):
+                refuse(domain, directory, manifest, f"dependency cycle: {' -> '.join(chain + (domain, dep))}")
+                state[domain] = "failed"
+                return False
+            if not visit(dep, chain + (domain,)):
+                refuse(domain, directory, manifest, f"needs plugin {dep}, which could not load")
+                state[domain] = "failed"
+                return False
+        state[domain] = "done"
+        order.append(domain)
+        return True
+
+    for domain in sorted(candidates):
+        visit(domain, ())
+    return order

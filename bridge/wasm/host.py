@@ -1,0 +1,419 @@
+"""One loaded plugin: its instance, its worker, its host imports, its crashes.
+
+Everything a plugin does runs on its own inbox (one worker thread, a bounded queue whose
+overflow is dropped and counted), so a plugin that loops until its deadline stalls only itself.
+Each host import checks the plugin's permissions and bounds before it touches anything; a denial
+answers -3, is counted, audited, and said on `ruview/plugin/<domain>/audit`. A call that traps,
+runs out of fuel or past its deadline ends that call: the instance is dropped (its memory may be
+half-written) and made again after a backoff; after `max_crashes` within `crash_window` the
+plugin is disabled until it is reloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import wasmtime
+
+from bridge import names
+from bridge.core.payload import dumps
+from bridge.topics import InvalidTopic, check_filter, check_topic
+from bridge.wasm import abi
+from bridge.wasm.manifest import Manifest
+from bridge.wasm.permissions import Permissions
+from bridge.wasm.runtime import Instance, PluginTrap, Runtime
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds before re-instantiating after a crash
+
+
+@dataclass
+class Counters:
+    events: int = 0
+    dropped: int = 0
+    denied: int = 0
+    bad_pointers: int = 0
+    rate_limited: int = 0
+    host_calls: int = 0
+    crashes: int = 0
+    fuel: int = 0
+
+
+@dataclass
+class HostServices:
+    """The narrow parts of the bridge a plugin's imports reach (given by the extension)."""
+
+    get_state: Callable[[str], dict[str, Any] | None]
+    set_state: Callable[[str, str, dict[str, Any]], None]
+    fire_event: Callable[[str, dict[str, Any]], None]
+    call_service: Callable[[str, str, dict[str, Any]], Any]
+    register_entity: Callable[[str, dict[str, Any]], None]  # (plugin domain, config)
+    publish: Callable[[str, bytes, int, bool], bool]
+    subscribe: Callable[["Plugin", str], None]
+    publish_status: Callable[["Plugin"], None]
+    audit: Callable[..., None]  # (plugin, action, **detail)
+    schedule: Callable[[float, Callable[[], None]], Any]  # run later on the extension's inbox
+    new_inbox: Callable[[str, int], Any]
+    close_inbox: Callable[[Any], None]
+    config_entry: Callable[[Manifest], dict[str, Any]]
+    max_crashes: int = 5
+    crash_window: float = 300.0
+    backoff: float = BACKOFF_FIRST
+
+
+class RateBucket:
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, 2 * rate
+        self.tokens, self.at = self.burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class Plugin:
+    def __init__(self, directory: Path, manifest: Manifest, module: wasmtime.Module, runtime: Runtime,
+                 services: HostServices, *, trust: str, compiled: str) -> None:
+        self.directory, self.manifest, self.module, self.runtime = directory, manifest, module, runtime
+        self.domain = manifest.domain
+        self.services = services
+        self.trust, self.compiled = trust, compiled
+        self.permissions = Permissions(manifest.homecore_permissions)
+        self.counters = Counters()
+        self.state, self.reason = "stopped", None
+        self.disabled = False
+        self.started_ms: float | None = None
+        self._instance: Instance | None = None
+        self._crash_times: deque[float] = deque()
+        self._backoff = services.backoff
+        self._bucket = RateBucket(manifest.limits.host_calls_per_s)
+        self._lock = threading.Lock()
+        self.inbox = services.new_inbox(f"plugin-{self.domain}", manifest.limits.queue)
+        self.subscriptions: list[str] = []
+
+    # ------------------------------------------------------------ lifecycle (queued on the plugin's worker)
+
+    def start(self, done: threading.Event | None = None) -> None:
+        self.inbox.put(self._start, done)
+
+    def _start(self, done: threading.Event | None) -> None:
+        try:
+            if self.disabled:
+                return
+            began = time.perf_counter()
+            limits = self.manifest.limits
+            try:
+                self._instance = Instance(self.runtime, self.module, self._imports(),
+                                          memory_bytes=limits.memory_mb << 20, table_elements=limits.table_elements,
+                                          fuel=limits.fuel_per_call, time_ms=limits.time_per_call_ms)
+            except (wasmtime.WasmtimeError, wasmtime.Trap, ValueError) as exc:
+                self._crashed(PluginTrap(f"cannot instantiate: {str(exc).splitlines()[0]}", "trap"), "instantiate")
+                return
+            except PluginTrap as trap:
+                self._crashed(trap, "instantiate")
+                return
+            self.started_ms = (time.perf_counter() - began) * 1000
+            entry = orjson.dumps(self.services.config_entry(self.manifest))
+            if not self._call("setup_entry", entry):
+                return
+            self.state, self.reason = "running", None
+            self.services.publish_status(self)
+        finally:
+            if done is not None:
+                done.set()
+
+    def stop(self, reason: str = "unloaded") -> None:
+        """Tear down (teardown export, if any) and stop the worker; waits for it."""
+        self.inbox.put(self._teardown)
+        self.services.close_inbox(self.inbox)
+        self.state, self.reason = "stopped", reason
+        self.services.publish_status(self)
+
+    def _teardown(self) -> None:
+        if self._instance is not None and "teardown" in self._instance.calls:
+            try:
+                self._instance.call("teardown")
+            except PluginTrap as trap:
+                log.info("plugin %s: teardown %s", self.domain, trap)
+        self._instance = None
+
+    # ------------------------------------------------------------ events in
+
+    def deliver(self, event_type: str, data: bytes) -> None:
+        """Queue an event for receive_event (never blocks; a full queue drops it, counted)."""
+        if self.state != "running":
+            self.counters.dropped += 1  # crashed and waiting to restart, or disabled
+            return
+        if not self.inbox.put(self._receive, event_type.encode(), data):
+            self.counters.dropped += 1
+
+    def _receive(self, event_type: bytes, data: bytes) -> None:
+        if self._instance is not None:
+            self.counters.events += 1
+            self._call("receive_event", event_type, data)
+
+    def call_service(self, service: str, data: dict[str, Any]) -> None:
+        self.inbox.put(self._service, service.encode(), orjson.dumps(data))
+
+    def _service(self, service: bytes, data: bytes) -> None:
+        if self._instance is not None:
+            self._call("call_service_handler", self.domain.encode(), service, data)
+
+    def _call(self, export: str, *buffers: bytes) -> bool:
+        instance = self._instance
+        if instance is None:
+            return False
+        try:
+            instance.call_with(export, *buffers)
+            self.counters.fuel += instance.fuel_used()
+            return True
+        except PluginTrap as trap:
+            self._crashed(trap, export)
+            return False
+
+    def _crashed(self, trap: PluginTrap, where: str) -> None:
+        self._instance = None
+        self.counters.crashes += 1
+        now = time.monotonic()
+        self._crash_times.append(now)
+        while self._crash_times and now - self._crash_times[0] > self.services.crash_window:
+            self._crash_times.popleft()
+        reason = f"{where}: {trap}"
+        self.services.audit(self.domain, "crash", kind=trap.kind, reason=reason)
+        if len(self._crash_times) >= self.services.max_crashes:
+            self.disabled = True
+            self.state = "crashed"
+            self.reason = (f"{reason}; disabled after {len(self._crash_times)} crashes within "
+                           f"{self.services.crash_window:g} s (plugin/reload starts it again)")
+            log.error("plugin %s: %s", self.domain, self.reason)
+            self.services.audit(self.domain, "disable", reason=self.reason)
+        else:
+            self.state, self.reason = "crashed", f"{reason}; restarting in {self._backoff:g} s"
+            log.warning("plugin %s: %s", self.domain, self.reason)
+            delay, self._backoff = self._backoff, min(BACKOFF_MAX, self._backoff * 2)
+            self.services.schedule(delay, lambda: self.start())
+        self.services.publish_status(self)
+
+    # ------------------------------------------------------------ host imports
+
+    def _imports(self) -> dict[str, Callable[..., int]]:
+        table = {"hc_log": self.hc_log, "hc_state_get": self.hc_state_get, "hc_state_set": self.hc_state_set,
+                 "hc_event_fire": self.hc_event_fire, "hc_service_call": self.hc_service_call,
+                 "hc_entity_register": self.hc_entity_register, "hc_mqtt_publish": self.hc_mqtt_publish,
+                 "hc_mqtt_subscribe": self.hc_mqtt_subscribe}
+        used = {imp.name for imp in self.module.imports}
+        return {name: fn for name, fn in table.items() if name in used}
+
+    def _text(self, ptr: int, length: int) -> str | int:
+        """The plugin's UTF-8 text at ptr, or BAD_POINTER / INVALID."""
+        data = self._instance.read(ptr, length) if self._instance is not None else None
+        if data is None:
+            self.counters.bad_pointers += 1
+            return abi.BAD_POINTER
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return abi.INVALID
+
+    def _json(self, ptr: int, length: int) -> Any:
+        """The plugin's JSON object at ptr (empty: {}), or BAD_POINTER / INVALID."""
+        text = self._text(ptr, length) if length else "{}"
+        if isinstance(text, int):
+            return text
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return abi.INVALID
+        return value if isinstance(value, dict) else abi.INVALID
+
+    def _deny(self, kind: str, subject: str) -> int:
+        self.counters.denied += 1
+        self.services.audit(self.domain, "deny", permission=kind, subject=subject[:256])
+        return abi.DENIED
+
+    def _allowed(self, kind: str, subject: str) -> bool:
+        return self.permissions.allows(kind, subject)
+
+    def _budget(self) -> bool:
+        self.counters.host_calls += 1
+        if self._bucket.take():
+            return True
+        self.counters.rate_limited += 1
+        return False
+
+    def _args(self, *pairs: tuple[int, int]) -> list[str] | int:
+        out = []
+        for ptr, length in pairs:
+            text = self._text(ptr, length)
+            if isinstance(text, int):
+                return text
+            out.append(text)
+        return out
+
+    def hc_log(self, level: int, ptr: int, length: int) -> int:
+        text = self._args((ptr, length))
+        if isinstance(text, int):
+            return text
+        if not self._budget():
+            return abi.RATE_LIMITED
+        log.log(level if level in (10, 20, 30, 40, 50) else 20, "plugin %s: %s", self.domain,
+                text[0][:1000].replace("\n", " "))
+        return abi.OK
+
+    def hc_state_get(self, ptr: int, length: int, out: int, cap: int) -> int:
+        args = self._args((ptr, length))
+        if isinstance(args, int):
+            return args
+        entity_id = args[0]
+        if cap < 0 or cap > abi.MAX_BUFFER or self._instance is None or self._instance.read(out, cap) is None:
+            self.counters.bad_pointers += 1
+            return abi.BAD_POINTER
+        if not names.valid_entity_id(entity_id):
+            return abi.INVALID
+        if not self._allowed("state:read", entity_id):
+            return self._deny("state:read", entity_id)
+        state = self.services.get_state(entity_id)
+        if state is None:
+            return abi.NOT_FOUND
+        data = orjson.dumps(state)
+        if len(data) > cap:
+            return abi.BUFFER_TOO_SMALL
+        self._instance.write(out, data)
+        return len(data)
+
+    def hc_state_set(self, ep: int, el: int, sp: int, sl: int, ap: int, al: int) -> int:
+        args = self._args((ep, el), (sp, sl))
+        if isinstance(args, int):
+            return args
+        entity_id, value = args
+        attributes = self._json(ap, al)
+        if isinstance(attributes, int):
+            return attributes
+        if not names.valid_entity_id(entity_id) or len(value) > 255:
+            return abi.INVALID
+        if not self._allowed("state:write", entity_id):
+            return self._deny("state:write", entity_id)
+        if not self._budget():
+            return abi.RATE_LIMITED
+        self.services.set_state(entity_id, value, attributes)
+        return abi.OK
+
+    def hc_event_fire(self, tp: int, tl: int, dp: int, dl: int) -> int:
+        args = self._args((tp, tl))
+        if isinstance(args, int):
+            return args
+        event_type, data = args[0], self._json(dp, dl)
+        if isinstance(data, int):
+            return data
+        if not names.is_identifier(event_type):
+            return abi.INVALID
+        if not self._allowed("event:fire", event_type):
+            return self._deny("event:fire", event_type)
+        if not self._budget():
+            return abi.RATE_LIMITED
+        self.services.fire_event(event_type, {**data, "plugin": self.domain})
+        return abi.OK
+
+    def hc_service_call(self, dp: int, dl: int, sp: int, sl: int, datap: int, datal: int) -> int:
+        args = self._args((dp, dl), (sp, sl))
+        if isinstance(args, int):
+            return args
+        domain, service = args
+        data = self._json(datap, datal)
+        if isinstance(data, int):
+            return data
+        if not names.is_identifier(domain) or not names.is_identifier(service):
+            return abi.INVALID
+        if not self._allowed("service:call", f"{domain}.{service}"):
+            return self._deny("service:call", f"{domain}.{service}")
+        if not self._budget():
+            return abi.RATE_LIMITED
+        try:
+            self.services.call_service(domain, service, data)
+        except LookupError:
+            return abi.NOT_FOUND
+        except Exception as exc:
+            log.info("plugin %s: %s.%s failed: %s", self.domain, domain, service, exc)
+            return abi.FAILED
+        return abi.OK
+
+    def hc_entity_register(self, ptr: int, length: int) -> int:
+        config = self._json(ptr, length)
+        if isinstance(config, int):
+            return config
+        if not names.valid_entity_id(config.get("entity_id")) or \
+                config["entity_id"].partition(".")[0] not in ("sensor", "binary_sensor"):
+            return abi.INVALID  # a plugin announces states (sensor, binary_sensor), never commands
+        if not self._allowed("entity:register", config["entity_id"]):
+            return self._deny("entity:register", config["entity_id"])
+        if not self._budget():
+            return abi.RATE_LIMITED
+        self.services.register_entity(self.domain, config)
+        return abi.OK
+
+    def hc_mqtt_publish(self, tp: int, tl: int, pp: int, pl: int, qos: int, retain: int) -> int:
+        args = self._args((tp, tl))
+        if isinstance(args, int):
+            return args
+        topic = args[0]
+        payload = self._instance.read(pp, pl) if self._instance is not None else None
+        if payload is None:
+            self.counters.bad_pointers += 1
+            return abi.BAD_POINTER
+        try:
+            check_topic(topic)
+        except InvalidTopic:
+            return abi.INVALID
+        if qos not in (0, 1) or retain not in (0, 1):
+            return abi.INVALID
+        if not self._allowed("mqtt:publish", topic):
+            return self._deny("mqtt:publish", topic)
+        if not self._budget():
+            return abi.RATE_LIMITED
+        return abi.OK if self.services.publish(topic, payload, qos, bool(retain)) else abi.FAILED
+
+    def hc_mqtt_subscribe(self, ptr: int, length: int) -> int:
+        args = self._args((ptr, length))
+        if isinstance(args, int):
+            return args
+        topic_filter = args[0]
+        try:
+            check_filter(topic_filter)
+        except InvalidTopic:
+            return abi.INVALID
+        if not self._allowed("mqtt:subscribe", topic_filter):
+            return self._deny("mqtt:subscribe", topic_filter)
+        if topic_filter not in self.subscriptions:
+            self.subscriptions.append(topic_filter)
+            self.services.subscribe(self, topic_filter)
+        return abi.OK
+
+    # ------------------------------------------------------------ what others see
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "reason": self.reason, **self.manifest.description(),
+                "trust": self.trust, "directory": str(self.directory)}
+
+    def health(self) -> dict[str, Any]:
+        c = self.counters
+        return {"state": self.state, "events": c.events, "dropped": c.dropped + self.inbox.dropped,
+                "denied": c.denied, "bad_pointers": c.bad_pointers, "rate_limited": c.rate_limited,
+                "host_calls": c.host_calls, "crashes": c.crashes, "fuel": c.fuel,
+                "queued": self.inbox.backlog}
+
+
+def status_payload(plugin: Plugin) -> bytes:
+    return dumps(plugin.status())

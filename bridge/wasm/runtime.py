@@ -1,0 +1,371 @@
+"""wasmtime, set up once: the engine (fuel + epochs), its epoch clock, the compiled-module cache,
+and a plugin instance with the fast call path.
+
+Calls into a plugin go through the C API's unchecked call (`wasmtime_func_call_unchecked`):
+wasmtime-py's `Func.__call__` re-reads the function's type and converts every value on every
+call, about five times the cost of the call itself. That is only safe when the export's type
+is what we pass, so `Instance` checks every export's signature against abi.EXPORTS at load.
+
+A .cwasm is native code. The cache only loads files it wrote itself: each carries an HMAC-SHA256
+under a key that lives, 0600, in the cache directory (0700), and a file whose tag does not match
+is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import wasmtime
+from wasmtime import _bindings, _ffi as ffi
+
+from bridge.wasm import abi
+
+log = logging.getLogger(__name__)
+
+EPOCH_TICK = 0.01  # seconds per epoch: the resolution of time_per_call_ms
+ENGINE_SETTINGS = "fuel+epoch;cranelift-speed"
+_KEY_FILE = "cache.key"
+
+
+class PluginTrap(Exception):
+    """A call into a plugin ended abnormally (trap, out of fuel, deadline); str() says which."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.kind = kind  # "trap", "out_of_fuel", "timeout"
+
+
+class Runtime:
+    """One engine for every plugin, its epoch clock, and the compile cache."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None) -> None:
+        config = wasmtime.Config()
+        config.consume_fuel = True
+        config.epoch_interruption = True
+        self.engine = wasmtime.Engine(config)
+        self.version = wasmtime.__version__ if hasattr(wasmtime, "__version__") else _wasmtime_version()
+        self.cache = ModuleCache(Path(cache_dir), self) if cache_dir else None
+        self._stop = threading.Event()
+        self._clock: threading.Thread | None = None
+
+    def start_clock(self) -> None:
+        """The epoch ticker; while it runs, a call past its deadline is interrupted."""
+        def tick() -> None:
+            while not self._stop.wait(EPOCH_TICK):
+                self.engine.increment_epoch()
+
+        self._clock = threading.Thread(target=tick, name="wasm-epoch", daemon=True)
+        self._clock.start()
+
+    def stop_clock(self) -> None:
+        self._stop.set()
+        if self._clock is not None:
+            self._clock.join(1.0)
+
+    def compile(self, module: bytes, module_digest: str) -> tuple[wasmtime.Module, str]:
+        """The compiled module, and where it came from ("cache" or "compiled in N ms")."""
+        if self.cache is not None:
+            cached = self.cache.load(module_digest)
+            if cached is not None:
+                return cached, "cache"
+        began = time.perf_counter()
+        compiled = wasmtime.Module(self.engine, module)
+        took = (time.perf_counter() - began) * 1000
+        if self.cache is not None:
+            self.cache.store(module_digest, compiled)
+        return compiled, f"compiled in {took:.0f} ms"
+
+
+def _wasmtime_version() -> str:
+    from importlib.metadata import version
+    return version("wasmtime")
+
+
+class ModuleCache:
+    def __init__(self, directory: Path, runtime: Runtime) -> None:
+        self.dir, self.runtime = directory, runtime
+        self._key: bytes | None = None
+
+    def _ready(self) -> bytes:
+        if self._key is None:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.dir, 0o700)
+            key_path = self.dir / _KEY_FILE
+            try:
+                self._key = bytes.fromhex(key_path.read_text().strip())
+            except (OSError, ValueError):
+                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    key = secrets.token_bytes(32)
+                    f.write(key.hex())
+                self._key = key
+        return self._key
+
+    def _path(self, module_digest: str) -> Path:
+        tag = hashlib.sha256(f"{self.runtime.version};{ENGINE_SETTINGS}".encode()).hexdigest()[:16]
+        return self.dir / f"{module_digest[7:]}-{tag}.cwasm"
+
+    def load(self, module_digest: str) -> wasmtime.Module | None:
+        path = self._path(module_digest)
+        try:
+            key = self._ready()
+            data = path.read_bytes()
+        except OSError:
+            return None
+        body, mac = data[:-32], data[-32:]
+        if len(data) < 32 or not hmac.compare_digest(mac, hmac.new(key, body, "sha256").digest()):
+            log.warning("plugins: ignoring %s: not a cache file this bridge wrote", path)
+            return None
+        try:
+            return wasmtime.Module.deserialize(self.runtime.engine, body)
+        except wasmtime.WasmtimeError:
+            return None
+
+    def store(self, module_digest: str, module: wasmtime.Module) -> None:
+        try:
+            key = self._ready()
+            body = module.serialize()
+            path = self._path(module_digest)
+            tmp = path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(body + hmac.new(key, body, "sha256").digest())
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("plugins: cannot write the compile cache in %s: %s", self.dir, exc.strerror)
+
+
+class RawExport:
+    """An i32-only export, called without wasmtime-py's per-call type checks (signature checked at load).
+
+    The arguments go straight into the raw value buffer through an int32 view of it (a value is 16
+    bytes; its i32 is the first 4), so a call builds no Python objects but the result.
+    """
+
+    __slots__ = ("_ctx", "_func", "_buf", "_ints", "_trap", "_trap_ref", "_n", "_stride")
+
+    def __init__(self, store: wasmtime.Store, func: wasmtime.Func, params: int, results: int) -> None:
+        self._ctx = store._context()
+        self._func = ctypes.byref(func._func)
+        self._n = max(params, results, 1)
+        self._buf = (ffi.wasmtime_val_raw_t * self._n)()
+        self._stride = ctypes.sizeof(ffi.wasmtime_val_raw_t) // 4
+        self._ints = (ctypes.c_int32 * (self._n * self._stride)).from_buffer(self._buf)
+        self._new_trap()
+
+    def _new_trap(self) -> None:
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
+
+    def __call__(self, *args: int) -> int:
+        ints, stride = self._ints, self._stride
+        for i, value in enumerate(args):
+            ints[i * stride] = value
+        error = _call_unchecked(self._ctx, self._func, self._buf, self._n, self._trap_ref)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        if self._trap:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._new_trap()
+            raise trap
+        return ints[0]
+
+
+HostFunction = Callable[..., int]
+# The C functions themselves, from a handle of our own on the library (so that giving
+# wasmtime_memory_data a plain address result does not change wasmtime-py's copy).
+_lib = ctypes.CDLL(_bindings.dll._name)
+_call_unchecked = _bindings._wasmtime_func_call_unchecked
+_set_fuel = _bindings._wasmtime_context_set_fuel
+_set_deadline = _bindings._wasmtime_context_set_epoch_deadline
+_memory_data = _lib.wasmtime_memory_data
+_memory_data.restype = ctypes.c_void_p
+_memory_data.argtypes = [ctypes.POINTER(ffi.wasmtime_context_t), ctypes.POINTER(ffi.wasmtime_memory_t)]
+_memory_size = _bindings._wasmtime_memory_data_size
+
+
+class Instance:
+    """One instantiated plugin: its store (fuel, deadline, limits), memory and exports.
+
+    `imports` maps each host import the module uses to a Python function of the i32 arguments
+    that returns an i32; the module may import nothing else.
+    """
+
+    def __init__(self, runtime: Runtime, module: wasmtime.Module, imports: dict[str, HostFunction], *,
+                 memory_bytes: int, table_elements: int, fuel: int, time_ms: int) -> None:
+        self.runtime, self.fuel = runtime, fuel
+        self.deadline = max(1, -(-time_ms // int(EPOCH_TICK * 1000)))
+        self.store = wasmtime.Store(runtime.engine)
+        self._ctx = self.store._context()
+        self.store.set_limits(memory_size=memory_bytes, table_elements=table_elements, instances=1,
+                              tables=1, memories=1)
+        linker = wasmtime.Linker(runtime.engine)
+        i32 = wasmtime.ValType.i32()
+        for name, fn in imports.items():
+            linker.define_func(abi.IMPORT_MODULE, name, wasmtime.FuncType([i32] * abi.IMPORTS[name], [i32]),
+                               _host(fn))
+        self._arm()
+        instance = linker.instantiate(self.store, module)  # a start function runs here, under the limits
+        exports = instance.exports(self.store)
+        present = set(exports)
+        memory = exports["memory"] if "memory" in present else None
+        if not isinstance(memory, wasmtime.Memory):
+            raise ValueError("the module exports no memory")
+        self.memory = memory
+        self._mem = ctypes.byref(memory._memory)
+        self._buffer_ptr = self._buffer_cap = 0
+        self.calls: dict[str, RawExport] = {}
+        for name, (params, results) in {**abi.EXPORTS, **abi.OPTIONAL_EXPORTS}.items():
+            if name in present:
+                self.calls[name] = RawExport(self.store, exports[name], params, results)
+        if "_initialize" in self.calls:
+            self.call("_initialize")
+
+    def _arm(self) -> None:
+        """Fuel and deadline for the next call (the C API directly: this runs several times per event)."""
+        error = _set_fuel(self._ctx, self.fuel)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        _set_deadline(self._ctx, self.deadline)
+
+    def _base(self) -> tuple[int, int]:
+        """Where the plugin's memory is now, and its size (it moves when memory grows)."""
+        return _memory_data(self._ctx, self._mem) or 0, _memory_size(self._ctx, self._mem)
+
+    def call(self, name: str, *args: int) -> int:
+        """Call an export, re-arming fuel and the deadline first; PluginTrap if it does not return."""
+        self._arm()
+        try:
+            return self.calls[name](*args)
+        except wasmtime.Trap as trap:
+            raise _as_plugin_trap(trap) from None
+        except wasmtime.WasmtimeError as exc:
+            raise PluginTrap(f"{name}: {str(exc).splitlines()[0]}", "trap") from None
+
+    def fuel_used(self) -> int:
+        return self.fuel - self.store.get_fuel()
+
+    # ------------------------------------------------------------ memory (bounds-checked)
+
+    def read(self, ptr: int, length: int) -> bytes | None:
+        """The plugin's bytes at ptr..ptr+length, or None when that is not inside its memory."""
+        if length < 0 or length > abi.MAX_BUFFER or ptr < 0:
+            return None
+        base, size = self._base()
+        if ptr + length > size:
+            return None
+        return ctypes.string_at(base + ptr, length)
+
+    def write(self, ptr: int, data: bytes) -> bool:
+        base, size = self._base()
+        if ptr <= 0 or len(data) > abi.MAX_BUFFER or ptr + len(data) > size:
+            return False
+        ctypes.memmove(base + ptr, data, len(data))
+        return True
+
+    def call_with(self, name: str, *buffers: bytes) -> int:
+        """Call export `name` with each buffer in plugin memory as a (ptr, len) pair.
+
+        The buffers go into the instance's delivery buffer: allocated with the plugin's `alloc`
+        once (and again, larger, when a delivery does not fit), kept across calls and given back
+        with `dealloc` when the instance goes. So an event costs one call into the plugin, not three.
+        """
+        joined = b"".join(buffers)
+        total = len(joined)
+        if any(len(b) > abi.MAX_BUFFER for b in buffers):
+            raise PluginTrap(f"{name}: a buffer over 64 KiB", "trap")
+        try:
+            self._arm()
+            ptr = self._buffer(total) if total else 0
+            if total:
+                base = _memory_data(self._ctx, self._mem) or 0
+                if ptr + total > _memory_size(self._ctx, self._mem):  # memory cannot shrink; be sure anyway
+                    raise PluginTrap(f"{name}: the delivery buffer is outside the plugin's memory", "trap")
+                ctypes.memmove(base + ptr, joined, total)
+            flat, at = [], ptr
+            for data in buffers:
+                size = len(data)
+                flat += (at if size else 0, size)
+                at += size
+            return self.calls[name](*flat)
+        except wasmtime.Trap as trap:
+            raise _as_plugin_trap(trap) from None
+        except wasmtime.WasmtimeError as exc:
+            raise PluginTrap(f"{name}: {str(exc).splitlines()[0]}", "trap") from None
+
+    def _buffer(self, size: int) -> int:
+        if size <= self._buffer_cap:
+            return self._buffer_ptr
+        if self._buffer_ptr:
+            self.calls["dealloc"](self._buffer_ptr, self._buffer_cap)
+            self._buffer_ptr = self._buffer_cap = 0
+        cap = max(4096, 1 << (size - 1).bit_length())
+        ptr = self.calls["alloc"](cap)
+        if ptr <= 0 or ptr + cap > _memory_size(self._ctx, self._mem):
+            raise PluginTrap(f"alloc({cap}) gave no usable buffer", "trap")
+        self._buffer_ptr, self._buffer_cap = ptr, cap
+        return ptr
+
+
+def _host(fn: HostFunction) -> Callable[..., int]:
+    def call(*args: int) -> int:
+        try:
+            return int(fn(*args))
+        except Exception:  # a bug of ours must not become the plugin's trap; say it, answer FAILED
+            log.exception("plugins: host import %s failed", getattr(fn, "__name__", fn))
+            return abi.FAILED
+
+    return call
+
+
+def _as_plugin_trap(trap: wasmtime.Trap) -> PluginTrap:
+    code = trap.trap_code
+    if code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return PluginTrap("ran out of fuel (limits.fuel_per_call)", "out_of_fuel")
+    if code == wasmtime.TrapCode.INTERRUPT:
+        return PluginTrap("took longer than limits.time_per_call_ms", "timeout")
+    what = code.name.lower().replace("_", " ") if code is not None else "trap"
+    frames = trap.frames or []
+    where = f" in {frames[0].func_name}" if frames and frames[0].func_name else ""
+    return PluginTrap(f"trapped ({what}){where}", "trap")
+
+
+def check_module(module: wasmtime.Module, declared: list[str]) -> None:
+    """Refuse a module whose imports or exports are not the ABI (before it is instantiated)."""
+    for imp in module.imports:
+        if imp.module != abi.IMPORT_MODULE or imp.name not in abi.IMPORTS:
+            raise ValueError(f"imports {imp.module}.{imp.name}, which the bridge does not provide "
+                             f"(plugins import only {abi.IMPORT_MODULE}.hc_*)")
+        if imp.name not in declared:
+            raise ValueError(f"imports {imp.name} but does not declare it in host_imports_required")
+        ty = imp.type
+        if not isinstance(ty, wasmtime.FuncType) or not _is_i32(ty, abi.IMPORTS[imp.name], 1):
+            raise ValueError(f"imports {imp.name} with the wrong signature (see plugins/pdk/ruview_plugin.h)")
+    exports = {e.name: e.type for e in module.exports}
+    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        raise ValueError("exports no memory")
+    for name, (params, results) in abi.EXPORTS.items():
+        ty = exports.get(name)
+        if ty is None:
+            raise ValueError(f"does not export {name}")
+        if not isinstance(ty, wasmtime.FuncType) or not _is_i32(ty, params, results):
+            raise ValueError(f"exports {name} with the wrong signature ({params} i32 in, {results} out)")
+    for name, (params, results) in abi.OPTIONAL_EXPORTS.items():
+        ty = exports.get(name)
+        if ty is not None and (not isinstance(ty, wasmtime.FuncType) or not _is_i32(ty, params, results)):
+            raise ValueError(f"exports {name} with the wrong signature ({params} i32 in, {results} out)")
+
+
+def _is_i32(ty: wasmtime.FuncType, params: int, results: int) -> bool:
+    i32 = wasmtime.ValType.i32()
+    return len(ty.params) == params and len(ty.results) == results \
+        and all(p == i32 for p in ty.params) and all(r == i32 for r in ty.results)

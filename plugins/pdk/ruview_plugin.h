@@ -1,0 +1,1 @@
+../../bridge/wasm/template/ruview_plugin.h

@@ -1,0 +1,164 @@
+"""Plugin lifecycle as a user drives it: files appear, change and go; bridge requests; a restart
+from the compile cache; status on MQTT; the registry agents read; the privacy gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import orjson
+
+from bridge.wasm.extension import PluginsExtension
+from tests.homeassistant.test_discovery_schema import check_component
+from tests.test_hostile_input import pub, request
+from tests.polling import wait_until
+from tests.wasm.helpers import Publisher
+from tests.wasm.test_plugins_e2e import plugin_bridge, publisher  # noqa: F401 (fixtures)
+
+ENTRY = {"threshold_alert": {"sensor": "sensor.hall_temperature", "high": 26, "low": 24,
+                             "alert": "binary_sensor.hall_too_warm", "name": "Hall too warm"}}
+
+
+def status(probe, domain, match=lambda s: True, timeout=5.0, since: int = 0):
+    """The first status of `domain` from message number `since` on that matches."""
+    topic = f"ruview/plugin/{domain}/status"
+
+    def found(messages):
+        return next((m.json() for m in messages[since:] if m.topic == topic and m.payload and match(m.json())), None)
+
+    return found(probe.wait_for(lambda ms: found(ms) is not None, timeout, what=f"a status of {domain}"))
+
+
+def test_files_appearing_changing_and_going_load_reload_and_unload(mosquitto, plugin_bridge,  # noqa: F811
+                                                                    make_probe, publisher, tmp_path):  # noqa: F811
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    probe = make_probe(mosquitto, "ruview/plugin/+/status", "ruview/bridge/response/#")
+    bridge, host, _ = plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public],
+                                                "entries": ENTRY})
+    assert host.plugins == {}
+    target = publisher.install("threshold-alert", tmp_path / "staging")
+    shutil.move(str(target), plugins / "threshold-alert")  # appears whole, as a package manager would
+    assert status(probe, "threshold_alert", lambda s: s["state"] == "running")["version"] == "1.0.0"
+    assert bridge.services.has("threshold_alert", "reset")
+    assert [m["cog_id"] for m in bridge.modules.all()] == ["ruview.threshold-alert"]
+    assert bridge.info()["plugins"][0]["state"] == "running"
+
+    # a new version: the manifest changes (and is signed again)
+    manifest = plugins / "threshold-alert" / "manifest.json"
+    raw = orjson.loads(manifest.read_bytes())
+    raw["version"] = "1.0.1"
+    mark = len(probe.messages)
+    manifest.write_bytes(orjson.dumps(raw))
+    publisher.sign(plugins / "threshold-alert")
+    assert wait_until(lambda: "threshold_alert" in host.plugins and
+                      host.plugins["threshold_alert"].manifest.version == "1.0.1", 10)
+    # a widened permission without a new signature: refused, and 1.0.1 runs on
+    raw["homecore_permissions"].append("state:write:*")
+    raw["version"] = "1.0.2"
+    mark = len(probe.messages)
+    manifest.write_bytes(orjson.dumps(raw))
+    refused = status(probe, "threshold_alert", lambda s: "refused" in (s["reason"] or ""), 10, mark)
+    assert refused["state"] == "running" and refused["version"] == "1.0.1"
+    assert "signature does not verify" in refused["reason"]
+    assert bridge.services.has("threshold_alert", "reset")
+    pub(mosquitto, "ruview/state/sensor.hall_temperature", {"state": "30", "attributes": {}})
+    assert wait_until(lambda: (s := bridge.states.get("binary_sensor.hall_too_warm")) and s.state == "on", 5)
+    mark = len(probe.messages)
+    publisher.sign(plugins / "threshold-alert")
+    assert status(probe, "threshold_alert", lambda s: s["state"] == "running" and not s["reason"], 10,
+                  mark)["version"] == "1.0.2"
+    mark = len(probe.messages)
+    shutil.rmtree(plugins / "threshold-alert")
+    assert status(probe, "threshold_alert", lambda s: s["state"] == "stopped", 10, mark)["reason"] == \
+        "its directory is gone"
+    assert bridge.modules.all() == []
+
+
+def test_bridge_requests_list_unload_load_and_reload(mosquitto, plugin_bridge, make_probe,  # noqa: F811
+                                                    publisher, tmp_path):  # noqa: F811
+    plugins = tmp_path / "plugins"
+    publisher.install("threshold-alert", plugins)
+    probe = make_probe(mosquitto, "ruview/plugin/+/status", "ruview/bridge/response/#",
+                       "ruview/state/binary_sensor.hall_too_warm", "homeassistant/#")
+    bridge, host, _ = plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public],
+                                                "entries": ENTRY, "watch": False})
+    # the entity the plugin registered, announced to Home Assistant on its own device
+    config_topic = "homeassistant/binary_sensor/ruview_ruview_plugin_threshold_alert/hall_too_warm/config"
+    config = probe.wait_topic(config_topic, 10, match=lambda m: bool(m.payload)).json()
+    check_component("binary_sensor", config)
+    assert config["name"] == "Hall too warm" and config["device_class"] == "problem"
+    assert config["state_topic"] == "ruview/state/binary_sensor.hall_too_warm"
+    assert config["device"]["name"] == "RuView plugin Threshold alert"
+    listed = request(mosquitto, probe, "plugin/list", {}, 1)
+    assert listed["status"] == "ok" and [p["domain"] for p in listed["data"]["plugins"]] == ["threshold_alert"]
+    assert listed["data"]["plugins"][0]["trust"] == "signed"
+
+    pub(mosquitto, "ruview/state/sensor.hall_temperature", {"state": "30", "attributes": {}})
+    assert wait_until(lambda: (s := bridge.states.get("binary_sensor.hall_too_warm")) and s.state == "on", 5)
+
+    gone = request(mosquitto, probe, "plugin/unload", {"domain": "threshold_alert"}, 2)
+    assert gone["status"] == "ok" and host.plugins == {}
+    assert status(probe, "threshold_alert", lambda s: s["state"] == "stopped")["reason"] == "unloaded by request"
+    assert probe.wait_topic(config_topic, 5, match=lambda m: m.payload == b"").retain is not None  # cleared
+    assert bridge.mqtt.connected
+    pub(mosquitto, "ruview/state/sensor.hall_temperature", {"state": "10", "attributes": {}})
+    assert wait_until(lambda: bridge.states.get("sensor.hall_temperature").state == "10", 5)
+    # a request answered by the plugin host's own inbox comes after that state change went through it
+    assert request(mosquitto, probe, "plugin/list", {}, 20)["data"]["plugins"] == []
+    assert bridge.states.get("binary_sensor.hall_too_warm").state == "on"
+
+    bad = request(mosquitto, probe, "plugin/unload", {"domain": "nope"}, 3)
+    assert bad["status"] == "error" and "no plugin 'nope' is loaded" in bad["error"]
+    missing = request(mosquitto, probe, "plugin/load", {"path": str(tmp_path / "nowhere")}, 4)
+    assert missing["status"] == "error" and "no manifest.json there" in missing["error"]
+    loaded = request(mosquitto, probe, "plugin/load", {"path": str(plugins / "threshold-alert")}, 5)
+    assert loaded["status"] == "ok" and loaded["data"]["state"] == "running"
+    again = request(mosquitto, probe, "plugin/reload", {"domain": "threshold_alert"}, 6)
+    assert again["status"] == "ok" and host.plugins["threshold_alert"].compiled == "cache"
+    pub(mosquitto, "ruview/state/sensor.hall_temperature", {"state": "10.5", "attributes": {}})
+    assert wait_until(lambda: bridge.states.get("binary_sensor.hall_too_warm").state == "off", 5)
+
+
+def test_a_restart_starts_from_the_compile_cache_and_ignores_a_cache_file_it_did_not_write(
+        mosquitto, plugin_bridge, make_probe, publisher, tmp_path):  # noqa: F811
+    plugins = tmp_path / "plugins"
+    publisher.install("presence-lights", plugins)
+    settings = {"dirs": [str(plugins)], "trusted_keys": [publisher.public], "watch": False}
+    bridge, host, _ = plugin_bridge(mosquitto, settings)
+    assert host.plugins["presence_lights"].compiled.startswith("compiled in")
+    bridge.stop()
+    bridge, host, _ = plugin_bridge(mosquitto, settings)
+    assert host.plugins["presence_lights"].compiled == "cache"
+    assert host.plugins["presence_lights"].started_ms < 50
+    bridge.stop()
+    cached = [p for p in (tmp_path / "cache").iterdir() if p.suffix == ".cwasm"]
+    assert len(cached) == 1 and (cached[0].stat().st_mode & 0o077) == 0
+    cached[0].write_bytes(b"\x7fELF not ours" + cached[0].read_bytes()[12:])  # someone else's native code
+    bridge, host, _ = plugin_bridge(mosquitto, settings)
+    assert host.plugins["presence_lights"].compiled.startswith("compiled in")
+    assert host.plugins["presence_lights"].state == "running"
+
+
+def test_a_plugin_on_node_topics_sees_a_restricted_node_without_its_vitals(mosquitto, plugin_bridge,  # noqa: F811
+                                                                           make_probe, tmp_path):
+    publisher = Publisher(tmp_path)
+    plugins = tmp_path / "plugins"
+    # threshold-alert, also subscribed to node state: it gets each as an mqtt_message event
+    plugin = publisher.install("threshold-alert", plugins, subscriptions=["ruview/node/+"],
+                               homecore_permissions=["state:read:sensor.*", "state:write:binary_sensor.*",
+                                                     "entity:register", "mqtt:subscribe:ruview/node/+"])
+    received = []
+    bridge, host, udp = plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public],
+                                                  "entries": ENTRY},
+                                      nodes={"devices": {1: {"privacy_class": "restricted"}}})
+    overreach = host.plugins["threshold_alert"]
+    original = overreach.deliver
+    overreach.deliver = lambda kind, data: (received.append((kind, orjson.loads(data))), original(kind, data))
+    from firmware_tools.simulate import generate, make_nodes, send_udp
+    send_udp(generate(make_nodes(1, "visit", 20), 20), "127.0.0.1", udp, speed=0)
+    assert wait_until(lambda: any(k == "mqtt_message" for k, _ in received), 10)
+    states = [json.loads(d["payload"]) for k, d in received if k == "mqtt_message" and d["payload"]]
+    assert states and all("breathing_bpm" not in s and "heart_bpm" not in s for s in states)
+    assert all(s.get("privacy_class") == "restricted" for s in states if "privacy_class" in s)
+    assert plugin.is_dir() and isinstance(host, PluginsExtension)
