@@ -43,6 +43,7 @@ class DeviceRegistry:
         self.statestream = cfg.statestream_topic
         self.entities: dict[str, DiscoveredEntity] = {}  # entity_id -> entity
         self._by_config: dict[str, list[str]] = {}  # config topic -> entity ids
+        self._payloads: dict[str, bytes] = {}  # config topic -> the payload its entities came from
         self._followed: dict[str, set[str]] = {}  # state topic -> entity ids
         self._routes: dict[str, Route] = {}  # state topic -> our subscription
         self._lock = threading.RLock()
@@ -70,6 +71,9 @@ class DeviceRegistry:
 
     def _on_config(self, msg: Message) -> None:
         with self._lock:
+            if msg.payload and self._payloads.get(msg.topic) == msg.payload:
+                return  # announced again as it was (a device restarting, HA's birth): nothing changes
+            self._payloads.pop(msg.topic, None)
             for entity_id in self._by_config.pop(msg.topic, []):
                 self._drop(entity_id)
             if not msg.payload:
@@ -94,6 +98,8 @@ class DeviceRegistry:
                 self.entities[entity.entity_id] = entity
                 self._follow(entity)
             self._by_config[msg.topic] = [e.entity_id for e in found]
+            if found:
+                self._payloads[msg.topic] = msg.payload
 
     def _free_id(self, entity_id: str) -> str:
         n = 2

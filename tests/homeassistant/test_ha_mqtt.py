@@ -288,3 +288,23 @@ def test_a_foreign_config_with_a_wildcard_state_topic_is_refused_not_followed(mo
     finally:
         for topic in ("homeassistant/switch/greedy/a/config", "homeassistant/switch/greedy/b/config"):
             seed.publish(topic, b"", retain=True)
+
+
+def test_a_device_announcing_itself_again_does_not_flap_its_state(mosquitto, ha_bridge, make_probe):
+    devices = make_probe(mosquitto)
+    devices_on_broker(devices)
+    bridge, _, ha, _ = ha_bridge(mosquitto)
+    assert wait_until(lambda: bridge.states.get("light.living_room_lamp") is not None, 5)
+    probe = make_probe(mosquitto, "ruview/state/light.living_room_lamp", "ruview/bridge/response/#")
+    seen = []
+    bridge.bus.subscribe("state_changed", lambda n, c: seen.append(c) if c["entity_id"] == "light.living_room_lamp"
+                         else None, None)
+    lamp = "homeassistant/light/0x00158d0001a2b3c4/light/config"
+    handled = ha.ctx.inbox.handled
+    devices.publish(lamp, CONFIGS[lamp], retain=True)  # Zigbee2MQTT restarting announces it the same way
+    assert wait_until(lambda: ha.ctx.inbox.handled > handled, 5)  # the config went through
+    # then a round trip through the core inbox, where state_changed would be delivered
+    devices.publish("ruview/bridge/request/health_check", b"{}")
+    probe.wait_topic("ruview/bridge/response/health_check")
+    assert seen == [] and all(m.payload for m in probe.messages if m.topic.startswith("ruview/state/"))
+    assert bridge.states.get("light.living_room_lamp").state == "on"
