@@ -80,7 +80,7 @@ def test_bridge_requests_list_unload_load_and_reload(mosquitto, plugin_bridge, m
     plugins = tmp_path / "plugins"
     publisher.install("threshold-alert", plugins)
     probe = make_probe(mosquitto, "ruview/plugin/+/status", "ruview/bridge/response/#",
-                       "ruview/state/binary_sensor.hall_too_warm", "homeassistant/#")
+                       "ruview/state/binary_sensor.hall_too_warm", "homeassistant/#", "ruview/service/+/+/response")
     bridge, host, _ = plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public],
                                                 "entries": ENTRY, "watch": False})
     # the entity the plugin registered, announced to Home Assistant on its own device
@@ -114,6 +114,10 @@ def test_bridge_requests_list_unload_load_and_reload(mosquitto, plugin_bridge, m
     assert missing["status"] == "error" and "no manifest.json there" in missing["error"]
     loaded = request(mosquitto, probe, "plugin/load", {"path": str(plugins / "threshold-alert")}, 5)
     assert loaded["status"] == "ok" and loaded["data"]["state"] == "running"
+    # the plugin's registered service, called like any other
+    pub(mosquitto, "ruview/service/threshold_alert/reset", {"id": "r1", "data": {}})
+    answer = probe.wait_topic("ruview/service/threshold_alert/reset/response", 5).json()
+    assert answer["id"] == "r1" and answer["success"], answer
     again = request(mosquitto, probe, "plugin/reload", {"domain": "threshold_alert"}, 6)
     assert again["status"] == "ok" and host.plugins["threshold_alert"].compiled == "cache"
     pub(mosquitto, "ruview/state/sensor.hall_temperature", {"state": "10.5", "attributes": {}})
@@ -162,3 +166,27 @@ def test_a_plugin_on_node_topics_sees_a_restricted_node_without_its_vitals(mosqu
     assert states and all("breathing_bpm" not in s and "heart_bpm" not in s for s in states)
     assert all(s.get("privacy_class") == "restricted" for s in states if "privacy_class" in s)
     assert plugin.is_dir() and isinstance(host, PluginsExtension)
+
+
+def test_the_sensing_apis_registry_lists_loaded_plugins_for_agents(mosquitto, make_config, publisher, tmp_path):  # noqa: F811
+    from bridge.app import build_bridge
+    from bridge.http.extension import HttpExtension
+    from tests.brokers import free_port
+    from tests.http.test_http_api import get
+    plugins = tmp_path / "plugins"
+    publisher.install("presence-lights", plugins)
+    port = free_port()
+    config = make_config(mosquitto, http={"enabled": True, "port": port},
+                         plugins={"enabled": True, "dirs": [str(plugins)], "trusted_keys": [publisher.public],
+                                  "cache_dir": str(tmp_path / "cache"), "audit_log": str(tmp_path / "audit")})
+    bridge = build_bridge(config, extensions=[PluginsExtension(), HttpExtension()])
+    bridge.start()
+    try:
+        code, registry, _ = get(f"http://127.0.0.1:{port}/api/v1/edge/registry")
+        assert code == 200
+        plugin = registry["registry"]["plugins"][0]
+        assert plugin["id"] == "ruview.presence-lights" and plugin["version"] == "1.0.0"
+        assert plugin["category"] == "automation" and plugin["state"] == "running"
+        assert plugin in registry["registry"]["cogs"]
+    finally:
+        bridge.stop()
