@@ -25,6 +25,7 @@ BUILT_IN = (
     "bridge.homeassistant.extension:HomeAssistantExtension",
     "bridge.wasm.extension:PluginsExtension",
     "bridge.http.extension:HttpExtension",
+    "bridge.homekit.extension:HomeKitExtension",
 )
 ENTRY_POINT_GROUP = "ruview_bridge.extensions"
 

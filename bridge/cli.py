@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, capture_commands, catalog
+from bridge.homekit import commands as homekit_commands
 from bridge.wasm import commands as plugin_commands
 from bridge.app import Bridge, build_bridge
 from bridge.config import ConfigError, secret_values
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check_config)
     capture_commands.add_parsers(sub)
     plugin_commands.add_parsers(sub)
+    homekit_commands.add_parsers(sub)
     return parser
 
 

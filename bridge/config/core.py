@@ -108,6 +108,7 @@ class BridgeConfig(Section):
     log_level: Choice("debug", "info", "warning", "error") = "info"
     instance: _typed(str, _instance, optional=True) = None  # null: this host's name
     share_group: Text(names.SLUG.pattern, "a word of [a-z0-9_-]", optional=True, max_len=64) = None
+    state_dir: Text(what="a directory") = "~/.local/state/ruview-bridge"  # what the bridge keeps (HomeKit pairings)
 
     @property
     def instance_name(self) -> str:

@@ -1,0 +1,1 @@
+"""HomeKit: one paired HAP bridge with an accessory per room, from the gated node directory (docs/homekit.md)."""

@@ -1,0 +1,171 @@
+"""HomeKit as an extension: a HAP-python accessory server, one bridge accessory "RuView Sensing"
+with a child per room, fed from the node directory (the same gated state MQTT publishes).
+
+The HAP server runs HAP-python's own asyncio loop on a thread of its own; node changes arrive on
+this extension's inbox and are handed to that loop, so HomeKit never holds up MQTT or the
+pipeline. A room that appears, goes, or gains a Restricted node changes the accessory database:
+the config number goes up and controllers re-read it; pairings survive.
+
+Pairing state (HAP-python's, with the long-term keys and paired controllers) and the setup code
+live in `bridge.state_dir`, 0600.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from pyhap.accessory import Bridge
+from pyhap.accessory_driver import AccessoryDriver
+
+from bridge.core.directory import NodeChange, NodeEvent
+from bridge.extension import Extension, ExtensionContext
+from bridge.homekit import pairing
+from bridge.homekit.accessories import RoomAccessory, make_loader, room_of, rooms, stable_aid
+from bridge.homekit.config import HomeKitConfig
+
+ACTIVITY_EVENT = "unrecognized_activity_pattern"
+COALESCE = 0.1  # seconds: node state changes with every frame; HomeKit hears each room at most this often
+
+
+class SensingBridge(Bridge):
+    """The bridge accessory; says how to pair in our words (HAP-python would print its own)."""
+
+    def __init__(self, driver, name: str, on_unpaired) -> None:
+        super().__init__(driver, name)
+        self._on_unpaired = on_unpaired
+
+    def setup_message(self) -> None:
+        self._on_unpaired()
+
+
+class HomeKitExtension(Extension):
+    name = "homekit"
+    Config = HomeKitConfig
+
+    def start(self, ctx: ExtensionContext) -> None:
+        self.ctx = ctx
+        self.cfg: HomeKitConfig = ctx.config
+        self.files = pairing.PairingFiles(Path(ctx.root_config.bridge.state_dir).expanduser())
+        setup = self.files.setup()
+        address = self.cfg.address or None
+        self.driver = AccessoryDriver(port=self.cfg.port, address=address, persist_file=str(self.files.state),
+                                      pincode=setup.pincode.encode(), loader=make_loader(),
+                                      interface_choice=self.cfg.interfaces, advertise=self.cfg.advertise)
+        self.driver.state.setup_id = setup.setup_id
+        self.bridge = SensingBridge(self.driver, self.cfg.name, self._say_how_to_pair)
+        self.bridge.set_info_service(manufacturer="RuView", model="ruview-bridge", serial_number="ruview-bridge")
+        self.rooms: dict[str, RoomAccessory] = {}
+        self._pending = False
+        self.nodes: dict[int, Any] = {n.node_id: n for n in ctx.nodes.all()}
+        for view in rooms(self.nodes.values()).values():
+            self._add_room(view)
+        self.driver.add_accessory(self.bridge)  # loads the pairing state, if there is one
+        self._serve()
+        ctx.nodes.watch(self._on_node)
+        ctx.nodes.watch_events(self._on_event)
+        ctx.add_info("homekit", self.info)
+        ctx.add_health("homekit", lambda: {"paired_clients": len(self.driver.state.paired_clients),
+                                           "rooms": len(self.rooms)})
+        ctx.log.info("HomeKit bridge %r on port %d, %s", self.cfg.name, self.cfg.port,
+                     f"paired with {len(self.driver.state.paired_clients)} controller(s)"
+                     if self.driver.state.paired else "not paired yet (ruview-bridge homekit pair-info)")
+
+    def _serve(self) -> None:
+        loop = self.driver.loop
+        self._thread = threading.Thread(target=self._run_loop, name="homekit", daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.driver.async_start(), loop).result(15)
+        except Exception as exc:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(5)
+            reason = getattr(exc, "strerror", None) or exc
+            raise RuntimeError(f"cannot serve HomeKit on port {self.cfg.port}: {reason} (set homekit.port)") from None
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.driver.loop)
+        self.driver.loop.run_forever()
+
+    def stop(self) -> None:
+        loop = self.driver.loop
+        if loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.driver.async_stop(), loop).result(10)
+        except Exception:
+            self.ctx.log.debug("homekit: stopping the HAP server took too long", exc_info=True)
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5)
+
+    # ------------------------------------------------------------ what HomeKit shows
+
+    def info(self) -> dict[str, Any]:
+        state = self.driver.state
+        return {"name": self.cfg.name, "port": self.cfg.port, "paired": state.paired,
+                "paired_clients": len(state.paired_clients), "config_number": state.config_version,
+                "rooms": sorted(self.rooms)}
+
+    def _say_how_to_pair(self) -> None:
+        setup = self.files.setup()
+        print(pairing.instructions(self.cfg.name, setup.pincode, pairing.setup_uri(setup)), file=sys.stderr, flush=True)
+
+    def _add_room(self, view) -> RoomAccessory:
+        taken = {a.aid for a in self.rooms.values()}
+        accessory = RoomAccessory(self.driver, view, stable_aid(view.name, taken))
+        self.bridge.add_accessory(accessory)
+        self.rooms[view.name] = accessory
+        return accessory
+
+    def _remove_room(self, name: str) -> None:
+        accessory = self.rooms.pop(name)
+        self.bridge.accessories.pop(accessory.aid, None)
+
+    def _refresh(self) -> None:
+        """On the HAP loop: every room's values, and the accessory database if the rooms changed."""
+        self._pending = False
+        views = rooms(list(self.nodes.values()))
+        changed = False
+        for name in [n for n in self.rooms if n not in views]:
+            self._remove_room(name)
+            changed = True
+        for name, view in views.items():
+            accessory = self.rooms.get(name)
+            if accessory is not None and accessory.view.restricted != view.restricted:
+                self._remove_room(name)  # its services change: made again, under the same aid
+                accessory = None
+            if accessory is None:
+                self._add_room(view)
+                changed = True
+            else:
+                accessory.show(view)
+        if changed:
+            self.driver.config_changed()
+
+    # ------------------------------------------------------------ from the directory (this inbox)
+
+    def _on_node(self, change: NodeChange) -> None:
+        if change.removed:
+            self.nodes.pop(change.node.node_id, None)
+        else:
+            self.nodes[change.node.node_id] = change.node
+        if not self._pending:
+            self._pending = True
+            loop = self.driver.loop
+            loop.call_soon_threadsafe(loop.call_later, COALESCE, self._refresh)
+
+    def _on_event(self, event: NodeEvent) -> None:
+        if event.event.get("event_type") != ACTIVITY_EVENT:
+            return
+        room = room_of(event.node)
+
+        def press() -> None:
+            accessory = self.rooms.get(room)
+            if accessory is not None:
+                accessory.press()
+
+        self.driver.loop.call_soon_threadsafe(press)
+
