@@ -110,6 +110,11 @@ class HomeKitExtension(Extension):
                 "rooms": sorted(self.rooms)}
 
     def _say_how_to_pair(self) -> None:
+        """The setup code on the terminal, never into a log: under systemd stderr is the journal."""
+        if not sys.stderr.isatty():
+            self.ctx.log.warning("HomeKit bridge %r is not paired yet: `ruview-bridge homekit pair-info` shows "
+                                 "the setup code", self.cfg.name)
+            return
         setup = self.files.setup()
         print(pairing.instructions(self.cfg.name, setup.pincode, pairing.setup_uri(setup)), file=sys.stderr, flush=True)
 

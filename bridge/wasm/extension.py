@@ -53,7 +53,7 @@ class PluginsExtension(Extension):
         self.cfg: PluginsConfig = ctx.config
         self.topics = ctx.topics
         self.runtime = Runtime(Path(self.cfg.cache_dir).expanduser())
-        self.runtime.start_clock()
+        ctx.spawn("epoch", lambda: self.runtime.tick(ctx.stopping))
         self.audit_log = AuditLog(Path(self.cfg.audit_log).expanduser())
         self.plugins: dict[str, Plugin] = {}
         self.rejected: dict[str, dict[str, Any]] = {}  # status topic key -> status
@@ -89,7 +89,6 @@ class PluginsExtension(Extension):
     def stop(self) -> None:
         for domain in list(self.plugins):
             self.unload(domain, "the bridge stopped")
-        self.runtime.stop_clock()
 
     # ------------------------------------------------------------ finding and loading
 

@@ -57,13 +57,15 @@ class Runtime:
         self._stop = threading.Event()
         self._clock: threading.Thread | None = None
 
-    def start_clock(self) -> None:
-        """The epoch ticker; while it runs, a call past its deadline is interrupted."""
-        def tick() -> None:
-            while not self._stop.wait(EPOCH_TICK):
-                self.engine.increment_epoch()
+    def tick(self, stop: threading.Event) -> None:
+        """The epoch clock, until `stop`: while it runs, a call past its deadline is interrupted.
+        The plugin host runs it as a supervised thread."""
+        while not stop.wait(EPOCH_TICK):
+            self.engine.increment_epoch()
 
-        self._clock = threading.Thread(target=tick, name="wasm-epoch", daemon=True)
+    def start_clock(self) -> None:
+        """The clock on a thread of its own (for tools and benchmarks outside a bridge)."""
+        self._clock = threading.Thread(target=self.tick, args=(self._stop,), name="wasm-epoch", daemon=True)
         self._clock.start()
 
     def stop_clock(self) -> None:
