@@ -11,7 +11,10 @@ Node ids are one byte on the wire, so a real deployment tops out at 255
 nodes per bridge; to measure 1,000 the frames go into the pipeline as
 decoded frames rather than datagrams (everything after decoding is the same).
 
-    python -m bench.nodes_memory [--nodes 1000] [--seconds 60]
+    python -m bench.nodes_memory [--nodes 1000] [--seconds 60] [--ha]
+
+With --ha, Home Assistant discovery is on (the default in config.yaml): every node's discovery
+configs are published (and kept), and the run waits until all of them are on the broker.
 
 Target (issue 3): RSS growth <= 50 MB for 1,000 nodes.
 """
@@ -51,11 +54,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60, help="node time fed per node")
+    parser.add_argument("--ha", action="store_true", help="with Home Assistant discovery on")
     args = parser.parse_args()
     broker = Mosquitto().start()
     try:
         bridge, ext = start_nodes_bridge(broker.port, "mem", mqtt={"outbox_size": 100_000},
-                                         nodes={"udp": {"enabled": False}})
+                                         nodes={"udp": {"enabled": False}},
+                                         homeassistant={"collect_seconds": 0.2} if args.ha else None)
+        ha = bridge.extension("homeassistant") if args.ha else None
+        if ha is not None:
+            deadline = time.time() + 10
+            while ha._collecting and time.time() < deadline:
+                time.sleep(0.05)
         gc.collect()
         before = rss_mb()
         rng = random.Random(1)
@@ -67,9 +77,13 @@ def main() -> None:
                     ext._accept(frame, "127.0.0.1", 40000 + node_id % 1000, now)
                     fed += 1
                 ext._publish_state(node_id, now)
+        deadline = time.time() + 600
+        while ha is not None and (ha._pacing or len(ha.nodes) < args.nodes) and time.time() < deadline:
+            time.sleep(0.2)  # the announcement is paced: every node's configs, then done
         deadline = time.time() + 60
         while bridge.mqtt.stats()["outbox"] and time.time() < deadline:
             time.sleep(0.2)
+        configs = len(ha.published) if ha is not None else 0
         gc.collect()
         after = rss_mb()
         tracked = len(ext.registry)
@@ -77,7 +91,8 @@ def main() -> None:
     finally:
         broker.cleanup()
     growth = after - before
-    print(f"{tracked} nodes tracked, {fed} frames fed ({args.seconds:g} s of node time each):")
+    print(f"{tracked} nodes tracked, {fed} frames fed ({args.seconds:g} s of node time each), "
+          f"Home Assistant discovery {'on: ' + format(configs, ',') + ' configs published' if args.ha else 'off'}:")
     print(f"  RSS before {before:7.1f} MB   after {after:7.1f} MB   growth {growth:6.1f} MB "
           f"({growth * 1024 / tracked:.1f} KB per node)   target <= 50 MB for 1,000 nodes")
 
