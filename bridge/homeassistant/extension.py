@@ -19,6 +19,7 @@ timers instead of sleeps, so the inbox keeps serving in between.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Any
 
@@ -37,6 +38,11 @@ from bridge.topics import DiscoveryTopics
 PACE_SECONDS = 0.1  # between nodes in a full announcement: about 200 configs/s
 
 
+def _digest(payload: bytes) -> bytes:
+    """What the ledger keeps of a config: enough to tell a change, 16 bytes instead of ~700."""
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
 class HomeAssistantExtension(Extension):
     name = "homeassistant"
     Config = HomeAssistantConfig
@@ -49,7 +55,7 @@ class HomeAssistantExtension(Extension):
         self.mode = cfg.mode
         self.devices = DeviceRegistry(ctx, cfg) if cfg.discover_devices else None
         self.nodes: dict[int, NodeInfo] = {}
-        self.published: dict[str, bytes] = {}  # config topic -> payload we hold retained
+        self.published: dict[str, bytes] = {}  # config topic -> digest of the payload we hold retained
         self._found: dict[str, bytes] = {}  # retained configs seen while collecting
         self._collecting = True
         self._collect_routes: list = []
@@ -104,9 +110,11 @@ class HomeAssistantExtension(Extension):
         for topic in [t for t in self.published if self.dt.owner_key(t) == mine and t not in payloads]:
             self._clear(topic)
         for topic, payload in payloads.items():
-            if force or self.published.get(topic) != payload:
-                self.published[topic] = payload
-                self.ctx.mqtt.publish(topic, payload, qos=1, retain=True)
+            digest = _digest(payload)
+            if force or self.published.get(topic) != digest:
+                self.published[topic] = digest
+                # not kept by the client: after a reconnect _on_session announces again
+                self.ctx.mqtt.publish(topic, payload, qos=1, retain=True, cache=False)
 
     def _announce_all(self, *, force: bool = False, then_states: bool = False) -> None:
         """Announce everything, a node at a time.
@@ -138,7 +146,10 @@ class HomeAssistantExtension(Extension):
 
     def _on_session(self) -> None:
         if not self._collecting:
-            return  # announced already; the client re-sends what the broker may have lost
+            # a broker that restarted without persistence lost our configs: announce them again
+            # (paced; unchanged configs are harmless to HA)
+            self._announce_all(force=True)
+            return
         self._session += 1
         if not self._collect_routes:
             self._collect_routes = [self.ctx.mqtt.subscribe(pattern, self._on_config) for pattern in
@@ -161,7 +172,7 @@ class HomeAssistantExtension(Extension):
             if not self._ours(topic, payload):
                 continue  # another program's entity, or another bridge instance's: never touched
             if topic in expected:
-                self.published[topic] = payload  # HA holds it already; resent only if changed
+                self.published[topic] = _digest(payload)  # HA holds it already; resent only if changed
             else:
                 self.ctx.log.info("clearing stale discovery config %s", topic)
                 self._clear(topic)

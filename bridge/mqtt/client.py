@@ -181,8 +181,13 @@ class MqttClient:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
                 expiry: int | None = None, response_topic: str | None = None,
-                correlation_data: bytes | None = None) -> bool:
+                correlation_data: bytes | None = None, cache: bool = True) -> bool:
         """Publish now, or queue in the outbox (QoS >= 1) while disconnected.
+
+        A retained message is kept and sent again after every reconnect (a broker that restarted
+        without persistence has lost it), unless `cache` is False: then the publisher re-publishes
+        it itself after a reconnect (Home Assistant discovery regenerates its configs rather than
+        keeping 13 KB of them per node).
 
         Returns False only when the message was dropped (QoS 0 while offline).
         Raises InvalidTopic (a ValueError) for a topic no broker may be sent,
@@ -196,7 +201,7 @@ class MqttClient:
         out = Outgoing(topic, payload, qos, retain, expiry, response_topic, correlation_data)
         with self._lock:
             if retain:
-                if payload:
+                if payload and cache:
                     self._retained[topic] = out
                 else:
                     self._retained.pop(topic, None)

@@ -308,3 +308,21 @@ def test_a_device_announcing_itself_again_does_not_flap_its_state(mosquitto, ha_
     probe.wait_topic("ruview/bridge/response/health_check")
     assert seen == [] and all(m.payload for m in probe.messages if m.topic.startswith("ruview/state/"))
     assert bridge.states.get("light.living_room_lamp").state == "on"
+
+
+def test_a_broker_restarted_without_its_retained_messages_gets_every_config_again(mosquitto, ha_bridge, make_probe):
+    bridge, nodes, ha, port = ha_bridge(mosquitto)
+    send_udp(generate(make_nodes(2, "visit", 10), 10), "127.0.0.1", port, speed=0)
+    assert wait_until(lambda: len(ha.nodes) == 2 and not ha._pacing and len(ha.published) >= 2 * 14, 10)
+    announced = sorted(ha.published)
+    mosquitto.kill()  # a broker without persistence: its retained messages are gone
+    assert wait_until(lambda: not bridge.mqtt.connected, 5)
+    mosquitto.start()
+    assert bridge.mqtt.wait_connected(15)
+    watcher = make_probe(mosquitto, "homeassistant/#")
+    watcher.wait_for(lambda ms: {m.topic for m in ms if m.payload} >= set(announced), timeout=15,
+                     what="every config announced again")
+    late = make_probe(mosquitto, "homeassistant/#")  # a subscriber after that gets them as retained
+    late.wait_for(lambda ms: {m.topic for m in ms if m.retain and m.payload} >= set(announced), timeout=5,
+                  what="every config retained on the restarted broker")
+    assert sorted(ha.published) == announced
