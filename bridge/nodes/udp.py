@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SO_RCVBUFFORCE_LINUX = 33  # <asm-generic/socket.h>; Python 3.11's socket module does not name it
 BATCH = 256
+SMALL = 8  # datagrams taken one by one before a wakeup counts as a backlog
 MAX_DATAGRAM = 4096
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
@@ -99,16 +100,25 @@ class UdpIngest:
                 "backlog_bytes": backlog, "buffer_bytes": self.buffer_bytes}
 
     def _receive(self) -> Batch:
+        """What the socket holds, up to a batch. At real node rates a wakeup finds one or two
+        datagrams, for which recvfrom is cheaper than recvmmsg's setup (bench/nodes_cpu.py); a
+        backlog past SMALL is taken with recvmmsg, a batch per system call."""
+        batch: Batch = []
+        recvfrom = self._sock.recvfrom
+        try:
+            while len(batch) < SMALL:
+                batch.append(recvfrom(MAX_DATAGRAM))
+        except (BlockingIOError, InterruptedError):
+            return batch
         if self._receiver is not None:
             try:
-                return self._receiver.receive()
+                batch.extend(self._receiver.receive())
+                return batch
             except OSError as exc:
                 if exc.errno not in _UNSUPPORTED:
                     raise
                 log.info("recvmmsg is not allowed here (%s); receiving one datagram per call", exc)
                 self._receiver = None
-        batch: Batch = []
-        recvfrom = self._sock.recvfrom
         try:
             while len(batch) < BATCH:
                 batch.append(recvfrom(MAX_DATAGRAM))

@@ -1,0 +1,143 @@
+"""CPU a bridge costs at real node rates: the bridge as users run it vs a bare receive loop.
+
+    python -m bench.nodes_cpu [--seconds 60] [--rounds 1]   # 20 nodes x 5 Hz, then 255 nodes x 10 Hz
+
+The bridge runs as its own process exactly as users start it (`ruview-bridge run`, Home Assistant
+discovery on, the default), on a real Mosquitto. One paced sender process sends every node's
+feature state at the node rate (and vitals once a second) to the bridge and, datagram for
+datagram, to a bare loop in a process of its own: blocking `recvfrom` + `struct.unpack` +
+`zlib.crc32`, no timeout. CPU seconds of both come from /proc/<pid>/stat over the same window
+(after a warm-up: 10 s of calibration, plus the paced HA announcement of every node). Target (issue 13): bridge CPU <= 2x the bare
+loop's at both rates. Exits 1 if the bridge did not take the frames (its frame counters, read
+from its retained bridge/health, must show at least 99 % of what was sent in the window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+from firmware_tools.simulate import generate, make_nodes
+from tests.brokers import Mosquitto, free_port_udp
+
+WARMUP = 10.0  # seconds, plus the paced HA announcement (0.1 s a node, bridge/homeassistant/extension.py)
+TICK = os.sysconf("SC_CLK_TCK")
+BARE = r'''
+import socket, struct, sys, zlib
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+head = struct.Struct("<IBBHI")
+n = 0
+while True:
+    data = s.recv(65536)
+    if len(data) >= 16:
+        head.unpack_from(data)
+        zlib.crc32(data[:-4])
+    n += 1
+'''
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def warmup(nodes: int) -> float:
+    return WARMUP + 0.1 * nodes
+
+
+def sender(ports: list[int], nodes: int, rate: float, seconds: float, sent_after_warmup) -> None:
+    import socket
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    start = time.monotonic()
+    count = 0
+    for t, data in generate(make_nodes(nodes, "visit", seconds, rate=rate), seconds):
+        delay = start + t - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        for port in ports:
+            sock.sendto(data, ("127.0.0.1", port))
+        if t >= warmup(nodes):
+            count += 1
+    sent_after_warmup.value = count
+
+
+def frames_taken(broker, base: str) -> int:
+    out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"{base}/bridge/health", "-C", "1",
+                          "-W", "5"], capture_output=True, text=True).stdout
+    health = json.loads(out or "{}")
+    per_node = (health.get("nodes") or {}).get("per_node") or {}
+    return sum(sum(n["frames"].values()) for n in per_node.values())
+
+
+def run(broker, nodes: int, rate: float, seconds: float) -> dict:
+    udp, bare_port = free_port_udp(), free_port_udp()
+    base = f"cpu{nodes}"
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "config.yaml")
+        with open(config, "w") as f:
+            yaml.safe_dump({"mqtt": {"url": broker.url, "base_topic": base},
+                            "bridge": {"health_interval": 2},
+                            "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, f)
+        bridge = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
+                                   "--log-level", "warning"], stdin=subprocess.DEVNULL)
+        bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)])
+        ctx = multiprocessing.get_context("spawn")
+        sent = ctx.Value("q", 0)
+        try:
+            time.sleep(3)  # both listening, the bridge connected
+            proc = ctx.Process(target=sender, args=([udp, bare_port], nodes, rate, seconds + warmup(nodes), sent))
+            proc.start()
+            time.sleep(warmup(nodes))
+            taken_before = frames_taken(broker, base)
+            b0, r0, t0 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
+            proc.join(seconds + 60)
+            b1, r1, t1 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
+            time.sleep(2.5)  # one more health update
+            taken = frames_taken(broker, base) - taken_before
+        finally:
+            bridge.terminate()
+            bare.terminate()
+            bridge.wait(10)
+            bare.wait(10)
+    window = t1 - t0
+    return {"nodes": nodes, "rate": rate, "bridge_pct": 100 * (b1 - b0) / window,
+            "bare_pct": 100 * (r1 - r0) / window, "sent": sent.value, "taken": taken}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    broker = Mosquitto().start()
+    failed = False
+    try:
+        print(f"CPU over {args.seconds:g} s after the warm-up, the bridge as `ruview-bridge run` "
+              f"(HA discovery on) vs a bare recvfrom+unpack+crc32 loop, same datagrams:")
+        for nodes, rate in ((20, 5.0), (255, 10.0)):
+            for _ in range(args.rounds):
+                r = run(broker, nodes, rate, args.seconds)
+                ratio = r["bridge_pct"] / r["bare_pct"] if r["bare_pct"] else float("inf")
+                ok = r["taken"] >= 0.99 * r["sent"]
+                failed |= not ok
+                print(f"  {nodes:3d} nodes x {rate:g} Hz: bridge {r['bridge_pct']:5.2f} % of a core, bare loop "
+                      f"{r['bare_pct']:5.2f} %, ratio {ratio:4.2f} (target <= 2)   frames sent {r['sent']:,}, "
+                      f"taken by the bridge {r['taken']:,}{'' if ok else '  FAIL: frames missing'}")
+    finally:
+        broker.cleanup()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
