@@ -1,4 +1,4 @@
-"""A per-second rate of a growing counter, for the status line and bridge/health."""
+"""Rates: a counter's per-second rate (status line, bridge/health), and a token bucket (rate caps)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,23 @@ class RateMeter:
             self._rate = max(0.0, (value - before) / (now - then))
             self._last = (now, value)
         return self._rate
+
+
+class TokenBucket:
+    """`rate` a second, with bursts of twice that: a flood is refused, a burst is not.
+    The one rate cap the edges share (HTTP requests per client, a plugin's host calls)."""
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, 2 * rate
+        self.tokens, self.at = self.burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True

@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import logging
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +20,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
+from bridge.core.rate import TokenBucket
 from bridge.http import views
 from bridge.http.stream import Stream
 
@@ -39,23 +39,21 @@ class RateLimiter:
     """A token bucket per client address: `rate` per second, bursts of twice that."""
 
     def __init__(self, rate: float) -> None:
-        self.rate, self.burst = rate, 2 * rate
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.rate = rate
+        self._buckets: dict[str, TokenBucket] = {}
         self.refused = 0
 
     def allow(self, client: str) -> bool:
-        now = time.monotonic()
-        tokens, at = self._buckets.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if tokens < 1:
-            self._buckets[client] = (tokens, now)
-            self.refused += 1
-            return False
-        self._buckets[client] = (tokens - 1, now)
-        if len(self._buckets) > 10_000:  # forget the oldest clients rather than grow
-            for key in list(self._buckets)[:1000]:
-                del self._buckets[key]
-        return True
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            if len(self._buckets) >= 10_000:  # forget the oldest clients rather than grow
+                for key in list(self._buckets)[:1000]:
+                    del self._buckets[key]
+            bucket = self._buckets[client] = TokenBucket(self.rate)
+        if bucket.take():
+            return True
+        self.refused += 1
+        return False
 
 
 class Api:

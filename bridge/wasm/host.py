@@ -24,6 +24,7 @@ import wasmtime
 
 from bridge import names
 from bridge.core.payload import dumps
+from bridge.core.rate import TokenBucket
 from bridge.topics import InvalidTopic, check_filter, check_topic
 from bridge.wasm import abi
 from bridge.wasm.manifest import Manifest
@@ -69,21 +70,6 @@ class HostServices:
     backoff: float = BACKOFF_FIRST
 
 
-class RateBucket:
-    def __init__(self, rate: float) -> None:
-        self.rate, self.burst = rate, 2 * rate
-        self.tokens, self.at = self.burst, time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 class Plugin:
     def __init__(self, directory: Path, manifest: Manifest, module: wasmtime.Module, runtime: Runtime,
                  services: HostServices, *, trust: str, compiled: str) -> None:
@@ -99,7 +85,7 @@ class Plugin:
         self._instance: Instance | None = None
         self._crash_times: deque[float] = deque()
         self._backoff = services.backoff
-        self._bucket = RateBucket(manifest.limits.host_calls_per_s)
+        self._bucket = TokenBucket(manifest.limits.host_calls_per_s)
         self._lock = threading.Lock()
         self.inbox = services.new_inbox(f"plugin-{self.domain}", manifest.limits.queue)
         self.subscriptions: list[str] = []
