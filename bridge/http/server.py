@@ -9,10 +9,8 @@ the token never travels in a URL a log could keep).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
-import threading
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +18,7 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
+from bridge.core.loop_thread import LoopThread
 from bridge.core.rate import TokenBucket
 from bridge.http import views
 from bridge.http.stream import Stream
@@ -199,16 +198,11 @@ class HttpServer:
 
     def __init__(self, app: web.Application, bind: str, port: int, access_log: bool) -> None:
         self.app, self.bind, self.port, self.access_log = app, bind, port, access_log
-        self.loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("http", exception_handler=lambda loop, ctx: log.debug(
+            "http: %s", ctx.get("message"), exc_info=ctx.get("exception")))
 
     def start(self, timeout: float = 10.0) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(lambda loop, ctx: log.debug("http: %s", ctx.get("message"),
-                                                                    exc_info=ctx.get("exception")))
-        started, failure = threading.Event(), []
-
         async def up() -> None:
             self._runner = web.AppRunner(self.app, access_log=log if self.access_log else None,
                                          handle_signals=False)
@@ -217,49 +211,24 @@ class HttpServer:
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]  # the port picked, when 0 was asked
 
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            try:
-                self.loop.run_until_complete(up())
-            except BaseException as exc:
-                failure.append(exc)
-                started.set()
-                return
-            started.set()
-            self.loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="http", daemon=True)
-        self._thread.start()
-        if not started.wait(timeout):
-            raise RuntimeError(f"the HTTP server did not start on {self.bind}:{self.port}")
-        if failure:
+        try:
+            self._thread.start(up, timeout)
+        except Exception as exc:
             raise RuntimeError(f"cannot serve HTTP on {self.bind}:{self.port}: "
-                               f"{getattr(failure[0], 'strerror', None) or failure[0]} (set http.port)")
+                               f"{getattr(exc, 'strerror', None) or exc} (set http.port)") from None
 
     def call(self, fn: Callable, *args: Any) -> None:
         """Run fn on the server's loop (from any thread)."""
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(fn, *args)
+        self._thread.call(fn, *args)
 
     def call_later(self, delay: float, fn: Callable, *args: Any) -> None:
         """Run fn on the server's loop `delay` seconds from now (from any thread)."""
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.loop.call_later, delay, fn, *args)
+        self._thread.call_later(delay, fn, *args)
 
     def stop(self, timeout: float = 5.0) -> None:
-        loop = self.loop
-        if loop is None:
-            return
-
         async def down() -> None:
             if self._runner is not None:
                 await self._runner.cleanup()
 
-        try:
-            asyncio.run_coroutine_threadsafe(down(), loop).result(timeout)
-        except Exception:
-            log.debug("http: stopping the server took too long", exc_info=True)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.loop = None
+        if not self._thread.stop(down, timeout):
+            log.debug("http: stopping the server took too long")

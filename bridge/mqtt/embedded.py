@@ -24,6 +24,7 @@ import socket
 import threading
 from typing import Any
 
+from bridge.core.loop_thread import LoopThread
 from bridge.mqtt.broker import Broker
 
 log = logging.getLogger(__name__)
@@ -52,43 +53,29 @@ class EmbeddedBroker:
             raise ValueError(f"embedded broker on {bind} needs a username and password")
         self.bind, self.port = bind, port
         self.broker = Broker(username=username, password=password, max_level=max_level)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: LoopThread | None = None
         self._server: asyncio.base_events.Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.bind}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._loop.set_exception_handler(_quiet_loop_errors)
-        started = threading.Event()
-        failure: list[BaseException] = []
+        self._runner = LoopThread("embedded-broker", exception_handler=_quiet_loop_errors)
 
-        def run() -> None:
-            asyncio.set_event_loop(self._loop)
-            try:
-                self._server = self._loop.run_until_complete(
-                    asyncio.start_server(self.broker.handle, self.bind, self.port, reuse_address=True))
-            except BaseException as exc:  # reported to start()'s caller
-                failure.append(exc)
-                started.set()
-                return
-            started.set()
-            self._loop.run_forever()
+        async def listen() -> None:
+            self._server = await asyncio.start_server(self.broker.handle, self.bind, self.port, reuse_address=True)
 
-        self._thread = threading.Thread(target=run, name="embedded-broker", daemon=True)
-        self._thread.start()
-        if not started.wait(timeout):
-            raise RuntimeError(f"embedded broker did not start on {self.bind}:{self.port}")
-        if failure:
+        try:
+            self._runner.start(listen, timeout)
+        except Exception as exc:
+            self._runner = None
             raise RuntimeError(f"embedded broker could not listen on {self.bind}:{self.port}: "
-                               f"{getattr(failure[0], 'strerror', None) or failure[0]}") from failure[0]
+                               f"{getattr(exc, 'strerror', None) or exc}") from exc
 
     def stop(self, timeout: float = 2.0) -> None:
-        loop = self._loop
-        if loop is None:
+        runner, self._runner = self._runner, None
+        if runner is None:
             return
 
         async def shutdown() -> None:
@@ -98,14 +85,8 @@ class EmbeddedBroker:
                 session.reader.feed_eof()
             await asyncio.sleep(0.05)
 
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout)
-        except Exception:
-            pass
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._loop = self._server = self._thread = None
+        runner.stop(shutdown, timeout)
+        self._server = None
 
 
 def main() -> None:
