@@ -264,7 +264,7 @@ class Plugin:
         if isinstance(args, int):
             return args
         entity_id = args[0]
-        if cap < 0 or cap > abi.MAX_BUFFER or self._instance is None or self._instance.read(out, cap) is None:
+        if self._instance is None or not self._instance.holds(out, cap):
             self.counters.bad_pointers += 1
             return abi.BAD_POINTER
         if not names.valid_entity_id(entity_id):

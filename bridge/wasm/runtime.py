@@ -258,14 +258,15 @@ class Instance:
 
     # ------------------------------------------------------------ memory (bounds-checked)
 
+    def holds(self, ptr: int, length: int) -> bool:
+        """Whether ptr..ptr+length is inside the plugin's memory and within the 64 KiB cap."""
+        return 0 <= length <= abi.MAX_BUFFER and ptr >= 0 and ptr + length <= _memory_size(self._ctx, self._mem)
+
     def read(self, ptr: int, length: int) -> bytes | None:
         """The plugin's bytes at ptr..ptr+length, or None when that is not inside its memory."""
-        if length < 0 or length > abi.MAX_BUFFER or ptr < 0:
+        if not self.holds(ptr, length):
             return None
-        base, size = self._base()
-        if ptr + length > size:
-            return None
-        return ctypes.string_at(base + ptr, length)
+        return ctypes.string_at(_memory_data(self._ctx, self._mem) + ptr, length)
 
     def write(self, ptr: int, data: bytes) -> bool:
         base, size = self._base()

@@ -60,6 +60,17 @@ def http_bridge(make_config):
         bridge.stop()
 
 
+def replay(bridge, udp: int, probe, recording) -> dict:
+    """The recording into the bridge, until every node state is published: {node name: state}."""
+    nodes = bridge.extension("nodes")
+    send_all(udp, recording)
+    assert wait_until(lambda: nodes.udp.processed >= len(recording), 20)
+    assert wait_until(lambda: all(v.dirty_since is None for v in nodes._views.values()), 5)
+    settled(bridge)
+    probe.flush()
+    return {m.topic.rsplit("/", 1)[1]: m.json() for m in probe.messages if m.payload}
+
+
 @pytest.fixture(scope="module")
 def recording():
     return load_recording()
@@ -71,13 +82,7 @@ def test_the_seeds_endpoints_answer_from_the_state_the_bridge_publishes(mosquitt
     bridge, base, udp = http_bridge(mosquitto, nodes={"devices": {2: {"name": "bedroom", "room": "Bedroom",
                                                                       "privacy_class": "restricted",
                                                                       "expected_hours": ["07:00-23:00"]}}})
-    nodes = bridge.extension("nodes")
-    send_all(udp, recording)
-    assert wait_until(lambda: nodes.udp.processed >= len(recording), 20)
-    assert wait_until(lambda: all(v.dirty_since is None for v in nodes._views.values()), 5)
-    settled(bridge)
-    probe.flush()
-    published = {m.topic.rsplit("/", 1)[1]: m.json() for m in probe.messages if m.payload}
+    published = replay(bridge, udp, probe, recording)
 
     status, health, headers = get(f"{base}/health")
     assert status == 200 and health["status"] == "ok" and health["nodes"] == {"count": 2, "online": 2}

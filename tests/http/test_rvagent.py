@@ -3,11 +3,8 @@ the bridge publishes on MQTT, through the same privacy gate."""
 
 from __future__ import annotations
 
-from tests.conftest import settled
 from tests.http.mcp import McpClient
-from tests.http.test_http_api import http_bridge, recording  # noqa: F401  (fixtures)
-from tests.nodes.test_replay_e2e import send_all
-from tests.polling import wait_until
+from tests.http.test_http_api import http_bridge, recording, replay  # noqa: F401  (fixtures)
 
 TOOLS = {"ruview_presence_now", "ruview_vitals_get_breathing", "ruview_vitals_get_heart_rate",
          "ruview_vitals_get_all", "ruview_bfld_last_scan", "ruview_bfld_subscribe", "ruview_registry_list",
@@ -18,13 +15,7 @@ def test_an_mcp_agent_reads_presence_vitals_and_scans_of_the_replayed_recording(
         mosquitto, http_bridge, make_probe, recording):  # noqa: F811
     probe = make_probe(mosquitto, "ruview/node/+")
     bridge, base, udp = http_bridge(mosquitto, nodes={"devices": {2: {"privacy_class": "restricted"}}})
-    nodes = bridge.extension("nodes")
-    send_all(udp, recording)
-    assert wait_until(lambda: nodes.udp.processed >= len(recording), 20)
-    assert wait_until(lambda: all(v.dirty_since is None for v in nodes._views.values()), 5)
-    settled(bridge)
-    probe.flush()
-    published = {m.topic.rsplit("/", 1)[1]: m.json() for m in probe.messages if m.payload}
+    published = replay(bridge, udp, probe, recording)
 
     agent = McpClient(base)
     try:
