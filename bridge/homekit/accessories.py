@@ -13,16 +13,12 @@ presence, motion and availability only (privacy rule 3 is not even needed at thi
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
-from typing import Iterable
 
 from pyhap.accessory import Accessory
 from pyhap.const import CATEGORY_SENSOR
 from pyhap.loader import Loader
 
-from bridge import privacy
-from bridge.core.directory import NodeInfo
-from bridge.privacy import PrivacyClass
+from bridge.core.rooms import RoomView
 
 PRIVACY_CLASS_CHAR = "BFLD Privacy Class"
 PRIVACY_CLASS_UUID = "8B0E1C00-0001-4B0E-9C00-1234567890AB"
@@ -38,42 +34,6 @@ def make_loader() -> Loader:
                                              "UUID": PRIVACY_CLASS_UUID, "minValue": 2, "maxValue": 3,
                                              "minStep": 1}
     return loader
-
-
-@dataclass(frozen=True)
-class RoomView:
-    """What a room's accessory shows, from its nodes' gated state."""
-
-    name: str
-    node_ids: tuple[int, ...]
-    motion: bool
-    occupied: bool
-    online: bool
-    privacy_class: int  # the most private of its nodes: 3 if any is Restricted
-    restricted: bool
-
-
-def room_of(node: NodeInfo) -> str:
-    return (node.room or node.name).strip()[:64] or node.name
-
-
-def rooms(nodes: Iterable[NodeInfo]) -> dict[str, RoomView]:
-    """Room name -> view, for the nodes that may cross this edge (rule 2: one gate, privacy.py)."""
-    grouped: dict[str, list[NodeInfo]] = {}
-    for node in nodes:
-        if privacy.export_refusal(node.privacy_class) is None:
-            grouped.setdefault(room_of(node), []).append(node)
-    out = {}
-    for name, members in grouped.items():
-        online = [n for n in members if n.online]
-        out[name] = RoomView(
-            name=name, node_ids=tuple(sorted(n.node_id for n in members)),
-            motion=any(bool((n.state or {}).get("motion")) for n in online),
-            occupied=any(bool((n.state or {}).get("occupancy") or (n.state or {}).get("presence")) for n in online),
-            online=bool(online),
-            privacy_class=int(max(n.privacy_class for n in members)),
-            restricted=any(n.privacy_class is PrivacyClass.RESTRICTED for n in members))
-    return out
 
 
 def stable_aid(room: str, taken: set[int]) -> int:

@@ -22,9 +22,10 @@ from pyhap.accessory import Bridge
 from pyhap.accessory_driver import AccessoryDriver
 
 from bridge.core.directory import NodeChange, NodeEvent
+from bridge.core.rooms import room_of, rooms
 from bridge.extension import Extension, ExtensionContext
 from bridge.homekit import pairing
-from bridge.homekit.accessories import RoomAccessory, make_loader, room_of, rooms, stable_aid
+from bridge.homekit.accessories import RoomAccessory, make_loader, stable_aid
 from bridge.homekit.config import HomeKitConfig
 
 ACTIVITY_EVENT = "unrecognized_activity_pattern"
