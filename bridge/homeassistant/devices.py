@@ -130,6 +130,8 @@ class DeviceRegistry:
             return
         first = topic not in self._followed
         self._followed.setdefault(topic, set()).add(entity.entity_id)
+        if self.ctx.states.get(entity.entity_id) is None:  # as in HA: it exists, its state unknown until told
+            self.ctx.states.set(entity.entity_id, "unknown", self._attributes(entity, {}))
         if first:
             self._routes[topic] = self.ctx.mqtt.subscribe(self.ctx.topics.shared(topic), self._on_state)
 

@@ -55,7 +55,9 @@ def test_discovered_devices_become_home_state_and_services_publish_exact_command
     assert wait_until(lambda: len(ha.devices.entities) == 7, 5), sorted(ha.devices.entities)
     followed = ["light.living_room_lamp", "switch.coffee_plug", "binary_sensor.hall_pir_occupancy",
                 "sensor.hall_pir_temperature", "switch.tasmota_a1b2c3_desk_fan_socket", "fan.bedroom_esp_bedroom_fan"]
-    assert wait_until(lambda: all(bridge.states.get(e) is not None for e in followed), 5)
+    # each exists at once as "unknown" (as in HA), then takes the state its device published
+    assert wait_until(lambda: all(getattr(bridge.states.get(e), "state", "unknown") != "unknown"
+                                  for e in followed), 5)
     lamp = bridge.states.get("light.living_room_lamp")
     assert lamp.state == "on" and lamp.attributes["brightness"] == 128  # 127 of 254, in HA's 0..255
     assert lamp.attributes["area"] == "Living room"
