@@ -26,6 +26,7 @@ BUILT_IN = (
     "bridge.wasm.extension:PluginsExtension",
     "bridge.http.extension:HttpExtension",
     "bridge.homekit.extension:HomeKitExtension",
+    "bridge.assist.extension:AssistExtension",
 )
 ENTRY_POINT_GROUP = "ruview_bridge.extensions"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, capture_commands, catalog
+from bridge.assist import commands as assist_commands
 from bridge.homekit import commands as homekit_commands
 from bridge.wasm import commands as plugin_commands
 from bridge.app import Bridge, build_bridge
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     capture_commands.add_parsers(sub)
     plugin_commands.add_parsers(sub)
     homekit_commands.add_parsers(sub)
+    assist_commands.add_parsers(sub)
     return parser
 
 

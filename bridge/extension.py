@@ -64,8 +64,9 @@ class ExtensionMqtt:
         return self._client.wait_connected(timeout)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
-                expiry: int | None = None, cache: bool = True) -> bool:
-        return self._client.publish(topic, payload, qos, retain, expiry=expiry, cache=cache)
+                expiry: int | None = None, cache: bool = True, correlation_data: bytes | None = None) -> bool:
+        return self._client.publish(topic, payload, qos, retain, expiry=expiry, cache=cache,
+                                    correlation_data=correlation_data)
 
     def subscribe(self, topic_filter: str, handler: Handler, *, accept_retained: bool = True,
                   no_local: bool = False) -> Route:

@@ -87,6 +87,8 @@ class Topics:
         self.service_filter = f"{base}/service/+/+"
         self.node_state_filter = f"{base}/node/+"
         self.node_set_filter = f"{base}/node/+/set"
+        self.assist_utterance = f"{base}/assist/utterance"
+        self.assist_response = f"{base}/assist/response"
         self._own = own
 
     def shared(self, topic_filter: str) -> str:
@@ -142,6 +144,9 @@ class Topics:
 
     def plugin_audit(self, domain: str) -> str:
         return f"{self.base}/plugin/{domain}/audit"
+
+    def assist_intent(self, intent: str) -> str:
+        return f"{self.base}/assist/intent/{intent}"
 
     def suffix(self, topic: str, prefix_filter: str) -> str:
         """The part of `topic` matched by the trailing wildcard of `prefix_filter`."""

@@ -1,0 +1,219 @@
+"""Recognition in order, first confident match wins (ADR-133's recognizer chain).
+
+1. Home Assistant's templates (and ours) through hassil, in the utterance's language;
+2. the operator's sentences and regular expressions;
+3. the robustness layer: fillers dropped, one-letter typos in names fixed, "A and B" split;
+4. the guarded semantic fallback;
+then the extension asks the agent runner, if one is configured. A conversation's last answer
+lets one follow-up borrow its target ("turn it off") or its words ("and the fan").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.assist import robust
+from bridge.assist.config import AssistConfig, CustomSentence
+from bridge.assist.home import Home, words
+from bridge.assist.semantic import POLARITY, SemanticMatcher
+from bridge.assist.templates import Recognition, TemplateRecognizer, load_language
+
+log = logging.getLogger(__name__)
+
+PRONOUNS = {"en": {"it", "them", "that", "those", "this"}, "de": {"es", "sie", "ihn", "das"}}
+_WORD_RE = re.compile(r"[^\w']+")
+
+
+class PatternRecognizer:
+    """The operator's regular expressions, in registration order; named groups are slots."""
+
+    def __init__(self, entries: list[CustomSentence]) -> None:
+        self._rules = [(re.compile(p, re.IGNORECASE), e) for e in entries for p in e.patterns]
+
+    def recognize(self, ws: list[str], language: str) -> Recognition | None:
+        text = " ".join(ws)
+        for rx, entry in self._rules:
+            m = rx.search(text)
+            if m is None:
+                continue
+            slots = {**entry.slots, **{k: v for k, v in m.groupdict().items() if v is not None}}
+            return Recognition(entry.intent, slots, "custom", language, speech=entry.speech, words=list(ws))
+        return None
+
+
+@dataclass
+class Language:
+    templates: TemplateRecognizer
+    custom: TemplateRecognizer | None
+    patterns: PatternRecognizer
+    semantic: SemanticMatcher
+    template_words: frozenset[str]
+    responses: dict[str, Any]
+
+
+def _custom_data(ha: dict[str, Any], entries: list[CustomSentence]) -> dict[str, Any] | None:
+    intents: dict[str, Any] = {}
+    for entry in entries:
+        if entry.sentences:
+            intents.setdefault(entry.intent, {"data": []})["data"].append(
+                {"sentences": entry.sentences, "slots": dict(entry.slots),
+                 "metadata": {"speech": entry.speech} if entry.speech else {}})
+    if not intents:
+        return None
+    return {"language": ha["language"], "intents": intents, "lists": ha.get("lists", {}),
+            "expansion_rules": ha.get("expansion_rules", {}), "skip_words": ha.get("skip_words", [])}
+
+
+def load(language: str, config: AssistConfig) -> Language:
+    data = load_language(language)
+    entries = [e for e in config.custom if e.language in ("*", language, robust.base_language(language))]
+    custom = _custom_data(data, entries)
+    templates = TemplateRecognizer(language, data)
+    text = json.dumps([data.get("intents"), data.get("lists"), data.get("expansion_rules"),
+                       data.get("skip_words")], ensure_ascii=False).lower()
+    return Language(templates, TemplateRecognizer(language, custom, "custom") if custom else None,
+                    PatternRecognizer(entries), SemanticMatcher(templates.intents, language, config.semantic_threshold),
+                    frozenset(w for w in _WORD_RE.split(text) if w), data.get("responses", {}))
+
+
+class Conversations:
+    """conversation_id -> the last answer's words and target, for one follow-up; bounded, expiring."""
+
+    def __init__(self, ttl: float, size: int = 1000) -> None:
+        self.ttl, self.size = ttl, size
+        self._items: OrderedDict[str, tuple[float, Recognition]] = OrderedDict()
+
+    def get(self, cid: str | None) -> Recognition | None:
+        if not cid or cid not in self._items:
+            return None
+        at, rec = self._items[cid]
+        if time.monotonic() - at > self.ttl:
+            del self._items[cid]
+            return None
+        return rec
+
+    def put(self, cid: str | None, rec: Recognition) -> None:
+        if not cid:
+            return
+        self._items[cid] = (time.monotonic(), rec)
+        self._items.move_to_end(cid)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+class Pipeline:
+    def __init__(self, config: AssistConfig) -> None:
+        self.config = config
+        self.languages: dict[str, Language] = {}
+        self.conversations = Conversations(config.conversation_ttl)
+
+    def language(self, code: str, home: Home) -> Language:
+        lang = self.languages.get(code)
+        if lang is None:
+            started = time.perf_counter()
+            lang = self.languages[code] = load(code, self.config)
+            lang.templates.warm(home)
+            log.info("assist: language %s loaded in %.0f ms", code, (time.perf_counter() - started) * 1e3)
+        return lang
+
+    def recognize(self, text: str, language: str, home: Home, context_area: str | None = None,
+                  conversation_id: str | None = None) -> list[Recognition]:
+        lang = self.language(language, home)
+        ws = words(text)
+        found = self._stages(ws, lang, home, context_area, language)
+        if not found:
+            follow = self._follow_up(ws, lang, home, context_area, language, self.conversations.get(conversation_id))
+            found = follow or []
+        if found:
+            self.conversations.put(conversation_id, found[-1])
+        return found
+
+    def _exact(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
+               language: str) -> Recognition | None:
+        if not ws:
+            return None
+        rec = lang.templates.recognize(ws, home, context_area)
+        if rec is None and lang.custom is not None:
+            rec = lang.custom.recognize(ws, home, context_area)
+        if rec is None:
+            rec = lang.patterns.recognize(ws, language)
+        return rec
+
+    def _stages(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
+                language: str) -> list[Recognition]:
+        rec = self._exact(ws, lang, home, context_area, language)
+        if rec is not None:
+            return [rec]
+        cleaned = robust.strip_fillers(ws, language)
+        if cleaned != ws:
+            rec = self._exact(cleaned, lang, home, context_area, language)
+            if rec is not None:
+                return [_tagged(rec, "filler")]
+        fixed = robust.fix_typos(cleaned, home.vocabulary, lang.template_words)
+        if fixed is not None:
+            rec = self._exact(fixed, lang, home, context_area, language)
+            if rec is not None:
+                return [_tagged(rec, "typo")]
+        best = fixed or cleaned
+        parts = robust.split_compound(best, language)
+        if parts:
+            compound = self._compound(parts, lang, home, context_area, language)
+            if compound:
+                return compound
+        rec = lang.semantic.suggest(best, home)
+        return [rec] if rec is not None else []
+
+    def _compound(self, parts: list[list[str]], lang: Language, home: Home, context_area: str | None,
+                  language: str) -> list[Recognition]:
+        """Every part understood, or nothing: half a compound command is not done.
+
+        A later part is first read in the words of the one before ("... off the X and the Y" turns
+        Y off): alone, a bare name is HA's "turn it on", which would flip the polarity."""
+        out: list[Recognition] = []
+        for part in parts:
+            rec = None
+            if out and out[-1].target is not None:
+                rec = self._exact(robust.borrow(out[-1].words, out[-1].target, part, language),
+                                  lang, home, context_area, language)
+            if rec is None:
+                rec = self._exact(part, lang, home, context_area, language)
+                if rec is not None and out and rec.intent != out[-1].intent and not _says_polarity(part, language):
+                    rec = None  # "close the door and the light": the light alone would be turned *on*
+            if rec is None:
+                return []
+            out.append(_tagged(rec, "compound"))
+        return out
+
+    def _follow_up(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
+                   language: str, last: Recognition | None) -> list[Recognition]:
+        if last is None or last.target is None or not ws:
+            return []
+        ws = robust.strip_fillers(ws, language)
+        joiners = robust.JOINERS.get(robust.base_language(language), set())
+        if ws and ws[0] in joiners:  # "and the fan"
+            rec = self._exact(robust.borrow(last.words, last.target, ws[1:], language),
+                              lang, home, context_area, language)
+            return [_tagged(rec, "follow-up")] if rec is not None else []
+        pronouns = PRONOUNS.get(robust.base_language(language), set())
+        hit = next((i for i, w in enumerate(ws) if w in pronouns), None)
+        if hit is not None:  # "turn it off"
+            named = last.words[last.target[0]:last.target[1]]
+            rec = self._exact(ws[:hit] + named + ws[hit + 1:], lang, home, context_area, language)
+            return [_tagged(rec, "follow-up")] if rec is not None else []
+        return []
+
+
+def _says_polarity(ws: list[str], language: str) -> bool:
+    words_of = POLARITY.get(robust.base_language(language), {})
+    return any(set(ws) & said for said in words_of.values())
+
+
+def _tagged(rec: Recognition, how: str) -> Recognition:
+    rec.recognizer = f"{rec.recognizer}+{how}"
+    return rec

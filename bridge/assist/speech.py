@@ -1,0 +1,93 @@
+"""What to say: Home Assistant's response templates in the utterance's language, ours otherwise.
+
+home-assistant-intents ships the answers HA speaks, as Jinja2 templates over `slots`, `state`
+and `query`; they are rendered in Jinja2's sandbox (the templates are data, and the slot values
+in them came from a user's sentence). Our own intents (room presence, cancel all) and anything
+a language lacks fall back to the English phrasings here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from jinja2.sandbox import SandboxedEnvironment
+
+from bridge.assist.robust import base_language
+
+log = logging.getLogger(__name__)
+
+OWN = {
+    "en": {
+        "occupied": "Yes, someone is in the {room}.",
+        "empty": "No, the {room} is empty.",
+        "offline": "I can't tell: the sensor in the {room} is offline.",
+        "rooms_occupied": "Occupied: {rooms}.",
+        "no_rooms_occupied": "No room is occupied.",
+        "cancelled": "Cancelled.",
+        "done": "Done.",
+        "and": "and",
+        "no_intent": "Sorry, I couldn't understand that",
+        "no_area": "Sorry, I am not aware of any area called {area}",
+        "no_entity": "Sorry, I am not aware of any device called {entity}",
+        "no_targets": "Sorry, I couldn't find anything to do that with",
+        "failed": "Sorry, that did not work: {error}",
+        "invalid": "Sorry, I can't take that: {error}",
+        "agent_timeout": "Sorry, I couldn't get an answer in time",
+    },
+    "de": {
+        "occupied": "Ja, im Raum {room} ist jemand.",
+        "empty": "Nein, im Raum {room} ist niemand.",
+        "offline": "Das weiß ich nicht: der Sensor im Raum {room} ist offline.",
+        "rooms_occupied": "Belegt: {rooms}.",
+        "no_rooms_occupied": "Kein Raum ist belegt.",
+        "cancelled": "Abgebrochen.",
+        "done": "Erledigt.",
+        "and": "und",
+    },
+}
+
+
+class Speech:
+    def __init__(self) -> None:
+        self._env = SandboxedEnvironment(autoescape=False)
+        self._cache: dict[str, Any] = {}
+        self._responses: dict[str, dict] = {}
+
+    def add_language(self, language: str, responses: dict[str, Any]) -> None:
+        self._responses[language] = responses or {}
+
+    def own(self, language: str, key: str, **values: Any) -> str:
+        table = OWN.get(base_language(language), {})
+        text = table.get(key) or OWN["en"][key]
+        return text.format(**values)
+
+    def join(self, language: str, items: list[str]) -> str:
+        if len(items) <= 1:
+            return "".join(items)
+        return ", ".join(items[:-1]) + f" {self.own(language, 'and')} " + items[-1]
+
+    def intent(self, language: str, intent: str, key: str | None, context: dict[str, Any]) -> str | None:
+        """HA's answer for an intent's response key, or None if this language has none."""
+        template = ((self._responses.get(language) or {}).get("intents", {}).get(intent, {}) or {}).get(key or "default")
+        return None if template is None else self._render(template, context)
+
+    def error(self, language: str, key: str, **values: Any) -> str:
+        template = ((self._responses.get(language) or {}).get("errors", {}) or {}).get(key)
+        if template is not None:
+            text = self._render(template, values)
+            if text:
+                return text
+        own_key = {"no_intent": "no_intent", "no_area": "no_area", "no_entity": "no_entity"}.get(key, "no_targets")
+        return self.own(language, own_key, **values)
+
+    def _render(self, template: str, context: dict[str, Any]) -> str | None:
+        try:
+            compiled = self._cache.get(template)
+            if compiled is None:
+                compiled = self._cache[template] = self._env.from_string(template)
+            return re.sub(r"\s+", " ", compiled.render(**context)).strip()
+        except Exception as exc:  # a template this renderer cannot run: say ours instead
+            log.debug("response template failed: %s", exc)
+            return None
