@@ -54,3 +54,11 @@ def test_secrets_never_reach_mqtt(mosquitto, make_bridge, make_probe, tmp_path):
     for m in probe.messages:
         assert secret.encode() not in m.payload, f"password leaked on {m.topic}"
         assert secret not in m.topic
+
+
+def test_the_bridge_connection_sends_each_packet_at_once(broker, make_bridge):
+    """Nagle off: an answer written right after a PUBACK must not wait ~40 ms for a delayed ACK."""
+    import socket
+    bridge = make_bridge(broker)
+    sock = bridge.mqtt._paho.socket()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
