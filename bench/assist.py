@@ -285,7 +285,8 @@ def e2e(n: int, nagle: bool = False) -> bool:
                     "homeassistant:\n  collect_seconds: 0\n  birth_delay: 0\nassist:\n  enabled: true\n")
             config = f.name
         procs.append(subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
-                                       "--log-level", "warning"], stdin=subprocess.DEVNULL))
+                                       "--log-level", "warning"], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL))
         procs.append(subprocess.Popen([sys.executable, "-c", ECHO, str(broker.port)]))
         said = utterances(home, n, seed=11)
         user = RoundTrips(broker.port, "ruview/assist/utterance", "ruview/assist/response")

@@ -148,11 +148,11 @@ class TemplateRecognizer:
                 used.add(idx)
                 sources.append((slot, "span", idx))
             elif slot in NUMBER_RANGES and isinstance(entity.value, (int, float)) and text.isdigit():
-                idx = next((i for i, w in enumerate(ws) if _DIGITS.sub("", w) in ("", "%")
-                            and _DIGITS.search(w) and _DIGITS.search(w).group() == text), None)
-                if idx is None:
+                numbers = _numbers(ws, spans)  # the k-th number of the sentence, wherever names put it
+                k = next((k for k, i in enumerate(numbers) if _DIGITS.search(ws[i]).group() == text), None)
+                if k is None or _DIGITS.sub("", ws[numbers[k]]) not in ("", "%"):
                     return None
-                sources.append((slot, "number", idx))
+                sources.append((slot, "number", k))
             elif slot == "area" and not text and context_area is not None and entity.value == context_area:
                 sources.append((slot, "context", None))
             elif not text or _DIGITS.search(text) is None:
@@ -165,6 +165,12 @@ class TemplateRecognizer:
         if rec.target is not None:
             target_kind = next(i for i, s in enumerate(spans) if (s.start, s.end) == rec.target)
         return (rec.intent, tuple(sources), rec.response, target_kind, rec.speech)
+
+
+def _numbers(ws: list[str], spans: list[Span]) -> list[int]:
+    """Indexes of the words with digits that are not part of a name."""
+    inside = {i for s in spans for i in range(s.start, s.end)}
+    return [i for i, w in enumerate(ws) if i not in inside and _DIGITS.search(w)]
 
 
 def _shape(ws: list[str], spans: list[Span], has_context: bool) -> tuple:
@@ -186,7 +192,10 @@ def _fill(template: tuple, ws: list[str], spans: list[Span], context_area: str |
         if how == "span":
             slots[slot] = spans[where].value
         elif how == "number":
-            value = int(_DIGITS.search(ws[where]).group())
+            numbers = _numbers(ws, spans)
+            if where >= len(numbers):
+                return None
+            value = int(_DIGITS.search(ws[numbers[where]]).group())
             lo, hi = NUMBER_RANGES[slot]
             if not lo <= value <= hi:
                 return None  # hassil decides what an out-of-range number means

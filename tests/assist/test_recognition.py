@@ -16,7 +16,8 @@ from bridge.assist.robust import fix_typos, split_compound, strip_fillers
 HOME = Home((Entity("light.kitchen_light", "Kitchen Light", "light", "Kitchen"),
              Entity("light.desk_lamp", "Desk Lamp", "light", "Office"),
              Entity("fan.ceiling_fan", "Ceiling Fan", "fan", "Living Room"),
-             Entity("switch.coffee_plug", "Coffee Plug", "switch", "Kitchen")),
+             Entity("switch.coffee_plug", "Coffee Plug", "switch", "Kitchen"),
+             Entity("light.hall", "Hall", "light", "Office")),
             ("Kitchen", "Living Room", "Office"))
 # said to a home assistant, none of them a command for this home: each must act on nothing
 OUT_OF_SCOPE = ["play jazz", "what is the meaning of life", "set a timer for five minutes", "what's the weather",
@@ -92,6 +93,8 @@ def test_a_shape_learned_with_one_name_answers_for_another_but_not_out_of_range(
     rec = lang.templates.recognize(words("set the desk lamp to 20%"), HOME, None)
     assert lang.templates.hits == hits + 1 and rec.slots == {"name": "Desk Lamp", "brightness": 20}
     assert lang.templates.recognize(words("set the desk lamp to 150%"), HOME, None) is None  # hassil's range
+    rec = lang.templates.recognize(words("set the hall to 30%"), HOME, None)  # a name of another length
+    assert lang.templates.hits == hits + 2 and rec.slots == {"name": "Hall", "brightness": 30}
 
 
 @pytest.mark.parametrize("text", OUT_OF_SCOPE)
