@@ -52,7 +52,9 @@ OUT_OF_SCOPE = ["play jazz", "what is the meaning of life", "set a timer for fiv
                 "turn of the kitchen ceiling light", "dim the kitchen ceiling light a bit", "turn on the garage heater",
                 "tell me a joke", "open the pod bay doors", "turn the music up", "order a pizza", "call mom",
                 "kitchen", "turn", "on off on off", "switch the office plug of", "close the kitchen",
-                "who are you", "turn on and off the kitchen fan", "what time is it"]
+                "who are you", "turn on and off the kitchen fan", "what time is it",
+                "don't turn on the kitchen fan", "do not turn off the office fan", "never switch on the office fan",
+                "please don't switch the kitchen fan on"]
 
 
 def pct(xs: list[float], p: float) -> float:

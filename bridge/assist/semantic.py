@@ -1,11 +1,12 @@
 """ADR-133's semantic fallback, guarded: similar sentences may suggest an intent, never decide one.
 
-Sentences are feature-hashed (word unigrams and character trigrams, FNV-1a, 2^11 buckets,
+Sentences are feature-hashed (word unigrams and character trigrams, FNV-1a, 2^10 buckets,
 L2-normalised) with every name and area the home knows replaced by a placeholder, and
 compared by cosine with exemplars sampled from the templates of the intents it may suggest.
 Measured on HA's fixtures (docs/assist.md), such a matcher alone picks the wrong intent one
 time in twenty, on/off flips included — so a suggestion is kept only when:
 
+- the text negates nothing ("don't", "not", "never" ...);
 - for on/off intents, the text itself says the polarity ("on", "open", "off", "close" ...) and
   not its opposite: similarity can never choose between opposite actions;
 - its target resolves exactly: one whole name of the home, or an area with a domain word.
@@ -14,25 +15,30 @@ time in twenty, on/off flips included — so a suggestion is kept only when:
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
-from hassil import Intents, TextSlotList
+from hassil import Intents
 from hassil.sample import sample_expression
 
 from bridge.assist.home import Home, Span, words
 from bridge.assist.robust import base_language
 from bridge.assist.templates import Recognition
 
-DIM = 1 << 11
+DIM = 1 << 10
 SUGGESTS = ("HassTurnOn", "HassTurnOff", "HassGetState")
-PER_TEMPLATE = 6
+PER_TEMPLATE = 4
 POLARITY = {
     "en": {"HassTurnOn": {"on", "open", "activate", "start", "enable", "lock", "up", "illuminate"},
            "HassTurnOff": {"off", "close", "deactivate", "stop", "disable", "unlock", "shut", "out"}},
     "de": {"HassTurnOn": {"an", "ein", "einschalten", "anschalten", "öffne", "öffnen", "auf", "aktiviere"},
            "HassTurnOff": {"aus", "ausschalten", "abschalten", "schließe", "schließen", "zu", "deaktiviere"}},
 }
+# "don't turn on the fan" is as similar to "turn on the fan" as a sentence gets
+NEGATIONS = {"en": {"not", "don't", "dont", "never", "no", "without", "neither", "nor"},
+             "de": {"nicht", "kein", "keine", "keinen", "nie", "niemals", "ohne"}}
 DOMAIN_WORDS = {"en": {"light": "light", "lights": "light", "lamp": "light", "lamps": "light",
                        "fan": "fan", "fans": "fan", "switch": "switch", "switches": "switch"},
                 "de": {"licht": "light", "lichter": "light", "lampe": "light", "lampen": "light",
@@ -60,7 +66,7 @@ def _features(tokens: list[str]) -> np.ndarray:
 def _placeheld(ws: list[str], spans: list[Span]) -> list[str]:
     out, i = [], 0
     for s in spans:
-        out += ws[i:s.start] + [f"<{s.kind}>"]
+        out += ws[i:s.start] + [f"slot_{s.kind}"]
         i = s.end
     return out + ws[i:]
 
@@ -75,23 +81,19 @@ class SemanticMatcher:
     def __init__(self, intents: Intents, language: str, threshold: float) -> None:
         self.language, self.threshold = base_language(language), threshold
         rng = random.Random(0)
-        lists = {**intents.slot_lists,
-                 "name": TextSlotList.from_strings(["<name>"], name="name"),
-                 "area": TextSlotList.from_strings(["<area>"], name="area"),
-                 "floor": TextSlotList.from_strings(["<floor>"], name="floor")}
         seen: set[tuple[str, str]] = set()
         for name in SUGGESTS:
             intent = intents.intents.get(name)
             for data in intent.data if intent else ():
                 for sentence in data.sentences:
-                    try:
-                        samples = list(_take(sample_expression(sentence.expression, lists, intents.expansion_rules,
-                                                               language=language, expand_ranges=False), 64))
-                    except Exception:  # a template hassil cannot sample (wildcards): no exemplars from it
+                    try:  # lists left as {name} / {area}: cheap, and the placeholders the query gets too
+                        samples = list(islice(sample_expression(sentence.expression, {}, intents.expansion_rules,
+                                                                language=language, expand_lists=False,
+                                                                expand_ranges=False), 64))
+                    except Exception:  # a template hassil cannot sample: no exemplars from it
                         continue
                     for text in rng.sample(samples, min(PER_TEMPLATE, len(samples))):
-                        seen.add((name, " ".join(words(text.replace("<", " <").replace(">", "> ")))
-                                  .replace("< ", "<").replace(" >", ">")))
+                        seen.add((name, " ".join(words(re.sub(r"\{(name|area|floor)\}", r" slot_\1 ", text)))))
         self.labels = [n for n, _ in sorted(seen)]
         self.matrix = (np.stack([_features(t.split()) for _, t in sorted(seen)])
                        if seen else np.zeros((0, DIM), dtype=np.float32))
@@ -108,6 +110,8 @@ class SemanticMatcher:
 
     def _guarded(self, intent: str, ws: list[str], spans: list[Span]) -> Recognition | None:
         said = set(ws)
+        if said & NEGATIONS.get(self.language, set()):
+            return None
         polarity = POLARITY.get(self.language, {})
         if intent in ("HassTurnOn", "HassTurnOff"):
             other = "HassTurnOff" if intent == "HassTurnOn" else "HassTurnOn"
@@ -123,10 +127,3 @@ class SemanticMatcher:
             return Recognition(intent, {"area": areas[0].value, "domain": domains.pop()}, "semantic",
                                self.language, target=(areas[0].start, areas[0].end), words=list(ws))
         return None
-
-
-def _take(iterable, n: int):
-    for i, x in enumerate(iterable):
-        if i >= n:
-            return
-        yield x

@@ -338,3 +338,31 @@ def test_the_operators_own_sentences_and_patterns(mosquitto, home, start_bridge,
     answer = ask(user, "let's watch the big lebowski")
     assert answer["response_type"] == "action_done" and answer["intent"]["slots"] == {"title": "the big lebowski"}
     assert user.wait_topic("ruview/assist/intent/MovieTime").json()["slots"]["title"] == "the big lebowski"
+
+
+def test_areas_colours_questions_and_cancel_all(mosquitto, home, start_bridge, make_probe):
+    bridge = start_bridge(mosquitto)
+    user = make_probe(mosquitto, "ruview/assist/response", "zigbee2mqtt/+/set", "ruview/event/#")
+    answer = ask(user, "turn off the lights in the kitchen")  # area + domain: the light, not the plug
+    assert answer["response_type"] == "action_done" and answer["intent"]["slots"] == \
+        {"area": "Kitchen", "domain": "light"}, answer
+    assert answer["data"]["targets"] == [{"type": "area", "name": "Kitchen", "id": "Kitchen"},
+                                         {"type": "domain", "name": "light", "id": "light"}]
+    assert [t["id"] for t in answer["data"]["success"]] == ["light.kitchen_light"]
+    assert user.wait_topic("zigbee2mqtt/Kitchen light/set").payload == b'{"state":"OFF"}'
+    assert ask(user, "set the kitchen light to red")["response_type"] == "action_done"
+    assert user.wait_topic("zigbee2mqtt/Kitchen light/set", match=lambda m: b"color" in m.payload).json() == \
+        {"state": "ON", "color": {"r": 255, "g": 0, "b": 0}}
+
+    home.publish("zigbee2mqtt/Kitchen light", {"state": "ON", "brightness": 254}, retain=True)
+    assert wait_until(lambda: getattr(bridge.states.get("light.kitchen_light"), "state", None) == "on", 5)
+    answer = ask(user, "is the kitchen light on?")
+    assert answer["response_type"] == "query_answer" and speech(answer) == "Yes", answer
+    assert speech(ask(user, "is the kitchen light off")) == "No, on"
+
+    user.clear()
+    answer = ask(user, "cancel everything")
+    assert answer["intent"]["name"] == "HassCancelAll" and answer["response_type"] == "action_done"
+    assert user.wait_topic("ruview/event/homeassistant_stop_all_scripts").json()["data"] == {"source": "assist"}
+    assert ask(user, "nevermind")["response_type"] == "action_done"
+    assert not user.on("zigbee2mqtt/Kitchen light/set") and not user.on("zigbee2mqtt/Coffee plug/set")

@@ -23,7 +23,9 @@ HOME = Home((Entity("light.kitchen_light", "Kitchen Light", "light", "Kitchen"),
 OUT_OF_SCOPE = ["play jazz", "what is the meaning of life", "set a timer for five minutes", "what's the weather",
                 "turn of the kitchen light", "dim the kitchen light a bit", "turn on the garage heater",
                 "kitchen", "the", "turn", "on off on off", "turn on and off the kitchen light",
-                "switch the kitchen light of", "close the kitchen", "a" * 300]
+                "switch the kitchen light of", "close the kitchen", "a" * 300,
+                "don't turn on the ceiling fan", "do not turn off the ceiling fan", "never switch on the desk lamp",
+                "please don't switch the kitchen light on"]
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,7 @@ def test_the_semantic_fallback_never_chooses_polarity_or_an_unresolved_target(pi
     assert guarded("HassTurnOn", "kitchen light would be nice off") is None  # the text says the opposite
     assert guarded("HassTurnOn", "kitchen light please") is None  # the text says no polarity at all
     assert guarded("HassTurnOff", "kitchen light on or off") is None  # both
+    assert guarded("HassTurnOn", "do not turn the kitchen light on") is None  # negated
     assert guarded("HassTurnOff", "the garage thing off") is None  # nothing in the home by that name
     assert guarded("HassTurnOff", "kitchen light and desk lamp off") is None  # two names: not a guess to make
     assert guarded("HassTurnOff", "lights in the kitchen off").slots == {"area": "Kitchen", "domain": "light"}
@@ -131,3 +134,8 @@ def test_the_robustness_rewrites():
     assert split_compound(words("turn on the fan and the light"), "en") == [["turn", "on", "the", "fan"],
                                                                            ["the", "light"]]
     assert split_compound(words("turn on the fan"), "en") is None
+
+
+def test_the_semantic_fallback_understands_a_plain_paraphrase(pipeline):
+    recs = pipeline.recognize("could you make the ceiling fan go on", "en", HOME)
+    assert [(r.intent, r.slots, r.recognizer) for r in recs] == [("HassTurnOn", {"name": "Ceiling Fan"}, "semantic")]
