@@ -24,6 +24,7 @@ import yaml
 from hassil import Intents, TextSlotList, recognize_best
 from home_assistant_intents import get_intents, get_languages
 
+from bridge.assist.config import LANGUAGE
 from bridge.assist.home import Home, Span
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ def own_sentences(language: str) -> dict[str, Any]:
 
 def load_language(language: str) -> dict[str, Any]:
     """HA's data for a language, cut to the intents we handle, with ours merged in."""
+    if not isinstance(language, str) or not re.fullmatch(LANGUAGE, language):
+        raise LookupError(f"{str(language)[:40]!r} is not a language code such as en or de")  # nor a path
     data = get_intents(language)
     if data is None:
         raise LookupError(f"home-assistant-intents has no language {language!r} "

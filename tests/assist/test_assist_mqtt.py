@@ -171,6 +171,9 @@ def test_german_sentences_drive_devices_and_answer_in_german(mosquitto, home, st
     assert user.wait_topic("zigbee2mqtt/Stehlampe/set").payload == b'{"state":"ON"}'
     assert speech(answer) == "Licht eingeschaltet"  # home-assistant-intents' German answer
     assert speech(ask(user, {"text": "Käse bitte", "language": "de"})) == "Entschuldigung, das habe ich nicht verstanden"
+    for language, why in (("xx", "has no language 'xx'"), ("../intents", "not a language code")):
+        refused = ask(user, {"text": "turn on the kitchen light", "language": language})
+        assert refused["data"]["code"] == "invalid_utterance" and why in refused["data"]["error"], refused
 
 
 def test_follow_ups_compounds_and_a_home_that_changes(mosquitto, home, start_bridge, make_probe):
