@@ -115,18 +115,21 @@ class AssistExtension(Extension):
         except UtteranceError as exc:
             self._refuse(exc.utterance, msg, started, str(exc))
             return
-        language = u.language or self.cfg.language
         try:
-            self.speech.add_language(language, self.pipeline.language(language, self.home).responses)
+            self._understand(u, msg, started)
         except LookupError as exc:
             self._refuse(u, msg, started, str(exc))
-            return
+
+    def _understand(self, u: Utterance, msg: Message | None, started: float, hermes_keep: dict | None = None) -> None:
+        """Recognize, then act and answer (or ask the agent); LookupError for a language we cannot load."""
+        language = u.language or self.cfg.language
+        self.speech.add_language(language, self.pipeline.language(language, self.home).responses)
         recs = self.pipeline.recognize(u.text, language, self.home, self.cfg.satellites.get(u.site_id or ""),
                                        u.conversation_id)
         if not recs and self.agent.configured:
-            self._ask_agent(u, language, msg, started)
+            self._ask_agent(u, language, msg, started, hermes_keep)
             return
-        self._finish(u, language, recs, msg, started)
+        self._finish(u, language, recs, msg, started, hermes_keep)
 
     def _refuse(self, u: Utterance | None, msg: Message, started: float, problem: str) -> None:
         self.counts["refused"] += 1
@@ -235,19 +238,11 @@ class AssistExtension(Extension):
             self.ctx.mqtt.publish(hermes.ERROR, dumps({"error": str(exc), "siteId": "default", "context": None,
                                                        "sessionId": None}), qos=1)
             return
-        language = u.language or self.cfg.language
         try:
-            self.speech.add_language(language, self.pipeline.language(language, self.home).responses)
+            self._understand(u, None, started, keep)
         except LookupError as exc:
             self.ctx.mqtt.publish(hermes.ERROR, dumps({"error": str(exc), "siteId": keep["siteId"],
                                                        "sessionId": keep.get("sessionId")}), qos=1)
-            return
-        recs = self.pipeline.recognize(u.text, language, self.home, self.cfg.satellites.get(u.site_id or ""),
-                                       u.conversation_id)
-        if not recs and self.agent.configured:
-            self._ask_agent(u, language, None, started, keep)
-            return
-        self._finish(u, language, recs, None, started, keep)
 
     def _hermes_out(self, u: Utterance, recs: list[Recognition], speech: str, keep: dict) -> None:
         publish = self.ctx.mqtt.publish
