@@ -1,0 +1,200 @@
+"""Open-loop throughput: the highest offered rate the bridge takes with zero drops, vs a bare loop.
+
+A paced sender in C (compiled here with the system's cc; `sendmmsg`, 32 datagrams a call) offers
+simulated node datagrams (200 nodes: feature state, vitals, mesh HEALTH) at a fixed rate for
+`--seconds`, step after step, never waiting for the receiver — as nodes do. Receivers, each its
+own process, in the same run:
+
+- the bridge exactly as users start it (`ruview-bridge run`, Home Assistant discovery on) on a
+  real Mosquitto;
+- the bare loop: blocking `recvfrom` + `struct.unpack` + `zlib.crc32`, no timeout.
+
+A step is sustained when the receiver's socket dropped nothing (the kernel's per-socket drop
+counter in /proc/net/udp, read after the socket drained) and, for the bridge, its own frame
+counters (retained `bridge/health`) grew by every datagram sent. Both sides also get their CPU
+seconds per datagram from /proc over the step.
+
+    python -m bench.nodes_open_loop [--seconds 3] [--rates 5000,10000,...]
+
+Prints the highest sustained rate of each and their ratio (issue 13's target: >= 0.5). Exits 1
+when the work was not done: the sender could not offer a rate, or the bridge's counters are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+from bench.nodes_cpu import BARE, cpu_seconds
+from firmware_tools.simulate import generate, make_nodes
+from tests.brokers import Mosquitto, free_port_udp
+
+SENDER_C = r"""
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+int main(int argc, char **argv) {
+    int port = atoi(argv[1]); double rate = atof(argv[2]), seconds = atof(argv[3]);
+    FILE *f = fopen(argv[4], "rb"); static unsigned char pool[8 << 20]; size_t n = fread(pool, 1, sizeof pool, f); fclose(f);
+    int count = 0; size_t off = 0; static struct iovec iov[65536];
+    while (off + 2 <= n && count < 65536) { unsigned short l = pool[off] | pool[off + 1] << 8; iov[count].iov_base = pool + off + 2; iov[count].iov_len = l; off += 2 + l; count++; }
+    int s = socket(AF_INET, SOCK_DGRAM, 0); int buf = 8 << 20; setsockopt(s, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
+    struct sockaddr_in to = {0}; to.sin_family = AF_INET; to.sin_port = htons(port); to.sin_addr.s_addr = htonl(0x7f000001);
+    enum { B = 32 }; struct mmsghdr msgs[B]; memset(msgs, 0, sizeof msgs);
+    long total = (long)(rate * seconds), sent = 0; int next = 0; double start = now();
+    while (sent < total) {
+        double due = start + sent / rate;
+        double wait = due - now();
+        if (wait > 0.0002) { struct timespec ts = {0, (long)(wait * 1e9)}; nanosleep(&ts, NULL); continue; }
+        if (wait > 0) continue;
+        int k = total - sent < B ? (int)(total - sent) : B;
+        for (int i = 0; i < k; i++) { msgs[i].msg_hdr.msg_name = &to; msgs[i].msg_hdr.msg_namelen = sizeof to;
+            msgs[i].msg_hdr.msg_iov = &iov[next]; msgs[i].msg_hdr.msg_iovlen = 1; next = (next + 1) % count; }
+        int r = sendmmsg(s, msgs, k, 0); if (r > 0) sent += r;
+    }
+    printf("%ld %.6f\n", sent, now() - start); return 0;
+}
+"""
+RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 120_000, 160_000, 200_000, 250_000,
+         300_000, 350_000, 400_000)
+
+
+def build_sender(tmp: str) -> str:
+    src, exe = os.path.join(tmp, "sender.c"), os.path.join(tmp, "sender")
+    with open(src, "w") as f:
+        f.write(SENDER_C)
+    subprocess.run(["cc", "-O2", "-o", exe, src], check=True)
+    return exe
+
+
+def write_pool(path: str) -> int:
+    frames = [data for _, data in generate(make_nodes(200, "visit", 30), 30)][:60_000]
+    with open(path, "wb") as f:
+        for data in frames:
+            f.write(struct.pack("<H", len(data)) + data)
+    return len(frames)
+
+
+def udp_counters(port: int) -> tuple[int, int]:
+    """(bytes queued, datagrams dropped) of the socket bound to 127.0.0.1:port."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            cols = line.split()
+            if cols[1] == want:
+                return int(cols[4].split(":")[1], 16), int(cols[12])
+    raise RuntimeError(f"no socket on UDP port {port}")
+
+
+def frames_taken(broker, base: str) -> int | None:
+    out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"{base}/bridge/health", "-C", "1",
+                          "-W", "5"], capture_output=True, text=True).stdout
+    if not out:
+        return None
+    per_node = (json.loads(out).get("nodes") or {}).get("per_node") or {}
+    return sum(sum(n["frames"].values()) for n in per_node.values())
+
+
+def step(sender: str, pool: str, port: int, rate: int, seconds: float, pid: int) -> dict:
+    _, drops0 = udp_counters(port)
+    cpu0 = cpu_seconds(pid)
+    out = subprocess.run([sender, str(port), str(rate), str(seconds), pool], capture_output=True, text=True,
+                         check=True).stdout.split()
+    sent, took = int(out[0]), float(out[1])
+    deadline = time.monotonic() + 30
+    while udp_counters(port)[0] and time.monotonic() < deadline:  # let the receiver drain its socket
+        time.sleep(0.02)
+    time.sleep(0.05)
+    cpu1 = cpu_seconds(pid)
+    _, drops1 = udp_counters(port)
+    return {"rate": rate, "sent": sent, "offered": sent / took, "dropped": drops1 - drops0,
+            "cpu_us_per_frame": (cpu1 - cpu0) / sent * 1e6}
+
+
+def climb(label: str, sender: str, pool: str, port: int, pid: int, rates, seconds: float, check=None):
+    best, rows = 0, []
+    misses = 0
+    for rate in rates:
+        r = step(sender, pool, port, rate, seconds, pid)
+        if r["offered"] < 0.95 * rate:
+            raise RuntimeError(f"the sender offered only {r['offered']:.0f}/s of {rate}/s: not a valid step")
+        ok = r["dropped"] == 0 and (check is None or check(r))
+        rows.append((r, ok))
+        print(f"  {label:<7} {rate:>8,}/s offered {r['offered']:>10,.0f}/s  dropped {r['dropped']:>8,}  "
+              f"CPU {r["cpu_us_per_frame"]:6.2f} µs per datagram sent  {'sustained' if ok else 'NOT sustained'}")
+        if ok:
+            best, misses = rate, 0
+        else:
+            misses += 1
+            if misses == 2:
+                break
+    return best, rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rates", default=",".join(str(r) for r in RATES))
+    args = ap.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    broker = Mosquitto().start()
+    base = "openloop"
+    with tempfile.TemporaryDirectory() as tmp:
+        sender, pool = build_sender(tmp), os.path.join(tmp, "pool.bin")
+        n = write_pool(pool)
+        udp, bare_port = free_port_udp(), free_port_udp()
+        config = os.path.join(tmp, "config.yaml")
+        with open(config, "w") as f:
+            yaml.safe_dump({"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"health_interval": 1},
+                            "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, f)
+        bridge = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
+                                   "--log-level", "warning"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)])
+        try:
+            time.sleep(3)
+            # the first datagram from each node makes it known (and announced to HA): not part of a step
+            step(sender, pool, udp, 2000, n / 2000, bridge.pid)
+            time.sleep(200 * 0.1 + 2)  # the paced HA announcement (0.1 s a node)
+            print(f"Open loop, {n:,} datagrams of 200 simulated nodes, steps of {args.seconds:g} s:")
+            bare_best, _ = climb("bare", sender, pool, bare_port, bare.pid, rates, args.seconds)
+            state = {"taken": frames_taken(broker, base)}
+            if state["taken"] is None:
+                print("the bridge publishes no bridge/health: the work was not done", file=sys.stderr)
+                return 1
+
+            def counted(r):
+                time.sleep(1.2)  # one more health update
+                now = frames_taken(broker, base)
+                ok = now is not None and now - state["taken"] >= r["sent"]
+                state["taken"] = now if now is not None else state["taken"]
+                return ok
+            bridge_best, _ = climb("bridge", sender, pool, udp, bridge.pid, rates, args.seconds, counted)
+        finally:
+            bridge.terminate()
+            bare.terminate()
+            bridge.wait(10)
+            bare.wait(10)
+            broker.cleanup()
+    ratio = bridge_best / bare_best if bare_best else 0.0
+    print(f"highest rate sustained with zero drops: bridge {bridge_best:,}/s, bare loop {bare_best:,}/s, "
+          f"ratio {ratio:.2f} (target >= 0.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
