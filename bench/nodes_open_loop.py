@@ -136,7 +136,7 @@ def climb(label: str, sender: str, pool: str, port: int, pid: int, rates, second
         ok = r["dropped"] == 0 and (check is None or check(r))
         rows.append((r, ok))
         print(f"  {label:<7} {rate:>8,}/s offered {r['offered']:>10,.0f}/s  dropped {r['dropped']:>8,}  "
-              f"CPU {r["cpu_us_per_frame"]:6.2f} µs per datagram sent  {'sustained' if ok else 'NOT sustained'}")
+              f"CPU {r['cpu_us_per_frame']:6.2f} µs per datagram sent  {'sustained' if ok else 'NOT sustained'}")
         if ok:
             best, misses = rate, 0
         else:
