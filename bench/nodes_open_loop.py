@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
 }
 """
 RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 120_000, 160_000, 200_000, 250_000,
-         300_000, 350_000, 400_000)
+         300_000, 350_000, 400_000, 500_000, 600_000, 800_000)
 
 
 def build_sender(tmp: str) -> str:
@@ -131,8 +131,11 @@ def climb(label: str, sender: str, pool: str, port: int, pid: int, rates, second
     misses = 0
     for rate in rates:
         r = step(sender, pool, port, rate, seconds, pid)
-        if r["offered"] < 0.95 * rate:
-            raise RuntimeError(f"the sender offered only {r['offered']:.0f}/s of {rate}/s: not a valid step")
+        if r["offered"] < 0.95 * rate:  # the sender's own limit on this machine: no valid step beyond
+            print(f"  {label:<7} {rate:>8,}/s: the sender offered only {r['offered']:,.0f}/s; steps end here")
+            if not rows:
+                raise RuntimeError("the sender cannot offer even the first step")
+            return best, rows, True
         ok = r["dropped"] == 0 and (check is None or check(r))
         rows.append((r, ok))
         print(f"  {label:<7} {rate:>8,}/s offered {r['offered']:>10,.0f}/s  dropped {r['dropped']:>8,}  "
@@ -143,7 +146,7 @@ def climb(label: str, sender: str, pool: str, port: int, pid: int, rates, second
             misses += 1
             if misses == 2:
                 break
-    return best, rows
+    return best, rows, False
 
 
 def main() -> int:
@@ -171,7 +174,7 @@ def main() -> int:
             step(sender, pool, udp, 2000, n / 2000, bridge.pid)
             time.sleep(200 * 0.1 + 2)  # the paced HA announcement (0.1 s a node)
             print(f"Open loop, {n:,} datagrams of 200 simulated nodes, steps of {args.seconds:g} s:")
-            bare_best, _ = climb("bare", sender, pool, bare_port, bare.pid, rates, args.seconds)
+            bare_best, _, bare_capped = climb("bare", sender, pool, bare_port, bare.pid, rates, args.seconds)
             state = {"taken": frames_taken(broker, base)}
             if state["taken"] is None:
                 print("the bridge publishes no bridge/health: the work was not done", file=sys.stderr)
@@ -183,7 +186,7 @@ def main() -> int:
                 ok = now is not None and now - state["taken"] >= r["sent"]
                 state["taken"] = now if now is not None else state["taken"]
                 return ok
-            bridge_best, _ = climb("bridge", sender, pool, udp, bridge.pid, rates, args.seconds, counted)
+            bridge_best, _, _ = climb("bridge", sender, pool, udp, bridge.pid, rates, args.seconds, counted)
         finally:
             bridge.terminate()
             bare.terminate()
@@ -191,8 +194,10 @@ def main() -> int:
             bare.wait(10)
             broker.cleanup()
     ratio = bridge_best / bare_best if bare_best else 0.0
+    ceiling = (" (the bare loop took every step the sender could offer: its limit is higher, the ratio lower)"
+               if bare_capped or bare_best == rates[-1] else "")
     print(f"highest rate sustained with zero drops: bridge {bridge_best:,}/s, bare loop {bare_best:,}/s, "
-          f"ratio {ratio:.2f} (target >= 0.5)")
+          f"ratio {ratio:.2f} (target >= 0.5){ceiling}")
     return 0
 
 

@@ -4,7 +4,9 @@ The bounded queue is the socket's own receive buffer, sized for
 `nodes.udp.queue` datagrams. The ingest thread waits for it to be readable,
 takes everything it holds (up to a batch; one recvmmsg call on Linux) and
 runs the batch through the pipeline, which only hands MQTT messages to the
-client's outbox, so the MQTT connection is never stalled by frames. When the
+client's outbox, so the MQTT connection is never stalled by frames. After a
+small batch it first waits 1 ms: at real node rates one wakeup then serves
+several datagrams instead of one. When the
 pipeline falls behind, the kernel drops what does not fit and counts it; those
 drops are read back as `dropped`, so memory stays bounded and loss is visible.
 
@@ -23,6 +25,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from typing import Callable
 
 from bridge.core.supervisor import Spawn, Supervised, Supervisor
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 SO_RCVBUFFORCE_LINUX = 33  # <asm-generic/socket.h>; Python 3.11's socket module does not name it
 BATCH = 256
 SMALL = 8  # datagrams taken one by one before a wakeup counts as a backlog
+COALESCE = 0.001  # seconds a wakeup after a small batch waits for more (bench/nodes_cpu.py, nodes_latency.py)
 MAX_DATAGRAM = 4096
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
@@ -129,11 +133,15 @@ class UdpIngest:
     def _run(self) -> None:
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
+        small = False
         while not self._stop.is_set():
             try:
                 if not poller.poll(200):
                     continue
+                if small:  # light traffic: let a few more arrive, to pay one wakeup for several
+                    time.sleep(COALESCE)
                 batch = self._receive()
+                small = len(batch) < SMALL
             except OSError as exc:
                 if self._stop.is_set():
                     return
