@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -40,6 +41,7 @@ import time
 import uuid
 
 from bench.assist_corpus import ACTIONS, Case, perturbed, score, upstream
+from bench.harness import bridge_process, percentile, stop
 from bridge.assist.config import AssistConfig
 from bridge.assist.home import Entity, Home, key, words
 from bridge.assist.pipeline import Pipeline
@@ -55,14 +57,6 @@ OUT_OF_SCOPE = ["play jazz", "what is the meaning of life", "set a timer for fiv
                 "who are you", "turn on and off the kitchen fan", "what time is it",
                 "don't turn on the kitchen fan", "do not turn off the office fan", "never switch on the office fan",
                 "please don't switch the kitchen fan on"]
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def fixture_home() -> Home:
@@ -197,9 +191,9 @@ def latency(n: int) -> bool:
           f"{hits} answered from a shape, {misses} by hassil)")
     print(f"{'':<34}{'median':>9}{'p90':>9}{'p99':>9}{'max':>9}  ms")
     for label, xs in (("hassil, HA's English (baseline)", theirs), ("ruview-bridge assist", ours)):
-        print(f"{label:<34}{statistics.median(xs):>9.3f}{pct(xs, 90):>9.3f}{pct(xs, 99):>9.3f}{max(xs):>9.2f}")
+        print(f"{label:<34}{statistics.median(xs):>9.3f}{percentile(xs, 90):>9.3f}{percentile(xs, 99):>9.3f}{max(xs):>9.2f}")
     print(f"ratio of medians (ours / hassil): {statistics.median(ours) / statistics.median(theirs):.3f}; "
-          f"p99 ratio {pct(ours, 99) / pct(theirs, 99):.3f}  (targets: median <= 1 ms, p99 <= 5 ms)")
+          f"p99 ratio {percentile(ours, 99) / percentile(theirs, 99):.3f}  (targets: median <= 1 ms, p99 <= 5 ms)")
     return True
 
 
@@ -273,6 +267,7 @@ def e2e(n: int, nagle: bool = False) -> bool:
     # client's delayed ACK (~40 ms on Linux) whoever answers; `set_tcp_nodelay true` (docs/assist.md)
     broker = Mosquitto(extra_conf="" if nagle else "set_tcp_nodelay true\n").start()
     procs = []
+    tmp = tempfile.mkdtemp()
     try:
         announcer = paho.Client(paho.CallbackAPIVersion.VERSION2)
         announcer.connect("127.0.0.1", broker.port)
@@ -282,13 +277,9 @@ def e2e(n: int, nagle: bool = False) -> bool:
             announcer.publish(topic, json.dumps(cfg), qos=1, retain=True).wait_for_publish(5)
         announcer.loop_stop()
         announcer.disconnect()
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(f"mqtt:\n  url: mqtt://127.0.0.1:{broker.port}\nnodes:\n  enabled: false\n"
-                    "homeassistant:\n  collect_seconds: 0\n  birth_delay: 0\nassist:\n  enabled: true\n")
-            config = f.name
-        procs.append(subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
-                                       "--log-level", "warning"], stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL))
+        procs.append(bridge_process({"mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}"}, "nodes": {"enabled": False},
+                                     "homeassistant": {"collect_seconds": 0, "birth_delay": 0},
+                                     "assist": {"enabled": True}}, tmp))
         procs.append(subprocess.Popen([sys.executable, "-c", ECHO, str(broker.port)]))
         said = utterances(home, n, seed=11)
         user = RoundTrips(broker.port, "ruview/assist/utterance", "ruview/assist/response")
@@ -317,15 +308,14 @@ def e2e(n: int, nagle: bool = False) -> bool:
               f"the bridge as `ruview-bridge run` with {len(home.entities)} discovered devices")
         print(f"{'':<34}{'median':>9}{'p90':>9}{'p99':>9}{'max':>9}  ms")
         for label, xs in (("bare paho echo (baseline)", bare), ("ruview-bridge assist", ours)):
-            print(f"{label:<34}{statistics.median(xs):>9.3f}{pct(xs, 90):>9.3f}{pct(xs, 99):>9.3f}{max(xs):>9.2f}")
+            print(f"{label:<34}{statistics.median(xs):>9.3f}{percentile(xs, 90):>9.3f}{percentile(xs, 99):>9.3f}{max(xs):>9.2f}")
         print(f"ratio of medians (ours / echo): {statistics.median(ours) / statistics.median(bare):.2f}  "
               "(target: median <= 5 ms)")
         return True
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+        stop(*procs)
         broker.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ memory

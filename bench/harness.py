@@ -1,8 +1,14 @@
-"""A bridge with the nodes pipeline on a benchmark's broker: one way to build it for every bench."""
+"""What every bench builds the same way: a bridge in-process with the nodes pipeline, the bridge
+as its own process exactly as users start it, stopping processes, and percentiles."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
+
+import yaml
 
 from bridge.app import Bridge, build_bridge
 from bridge.catalog import validate_config
@@ -26,3 +32,25 @@ def start_nodes_bridge(broker_port: int, base: str, *, mqtt: dict[str, Any] | No
     if not bridge.mqtt.wait_connected(10):
         raise RuntimeError(f"the bridge did not connect to the broker on port {broker_port}")
     return bridge, bridge.extension("nodes")
+
+
+def bridge_process(config: dict[str, Any], workdir: str) -> subprocess.Popen:
+    """`ruview-bridge run -c <workdir>/config.yaml`, as users start it (its start-up banner silenced)."""
+    path = os.path.join(workdir, "config.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    return subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", path, "--no-status",
+                             "--log-level", "warning"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(10)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest rank: a value that was measured."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]

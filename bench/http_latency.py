@@ -22,15 +22,14 @@ import http.client
 import json
 import multiprocessing
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-import yaml
 
+from bench.harness import bridge_process, percentile, stop
 from firmware_tools.simulate import generate, make_nodes, send_udp
 from tests.brokers import Mosquitto, free_port, free_port_udp, wait_port
 
@@ -48,11 +47,6 @@ app = web.Application()
 app.router.add_get("/api/v1/vitals/{node}/latest", vitals)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 '''
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def client(port: int, qps: float, seconds: float, nodes: int, out) -> None:
@@ -112,14 +106,10 @@ def main() -> int:
     udp, http_port, bare_port = free_port_udp(), free_port(), free_port()
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, "config.yaml")
-        with open(config, "w") as f:
-            yaml.safe_dump({"mqtt": {"url": broker.url, "base_topic": "httpbench"},
-                            "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}},
-                            "http": {"enabled": True, "port": http_port, "rate_limit": 10_000},
-                            "homeassistant": {"enabled": os.environ.get("BENCH_HA", "1") == "1"}}, f)
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
-                                   "--log-level", "warning"], stdin=subprocess.DEVNULL)
+        bridge = bridge_process({"mqtt": {"url": broker.url, "base_topic": "httpbench"},
+                                 "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}},
+                                 "http": {"enabled": True, "port": http_port, "rate_limit": 10_000},
+                                 "homeassistant": {"enabled": os.environ.get("BENCH_HA", "1") == "1"}}, tmp)
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)])
         try:
             wait_port(http_port, 20)
@@ -133,10 +123,7 @@ def main() -> int:
             bare_lat, bare_fail, bare_wrong = measure(bare_port, args)
             sender.terminate()
         finally:
-            bridge.terminate()
-            bare.terminate()
-            bridge.wait(10)
-            bare.wait(10)
+            stop(bridge, bare)
             broker.cleanup()
     print(f"GET /api/v1/vitals/<node>/latest at {args.qps:g} requests/s for {args.seconds:g} s "
           f"(first {WARMUP:g} s not timed), {args.nodes} nodes streaming at {args.rate:g} Hz into the bridge:")

@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 
-import yaml
 
+from bench.harness import bridge_process, stop
 from firmware_tools.simulate import generate, make_nodes
 from tests.brokers import Mosquitto, free_port_udp
 
@@ -84,13 +84,8 @@ def run(broker, nodes: int, rate: float, seconds: float) -> dict:
     udp, bare_port = free_port_udp(), free_port_udp()
     base = f"cpu{nodes}"
     with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, "config.yaml")
-        with open(config, "w") as f:
-            yaml.safe_dump({"mqtt": {"url": broker.url, "base_topic": base},
-                            "bridge": {"health_interval": 2},
-                            "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, f)
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
-                                   "--log-level", "warning"], stdin=subprocess.DEVNULL)
+        bridge = bridge_process({"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"health_interval": 2},
+                                 "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, tmp)
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)])
         ctx = multiprocessing.get_context("spawn")
         sent = ctx.Value("q", 0)
@@ -106,10 +101,7 @@ def run(broker, nodes: int, rate: float, seconds: float) -> dict:
             time.sleep(2.5)  # one more health update
             taken = frames_taken(broker, base) - taken_before
         finally:
-            bridge.terminate()
-            bare.terminate()
-            bridge.wait(10)
-            bare.wait(10)
+            stop(bridge, bare)
     window = t1 - t0
     return {"nodes": nodes, "rate": rate, "bridge_pct": 100 * (b1 - b0) / window,
             "bare_pct": 100 * (r1 - r0) / window, "sent": sent.value, "taken": taken}

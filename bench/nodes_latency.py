@@ -22,28 +22,20 @@ announcement of every node (paced at 10 nodes/s) overlaps the timed window.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 import orjson
 import paho.mqtt.client as paho
-import yaml
 
+from bench.harness import bridge_process, percentile, stop
 from bridge.nodes import codec
 from tests.brokers import Mosquitto, free_port
 
 WARMUP = 1.0  # seconds of sending not counted (connections and first publishes)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 class Subscriber:
@@ -86,13 +78,9 @@ def run_bridge(broker_port: int, nodes: int, rate: float, seconds: float,
                ha: bool) -> tuple[list[float], int]:
     udp_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        config = os.path.join(tmp, "config.yaml")
-        with open(config, "w") as f:
-            yaml.safe_dump({"mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "base_topic": "lat"},
-                            "nodes": {"udp": {"bind": "127.0.0.1", "port": udp_port}},
-                            "homeassistant": {"enabled": ha}}, f)
-        proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
-                                 "--log-level", "warning"], stdin=subprocess.DEVNULL)
+        proc = bridge_process({"mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "base_topic": "lat"},
+                               "nodes": {"udp": {"bind": "127.0.0.1", "port": udp_port}},
+                               "homeassistant": {"enabled": ha}}, tmp)
         try:
             sub = Subscriber(broker_port, "lat/node/+")
             time.sleep(2)  # the bridge connects
@@ -103,8 +91,7 @@ def run_bridge(broker_port: int, nodes: int, rate: float, seconds: float,
             time.sleep(1)
             sub.stop()
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop(proc)
     sent_at = {(1 + i % nodes, 1 + i // nodes): t for i, t in enumerate(sends)}
     start, latencies, seen = sends[0] + WARMUP, [], set()
     for arrived, topic, payload in sub.arrivals:

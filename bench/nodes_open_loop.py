@@ -31,8 +31,7 @@ import sys
 import tempfile
 import time
 
-import yaml
-
+from bench.harness import bridge_process, stop
 from bench.nodes_cpu import BARE, cpu_seconds
 from firmware_tools.simulate import generate, make_nodes
 from tests.brokers import Mosquitto, free_port_udp
@@ -161,12 +160,8 @@ def main() -> int:
         sender, pool = build_sender(tmp), os.path.join(tmp, "pool.bin")
         n = write_pool(pool)
         udp, bare_port = free_port_udp(), free_port_udp()
-        config = os.path.join(tmp, "config.yaml")
-        with open(config, "w") as f:
-            yaml.safe_dump({"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"health_interval": 1},
-                            "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, f)
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", config, "--no-status",
-                                   "--log-level", "warning"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        bridge = bridge_process({"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"health_interval": 1},
+                                 "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, tmp)
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)])
         try:
             time.sleep(3)
@@ -188,10 +183,7 @@ def main() -> int:
                 return ok
             bridge_best, _, _ = climb("bridge", sender, pool, udp, bridge.pid, rates, args.seconds, counted)
         finally:
-            bridge.terminate()
-            bare.terminate()
-            bridge.wait(10)
-            bare.wait(10)
+            stop(bridge, bare)
             broker.cleanup()
     ratio = bridge_best / bare_best if bare_best else 0.0
     ceiling = (" (the bare loop took every step the sender could offer: its limit is higher, the ratio lower)"
