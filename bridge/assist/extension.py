@@ -20,12 +20,13 @@ from bridge.assist import hermes
 from bridge.assist.agent import AgentRunner
 from bridge.assist.config import AssistConfig
 from bridge.assist.handlers import Handlers, Outcome
-from bridge.assist.home import NAMEABLE, Home, build_home, key
+from bridge.assist.home import NAMEABLE, build_home, key
 from bridge.assist.messages import Utterance, UtteranceError, parse_utterance, response
 from bridge.assist.pipeline import Pipeline
 from bridge.assist.speech import Speech
 from bridge.assist.templates import Recognition
 from bridge.core.payload import dumps
+from bridge.core.directory import NodeChange
 from bridge.core.reply import answer
 from bridge.core.rooms import rooms
 from bridge.extension import Extension, ExtensionContext
@@ -42,8 +43,8 @@ class AssistExtension(Extension):
     def start(self, ctx: ExtensionContext) -> None:
         self.ctx, self.cfg = ctx, ctx.config
         self.counts: Counter[str] = Counter()
-        self.speech = Speech()
         self.pipeline = Pipeline(self.cfg)
+        self.speech = Speech(self.pipeline.responses)
         self.handlers = Handlers(self.speech, ctx.call_service, ctx.states.get, ctx.events.fire,
                                  lambda: rooms(ctx.nodes.all()))
         self._rooms: tuple[str, ...] = tuple(sorted(rooms(ctx.nodes.all())))
@@ -54,8 +55,7 @@ class AssistExtension(Extension):
         ctx.listen("state_changed", self._on_state_changed)  # before loading: no change is missed meanwhile
         ctx.nodes.watch(self._on_node)
         for code in self.cfg.all_languages():  # loaded and warmed now, not on someone's first sentence
-            lang = self.pipeline.language(code, self.home)
-            self.speech.add_language(code, lang.responses)
+            self.pipeline.language(code, self.home)
         self._schedule_rebuild()
         self.agent = AgentRunner(ctx, self.cfg.agent, self._on_agent_answer)
         self.agent.start()
@@ -87,7 +87,9 @@ class AssistExtension(Extension):
             return  # a state value changed, not a name, area or class
         self._schedule_rebuild()
 
-    def _on_node(self, _change) -> None:
+    def _on_node(self, change: NodeChange) -> None:
+        if not change.identity_changed:
+            return  # a node's state, published every few seconds: its room is what it was
         now = tuple(sorted(rooms(self.ctx.nodes.all())))
         if now != self._rooms:
             self._rooms = now
@@ -123,7 +125,6 @@ class AssistExtension(Extension):
     def _understand(self, u: Utterance, msg: Message | None, started: float, hermes_keep: dict | None = None) -> None:
         """Recognize, then act and answer (or ask the agent); LookupError for a language we cannot load."""
         language = u.language or self.cfg.language
-        self.speech.add_language(language, self.pipeline.language(language, self.home).responses)
         recs = self.pipeline.recognize(u.text, language, self.home, self.cfg.satellites.get(u.site_id or ""),
                                        u.conversation_id)
         if not recs and self.agent.configured:

@@ -64,7 +64,9 @@ class Handlers:
     def resolve(self, rec: Recognition, home: Home) -> list[Entity] | Outcome:
         s, lang = rec.slots, rec.language
         area, floor = s.get("area"), s.get("floor")
-        if area is not None and home.area(str(area)) is None:
+        home_area = home.area(str(area)) if area is not None else None
+        home_floor = home.floor(str(floor)) if floor is not None else None
+        if area is not None and home_area is None:
             return self.error(lang, "no_valid_targets", "no_area", area=area)
         domains = s.get("domain")
         domains = {domains} if isinstance(domains, str) else set(domains or ())
@@ -73,8 +75,8 @@ class Handlers:
             found = home.named(str(s["name"]))
             if not found:
                 return self.error(lang, "no_valid_targets", "no_entity", entity=s["name"])
-            narrowed = [e for e in found if (area is None or e.area == home.area(str(area)))
-                        and (floor is None or e.floor == home.floor(str(floor)))]
+            narrowed = [e for e in found if (area is None or e.area == home_area)
+                        and (floor is None or e.floor == home_floor)]
             found = narrowed or (found if area is None and floor is None else [])
         else:
             found = home.in_area(area, floor) if (area or floor) else list(home.entities)

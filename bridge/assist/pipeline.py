@@ -122,6 +122,11 @@ class Pipeline:
             log.info("assist: language %s loaded in %.0f ms", code, (time.perf_counter() - started) * 1e3)
         return lang
 
+    def responses(self, code: str) -> dict[str, Any] | None:
+        """HA's answers for a loaded language (speech.py renders them)."""
+        lang = self.languages.get(code)
+        return lang.responses if lang is not None else None
+
     def recognize(self, text: str, language: str, home: Home, context_area: str | None = None,
                   conversation_id: str | None = None) -> list[Recognition]:
         lang = self.language(language, home)

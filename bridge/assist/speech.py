@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Callable
 
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -50,13 +50,11 @@ OWN = {
 
 
 class Speech:
-    def __init__(self) -> None:
+    def __init__(self, responses: Callable[[str], dict[str, Any] | None]) -> None:
+        """`responses(language)`: home-assistant-intents' answers for a loaded language, or None."""
         self._env = SandboxedEnvironment(autoescape=False)
         self._cache: dict[str, Any] = {}
-        self._responses: dict[str, dict] = {}
-
-    def add_language(self, language: str, responses: dict[str, Any]) -> None:
-        self._responses[language] = responses or {}
+        self._responses = responses
 
     def own(self, language: str, key: str, **values: Any) -> str:
         table = OWN.get(base_language(language), {})
@@ -70,11 +68,11 @@ class Speech:
 
     def intent(self, language: str, intent: str, key: str | None, context: dict[str, Any]) -> str | None:
         """HA's answer for an intent's response key, or None if this language has none."""
-        template = ((self._responses.get(language) or {}).get("intents", {}).get(intent, {}) or {}).get(key or "default")
+        template = ((self._responses(language) or {}).get("intents", {}).get(intent, {}) or {}).get(key or "default")
         return None if template is None else self._render(template, context)
 
     def error(self, language: str, key: str, **values: Any) -> str:
-        template = ((self._responses.get(language) or {}).get("errors", {}) or {}).get(key)
+        template = ((self._responses(language) or {}).get("errors", {}) or {}).get(key)
         if template is not None:
             text = self._render(template, values)
             if text:

@@ -6,9 +6,9 @@ takes everything it holds (up to a batch; one recvmmsg call on Linux) and
 runs the batch through the pipeline, which only hands MQTT messages to the
 client's outbox, so the MQTT connection is never stalled by frames. After a
 small batch it first waits 1 ms: at real node rates one wakeup then serves
-several datagrams instead of one. When the
-pipeline falls behind, the kernel drops what does not fit and counts it; those
-drops are read back as `dropped`, so memory stays bounded and loss is visible.
+several datagrams instead of one. When the pipeline falls behind, the kernel
+drops what does not fit and counts it; those drops are read back as
+`dropped`, so memory stays bounded and loss is visible.
 
 There is deliberately no receive thread in front of the pipeline: both would
 need the GIL, so it could not drain the socket while the pipeline runs, and
