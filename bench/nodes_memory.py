@@ -1,30 +1,34 @@
-"""Resident memory a bridge grows by when it tracks many nodes.
+"""Resident memory a bridge grows by per node, with Home Assistant discovery on and off.
 
-A bridge connected to a real Mosquitto is fed `--seconds` of node time of
-feature state (5 Hz) and vitals (1 Hz) for each of `--nodes` nodes, so every
-per-node structure reaches its steady size (smoothing window, learning,
-registry, latest frames, retained-state cache, home-state mirrors), and all
-node states are published. RSS is read from /proc before and after, after
-a garbage collection, in the same process.
+Each mode runs in a process of its own (so one cannot inherit the other's heap): a bridge
+connected to a real Mosquitto is fed `--seconds` of node time of feature state (5 Hz) and
+vitals (1 Hz) for each of `--nodes` nodes, so every per-node structure reaches its steady
+size (smoothing window, learning, registry, latest frames, retained-state cache, home-state
+mirrors), and every node state is published; with discovery on (the default in config.yaml)
+the run also waits until every node's configs are announced. RSS is read from /proc before
+and after, after a garbage collection.
 
-Node ids are one byte on the wire, so a real deployment tops out at 255
-nodes per bridge; to measure 1,000 the frames go into the pipeline as
-decoded frames rather than datagrams (everything after decoding is the same).
+Node ids are one byte on the wire, so a real deployment tops out at 255 nodes per bridge;
+to measure 1,000 the frames go into the pipeline as decoded frames rather than datagrams
+(everything after decoding is the same).
 
-    python -m bench.nodes_memory [--nodes 1000] [--seconds 60] [--ha]
+    python -m bench.nodes_memory [--nodes 1000] [--seconds 60]
 
-With --ha, Home Assistant discovery is on (the default in config.yaml): every node's discovery
-configs are published (and kept), and the run waits until all of them are on the broker.
-
-Target (issue 3): RSS growth <= 50 MB for 1,000 nodes.
+Prints KB per node in both modes and their ratio. Targets: <= 30 KB per node with discovery
+on (issue 13), <= 50 MB for 1,000 nodes (issue 3). Exits 1 when the work was not done: a
+separate `mosquitto_sub` must find every node's retained state, and with discovery on every
+config the bridge says it published, retained on the broker.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import math
 import random
+import subprocess
+import sys
 import time
 
 from bench.harness import start_nodes_bridge
@@ -50,52 +54,91 @@ def frames(node_id: int, seconds: float, rng: random.Random):
             yield codec.EdgeVitals(node_id, 0x05, 14.0, 0.0, -60, 1, 0.4, score, int(t * 1000))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nodes", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=60, help="node time fed per node")
-    parser.add_argument("--ha", action="store_true", help="with Home Assistant discovery on")
-    args = parser.parse_args()
+def measure(nodes: int, seconds: float, ha: bool) -> dict:
     broker = Mosquitto().start()
     try:
         bridge, ext = start_nodes_bridge(broker.port, "mem", mqtt={"outbox_size": 100_000},
                                          nodes={"udp": {"enabled": False}},
-                                         homeassistant={"collect_seconds": 0.2} if args.ha else None)
-        ha = bridge.extension("homeassistant") if args.ha else None
-        if ha is not None:
+                                         homeassistant={"collect_seconds": 0.2} if ha else None)
+        ext_ha = bridge.extension("homeassistant") if ha else None
+        if ext_ha is not None:
             deadline = time.time() + 10
-            while ha._collecting and time.time() < deadline:
+            while ext_ha._collecting and time.time() < deadline:
                 time.sleep(0.05)
         gc.collect()
         before = rss_mb()
         rng = random.Random(1)
         fed = 0
-        for node_id in range(1, args.nodes + 1):
+        for node_id in range(1, nodes + 1):
             now = time.time()
             with ext._pipeline:  # the same path handle() takes after decoding
-                for frame in frames(node_id, args.seconds, rng):
+                for frame in frames(node_id, seconds, rng):
                     ext._accept(frame, "127.0.0.1", 40000 + node_id % 1000, now)
                     fed += 1
                 ext._publish_state(node_id, now)
         deadline = time.time() + 600
-        while ha is not None and (ha._pacing or len(ha.nodes) < args.nodes) and time.time() < deadline:
+        while ext_ha is not None and (ext_ha._pacing or len(ext_ha.nodes) < nodes) and time.time() < deadline:
             time.sleep(0.2)  # the announcement is paced: every node's configs, then done
         deadline = time.time() + 60
-        while bridge.mqtt.stats()["outbox"] and time.time() < deadline:
+        while (bridge.mqtt.stats()["outbox"] or bridge.mqtt.stats()["unacknowledged"]) and time.time() < deadline:
             time.sleep(0.2)
-        configs = len(ha.published) if ha is not None else 0
+        configs = len(ext_ha.published) if ext_ha is not None else 0
         gc.collect()
         after = rss_mb()
         tracked = len(ext.registry)
+        on_broker = retained_counts(broker.port, ha)
         bridge.stop()
     finally:
         broker.cleanup()
-    growth = after - before
-    print(f"{tracked} nodes tracked, {fed} frames fed ({args.seconds:g} s of node time each), "
-          f"Home Assistant discovery {'on: ' + format(configs, ',') + ' configs published' if args.ha else 'off'}:")
-    print(f"  RSS before {before:7.1f} MB   after {after:7.1f} MB   growth {growth:6.1f} MB "
-          f"({growth * 1024 / tracked:.1f} KB per node)   target <= 50 MB for 1,000 nodes")
+    return {"ha": ha, "tracked": tracked, "fed": fed, "configs": configs, "before": before, "after": after,
+            "states_on_broker": on_broker["states"], "configs_on_broker": on_broker["configs"]}
+
+
+def retained_counts(port: int, ha: bool) -> dict[str, int]:
+    """What a separate subscriber finds retained: node states, and discovery configs."""
+    topics = ["-t", "mem/node/+"] + (["-t", "homeassistant/#"] if ha else [])
+    out = subprocess.run(["mosquitto_sub", "-p", str(port), *topics, "-v", "--retained-only", "-W", "5"],
+                         capture_output=True, text=True).stdout.splitlines()
+    configs = sum(1 for line in out if line.startswith("homeassistant/") and line.split(" ", 1)[0].endswith("/config"))
+    return {"states": sum(1 for line in out if line.startswith("mem/node/")), "configs": configs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=60, help="node time fed per node")
+    parser.add_argument("--only", choices=("on", "off"), help=argparse.SUPPRESS)  # one mode, in this process
+    args = parser.parse_args()
+    if args.only:
+        print(json.dumps(measure(args.nodes, args.seconds, args.only == "on")))
+        return 0
+    results, failed = {}, False
+    print(f"{args.nodes} nodes, {args.seconds:g} s of node time each (5 Hz feature state, 1 Hz vitals), "
+          "each mode in its own process:")
+    for mode in ("off", "on"):
+        out = subprocess.run([sys.executable, "-m", "bench.nodes_memory", "--nodes", str(args.nodes),
+                              "--seconds", str(args.seconds), "--only", mode],
+                             capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+        r = results[mode] = json.loads(out)
+        growth = r["after"] - r["before"]
+        r["per_node"] = growth * 1024 / r["tracked"]
+        problems = []
+        if r["tracked"] != args.nodes:
+            problems.append(f"{r['tracked']} nodes tracked")
+        if r["states_on_broker"] != args.nodes:
+            problems.append(f"{r['states_on_broker']} node states retained on the broker")
+        if r["ha"] and (r["configs"] < 20 * args.nodes or r["configs_on_broker"] != r["configs"]):
+            problems.append(f"{r['configs']:,} configs published, {r['configs_on_broker']:,} retained on the broker")
+        failed |= bool(problems)
+        print(f"  HA discovery {mode:<3}: RSS {r['before']:6.1f} -> {r['after']:6.1f} MB, growth {growth:5.1f} MB "
+              f"= {r['per_node']:5.1f} KB per node   (retained on the broker: {r['states_on_broker']:,} node states"
+              f"{', ' + format(r['configs_on_broker'], ',') + ' configs' if r['ha'] else ''})"
+              f"{'  FAIL: ' + '; '.join(problems) if problems else ''}")
+    on, off = results["on"]["per_node"], results["off"]["per_node"]
+    print(f"  with discovery on / off: {on / off:.2f}x; {on:.1f} KB per node with it on (target <= 30), "
+          f"{on * 1000 / 1024:.1f} MB for 1,000 nodes (target <= 50)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -256,9 +256,10 @@ class NodesView:
     def by_name(self, name: str) -> NodeInfo | None:
         return self._directory.by_name(name)
 
-    def watch(self, watcher: Watcher) -> None:
-        """Every current node now, then every change, on this extension's inbox."""
-        unwatch = self._directory.watch(watcher, self._ctx.inbox)
+    def watch(self, watcher: Watcher, *, states: bool = True) -> None:
+        """Every current node now, then every change, on this extension's inbox
+        (with states=False, not the changes of a node's published state alone)."""
+        unwatch = self._directory.watch(watcher, self._ctx.inbox, states=states)
         self._ctx._undo(("node watcher", watcher), unwatch)
 
     def watch_events(self, watcher: EventWatcher) -> None:

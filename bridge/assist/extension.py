@@ -53,7 +53,7 @@ class AssistExtension(Extension):
         self._pending: dict[str, tuple[Utterance, Message | None, float, dict | None]] = {}
         self._custom_intents = {e.intent for e in self.cfg.custom}
         ctx.listen("state_changed", self._on_state_changed)  # before loading: no change is missed meanwhile
-        ctx.nodes.watch(self._on_node)
+        ctx.nodes.watch(self._on_node, states=False)
         for code in self.cfg.all_languages():  # loaded and warmed now, not on someone's first sentence
             self.pipeline.language(code, self.home)
         self._schedule_rebuild()

@@ -67,7 +67,7 @@ EventWatcher = Callable[[NodeEvent], None]
 class NodeDirectory:
     def __init__(self) -> None:
         self._nodes: dict[int, NodeInfo] = {}
-        self._watchers: list[tuple[Watcher, Inbox]] = []
+        self._watchers: list[tuple[Watcher, Inbox, bool]] = []  # (watcher, inbox, wants states)
         self._event_watchers: list[tuple[EventWatcher, Inbox]] = []
         self._lock = threading.Lock()
 
@@ -88,9 +88,14 @@ class NodeDirectory:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def watch(self, watcher: Watcher, inbox: Inbox) -> Callable[[], None]:
-        """Deliver every current node, then every change, to watcher on inbox; returns unwatch."""
-        entry = (watcher, inbox)
+    def watch(self, watcher: Watcher, inbox: Inbox, *, states: bool = True) -> Callable[[], None]:
+        """Deliver every current node, then every change, to watcher on inbox; returns unwatch.
+
+        With states=False a change of the published state alone is not delivered: every node
+        publishes about once a second, and a feature that only follows identity and availability
+        (discovery) would otherwise be woken for each of them.
+        """
+        entry = (watcher, inbox, states)
         with self._lock:  # snapshot and registration under one lock: no change falls between
             for node in sorted(self._nodes.values(), key=lambda n: n.node_id):
                 inbox.put(watcher, NodeChange(node))
@@ -135,9 +140,12 @@ class NodeDirectory:
             if previous is None:
                 return None
             node = replace(previous, **changes)
-            if node != previous or node.state is not previous.state:
+            if node != previous:
                 self._nodes[node_id] = node
                 self._tell(NodeChange(node, previous))
+            elif node.state is not previous.state:
+                self._nodes[node_id] = node
+                self._tell(NodeChange(node, previous), states_only=True)
             return node
 
     def remove(self, node_id: int) -> None:
@@ -154,6 +162,7 @@ class NodeDirectory:
             for watcher, inbox in self._event_watchers:
                 inbox.put(watcher, NodeEvent(node, event))
 
-    def _tell(self, change: NodeChange) -> None:
-        for watcher, inbox in self._watchers:
-            inbox.put(watcher, change)
+    def _tell(self, change: NodeChange, *, states_only: bool = False) -> None:
+        for watcher, inbox, states in self._watchers:
+            if states or not states_only:
+                inbox.put(watcher, change)

@@ -5,8 +5,9 @@ The bounded queue is the socket's own receive buffer, sized for
 takes everything it holds (up to a batch; one recvmmsg call on Linux) and
 runs the batch through the pipeline, which only hands MQTT messages to the
 client's outbox, so the MQTT connection is never stalled by frames. After a
-small batch it first waits 1 ms: at real node rates one wakeup then serves
-several datagrams instead of one. When the pipeline falls behind, the kernel
+small batch it waits 1 ms before it looks again: at real node rates one
+wakeup then serves several datagrams instead of one, and a datagram after a
+quiet spell is taken at once. When the pipeline falls behind, the kernel
 drops what does not fit and counts it; those drops are read back as
 `dropped`, so memory stays bounded and loss is visible.
 
@@ -136,10 +137,10 @@ class UdpIngest:
         small = False
         while not self._stop.is_set():
             try:
-                if not poller.poll(200):
-                    continue
                 if small:  # light traffic: let a few more arrive, to pay one wakeup for several
                     time.sleep(COALESCE)
+                if not poller.poll(200):
+                    continue
                 batch = self._receive()
                 small = len(batch) < SMALL
             except OSError as exc:
