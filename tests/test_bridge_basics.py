@@ -30,6 +30,20 @@ def test_clean_stop_publishes_offline(broker, make_bridge, make_probe):
     assert len(offline) == 1, "a clean stop must not also trigger the Last Will"
 
 
+def test_what_was_published_just_before_a_stop_reaches_the_broker_before_offline(broker, make_bridge, make_probe):
+    """Publishing hands messages to the network thread; a stop must not overtake them."""
+    bridge = make_bridge(broker)
+    probe = make_probe(broker, "ruview/bridge/state", "ruview/last/#")
+    probe.wait_topic("ruview/bridge/state", match=lambda m: m.json()["state"] == "online")
+    for i in range(200):
+        bridge.mqtt.publish(f"ruview/last/{i}", b"%d" % i, qos=1)
+    bridge.stop()
+    messages = probe.wait_for(lambda ms: any(m.topic == "ruview/bridge/state" and m.json()["state"] == "offline"
+                                             for m in ms), what="offline")
+    topics = [m.topic for m in messages if m.topic != "ruview/bridge/state" or m.json()["state"] == "offline"]
+    assert topics == [f"ruview/last/{i}" for i in range(200)] + ["ruview/bridge/state"]
+
+
 def test_health_is_published_periodically(broker, make_bridge, make_probe):
     make_bridge(broker)
     probe = make_probe(broker, "ruview/bridge/health")

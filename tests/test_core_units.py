@@ -407,6 +407,21 @@ def test_the_directory_gives_a_watcher_the_snapshot_then_every_change():
     assert directory.by_name("x").node_id == 2 and [n.node_id for n in directory.all()] == [2]
 
 
+def test_a_watcher_that_declines_states_hears_identity_and_availability_only():
+    directory = NodeDirectory()
+    directory.put(NodeInfo(1, "hall", None, PrivacyClass.ANONYMOUS))
+    every, identity = [], []
+    directory.watch(every.append, Immediate())
+    directory.watch(identity.append, Immediate(), states=False)
+    directory.update(1, state={"presence": True})
+    directory.update(1, state={"presence": False})
+    assert len(every) == 3 and len(identity) == 1  # the snapshot, then no state-only news
+    directory.update(1, online=True)
+    directory.update(1, room="hall", state={"presence": True})
+    assert [c.node.online for c in identity[1:]] == [True, True] and identity[-1].node.room == "hall"
+    assert len(every) == 5
+
+
 def test_the_status_lines_rate_is_per_second_however_often_it_is_drawn():
     from bridge.core.rate import RateMeter
     count = {"n": 0}

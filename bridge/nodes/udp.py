@@ -5,9 +5,10 @@ The bounded queue is the socket's own receive buffer, sized for
 takes everything it holds (up to a batch; one recvmmsg call on Linux) and
 runs the batch through the pipeline, which only hands MQTT messages to the
 client's outbox, so the MQTT connection is never stalled by frames. After a
-small batch it waits 1 ms before it looks again: at real node rates one
-wakeup then serves several datagrams instead of one, and a datagram after a
-quiet spell is taken at once. When the pipeline falls behind, the kernel
+small batch that came soon after the previous one it waits 1 ms before it
+looks again: at 255 nodes x 10 Hz one wakeup then serves several datagrams
+instead of one; sparse traffic and a datagram after a quiet spell are taken
+at once. When the pipeline falls behind, the kernel
 drops what does not fit and counts it; those drops are read back as
 `dropped`, so memory stays bounded and loss is visible.
 
@@ -38,6 +39,7 @@ SO_RCVBUFFORCE_LINUX = 33  # <asm-generic/socket.h>; Python 3.11's socket module
 BATCH = 256
 SMALL = 8  # datagrams taken one by one before a wakeup counts as a backlog
 COALESCE = 0.001  # seconds a wakeup after a small batch waits for more (bench/nodes_cpu.py, nodes_latency.py)
+SPARSE = 0.004  # batches further apart than this are not worth waiting for
 MAX_DATAGRAM = 4096
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
@@ -134,15 +136,18 @@ class UdpIngest:
     def _run(self) -> None:
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
-        small = False
+        coalesce, last = False, 0.0
         while not self._stop.is_set():
             try:
-                if small:  # light traffic: let a few more arrive, to pay one wakeup for several
+                if coalesce:  # light but steady traffic: let a few more arrive, one wakeup for several
                     time.sleep(COALESCE)
                 if not poller.poll(200):
                     continue
                 batch = self._receive()
-                small = len(batch) < SMALL
+                # Sparse traffic (the previous batch well over COALESCE ago) would gain nothing from
+                # waiting, only a second wakeup per datagram; a backlog needs no waiting either.
+                now = time.monotonic()
+                coalesce, last = len(batch) < SMALL and now - last < SPARSE, now
             except OSError as exc:
                 if self._stop.is_set():
                     return

@@ -328,3 +328,18 @@ def test_a_broker_restarted_without_its_retained_messages_gets_every_config_agai
     late.wait_for(lambda ms: {m.topic for m in ms if m.retain and m.payload} >= set(announced), timeout=5,
                   what="every config retained on the restarted broker")
     assert sorted(ha.published) == announced
+
+
+def test_nodes_heard_together_are_announced_in_turn_not_in_one_burst(mosquitto, ha_bridge, make_probe):
+    """A bridge started beside a house of nodes hears them all in its first second; announcing
+    each at once queued every config together (the memory peak stayed: bench/nodes_memory.py)."""
+    from bridge.homeassistant.extension import PACE_SECONDS
+    probe = make_probe(mosquitto, "homeassistant/binary_sensor/+/presence/config")
+    bridge, _, ha, port = ha_bridge(mosquitto)
+    assert wait_until(lambda: not ha._collecting, 5)
+    send_udp(generate(make_nodes(8, "empty", 0.5, first_id=20), 0.5), "127.0.0.1", port, speed=0)
+    arrived = probe.wait_for(lambda ms: len({m.topic for m in ms if m.payload}) == 8, timeout=10,
+                             what="presence configs of all 8 nodes")
+    times = sorted(m.received for m in arrived if m.payload)
+    assert times[-1] - times[0] >= 7 * PACE_SECONDS * 0.8, "announced in one burst"
+    assert wait_until(lambda: not ha._pacing, 5)
