@@ -14,8 +14,8 @@ drops what does not fit and counts it; those drops are read back as
 
 There is deliberately no receive thread in front of the pipeline: both would
 need the GIL, so it could not drain the socket while the pipeline runs, and
-the hand-off between them cost more than half the throughput (measured in
-bench/nodes_throughput.py; see docs/nodes.md).
+the hand-off between them cost more than half the throughput (measured with
+bench/nodes_throughput.py; see bench/README.md).
 """
 
 from __future__ import annotations
