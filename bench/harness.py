@@ -1,8 +1,9 @@
 """What every bench builds the same way: a bridge in-process with the nodes pipeline, the bridge
-as its own process exactly as users start it, stopping processes, and percentiles."""
+as its own process exactly as users start it, its frame counters, stopping processes, and percentiles."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,17 @@ def bridge_process(config: dict[str, Any], workdir: str) -> subprocess.Popen:
         yaml.safe_dump(config, f)
     return subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", path, "--no-status",
                              "--log-level", "warning"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+
+def frames_taken(broker, base: str) -> int | None:
+    """Frames the bridge counted, from its retained `<base>/bridge/health` as a separate
+    `mosquitto_sub` reads it; None when there is none."""
+    out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"{base}/bridge/health", "-C", "1",
+                          "-W", "5"], capture_output=True, text=True).stdout
+    if not out:
+        return None
+    per_node = (json.loads(out).get("nodes") or {}).get("per_node") or {}
+    return sum(sum(n["frames"].values()) for n in per_node.values())
 
 
 def stop(*procs: subprocess.Popen) -> None:

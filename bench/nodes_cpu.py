@@ -15,7 +15,6 @@ from its retained bridge/health, must show at least 99 % of what was sent in the
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import subprocess
@@ -24,11 +23,12 @@ import tempfile
 import time
 
 
-from bench.harness import bridge_process, stop
+from bench.harness import bridge_process, frames_taken, stop
+from bridge.homeassistant.extension import PACE_SECONDS
 from firmware_tools.simulate import generate, make_nodes
 from tests.brokers import Mosquitto, free_port_udp
 
-WARMUP = 10.0  # seconds, plus the paced HA announcement (0.1 s a node, bridge/homeassistant/extension.py)
+WARMUP = 10.0  # seconds, plus the paced HA announcement (PACE_SECONDS a node)
 TICK = os.sysconf("SC_CLK_TCK")
 BARE = r'''
 import socket, struct, sys, zlib
@@ -53,7 +53,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def warmup(nodes: int) -> float:
-    return WARMUP + 0.1 * nodes
+    return WARMUP + PACE_SECONDS * nodes
 
 
 def sender(ports: list[int], nodes: int, rate: float, seconds: float, sent_after_warmup) -> None:
@@ -72,14 +72,6 @@ def sender(ports: list[int], nodes: int, rate: float, seconds: float, sent_after
     sent_after_warmup.value = count
 
 
-def frames_taken(broker, base: str) -> int:
-    out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"{base}/bridge/health", "-C", "1",
-                          "-W", "5"], capture_output=True, text=True).stdout
-    health = json.loads(out or "{}")
-    per_node = (health.get("nodes") or {}).get("per_node") or {}
-    return sum(sum(n["frames"].values()) for n in per_node.values())
-
-
 def run(broker, nodes: int, rate: float, seconds: float) -> dict:
     udp, bare_port = free_port_udp(), free_port_udp()
     base = f"cpu{nodes}"
@@ -94,12 +86,12 @@ def run(broker, nodes: int, rate: float, seconds: float) -> dict:
             proc = ctx.Process(target=sender, args=([udp, bare_port], nodes, rate, seconds + warmup(nodes), sent))
             proc.start()
             time.sleep(warmup(nodes))
-            taken_before = frames_taken(broker, base)
+            taken_before = frames_taken(broker, base) or 0
             b0, r0, t0 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
             proc.join(seconds + 60)
             b1, r1, t1 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
             time.sleep(2.5)  # one more health update
-            taken = frames_taken(broker, base) - taken_before
+            taken = (frames_taken(broker, base) or 0) - taken_before
         finally:
             stop(bridge, bare)
     window = t1 - t0

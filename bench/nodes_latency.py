@@ -98,16 +98,16 @@ def run_bridge(broker_port: int, nodes: int, rate: float, seconds: float,
         finally:
             stop(proc)
     sent_at = {(1 + i % nodes, 1 + i // nodes): t for i, t in enumerate(sends)}
-    start, latencies, seen = sends[0] + WARMUP, [], set()
+    start, timed, seen = sends[0] + WARMUP, [], set()
     for arrived, topic, payload in sub.arrivals:
         state = orjson.loads(payload)
         key = (state["node_id"], state["frames"].get("vitals", 0))
         if key in sent_at and key not in seen:
             seen.add(key)
             if sent_at[key] >= start:
-                latencies.append((sent_at[key] - sends[0], (arrived - sent_at[key]) * 1000))
+                timed.append((sent_at[key] - sends[0], (arrived - sent_at[key]) * 1000))
     lost = len(sent_at) - len(seen)
-    return latencies, lost
+    return timed, lost
 
 
 def run_baseline(broker_port: int, count: int, rate: float, size: int) -> list[float]:

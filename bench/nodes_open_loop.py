@@ -23,7 +23,6 @@ when the work was not done: the sender could not offer a rate, or the bridge's c
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import struct
 import subprocess
@@ -31,8 +30,9 @@ import sys
 import tempfile
 import time
 
-from bench.harness import bridge_process, stop
+from bench.harness import bridge_process, frames_taken, stop
 from bench.nodes_cpu import BARE, cpu_seconds
+from bridge.homeassistant.extension import PACE_SECONDS
 from firmware_tools.simulate import generate, make_nodes
 from tests.brokers import Mosquitto, free_port_udp
 
@@ -100,15 +100,6 @@ def udp_counters(port: int) -> tuple[int, int]:
     raise RuntimeError(f"no socket on UDP port {port}")
 
 
-def frames_taken(broker, base: str) -> int | None:
-    out = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "-t", f"{base}/bridge/health", "-C", "1",
-                          "-W", "5"], capture_output=True, text=True).stdout
-    if not out:
-        return None
-    per_node = (json.loads(out).get("nodes") or {}).get("per_node") or {}
-    return sum(sum(n["frames"].values()) for n in per_node.values())
-
-
 def step(sender: str, pool: str, port: int, rate: int, seconds: float, pid: int) -> dict:
     _, drops0 = udp_counters(port)
     cpu0 = cpu_seconds(pid)
@@ -167,7 +158,7 @@ def main() -> int:
             time.sleep(3)
             # the first datagram from each node makes it known (and announced to HA): not part of a step
             step(sender, pool, udp, 2000, n / 2000, bridge.pid)
-            time.sleep(200 * 0.1 + 2)  # the paced HA announcement (0.1 s a node)
+            time.sleep(200 * PACE_SECONDS + 2)  # the paced HA announcement
             print(f"Open loop, {n:,} datagrams of 200 simulated nodes, steps of {args.seconds:g} s:")
             bare_best, bare_rows, bare_capped = climb("bare", sender, pool, bare_port, bare.pid, rates, args.seconds)
             state = {"taken": frames_taken(broker, base)}

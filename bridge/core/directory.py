@@ -140,12 +140,10 @@ class NodeDirectory:
             if previous is None:
                 return None
             node = replace(previous, **changes)
-            if node != previous:
+            same = node == previous  # equality leaves the state out
+            if not same or node.state is not previous.state:
                 self._nodes[node_id] = node
-                self._tell(NodeChange(node, previous))
-            elif node.state is not previous.state:
-                self._nodes[node_id] = node
-                self._tell(NodeChange(node, previous), states_only=True)
+                self._tell(NodeChange(node, previous), states_only=same)
             return node
 
     def remove(self, node_id: int) -> None:

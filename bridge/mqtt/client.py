@@ -206,7 +206,7 @@ class MqttClient:
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
                 expiry: int | None = None, response_topic: str | None = None,
                 correlation_data: bytes | None = None, cache: bool = True) -> bool:
-        """Send now (the network thread hands it to paho), or queue in the outbox (QoS >= 1) while disconnected.
+        """Send now (through the network thread), or queue in the outbox (QoS >= 1) while disconnected.
 
         A retained message is kept and sent again after every reconnect (a broker that restarted
         without persistence has lost it), unless `cache` is False: then the publisher re-publishes
@@ -234,11 +234,15 @@ class MqttClient:
                 if len(self._handoff) == 1:
                     self._wake_network_thread()
                 return True
-            if qos == 0:
-                self.counters.dropped_offline_qos0 += 1
-                return False
-            self._outbox.append(out)
-            return True
+            return self._hold(out)
+
+    def _hold(self, out: Outgoing) -> bool:
+        """A message that cannot go now: QoS >= 1 waits in the outbox, QoS 0 is dropped and counted."""
+        if out.qos == 0:
+            self.counters.dropped_offline_qos0 += 1
+            return False
+        self._outbox.append(out)
+        return True
 
     def start(self) -> None:
         self._retained[self.state_topic] = Outgoing(self.state_topic, ONLINE, 1, True)
@@ -523,11 +527,7 @@ class MqttClient:
         with self._lock:
             self._online = False
             while self._handoff:  # published while online, not yet with paho: as if published now
-                out = self._handoff.popleft()
-                if out.qos:
-                    self._outbox.append(out)
-                else:
-                    self.counters.dropped_offline_qos0 += 1
+                self._hold(self._handoff.popleft())
         self._connected_event.clear()
 
     def _session_ready(self) -> None:

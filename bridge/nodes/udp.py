@@ -8,9 +8,9 @@ client's outbox, so the MQTT connection is never stalled by frames. After a
 small batch that came soon after the previous one it waits 1 ms before it
 looks again: at 255 nodes x 10 Hz one wakeup then serves several datagrams
 instead of one; sparse traffic and a datagram after a quiet spell are taken
-at once. When the pipeline falls behind, the kernel
-drops what does not fit and counts it; those drops are read back as
-`dropped`, so memory stays bounded and loss is visible.
+at once. When the pipeline falls behind, the kernel drops what does not fit
+and counts it; those drops are read back as `dropped`, so memory stays
+bounded and loss is visible.
 
 There is deliberately no receive thread in front of the pipeline: both would
 need the GIL, so it could not drain the socket while the pipeline runs, and
@@ -144,8 +144,8 @@ class UdpIngest:
                 if not poller.poll(200):
                     continue
                 batch = self._receive()
-                # Sparse traffic (the previous batch well over COALESCE ago) would gain nothing from
-                # waiting, only a second wakeup per datagram; a backlog needs no waiting either.
+                # Waiting helps neither sparse traffic (it would only add a second wakeup per
+                # datagram) nor a backlog.
                 now = time.monotonic()
                 coalesce, last = len(batch) < SMALL and now - last < SPARSE, now
             except OSError as exc:
