@@ -296,7 +296,9 @@ def test_a_device_announcing_itself_again_does_not_flap_its_state(mosquitto, ha_
     devices = make_probe(mosquitto)
     devices_on_broker(devices)
     bridge, _, ha, _ = ha_bridge(mosquitto)
-    assert wait_until(lambda: bridge.states.get("light.living_room_lamp") is not None, 5)
+    # it exists as "unknown" from its config on; wait for the state its device published too
+    lamp_state = lambda: getattr(bridge.states.get("light.living_room_lamp"), "state", "unknown")  # noqa: E731
+    assert wait_until(lambda: lamp_state() != "unknown", 5)
     probe = make_probe(mosquitto, "ruview/state/light.living_room_lamp", "ruview/bridge/response/#")
     seen = []
     bridge.bus.subscribe("state_changed", lambda n, c: seen.append(c) if c["entity_id"] == "light.living_room_lamp"
