@@ -48,9 +48,10 @@ SENDER_C = r"""
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 int main(int argc, char **argv) {
     int port = atoi(argv[1]); double rate = atof(argv[2]), seconds = atof(argv[3]);
-    FILE *f = fopen(argv[4], "rb"); static unsigned char pool[8 << 20]; size_t n = fread(pool, 1, sizeof pool, f); fclose(f);
-    int count = 0; size_t off = 0; static struct iovec iov[65536];
-    while (off + 2 <= n && count < 65536) { unsigned short l = pool[off] | pool[off + 1] << 8; iov[count].iov_base = pool + off + 2; iov[count].iov_len = l; off += 2 + l; count++; }
+    FILE *f = fopen(argv[4], "rb"); fseek(f, 0, SEEK_END); size_t n = ftell(f); fseek(f, 0, SEEK_SET);
+    unsigned char *pool = malloc(n); if (fread(pool, 1, n, f) != n) return 2; fclose(f);
+    int count = 0; size_t off = 0; struct iovec *iov = malloc(sizeof *iov * (n / 2));
+    while (off + 2 <= n) { unsigned short l = pool[off] | pool[off + 1] << 8; iov[count].iov_base = pool + off + 2; iov[count].iov_len = l; off += 2 + l; count++; }
     int s = socket(AF_INET, SOCK_DGRAM, 0); int buf = 8 << 20; setsockopt(s, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf);
     struct sockaddr_in to = {0}; to.sin_family = AF_INET; to.sin_port = htons(port); to.sin_addr.s_addr = htonl(0x7f000001);
     enum { B = 32 }; struct mmsghdr msgs[B]; memset(msgs, 0, sizeof msgs);
@@ -58,8 +59,7 @@ int main(int argc, char **argv) {
     while (sent < total) {
         double due = start + sent / rate;
         double wait = due - now();
-        if (wait > 0.0002) { struct timespec ts = {0, (long)(wait * 1e9)}; nanosleep(&ts, NULL); continue; }
-        if (wait > 0) continue;
+        if (wait > 0) { struct timespec ts = {0, (long)(wait * 1e9)}; nanosleep(&ts, NULL); continue; }
         int k = total - sent < B ? (int)(total - sent) : B;
         for (int i = 0; i < k; i++) { msgs[i].msg_hdr.msg_name = &to; msgs[i].msg_hdr.msg_namelen = sizeof to;
             msgs[i].msg_hdr.msg_iov = &iov[next]; msgs[i].msg_hdr.msg_iovlen = 1; next = (next + 1) % count; }
@@ -68,6 +68,9 @@ int main(int argc, char **argv) {
     printf("%ld %.6f\n", sent, now() - start); return 0;
 }
 """
+NODES = 200
+DATAGRAMS_PER_NODE_SECOND = 6.03  # feature state at 5 Hz, vitals at 1 Hz, mesh HEALTH every 30 s
+MAX_POOL = 1_000_000  # datagrams (about 60 MB); steps beyond it replay the pool
 RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 120_000, 160_000, 200_000, 250_000,
          300_000, 350_000, 400_000, 500_000, 600_000, 800_000)
 
@@ -80,8 +83,12 @@ def build_sender(tmp: str) -> str:
     return exe
 
 
-def write_pool(path: str) -> int:
-    frames = [data for _, data in generate(make_nodes(200, "visit", 30), 30)][:60_000]
+def write_pool(path: str, datagrams: int) -> int:
+    """The simulated nodes' datagrams in time order, enough for a whole step: replayed from the
+    start again, the pool would make every node look rebooted and its room change, at a rate
+    real nodes never reach (with a 60,000-datagram pool at 120,000/s, twice a second)."""
+    seconds = min(datagrams, MAX_POOL) / DATAGRAMS_PER_NODE_SECOND / NODES + 1
+    frames = [data for _, data in generate(make_nodes(NODES, "visit", seconds), seconds)]
     with open(path, "wb") as f:
         for data in frames:
             f.write(struct.pack("<H", len(data)) + data)
@@ -149,7 +156,7 @@ def main() -> int:
     base = "openloop"
     with tempfile.TemporaryDirectory() as tmp:
         sender, pool = build_sender(tmp), os.path.join(tmp, "pool.bin")
-        n = write_pool(pool)
+        n = write_pool(pool, max(rates) * int(args.seconds + 1))
         udp, bare_port = free_port_udp(), free_port_udp()
         bridge = bridge_process({"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"health_interval": 1},
                                  "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, tmp)
@@ -157,9 +164,9 @@ def main() -> int:
         try:
             time.sleep(3)
             # the first datagram from each node makes it known (and announced to HA): not part of a step
-            step(sender, pool, udp, 2000, n / 2000, bridge.pid)
-            time.sleep(200 * PACE_SECONDS + 2)  # the paced HA announcement
-            print(f"Open loop, {n:,} datagrams of 200 simulated nodes, steps of {args.seconds:g} s:")
+            step(sender, pool, udp, 2000, 1.0, bridge.pid)
+            time.sleep(NODES * PACE_SECONDS + 2)  # the paced HA announcement
+            print(f"Open loop, a pool of {n:,} datagrams of {NODES} simulated nodes, steps of {args.seconds:g} s:")
             bare_best, bare_rows, bare_capped = climb("bare", sender, pool, bare_port, bare.pid, rates, args.seconds)
             state = {"taken": frames_taken(broker, base)}
             if state["taken"] is None:
