@@ -37,7 +37,6 @@ from bridge.core.payload import PayloadError, dumps, parse_json
 from bridge.core.rate import RateMeter
 from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message
-from bridge.nodes import codec
 from bridge.nodes.codec import DecodeError, decode
 from bridge.nodes.config import NodesConfig
 from bridge.nodes.nodestate import URGENT, Flags, NodeView
@@ -115,17 +114,30 @@ class NodesExtension(Extension):
     # ------------------------------------------------------------ pipeline
 
     def handle(self, batch: Batch) -> None:
-        """Run a batch through the pipeline; UDP and serial readers may call it concurrently."""
+        """Run a batch through the pipeline; UDP and serial readers may call it concurrently.
+
+        The loop is the per-frame path (up to ~150,000 frames/s), so what it calls on every frame
+        is bound once per batch and what happens rarely (a node joining, coming back, rebooting)
+        is in `_heard`."""
         with self._pipeline:
             now = time.time()
-            errors = self.errors
+            errors, views, observe, admit = self.errors, self._views, self.registry.observe, self.gate.admit
             for data, (host, port) in batch:
                 try:
                     frame = decode(data)
                 except DecodeError as exc:
                     errors[host][exc.reason] += 1
                     continue
-                self._accept(frame, host, port, now)
+                node, is_new, rebooted = observe(frame, host, port, now)
+                if is_new or rebooted or not node.online:
+                    self._heard(node, is_new, rebooted)
+                if not admit(frame.kind):
+                    continue
+                view = views.get(node.node_id) or self._view(node.node_id)
+                before = view.flags
+                after = view.flags = view.add(frame, now)
+                if after != before:
+                    self._edges(node, view, before, after, now)
             for node_id in self._urgent:
                 self._publish_state(node_id, now)
             self._urgent.clear()
@@ -142,8 +154,8 @@ class NodesExtension(Extension):
                 {"line": text, "level": text[:1] if text[:2] in ("E ", "W ", "I ", "D ", "V ") else None}),
                 qos=0)
 
-    def _accept(self, frame: codec.Frame, host: str, port: int, now: float) -> None:
-        node, is_new, rebooted = self.registry.observe(frame, host, port, now)
+    def _heard(self, node: Node, is_new: bool, rebooted: bool) -> None:
+        """A node heard for the first time in this run, again after silence, or after a reboot."""
         if is_new or not node.online:
             node.online = True
             self._availability(node)
@@ -155,13 +167,6 @@ class NodesExtension(Extension):
                 self._changed(node)
         if rebooted:
             self._event(node, "node_rebooted", {"reboots": node.reboots})
-        if not self.gate.admit(frame.kind):
-            return
-        view = self._views.get(node.node_id) or self._view(node.node_id)
-        before = view.flags
-        after = view.flags = view.add(frame, now)
-        if after != before:
-            self._edges(node, view, before, after, now)
 
     def _edges(self, node: Node, view: NodeView, before: Flags, after: Flags, now: float) -> None:
         """Events and immediate publishing when a flag changes."""

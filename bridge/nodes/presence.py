@@ -37,7 +37,7 @@ THRESHOLD_RANGES = {  # what config, `/set` and HA number entities accept for th
     "enter_ratio": (1.1, 100.0), "exit_ratio": (1.0, 100.0), "hold": (0.0, 3600.0)}
 
 
-@dataclass
+@dataclass(slots=True)
 class PresenceSettings:
     enter_ratio: float = 3.0
     exit_ratio: float = 1.8
@@ -47,10 +47,20 @@ class PresenceSettings:
     calibration: float = 30.0
     drift_tau: float = 600.0
     occupancy_window: float = 60.0
+    # the ratios in log space, where the engine compares (kept in step by __setattr__)
+    ln_enter: float = field(init=False, repr=False, compare=False)
+    ln_exit: float = field(init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name == "enter_ratio":
+            object.__setattr__(self, "ln_enter", math.log(value))
+        elif name == "exit_ratio":
+            object.__setattr__(self, "ln_exit", math.log(value))
 
     @classmethod
     def merged(cls, base: Mapping[str, Any], override: Mapping[str, Any]) -> "PresenceSettings":
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls) if f.init}
         values = {k: v for k, v in base.items() if k in names}
         values.update({k: v for k, v in override.items() if k in names and v is not None})
         return cls(**values)
@@ -68,7 +78,7 @@ class PresenceDecision:
 _LOG_FLOOR = math.log(1e-3)  # a score of 0 (no measurement) must not be -inf
 
 
-@dataclass
+@dataclass(slots=True)
 class PresenceEngine:
     settings: PresenceSettings = field(default_factory=PresenceSettings)
     present: bool | None = None
@@ -78,7 +88,7 @@ class PresenceEngine:
     _sorted: list = field(default_factory=list)
     _learn: list = field(default_factory=list)
     _learn_until: float | None = None
-    _calibrating: bool = False
+    calibrating: bool = False  # learning the baseline on demand (`calibrate()`)
     _below_since: float | None = None
     _last_t: float | None = None
     _smoothed: float | None = None
@@ -86,7 +96,7 @@ class PresenceEngine:
 
     def calibrate(self, now: float) -> None:
         """Relearn the baseline from the next `calibration` seconds (the room should be empty)."""
-        self._learn, self._learn_until, self._calibrating = [], now + self.settings.calibration, True
+        self._learn, self._learn_until, self.calibrating = [], now + self.settings.calibration, True
 
     def update(self, t: float, score: float) -> PresenceDecision:
         self.step(t, score)
@@ -120,7 +130,7 @@ class PresenceEngine:
             self._learn_until = t + s.warmup
         if self._learn_until is not None:
             self._learn.append(smoothed)
-            if t >= self._learn_until and occupied_hint and not self._calibrating and self.baseline_log is None:
+            if t >= self._learn_until and occupied_hint and not self.calibrating and self.baseline_log is None:
                 self._learn, self._learn_until = [], None  # someone is here: this was no empty room
                 self._occupied_start, self.present, self.last_present_at = True, True, t
                 self._last_t = t
@@ -128,20 +138,20 @@ class PresenceEngine:
             if t >= self._learn_until:
                 learned = sorted(self._learn)
                 # warm-up may include people: take a low percentile; calibration is of an empty room
-                pick = 0.5 if self._calibrating else 0.1
+                pick = 0.5 if self.calibrating else 0.1
                 pick = 0.5 if self.present else pick  # learned after an occupied start: the room was empty
                 self.baseline_log = learned[int(pick * (len(learned) - 1))]
-                self._learn, self._learn_until, self._calibrating = [], None, False
+                self._learn, self._learn_until, self.calibrating = [], None, False
                 self._below_since = None
-                self.present = smoothed - self.baseline_log > math.log(s.enter_ratio)
+                self.present = smoothed - self.baseline_log > s.ln_enter
                 if self.present:
                     self.last_present_at = t
             self._last_t = t
             return
 
         excess = smoothed - self.baseline_log
-        quiet = excess < math.log(s.exit_ratio)
-        if excess > math.log(s.enter_ratio):
+        quiet = excess < s.ln_exit
+        if excess > s.ln_enter:
             self.present, self._below_since = True, None
         elif self.present:
             if not quiet:
@@ -164,13 +174,9 @@ class PresenceEngine:
         return self.present or (self.last_present_at is not None and
                                 now - self.last_present_at <= self.settings.occupancy_window)
 
-    @property
-    def calibrating(self) -> bool:
-        return self._calibrating
-
     def decision(self, now: float) -> PresenceDecision:
         return PresenceDecision(
             self.present, self.occupied(now),
             round(math.exp(self._smoothed), 3) if self._smoothed is not None else None,
             round(math.exp(self.baseline_log), 3) if self.baseline_log is not None else None,
-            self._calibrating)
+            self.calibrating)

@@ -82,7 +82,10 @@ class BatchReceiver:
             hdr.iov, hdr.iovlen = ctypes.pointer(self._iov[i]), 1
         self._words = np.frombuffer(self._msgs, dtype=np.uint32).reshape(batch, _WORDS)
         self._view = memoryview(self._data).cast("B")
-        self._addresses: dict[bytes, tuple[str, int]] = {}
+        self._keys = np.frombuffer(self._names, dtype=np.uint64)[::_NAME_SIZE // 8]
+        self._ipv4 = sock.family == socket.AF_INET
+        self._used = batch
+        self._addresses: dict[int | bytes, tuple[str, int]] = {}
 
     @staticmethod
     def available() -> bool:
@@ -90,28 +93,39 @@ class BatchReceiver:
 
     def receive(self) -> list[tuple[bytes, tuple[str, int]]]:
         """What the socket holds now (up to a batch), without waiting; [] when it is empty."""
-        self._words[:, _NAMELEN] = _NAME_SIZE
+        self._words[:self._used, _NAMELEN] = _NAME_SIZE  # the kernel rewrote only those
         n = _recvmmsg(self._fd, self._msgs, self._batch, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                 return []
             raise OSError(err, os.strerror(err))
+        self._used = n
         lengths = self._words[:n, _LEN].tolist()
-        name_lengths = self._words[:n, _NAMELEN].tolist()
-        names = ctypes.string_at(self._names, n * _NAME_SIZE)
-        view, size, addresses = self._view, self._size, self._addresses
+        addresses = self._addresses
+        if self._ipv4:  # family, port and address are the first 8 bytes: one integer per sender
+            keys = self._keys[:n].tolist()
+        else:
+            name_lengths = self._words[:n, _NAMELEN].tolist()
+            names = ctypes.string_at(self._names, n * _NAME_SIZE)
+            keys = [names[i * _NAME_SIZE:i * _NAME_SIZE + name_lengths[i]] for i in range(n)]
+        view, size = self._view, self._size
         out = []
-        for i in range(n):
-            key = names[i * _NAME_SIZE:i * _NAME_SIZE + name_lengths[i]]
+        start = 0
+        for key, length in zip(keys, lengths):
             address = addresses.get(key)
             if address is None:
                 if len(addresses) >= _MAX_SENDERS:  # spoofed sources must not grow memory
                     addresses.clear()
-                address = addresses[key] = _address(key)
-            start = i * size
-            out.append((view[start:start + lengths[i]].tobytes(), address))
+                address = addresses[key] = self._address(key)
+            out.append((view[start:start + length].tobytes(), address))
+            start += size
         return out
+
+    def _address(self, key: int | bytes) -> tuple[str, int]:
+        if isinstance(key, int):
+            return _address(key.to_bytes(8, sys.byteorder))
+        return _address(key)
 
 
 def _address(sockaddr: bytes) -> tuple[str, int]:

@@ -1,14 +1,17 @@
 """UDP ingest: one socket for every node, received in batches on one thread.
 
 The bounded queue is the socket's own receive buffer, sized for
-`nodes.udp.queue` datagrams. The ingest thread waits for it to be readable,
-takes everything it holds (up to a batch; one recvmmsg call on Linux) and
-runs the batch through the pipeline, which only hands MQTT messages to the
-client's outbox, so the MQTT connection is never stalled by frames. After a
-small batch that came soon after the previous one it waits 1 ms before it
-looks again: at 255 nodes x 10 Hz one wakeup then serves several datagrams
-instead of one; sparse traffic and a datagram after a quiet spell are taken
-at once. When the pipeline falls behind, the kernel drops what does not fit
+`nodes.udp.queue` datagrams. The ingest thread waits in a blocking receive
+(no poll in front of it; the kernel's receive timeout lets it look at its
+stop flag every RECEIVE_TIMEOUT, and stop() wakes it at once), takes
+everything the socket holds (up to a batch; one recvmmsg call on Linux for a
+backlog) and runs the batch through the pipeline, which only hands MQTT
+messages to the client's outbox, so the MQTT connection is never stalled by
+frames. While datagrams come faster than one a millisecond (a smoothed mean),
+it waits 1 ms after a small batch before it looks again: at 255 nodes x 10 Hz
+one wakeup then serves several datagrams instead of one; sparser traffic is
+taken at once, since waiting would only add a wakeup per datagram. When the
+pipeline falls behind, the kernel drops what does not fit
 and counts it; those drops are read back as `dropped`, so memory stays
 bounded and loss is visible.
 
@@ -23,8 +26,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -39,8 +42,9 @@ SO_RCVBUFFORCE_LINUX = 33  # <asm-generic/socket.h>; Python 3.11's socket module
 BATCH = 256
 SMALL = 8  # datagrams taken one by one before a wakeup counts as a backlog
 COALESCE = 0.001  # seconds a wakeup after a small batch waits for more (bench/nodes_cpu.py, nodes_latency.py)
-SPARSE = 0.004  # batches further apart than this are not worth waiting for
 MAX_DATAGRAM = 4096
+RECEIVE_TIMEOUT = 0.2  # seconds a receive waits before the loop looks at its stop flag again
+MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
 Batch = list[tuple[bytes, tuple[str, int]]]
@@ -72,7 +76,9 @@ class UdpIngest:
             sock.close()
             raise RuntimeError(f"cannot listen for nodes on UDP {self.bind}:{self.port}: "
                                f"{exc.strerror} (set nodes.udp.port)") from None
-        sock.setblocking(False)
+        # Blocking receives that give up after RECEIVE_TIMEOUT (the kernel's timer, not Python's
+        # settimeout, which polls before every receive); stop() wakes a waiting one at once.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(RECEIVE_TIMEOUT))
         self._sock = sock
         self.port = sock.getsockname()[1]
         if BatchReceiver.available():
@@ -82,6 +88,11 @@ class UdpIngest:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._sock:
+            try:
+                self._sock.shutdown(socket.SHUT_RD)  # Linux wakes the waiting receive, then says ENOTCONN
+            except OSError:
+                pass
         if self._thread:
             self._thread.join(2)
         if self._sock:
@@ -107,14 +118,20 @@ class UdpIngest:
                 "backlog_bytes": backlog, "buffer_bytes": self.buffer_bytes}
 
     def _receive(self) -> Batch:
-        """What the socket holds, up to a batch. At real node rates a wakeup finds one or two
-        datagrams, for which recvfrom is cheaper than recvmmsg's setup (bench/nodes_cpu.py); a
-        backlog past SMALL is taken with recvmmsg, a batch per system call."""
-        batch: Batch = []
+        """What the socket holds, up to a batch, after waiting up to RECEIVE_TIMEOUT for the first.
+
+        The wait is the blocking receive itself, not a poll in front of it: at real node rates a
+        wakeup finds one or two datagrams, and a poll (or recvmmsg's setup) costs nearly as much
+        as the receive (bench/nodes_cpu.py). A backlog past SMALL is taken with recvmmsg, a batch
+        per system call."""
         recvfrom = self._sock.recvfrom
         try:
+            batch: Batch = [recvfrom(MAX_DATAGRAM)]
+        except (BlockingIOError, InterruptedError):
+            return []
+        try:
             while len(batch) < SMALL:
-                batch.append(recvfrom(MAX_DATAGRAM))
+                batch.append(recvfrom(MAX_DATAGRAM, MSG_DONTWAIT))
         except (BlockingIOError, InterruptedError):
             return batch
         if self._receiver is not None:
@@ -128,26 +145,27 @@ class UdpIngest:
                 self._receiver = None
         try:
             while len(batch) < BATCH:
-                batch.append(recvfrom(MAX_DATAGRAM))
+                batch.append(recvfrom(MAX_DATAGRAM, MSG_DONTWAIT))
         except (BlockingIOError, InterruptedError):
             pass
         return batch
 
     def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._sock, select.POLLIN)
-        coalesce, last = False, 0.0
+        coalesce, last, per_datagram = False, 0.0, 1.0  # mean seconds between datagrams, smoothed
         while not self._stop.is_set():
             try:
                 if coalesce:  # light but steady traffic: let a few more arrive, one wakeup for several
                     time.sleep(COALESCE)
-                if not poller.poll(200):
-                    continue
                 batch = self._receive()
-                # Waiting helps neither sparse traffic (it would only add a second wakeup per
-                # datagram) nor a backlog.
+                if self._stop.is_set():  # stop() shut the socket to end the wait
+                    return
+                # Waiting pays only when another datagram is due within it: for sparser
+                # traffic it adds a wakeup per datagram, and a backlog is taken at once anyway.
                 now = time.monotonic()
-                coalesce, last = len(batch) < SMALL and now - last < SPARSE, now
+                if batch:
+                    per_datagram += (min((now - last) / len(batch), 1.0) - per_datagram) * 0.1
+                    last = now
+                coalesce = len(batch) < SMALL and per_datagram < COALESCE
             except OSError as exc:
                 if self._stop.is_set():
                     return
@@ -180,6 +198,10 @@ def _size_receive_buffer(sock: socket.socket, wanted: int) -> int:
                     "`sysctl -w net.core.rmem_max=%d`)", got, wanted,
                     got // KERNEL_BYTES_PER_DATAGRAM, wanted)
     return got
+
+
+def _timeval(seconds: float) -> bytes:
+    return struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
 
 
 def _socket_counters(sock: socket.socket) -> tuple[int, int]:

@@ -199,3 +199,24 @@ def test_presence_clears_after_exactly_hold_seconds_below_the_exit_line():
     assert engine.present is True  # 4.9 s
     engine.step(7.1, 1.0)
     assert engine.present is False  # 5.0 s
+
+
+def test_thresholds_changed_at_run_time_decide_the_next_frame():
+    """`/set` and HA number entities change the settings in place; the engine compares in log
+    space, so a threshold kept there must follow the change, not the value it started with."""
+    engine = PresenceEngine(_settings(hold=0.0))
+    for i in range(60):  # 12 s of an empty room at 1.0: the baseline
+        engine.step(i / 5, 1.0)
+    assert engine.present is False and math.isclose(engine.decision(12).baseline, 1.0, rel_tol=1e-3)
+    engine.settings.enter_ratio = 5.0
+    t = 12.0
+    for _ in range(20):  # 4x the baseline: above the default 3, below the 5 just set
+        t += 0.2
+        engine.step(t, 4.0)
+    assert engine.present is False
+    engine.settings.enter_ratio = 3.5
+    engine.step(t + 0.2, 4.0)
+    assert engine.present is True
+    engine.settings.enter_ratio, engine.settings.exit_ratio = 5.0, 4.5  # now 4x is quiet: no hold, so
+    engine.step(t + 0.4, 4.0)                                           # it clears at once
+    assert engine.present is False
