@@ -71,8 +71,9 @@ int main(int argc, char **argv) {
 NODES = 200
 DATAGRAMS_PER_NODE_SECOND = 6.03  # feature state at 5 Hz, vitals at 1 Hz, mesh HEALTH every 30 s
 MAX_POOL = 1_000_000  # datagrams (about 60 MB); steps beyond it replay the pool
-RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 120_000, 160_000, 200_000, 250_000,
-         300_000, 350_000, 400_000, 500_000, 600_000, 800_000)
+RATES = (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 110_000, 120_000, 135_000, 150_000,
+         165_000, 180_000, 200_000, 220_000, 250_000, 275_000, 300_000, 350_000, 400_000, 500_000, 600_000,
+         800_000)  # about 10 % apart where the bridge and the sender's limit are
 
 
 def build_sender(tmp: str) -> str:

@@ -68,12 +68,13 @@ _VITALS = (codec.EdgeVitals, codec.FusedVitals)
 
 
 class NodeView:
-    __slots__ = ("engine", "latest", "flags", "clock", "clock_offset", "scored_by",
+    __slots__ = ("engine", "latest", "last_kind", "flags", "clock", "clock_offset", "scored_by",
                  "published_at", "dirty_since", "occupied_hint", "falls")
 
     def __init__(self, engine: PresenceEngine) -> None:
         self.engine = engine
         self.latest: dict[str, codec.Frame] = {}  # kind -> frame, in arrival order
+        self.last_kind: str | None = None  # the kind `latest` ends with
         self.flags = NO_FLAGS
         self.clock: float | None = None  # node time (s) of the latest timed frame
         self.clock_offset = 0.0
@@ -87,7 +88,9 @@ class NodeView:
         """Take a frame; returns the flags after it (compare with the previous `flags`)."""
         kind = frame.kind
         latest = self.latest
-        latest.pop(kind, None)
+        if kind is not self.last_kind:  # move it to the end; a repeat of the last kind is already there
+            latest.pop(kind, None)      # (pop and insert every frame made the dict resize every few)
+            self.last_kind = kind
         latest[kind] = frame
         if self.dirty_since is None:
             self.dirty_since = now
