@@ -2,7 +2,9 @@
 
 A paced sender in C (compiled here with the system's cc; `sendmmsg`, 32 datagrams a call) offers
 simulated node datagrams (200 nodes: feature state, vitals, mesh HEALTH) at a fixed rate for
-`--seconds`, step after step, never waiting for the receiver — as nodes do. Receivers, each its
+`--seconds`, step after step, never waiting for the receiver — as nodes do — and sleeping, not
+spinning, between calls. The pool holds a whole step, so node clocks and sequence numbers run
+on through it as real nodes' do. Receivers, each its
 own process, in the same run:
 
 - the bridge exactly as users start it (`ruview-bridge run`, Home Assistant discovery on) on a
