@@ -116,7 +116,7 @@ class NodesExtension(Extension):
     def handle(self, batch: Batch) -> None:
         """Run a batch through the pipeline; UDP and serial readers may call it concurrently.
 
-        The loop is the per-frame path (up to ~150,000 frames/s), so what it calls on every frame
+        The loop is the per-frame path (100,000 frames/s and more), so what it calls on every frame
         is bound once per batch and what happens rarely (a node joining, coming back, rebooting)
         is in `_heard`."""
         with self._pipeline:

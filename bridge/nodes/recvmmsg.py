@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-MSG_DONTWAIT = 0x40
+MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)  # Linux's value where the module lacks it
 _NAME_SIZE = 32  # sockaddr_in6 is 28 bytes
 _MAX_SENDERS = 4096
 
@@ -117,18 +117,15 @@ class BatchReceiver:
             if address is None:
                 if len(addresses) >= _MAX_SENDERS:  # spoofed sources must not grow memory
                     addresses.clear()
-                address = addresses[key] = self._address(key)
+                address = addresses[key] = _address(key)
             out.append((view[start:start + length].tobytes(), address))
             start += size
         return out
 
-    def _address(self, key: int | bytes) -> tuple[str, int]:
-        if isinstance(key, int):
-            return _address(key.to_bytes(8, sys.byteorder))
-        return _address(key)
-
-
-def _address(sockaddr: bytes) -> tuple[str, int]:
+def _address(sockaddr: bytes | int) -> tuple[str, int]:
+    """(host, port) from a sockaddr, or from an IPv4 one's first 8 bytes read as one integer."""
+    if isinstance(sockaddr, int):
+        sockaddr = sockaddr.to_bytes(8, sys.byteorder)
     family = int.from_bytes(sockaddr[:2], sys.byteorder)
     port = int.from_bytes(sockaddr[2:4], "big")
     if family == socket.AF_INET6:

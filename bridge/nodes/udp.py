@@ -34,7 +34,7 @@ import time
 from typing import Callable
 
 from bridge.core.supervisor import Spawn, Supervised, Supervisor
-from bridge.nodes.recvmmsg import BatchReceiver
+from bridge.nodes.recvmmsg import MSG_DONTWAIT, BatchReceiver
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ SMALL = 8  # datagrams taken one by one before a wakeup counts as a backlog
 COALESCE = 0.001  # seconds a wakeup after a small batch waits for more (bench/nodes_cpu.py, nodes_latency.py)
 MAX_DATAGRAM = 4096
 RECEIVE_TIMEOUT = 0.2  # seconds a receive waits before the loop looks at its stop flag again
-MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
 Batch = list[tuple[bytes, tuple[str, int]]]
@@ -124,15 +123,11 @@ class UdpIngest:
         wakeup finds one or two datagrams, and a poll (or recvmmsg's setup) costs nearly as much
         as the receive (bench/nodes_cpu.py). A backlog past SMALL is taken with recvmmsg, a batch
         per system call."""
-        recvfrom = self._sock.recvfrom
         try:
-            batch: Batch = [recvfrom(MAX_DATAGRAM)]
+            batch: Batch = [self._sock.recvfrom(MAX_DATAGRAM)]
         except (BlockingIOError, InterruptedError):
             return []
-        try:
-            while len(batch) < SMALL:
-                batch.append(recvfrom(MAX_DATAGRAM, MSG_DONTWAIT))
-        except (BlockingIOError, InterruptedError):
+        if not self._drain(batch, SMALL):
             return batch
         if self._receiver is not None:
             try:
@@ -143,12 +138,18 @@ class UdpIngest:
                     raise
                 log.info("recvmmsg is not allowed here (%s); receiving one datagram per call", exc)
                 self._receiver = None
+        self._drain(batch, BATCH)
+        return batch
+
+    def _drain(self, batch: Batch, up_to: int) -> bool:
+        """Add what the socket holds without waiting, until `batch` has `up_to`; False when it ran dry."""
+        recvfrom = self._sock.recvfrom
         try:
-            while len(batch) < BATCH:
+            while len(batch) < up_to:
                 batch.append(recvfrom(MAX_DATAGRAM, MSG_DONTWAIT))
         except (BlockingIOError, InterruptedError):
-            pass
-        return batch
+            return False
+        return True
 
     def _run(self) -> None:
         coalesce, last, per_datagram = False, 0.0, 1.0  # mean seconds between datagrams, smoothed
