@@ -144,7 +144,9 @@ class Deframer:
         return self._scan(quiet=False)
 
     def idle(self) -> list[SerialFrame | LogLine]:
-        """The line has been quiet: a CRC-less frame that ends the buffer may now be accepted."""
+        """The line has been quiet: a CRC-less frame that ends the buffer may now be accepted,
+        and a candidate still short of its length is given up (its first byte is skipped and
+        the scan goes on, so what followed a cut header is found)."""
         return self._scan(quiet=True) if self._buf else []
 
     def _scan(self, quiet: bool) -> list[SerialFrame | LogLine]:
@@ -170,6 +172,9 @@ class Deframer:
                 self._reject()
                 continue
             if length is None or len(buf) < length:
+                if quiet:  # the line went quiet inside it: the rest is not coming, and a
+                    self._reject()  # frame behind a cut header must not wait with it
+                    continue
                 break  # wait for the rest
             candidate = bytes(buf[:length])
             try:
