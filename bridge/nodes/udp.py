@@ -116,18 +116,21 @@ class UdpIngest:
         return {"received": self.received, "dropped": drops,
                 "backlog_bytes": backlog, "buffer_bytes": self.buffer_bytes}
 
-    def _receive(self) -> Batch:
+    def _receive(self, dense: bool) -> Batch:
         """What the socket holds, up to a batch, after waiting up to RECEIVE_TIMEOUT for the first.
 
         The wait is the blocking receive itself, not a poll in front of it: at real node rates a
         wakeup finds one or two datagrams, and a poll (or recvmmsg's setup) costs nearly as much
-        as the receive (bench/nodes_cpu.py). A backlog past SMALL is taken with recvmmsg, a batch
-        per system call."""
+        as the receive (bench/nodes_cpu.py). Only `dense` traffic (datagrams less than COALESCE
+        apart) is drained: for sparse traffic the look for a second datagram nearly always
+        fails, and the failed non-blocking receive and its exception cost about half as much
+        again as the wakeup; a datagram that did queue meanwhile is the next receive's, at once.
+        A backlog past SMALL is taken with recvmmsg, a batch per system call."""
         try:
             batch: Batch = [self._sock.recvfrom(MAX_DATAGRAM)]
         except (BlockingIOError, InterruptedError):
             return []
-        if not self._drain(batch, SMALL):
+        if not dense or not self._drain(batch, SMALL):
             return batch
         if self._receiver is not None:
             try:
@@ -152,23 +155,24 @@ class UdpIngest:
         return True
 
     def _run(self) -> None:
-        coalesce, last, per_datagram = False, 0.0, 1.0  # mean seconds between datagrams, smoothed
-        while not self._stop.is_set():
+        stopping, receive = self._stop.is_set, self._receive
+        dense, small, last, per_datagram = False, True, 0.0, 1.0  # mean seconds between datagrams, smoothed
+        while not stopping():
             try:
-                if coalesce:  # light but steady traffic: let a few more arrive, one wakeup for several
+                if dense and small:  # light but steady traffic: let a few more arrive, one wakeup for several
                     time.sleep(COALESCE)
-                batch = self._receive()
-                if self._stop.is_set():  # stop() shut the socket to end the wait
+                batch = receive(dense)
+                if stopping():  # stop() shut the socket to end the wait
                     return
                 # Waiting pays only when another datagram is due within it: for sparser
                 # traffic it adds a wakeup per datagram, and a backlog is taken at once anyway.
-                now = time.monotonic()
                 if batch:
+                    now = time.monotonic()
                     per_datagram += (min((now - last) / len(batch), 1.0) - per_datagram) * 0.1
                     last = now
-                coalesce = len(batch) < SMALL and per_datagram < COALESCE
+                    dense, small = per_datagram < COALESCE, len(batch) < SMALL
             except OSError as exc:
-                if self._stop.is_set():
+                if stopping():
                     return
                 log.warning("UDP receive failed: %s", exc)
                 continue

@@ -178,3 +178,35 @@ def test_as_root_the_buffer_is_raised_past_rmem_max_to_what_nodes_udp_queue_asks
             assert ingest.buffer_bytes >= wanted, (ingest.buffer_bytes, wanted, rmem_max)
         else:
             assert ingest.buffer_bytes <= 2 * rmem_max
+
+
+class _CountingSocket:
+    """The ingest's socket, counting the receives that may not wait (MSG_DONTWAIT)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock, self.non_blocking = sock, 0
+
+    def recvfrom(self, size: int, flags: int = 0):
+        if flags & udp.MSG_DONTWAIT:
+            self.non_blocking += 1
+        return self._sock.recvfrom(size, flags)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+def test_sparse_traffic_is_taken_a_datagram_a_wakeup_and_a_backlog_in_batches():
+    batches: list[int] = []
+    with running(lambda batch: batches.append(len(batch))) as ingest:
+        counting = ingest._sock = _CountingSocket(ingest._sock)
+        tx = _sender()
+        for i in range(5):  # a node's rate: 20 ms apart, each datagram waited for
+            tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
+            assert wait_until(lambda: ingest.processed == i + 1, 2)
+            threading.Event().wait(0.02)
+        assert batches == [1] * 5
+        assert counting.non_blocking == 0, "sparse traffic needs no look for a second datagram"
+        for i in range(3000):  # a burst: the mean gap falls under a millisecond
+            tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: ingest.processed == 3005, 5), f"{ingest.processed} of 3005"
+        assert max(batches) > udp.SMALL, "a backlog is taken in batches"
