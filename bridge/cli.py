@@ -116,8 +116,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(level, secret_values(config))
 
     stop = threading.Event()
+    running: list[Bridge] = []
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        for bridge in running:  # ends the wait below at once: no polling while the bridge runs
+            bridge.restart_requested.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
 
     try:
         url, embedded = resolve_broker(config)
@@ -132,9 +139,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))
                 setup_logging(level, secret_values(config), status)
                 status.start()
+            running[:] = [bridge]
             bridge.start()
-            while not (stop.wait(0.2) or bridge.restart_requested.is_set()):
-                pass
+            if not stop.is_set():
+                bridge.restart_requested.wait()
             log.info("stopping" if stop.is_set() else "restarting on request")
             if status:
                 status.stop()
