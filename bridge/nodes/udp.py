@@ -3,9 +3,11 @@
 The bounded queue is the socket's own receive buffer, sized for
 `nodes.udp.queue` datagrams. The ingest thread waits in a blocking receive
 (no poll in front of it; the kernel's receive timeout lets it look at its
-stop flag every RECEIVE_TIMEOUT, and stop() wakes it at once), takes
-everything the socket holds (up to a batch; one recvmmsg call on Linux for a
-backlog) and runs the batch through the pipeline, which only hands MQTT
+stop flag every RECEIVE_TIMEOUT, and stop() wakes it at once). While traffic
+is dense, or a backlog has built up, it takes everything the socket holds (up
+to a batch; one recvmmsg call on Linux for a backlog); a datagram it had to
+wait for in sparse traffic is taken alone.
+It runs each batch through the pipeline, which only hands MQTT
 messages to the client's outbox, so the MQTT connection is never stalled by
 frames. While datagrams come faster than one a millisecond (a smoothed mean),
 it waits 1 ms after a small batch before it looks again: at 255 nodes x 10 Hz
@@ -42,6 +44,7 @@ SO_RCVBUFFORCE_LINUX = 33  # <asm-generic/socket.h>; Python 3.11's socket module
 BATCH = 256
 SMALL = 8  # datagrams taken one by one before a wakeup counts as a backlog
 COALESCE = 0.001  # seconds a wakeup after a small batch waits for more (bench/nodes_cpu.py, nodes_latency.py)
+QUEUED = 0.0002  # seconds: a receive that returned sooner found its datagram queued (a backlog)
 MAX_DATAGRAM = 4096
 RECEIVE_TIMEOUT = 0.2  # seconds a receive waits before the loop looks at its stop flag again
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
@@ -121,16 +124,20 @@ class UdpIngest:
 
         The wait is the blocking receive itself, not a poll in front of it: at real node rates a
         wakeup finds one or two datagrams, and a poll (or recvmmsg's setup) costs nearly as much
-        as the receive (bench/nodes_cpu.py). Only `dense` traffic (datagrams less than COALESCE
-        apart) is drained: for sparse traffic the look for a second datagram nearly always
-        fails, and the failed non-blocking receive and its exception cost about half as much
-        again as the wakeup; a datagram that did queue meanwhile is the next receive's, at once.
-        A backlog past SMALL is taken with recvmmsg, a batch per system call."""
+        as the receive (bench/nodes_cpu.py). The socket is drained for `dense` traffic
+        (datagrams less than COALESCE apart) and whenever the first datagram was already
+        queued (the receive returned within QUEUED): a backlog, which must not stay behind.
+        A datagram that had to be waited for is nearly always alone, and the failed
+        non-blocking receive and its exception would cost about half as much again as the
+        wakeup. A backlog past SMALL is taken with recvmmsg, a batch per system call."""
+        started = 0.0 if dense else time.monotonic()
         try:
             batch: Batch = [self._sock.recvfrom(MAX_DATAGRAM)]
         except (BlockingIOError, InterruptedError):
             return []
-        if not dense or not self._drain(batch, SMALL):
+        if not dense and time.monotonic() - started > QUEUED:
+            return batch
+        if not self._drain(batch, SMALL):
             return batch
         if self._receiver is not None:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import threading
 from contextlib import contextmanager
@@ -195,18 +196,45 @@ class _CountingSocket:
         return getattr(self._sock, name)
 
 
+def _waiting_for_a_datagram(ingest: UdpIngest) -> bool:
+    """The ingest thread is blocked in its receive (the kernel's wait channel for it)."""
+    with open(f"/proc/self/task/{ingest._thread.thread.native_id}/wchan") as f:
+        return "wait_for_more_packets" in f.read()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
 def test_sparse_traffic_is_taken_a_datagram_a_wakeup_and_a_backlog_in_batches():
     batches: list[int] = []
     with running(lambda batch: batches.append(len(batch))) as ingest:
         counting = ingest._sock = _CountingSocket(ingest._sock)
         tx = _sender()
-        for i in range(5):  # a node's rate: 20 ms apart, each datagram waited for
+        for i in range(5):  # a node's rate: each datagram arrives while the thread waits for it
+            assert wait_until(lambda: _waiting_for_a_datagram(ingest), 2)
+            threading.Event().wait(0.01)  # the gap between a node's datagrams (the scenario, not a wait)
             tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
             assert wait_until(lambda: ingest.processed == i + 1, 2)
-            threading.Event().wait(0.02)
         assert batches == [1] * 5
-        assert counting.non_blocking == 0, "sparse traffic needs no look for a second datagram"
-        for i in range(3000):  # a burst: the mean gap falls under a millisecond
+        assert counting.non_blocking == 0, "a datagram that was waited for needs no look for a second"
+        for i in range(3000):  # a burst: queued datagrams are taken in batches
             tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
         assert wait_until(lambda: ingest.processed == 3005, 5), f"{ingest.processed} of 3005"
         assert max(batches) > udp.SMALL, "a backlog is taken in batches"
+
+
+def test_a_backlog_behind_a_stall_is_taken_at_once_even_after_sparse_traffic():
+    release, batches = threading.Event(), []
+
+    def pipeline(batch):
+        batches.append(len(batch))
+        if len(batches) == 1:
+            release.wait(10)  # a stall (a GC pause, a slow publish) while datagrams queue
+    with running(pipeline) as ingest:
+        tx = _sender()
+        tx.sendto(b"first", ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: ingest.received == 1, 2)
+        for i in range(100):
+            tx.sendto(b"%d" % i, ("127.0.0.1", ingest.port))
+        assert wait_until(lambda: ingest.stats()["backlog_bytes"] > 0, 2)
+        release.set()
+        assert wait_until(lambda: ingest.processed == 101, 5), f"{ingest.processed} of 101"
+        assert batches[:2] == [1, 100], "the queued datagrams are one batch, not one a receive"
