@@ -6,10 +6,9 @@ The bounded queue is the socket's own receive buffer, sized for
 stop flag every RECEIVE_TIMEOUT, and stop() wakes it at once). While traffic
 is dense, or a backlog has built up, it takes everything the socket holds (up
 to a batch; one recvmmsg call on Linux for a backlog); a datagram it had to
-wait for in sparse traffic is taken alone.
-It runs each batch through the pipeline, which only hands MQTT
-messages to the client's outbox, so the MQTT connection is never stalled by
-frames. While datagrams come faster than one a millisecond (a smoothed mean),
+wait for in sparse traffic is taken alone. It runs each batch through the
+pipeline, which only hands MQTT messages to the client's outbox, so the MQTT
+connection is never stalled by frames. While datagrams come faster than one a millisecond (a smoothed mean),
 it waits 1 ms after a small batch before it looks again: at 255 nodes x 10 Hz
 one wakeup then serves several datagrams instead of one; sparser traffic is
 taken at once, since waiting would only add a wakeup per datagram. When the
@@ -119,8 +118,9 @@ class UdpIngest:
         return {"received": self.received, "dropped": drops,
                 "backlog_bytes": backlog, "buffer_bytes": self.buffer_bytes}
 
-    def _receive(self, dense: bool) -> Batch:
-        """What the socket holds, up to a batch, after waiting up to RECEIVE_TIMEOUT for the first.
+    def _receive(self, dense: bool) -> tuple[Batch, float]:
+        """What the socket holds, up to a batch, after waiting up to RECEIVE_TIMEOUT for the first;
+        and the monotonic time it was taken.
 
         The wait is the blocking receive itself, not a poll in front of it: at real node rates a
         wakeup finds one or two datagrams, and a poll (or recvmmsg's setup) costs nearly as much
@@ -134,22 +134,27 @@ class UdpIngest:
         try:
             batch: Batch = [self._sock.recvfrom(MAX_DATAGRAM)]
         except (BlockingIOError, InterruptedError):
-            return []
-        if not dense and time.monotonic() - started > QUEUED:
-            return batch
-        if not self._drain(batch, SMALL):
-            return batch
+            return [], 0.0
+        if not dense:
+            woke = time.monotonic()
+            if woke - started > QUEUED:
+                return batch, woke
+        if self._drain(batch, SMALL):
+            self._take_backlog(batch)
+        return batch, time.monotonic()
+
+    def _take_backlog(self, batch: Batch) -> None:
+        """More than SMALL were queued: add the rest, up to a batch (recvmmsg where it is allowed)."""
         if self._receiver is not None:
             try:
                 batch.extend(self._receiver.receive())
-                return batch
+                return
             except OSError as exc:
                 if exc.errno not in _UNSUPPORTED:
                     raise
                 log.info("recvmmsg is not allowed here (%s); receiving one datagram per call", exc)
                 self._receiver = None
         self._drain(batch, BATCH)
-        return batch
 
     def _drain(self, batch: Batch, up_to: int) -> bool:
         """Add what the socket holds without waiting, until `batch` has `up_to`; False when it ran dry."""
@@ -168,13 +173,12 @@ class UdpIngest:
             try:
                 if dense and small:  # light but steady traffic: let a few more arrive, one wakeup for several
                     time.sleep(COALESCE)
-                batch = receive(dense)
+                batch, now = receive(dense)
                 if stopping():  # stop() shut the socket to end the wait
                     return
                 # Waiting pays only when another datagram is due within it: for sparser
                 # traffic it adds a wakeup per datagram, and a backlog is taken at once anyway.
                 if batch:
-                    now = time.monotonic()
                     per_datagram += (min((now - last) / len(batch), 1.0) - per_datagram) * 0.1
                     last = now
                     dense, small = per_datagram < COALESCE, len(batch) < SMALL
