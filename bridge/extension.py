@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager
 
 from bridge.config import ExtensionSection
 from bridge.core.directory import EventWatcher, NodeDirectory, NodeInfo, Watcher
@@ -67,6 +67,10 @@ class ExtensionMqtt:
                 expiry: int | None = None, cache: bool = True, correlation_data: bytes | None = None) -> bool:
         return self._client.publish(topic, payload, qos, retain, expiry=expiry, cache=cache,
                                     correlation_data=correlation_data)
+
+    def burst(self) -> ContextManager[None]:
+        """Publishes inside reach the broker together: one wake-up of the network thread."""
+        return self._client.burst()
 
     def subscribe(self, topic_filter: str, handler: Handler, *, accept_retained: bool = True,
                   no_local: bool = False) -> Route:

@@ -76,3 +76,27 @@ def test_the_bridge_connection_sends_each_packet_at_once(broker, make_bridge):
     bridge = make_bridge(broker)
     sock = bridge.mqtt._paho.socket()
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_a_burst_reaches_the_network_thread_with_one_wakeup_at_its_end(broker, make_bridge, make_probe):
+    """A beat's node states are published as a burst: the network thread must not be woken by its
+    first message (it would then compete with the rest for the GIL and take them piecemeal)."""
+    bridge = make_bridge(broker)
+    probe = make_probe(broker, "ruview/burst/#")
+    client, wakes, queued = bridge.mqtt, [], {"n": 0}
+    wake = client._wake_network_thread
+
+    def counted_wake():
+        wakes.append(queued["n"])
+        wake()
+
+    client._wake_network_thread = counted_wake
+    with client.burst():
+        for i in range(50):
+            client.publish(f"ruview/burst/{i}", str(i), qos=1)
+            queued["n"] += 1
+    assert wakes and all(n == 50 for n in wakes), wakes  # woken only once the burst was complete
+    probe.wait_for(lambda ms: len(ms) >= 50, 5, "the burst")
+    assert [m.payload for m in probe.messages] == [str(i).encode() for i in range(50)]
+    client.publish("ruview/burst/after", "x", qos=1)  # outside a burst the first message wakes it at once
+    assert wakes[-1] == 50 and len(wakes) >= 2
