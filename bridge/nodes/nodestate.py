@@ -69,7 +69,7 @@ _VITALS = (codec.EdgeVitals, codec.FusedVitals)
 
 class NodeView:
     __slots__ = ("engine", "latest", "last_kind", "flags", "clock", "clock_offset", "scored_by",
-                 "published_at", "dirty_since", "occupied_hint", "falls")
+                 "dirty_since", "occupied_hint", "falls")
 
     def __init__(self, engine: PresenceEngine) -> None:
         self.engine = engine
@@ -79,7 +79,6 @@ class NodeView:
         self.clock: float | None = None  # node time (s) of the latest timed frame
         self.clock_offset = 0.0
         self.scored_by: str | None = None  # the frame kind that feeds the engine
-        self.published_at = 0.0
         self.dirty_since: float | None = None
         self.occupied_hint: bool | None = None  # the node's vitals: persons > 0 (None: no vitals yet)
         self.falls = 0  # bit per source saying "fall": 1 feature state, 2 vitals, 4 mesh alert

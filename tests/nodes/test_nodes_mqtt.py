@@ -186,3 +186,27 @@ def test_the_fall_bit_is_a_fall_for_both_classes_and_restricted_events_carry_no_
         assert ("anomaly_score" in pattern) is not restricted, pattern
         state = probe.on(f"ruview/node/node_{node_id}")[-1].json()
         assert ("anomaly_score" in state) is not restricted
+
+
+def test_every_nodes_pending_state_goes_out_together_on_one_beat(mosquitto, node_bridge, make_probe):
+    """Nodes that started 0.3 s apart still publish their scores on the same beat (one wakeup of
+    the ticker and of the MQTT network thread per beat, not one per node), a beat a max_delay."""
+    bridge, ext, port = node_bridge(mosquitto, publish_interval=1.0)  # max_delay 1 s: a 1 s beat
+    probe = make_probe(mosquitto, "ruview/node/+")
+    nodes = make_nodes(5, "empty", 4, first_id=60)
+    stream = sorted((t + 0.3 * i, data) for i, node in enumerate(nodes) for t, data in generate([node], 4))
+    send_udp(iter(stream), "127.0.0.1", port, speed=1)
+    assert wait_until(lambda: ext.udp.processed >= ext.udp.received > 0, 5)
+    assert wait_until(lambda: all(v.dirty_since is None for v in ext._views.values()), 3)
+    settled(bridge)
+    probe.flush()
+    clusters: list[list] = []  # states received within 50 ms of the one before
+    for m in sorted(probe.messages, key=lambda m: m.received):
+        if clusters and m.received - clusters[-1][-1].received < 0.05:
+            clusters[-1].append(m)
+        else:
+            clusters.append([m])
+    beats = [c for c in clusters if len({m.topic for m in c}) == len(nodes)]
+    assert len(beats) >= 3, [[m.topic[-7:] for m in c] for c in clusters]
+    gaps = [b[0].received - a[0].received for a, b in zip(beats, beats[1:])]
+    assert all(0.8 <= g <= 1.2 for g in gaps), gaps
