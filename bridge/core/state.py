@@ -85,10 +85,15 @@ class StateMachine:
     def set(self, entity_id: str, state: Any, attributes: dict[str, Any] | None = None, *,
             parent_id: str | None = None, force: bool = False) -> State | None:
         """Write a state; returns the new State, or None when nothing changed."""
-        if not valid_entity_id(entity_id):
+        state = str(state)
+        # Only valid ids are ever stored, so an unchanged write is answered before the id is
+        # checked and the attributes copied: every node re-asserts its three entities each beat.
+        old = self._states.get(entity_id) if isinstance(entity_id, str) else None
+        if old is not None and not force and old.state == state and old.attributes == (attributes or {}):
+            return None
+        if old is None and not valid_entity_id(entity_id):
             raise InvalidEntityId(f"invalid entity id {entity_id!r}: use domain.object_id "
                                   "with [a-z0-9_], at most 255 characters")
-        state = str(state)
         attributes = dict(attributes or {})
         with self._lock:
             old = self._states.get(entity_id)
