@@ -53,6 +53,10 @@ class State:
                 "context": self.context}
 
 
+def _unchanged(old: State | None, state: str, attributes: dict[str, Any]) -> bool:
+    return old is not None and old.state == state and old.attributes == attributes
+
+
 class StateMachine:
     """Cache + writer for `<base>/state/#`; emits `state_changed` on the bus."""
 
@@ -89,7 +93,7 @@ class StateMachine:
         # Only valid ids are ever stored, so an unchanged write is answered before the id is
         # checked and the attributes copied: every node re-asserts its three entities each beat.
         old = self._states.get(entity_id) if isinstance(entity_id, str) else None
-        if old is not None and not force and old.state == state and old.attributes == (attributes or {}):
+        if not force and _unchanged(old, state, attributes or {}):
             return None
         if old is None and not valid_entity_id(entity_id):
             raise InvalidEntityId(f"invalid entity id {entity_id!r}: use domain.object_id "
@@ -97,7 +101,7 @@ class StateMachine:
         attributes = dict(attributes or {})
         with self._lock:
             old = self._states.get(entity_id)
-            if old is not None and not force and old.state == state and old.attributes == attributes:
+            if not force and _unchanged(old, state, attributes):  # again: another thread may have written
                 return None
             now = utc_now_iso()
             ctx = new_context(parent_id)
