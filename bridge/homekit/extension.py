@@ -7,7 +7,8 @@ pipeline. A room that appears, goes, or gains a Restricted node changes the acce
 the config number goes up and controllers re-read it; pairings survive.
 
 Pairing state (HAP-python's, with the long-term keys and paired controllers) and the setup code
-live in `bridge.state_dir`, 0600.
+live in `bridge.state_dir`, 0600. Pair setup runs srp.py's SRP server, not HAP-python's own,
+which fails about one pairing in 90.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from pyhap.accessory import Bridge
-from pyhap.accessory_driver import AccessoryDriver
 
 from bridge.core.directory import NodeChange, NodeEvent
 from bridge.core.rooms import room_of, rooms
@@ -27,6 +27,7 @@ from bridge.extension import Extension, ExtensionContext
 from bridge.homekit import pairing
 from bridge.homekit.accessories import RoomAccessory, make_loader, stable_aid
 from bridge.homekit.config import HomeKitConfig
+from bridge.homekit.srp import Driver
 
 ACTIVITY_EVENT = "unrecognized_activity_pattern"
 COALESCE = 0.1  # seconds: node state changes with every frame; HomeKit hears each room at most this often
@@ -53,7 +54,7 @@ class HomeKitExtension(Extension):
         self.files = pairing.PairingFiles(Path(ctx.root_config.bridge.state_dir).expanduser())
         setup = self.files.setup()
         address = self.cfg.address or None
-        self.driver = AccessoryDriver(port=self.cfg.port, address=address, persist_file=str(self.files.state),
+        self.driver = Driver(port=self.cfg.port, address=address, persist_file=str(self.files.state),
                                       pincode=setup.pincode.encode(), loader=make_loader(),
                                       interface_choice=self.cfg.interfaces, advertise=self.cfg.advertise)
         self.driver.state.setup_id = setup.setup_id
