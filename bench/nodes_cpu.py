@@ -8,7 +8,8 @@ feature state at the node rate (and vitals once a second) to the bridge and, dat
 datagram, to a bare loop in a process of its own: blocking `recvfrom` + `struct.unpack` +
 `zlib.crc32`, no timeout. CPU seconds of both come from /proc/<pid>/stat over the same window
 (after a warm-up: 10 s of calibration, plus the paced HA announcement of every node). Target (issue 13): bridge CPU <= 2x the bare
-loop's at both rates. Exits 1 if the bridge did not take the frames (its frame counters, read
+loop's at both rates. Also prints the bridge's CPU per thread (ingest, MQTT network, ticker ...),
+to show where it goes. Exits 1 if the bridge did not take the frames (its frame counters, read
 from its retained bridge/health, must show at least 99 % of what was sent in the window).
 """
 
@@ -52,6 +53,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
+def cpu_seconds_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (the bridge names its threads for the OS; see core/supervisor.py)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:  # the thread ended
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
 def warmup(nodes: int) -> float:
     return WARMUP + PACE_SECONDS * nodes
 
@@ -87,16 +103,20 @@ def run(broker, nodes: int, rate: float, seconds: float) -> dict:
             proc.start()
             time.sleep(warmup(nodes))
             taken_before = frames_taken(broker, base) or 0
+            threads0 = cpu_seconds_by_thread(bridge.pid)
             b0, r0, t0 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
             proc.join(seconds + 60)
             b1, r1, t1 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
+            threads1 = cpu_seconds_by_thread(bridge.pid)
             time.sleep(2.5)  # one more health update
             taken = (frames_taken(broker, base) or 0) - taken_before
         finally:
             stop(bridge, bare)
     window = t1 - t0
+    threads = {name: 100 * (cpu - threads0.get(name, 0.0)) / window for name, cpu in threads1.items()}
     return {"nodes": nodes, "rate": rate, "bridge_pct": 100 * (b1 - b0) / window,
-            "bare_pct": 100 * (r1 - r0) / window, "sent": sent.value, "taken": taken}
+            "bare_pct": 100 * (r1 - r0) / window, "sent": sent.value, "taken": taken,
+            "threads": {name: pct for name, pct in sorted(threads.items(), key=lambda t: -t[1]) if pct >= 0.05}}
 
 
 def main() -> int:
@@ -118,6 +138,7 @@ def main() -> int:
                 print(f"  {nodes:3d} nodes x {rate:g} Hz: bridge {r['bridge_pct']:5.2f} % of a core, bare loop "
                       f"{r['bare_pct']:5.2f} %, ratio {ratio:4.2f} (target <= 2)   frames sent {r['sent']:,}, "
                       f"taken by the bridge {r['taken']:,}{'' if ok else '  FAIL: frames missing'}")
+                print("      bridge threads: " + ", ".join(f"{name} {pct:.2f} %" for name, pct in r["threads"].items()))
     finally:
         broker.cleanup()
     return 1 if failed else 0

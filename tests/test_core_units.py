@@ -6,6 +6,7 @@ mutant; the same behaviour is tested end to end on real brokers elsewhere.
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 
@@ -378,6 +379,19 @@ def test_a_supervised_loop_that_raises_is_restarted_and_counted():
     assert not handle.alive
     supervisor.forget(handle)
     assert "flaky" not in supervisor.stats()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_operating_system_sees_a_supervised_thread_under_its_name():
+    stop, running = threading.Event(), threading.Event()
+    handle = Supervisor().spawn("nodes-udp-ingest", lambda: (running.set(), stop.wait()), stop)
+    try:
+        assert running.wait(5)
+        with open(f"/proc/self/task/{handle.thread.native_id}/comm") as f:
+            assert f.read().strip() == "nodes-udp-inges"  # Linux keeps 15 bytes
+    finally:
+        stop.set()
+        handle.join(2)
 
 
 # ---------------------------------------------------------------- node directory

@@ -11,6 +11,8 @@ import asyncio
 import threading
 from typing import Any, Awaitable, Callable
 
+from bridge.core.supervisor import name_os_thread
+
 
 class LoopThread:
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop | None = None,
@@ -23,6 +25,7 @@ class LoopThread:
 
     def start(self, setup: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
         def run() -> None:
+            name_os_thread(self.name)
             asyncio.set_event_loop(self.loop)
             self.loop.run_forever()
 

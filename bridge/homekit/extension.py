@@ -23,6 +23,7 @@ from pyhap.accessory import Bridge
 
 from bridge.core.directory import NodeChange, NodeEvent
 from bridge.core.rooms import room_of, rooms
+from bridge.core.supervisor import name_os_thread
 from bridge.extension import Extension, ExtensionContext
 from bridge.homekit import pairing
 from bridge.homekit.accessories import RoomAccessory, make_loader, stable_aid
@@ -89,6 +90,7 @@ class HomeKitExtension(Extension):
             raise RuntimeError(f"cannot serve HomeKit on port {self.cfg.port}: {reason} (set homekit.port)") from None
 
     def _run_loop(self) -> None:
+        name_os_thread("homekit")
         asyncio.set_event_loop(self.driver.loop)
         self.driver.loop.run_forever()
 
