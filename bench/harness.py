@@ -1,5 +1,6 @@
 """What every bench builds the same way: a bridge in-process with the nodes pipeline, the bridge
-as its own process exactly as users start it, its frame counters, stopping processes, and percentiles."""
+as its own process exactly as users start it, its frame counters, stopping processes, percentiles,
+and how much CPU time the host took from this machine while a bench ran."""
 
 from __future__ import annotations
 
@@ -66,3 +67,29 @@ def percentile(values: list[float], p: float) -> float:
     """Nearest rank: a value that was measured."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+class HostSteal:
+    """The share of this machine's CPU time its host gave to others since it was made (a virtual
+    machine's steal, from /proc/stat). Timings and CPU figures from a run with much steal are
+    slower and noisier, baseline and bridge alike; the benches print it beside their figures."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        return (ticks[7] if len(ticks) > 7 else 0), sum(ticks[:8])  # steal; user..steal (guest is in user)
+
+    def percent(self) -> float:
+        steal, total = self._read()
+        elapsed = total - self.start[1]
+        return 100 * (steal - self.start[0]) / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        return f"host steal during the run: {self.percent():.1f} % of this machine's CPU time"

@@ -24,7 +24,7 @@ import tempfile
 import time
 
 
-from bench.harness import bridge_process, frames_taken, stop
+from bench.harness import HostSteal, bridge_process, frames_taken, stop
 from bridge.homeassistant.extension import PACE_SECONDS
 from firmware_tools.simulate import generate, make_nodes
 from tests.brokers import Mosquitto, free_port_udp
@@ -103,11 +103,11 @@ def run(broker, nodes: int, rate: float, seconds: float) -> dict:
             proc.start()
             time.sleep(warmup(nodes))
             taken_before = frames_taken(broker, base) or 0
-            threads0 = cpu_seconds_by_thread(bridge.pid)
+            threads0, steal = cpu_seconds_by_thread(bridge.pid), HostSteal()
             b0, r0, t0 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
             proc.join(seconds + 60)
             b1, r1, t1 = cpu_seconds(bridge.pid), cpu_seconds(bare.pid), time.monotonic()
-            threads1 = cpu_seconds_by_thread(bridge.pid)
+            threads1, steal_pct = cpu_seconds_by_thread(bridge.pid), steal.percent()
             time.sleep(2.5)  # one more health update
             taken = (frames_taken(broker, base) or 0) - taken_before
         finally:
@@ -115,7 +115,7 @@ def run(broker, nodes: int, rate: float, seconds: float) -> dict:
     window = t1 - t0
     threads = {name: 100 * (cpu - threads0.get(name, 0.0)) / window for name, cpu in threads1.items()}
     return {"nodes": nodes, "rate": rate, "bridge_pct": 100 * (b1 - b0) / window,
-            "bare_pct": 100 * (r1 - r0) / window, "sent": sent.value, "taken": taken,
+            "bare_pct": 100 * (r1 - r0) / window, "sent": sent.value, "taken": taken, "steal": steal_pct,
             "threads": {name: pct for name, pct in sorted(threads.items(), key=lambda t: -t[1]) if pct >= 0.05}}
 
 
@@ -138,7 +138,8 @@ def main() -> int:
                 print(f"  {nodes:3d} nodes x {rate:g} Hz: bridge {r['bridge_pct']:5.2f} % of a core, bare loop "
                       f"{r['bare_pct']:5.2f} %, ratio {ratio:4.2f} (target <= 2)   frames sent {r['sent']:,}, "
                       f"taken by the bridge {r['taken']:,}{'' if ok else '  FAIL: frames missing'}")
-                print("      bridge threads: " + ", ".join(f"{name} {pct:.2f} %" for name, pct in r["threads"].items()))
+                print("      bridge threads: " + ", ".join(f"{name} {pct:.2f} %" for name, pct in r["threads"].items())
+                      + f"; host steal {r['steal']:.1f} %")
     finally:
         broker.cleanup()
     return 1 if failed else 0

@@ -34,7 +34,7 @@ import time
 import orjson
 import paho.mqtt.client as paho
 
-from bench.harness import bridge_process, percentile, stop
+from bench.harness import HostSteal, bridge_process, percentile, stop
 from bridge.homeassistant.extension import PACE_SECONDS
 from bridge.nodes import codec
 from tests.brokers import Mosquitto, free_port
@@ -136,6 +136,7 @@ def main() -> int:
                         help="turn Home Assistant discovery off (it is on by default, as in config.yaml)")
     args = parser.parse_args()
     broker = Mosquitto().start()
+    steal = HostSteal()
     try:
         timed, lost = run_bridge(broker.port, args.nodes, args.rate, args.seconds, args.ha)
         baseline = run_baseline(broker.port, int(args.seconds * args.rate * args.nodes),
@@ -162,6 +163,7 @@ def main() -> int:
     print(f"  frames lost: {lost}   (targets: p50 <= 2 ms, p99 <= 5 ms, none lost)")
     print(f"  ratio bridge/broker-alone p50: {statistics.median(latencies) / statistics.median(baseline):.1f}x, "
           f"p99: {percentile(latencies, 99) / percentile(baseline, 99):.1f}x")
+    print(f"  {steal.line()}")
     return 1 if lost else 0
 
 

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from bench.harness import bridge_process, frames_taken, stop
+from bench.harness import HostSteal, bridge_process, frames_taken, stop
 from bench.nodes_cpu import BARE, cpu_seconds
 from bridge.homeassistant.extension import PACE_SECONDS
 from firmware_tools.simulate import generate, make_nodes
@@ -169,6 +169,7 @@ def main() -> int:
             # the first datagram from each node makes it known (and announced to HA): not part of a step
             step(sender, pool, udp, 2000, 1.0, bridge.pid)
             time.sleep(NODES * PACE_SECONDS + 2)  # the paced HA announcement
+            steal = HostSteal()
             print(f"Open loop, a pool of {n:,} datagrams of {NODES} simulated nodes, steps of {args.seconds:g} s:")
             bare_best, bare_rows, bare_capped = climb("bare", sender, pool, bare_port, bare.pid, rates, args.seconds)
             state = {"taken": frames_taken(broker, base)}
@@ -197,6 +198,7 @@ def main() -> int:
         if bare_cpu:
             print(f"CPU per datagram at {bridge_best:,}/s: bridge {bridge_cpu:.2f} µs, bare loop {bare_cpu:.2f} µs, "
                   f"ratio {bare_cpu / bridge_cpu:.2f}")
+    print(steal.line())
     return 0 if bridge_best else 1
 
 
