@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -23,6 +22,7 @@ from bridge.config import ConfigError, secret_values
 from bridge.console import StatusLine, setup_logging
 from bridge.core.rate import RateMeter
 from bridge.mqtt.embedded import EmbeddedBroker, broker_answers
+from bridge.stop_signals import on_stop_signals
 
 log = logging.getLogger("bridge")
 
@@ -118,13 +118,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     running: list[Bridge] = []
 
-    def on_signal(*_: object) -> None:
+    def on_signal() -> None:
         stop.set()
         for bridge in running:  # ends the wait below at once: no polling while the bridge runs
             bridge.restart_requested.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    on_stop_signals(on_signal)
 
     try:
         url, embedded = resolve_broker(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -103,6 +104,37 @@ def test_auto_uses_a_broker_that_already_answers(mosquitto, tmp_path):
         assert proc.wait(15) == 0
     finally:
         proc.kill()
+
+
+def _signal_thread(pid: int, thread: str, sig: int) -> None:
+    """Deliver `sig` to one named thread of process `pid` (Linux tgkill), as the kernel may
+    deliver a signal sent to the whole process."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "tgkill"):
+        pytest.skip("needs glibc's tgkill")
+    tids = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            tids[f.read().strip()] = int(tid)
+    assert thread in tids, tids
+    assert libc.tgkill(pid, tids[thread], sig) == 0, ctypes.get_errno()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals one thread through /proc and tgkill")
+def test_a_sigterm_that_lands_on_another_thread_stops_the_bridge(mosquitto, tmp_path):
+    """The kernel delivered it to the UDP ingest thread (as it may deliver a SIGTERM sent to the
+    process): before bridge/stop_signals.py the main thread never woke and the bridge ran on."""
+    proc = _start_bridge(f"mqtt:\n  url: {mosquitto.url}\n", tmp_path)
+    try:
+        probe = Probe(mosquitto.port).subscribe("ruview/bridge/state")
+        probe.wait_topic("ruview/bridge/state", 15, match=lambda m: m.json()["state"] == "online")
+        _signal_thread(proc.pid, "nodes-udp-inges", signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert probe.wait_topic("ruview/bridge/state", 5, match=lambda m: m.json()["state"] == "offline")
+        probe.close()
+    finally:
+        proc.kill()
+    assert "stopped" in proc.stdout.read()
 
 
 def test_restart_request_restarts_the_running_process(mosquitto, tmp_path):
