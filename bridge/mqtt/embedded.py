@@ -19,13 +19,13 @@ import asyncio
 import ipaddress
 import logging
 import os
-import signal
 import socket
 import threading
 from typing import Any
 
 from bridge.core.loop_thread import LoopThread
 from bridge.mqtt.broker import Broker
+from bridge.stop_signals import on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ def main() -> None:
     broker.start()
     print(f"listening on {args.bind}:{args.port}", flush=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    on_stop_signals(stop.set)
     stop.wait()
     broker.stop()
 
