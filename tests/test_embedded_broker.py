@@ -43,8 +43,9 @@ def bridge_on_embedded(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(cfg), "--no-status"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_port(port, 20)
-    probe = Probe(port).subscribe("ruview/bridge/state")
+    probe = Probe(port).subscribe("ruview/bridge/state", "ruview/bridge/health")
     probe.wait_topic("ruview/bridge/state", 15, match=lambda m: m.json()["state"] == "online")
+    probe.wait_topic("ruview/bridge/health", 15)  # published on connecting, after state and info
     probe.close()
     yield port, proc
     proc.terminate()
