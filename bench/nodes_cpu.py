@@ -47,10 +47,16 @@ while True:
 '''
 
 
+def _stat_cpu(path: str) -> tuple[str, float]:
+    """(name, utime + stime in seconds) from a /proc .../stat file."""
+    with open(path) as f:
+        text = f.read()
+    fields = text.rsplit(")", 1)[1].split()
+    return text[text.index("(") + 1:text.rindex(")")], (int(fields[11]) + int(fields[12])) / TICK
+
+
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+    return _stat_cpu(f"/proc/{pid}/stat")[1]
 
 
 def cpu_seconds_by_thread(pid: int) -> dict[str, float]:
@@ -58,13 +64,10 @@ def cpu_seconds_by_thread(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                text = f.read()
+            name, seconds = _stat_cpu(f"/proc/{pid}/task/{tid}/stat")
         except OSError:  # the thread ended
             continue
-        name = text[text.index("(") + 1:text.rindex(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+        out[name] = out.get(name, 0.0) + seconds
     return out
 
 

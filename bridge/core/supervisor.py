@@ -13,7 +13,6 @@ the CPU can be read from outside.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import sys
 import threading
@@ -34,7 +33,7 @@ def name_os_thread(name: str) -> None:
         _libc.prctl(PR_SET_NAME, name.encode()[:OS_NAME_BYTES], 0, 0, 0)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+_libc = ctypes.CDLL(None) if sys.platform == "linux" else None  # libc, already loaded; no ldconfig run at start
 
 
 @dataclass

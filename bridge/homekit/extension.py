@@ -13,9 +13,7 @@ which fails 3 pairings in 256.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from pyhap.accessory import Bridge
 
 from bridge.core.directory import NodeChange, NodeEvent
 from bridge.core.rooms import room_of, rooms
-from bridge.core.supervisor import name_os_thread
+from bridge.core.loop_thread import LoopThread
 from bridge.extension import Extension, ExtensionContext
 from bridge.homekit import pairing
 from bridge.homekit.accessories import RoomAccessory, make_loader, stable_aid
@@ -78,32 +76,18 @@ class HomeKitExtension(Extension):
                      if self.driver.state.paired else "not paired yet (ruview-bridge homekit pair-info)")
 
     def _serve(self) -> None:
-        loop = self.driver.loop
-        self._thread = threading.Thread(target=self._run_loop, name="homekit", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("homekit", self.driver.loop)
         try:
-            asyncio.run_coroutine_threadsafe(self.driver.async_start(), loop).result(15)
+            self._loop.start(self.driver.async_start, timeout=15)
         except Exception as exc:
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(5)
             reason = getattr(exc, "strerror", None) or exc
             raise RuntimeError(f"cannot serve HomeKit on port {self.cfg.port}: {reason} (set homekit.port)") from None
 
-    def _run_loop(self) -> None:
-        name_os_thread("homekit")
-        asyncio.set_event_loop(self.driver.loop)
-        self.driver.loop.run_forever()
-
     def stop(self) -> None:
-        loop = self.driver.loop
-        if loop.is_closed():
+        if self.driver.loop.is_closed():
             return
-        try:
-            asyncio.run_coroutine_threadsafe(self.driver.async_stop(), loop).result(10)
-        except Exception:
-            self.ctx.log.debug("homekit: stopping the HAP server took too long", exc_info=True)
-            loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(5)
+        if not self._loop.stop(self.driver.async_stop, timeout=10):
+            self.ctx.log.debug("homekit: stopping the HAP server took too long")
 
     # ------------------------------------------------------------ what HomeKit shows
 
