@@ -352,6 +352,7 @@ def test_an_inbox_runs_calls_in_order_survives_failures_and_drops_when_full():
     assert inbox.dropped == 2 and inbox.backlog == 3
     inbox.put(got.append, 9)
     inbox.start()
+    assert wait_until(lambda: got == [0, 1, 2], 5)  # the worker has room again before more come
     inbox.put(lambda: 1 / 0)
     inbox.put(got.append, 4)
     assert wait_until(lambda: got == [0, 1, 2, 4], 5)
