@@ -15,6 +15,7 @@ import pytest
 from bridge import __version__
 from tests.brokers import free_port, free_port_udp, wait_port
 from tests.mqtt_probe import Probe
+from tests.polling import wait_until
 
 CLI = [sys.executable, "-m", "bridge"]
 
@@ -112,11 +113,17 @@ def _signal_thread(pid: int, thread: str, sig: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if not hasattr(libc, "tgkill"):
         pytest.skip("needs glibc's tgkill")
-    tids = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/comm") as f:
-            tids[f.read().strip()] = int(tid)
-    assert thread in tids, tids
+    def named_threads() -> dict[str, int]:
+        tids = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    tids[f.read().strip()] = int(tid)
+            except OSError:  # the thread ended
+                pass
+        return tids
+    assert wait_until(lambda: thread in named_threads(), 15), named_threads()  # extensions start after "online"
+    tids = named_threads()
     assert libc.tgkill(pid, tids[thread], sig) == 0, ctypes.get_errno()
 
 
