@@ -9,7 +9,9 @@ datagram, to a bare loop in a process of its own: blocking `recvfrom` + `struct.
 `zlib.crc32`, no timeout. CPU seconds of both come from /proc/<pid>/stat over the same window
 (after a warm-up: 10 s of calibration, plus the paced HA announcement of every node). Target (issue 13): bridge CPU <= 2x the bare
 loop's at both rates. Also prints the bridge's CPU per thread (ingest, MQTT network, ticker ...),
-to show where it goes. Exits 1 if the bridge did not take the frames (its frame counters, read
+to show where it goes, and the floor: the ratio the bridge would have if its ingest thread cost no
+more than the bare loop (the bare loop plus the bridge's other threads: publishing, the beat).
+Exits 1 if the bridge did not take the frames (its frame counters, read
 from its retained bridge/health, must show at least 99 % of what was sent in the window).
 """
 
@@ -31,6 +33,7 @@ from tests.brokers import Mosquitto, free_port_udp
 
 WARMUP = 10.0  # seconds, plus the paced HA announcement (PACE_SECONDS a node)
 TICK = os.sysconf("SC_CLK_TCK")
+INGEST_THREAD = "nodes-udp-inges"  # the OS keeps 15 bytes of "nodes-udp-ingest"
 BARE = r'''
 import socket, struct, sys, zlib
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -69,6 +72,12 @@ def cpu_seconds_by_thread(pid: int) -> dict[str, float]:
             continue
         out[name] = out.get(name, 0.0) + seconds
     return out
+
+
+def floor_ratio(threads: dict[str, float], bare_pct: float) -> float:
+    """(bare loop + every bridge thread but ingest) / bare loop: the ratio of a free pipeline."""
+    others = sum(pct for name, pct in threads.items() if name != INGEST_THREAD)
+    return (bare_pct + others) / bare_pct if bare_pct else float("inf")
 
 
 def warmup(nodes: int) -> float:
@@ -143,6 +152,8 @@ def main() -> int:
                       f"taken by the bridge {r['taken']:,}{'' if ok else '  FAIL: frames missing'}")
                 print("      bridge threads: " + ", ".join(f"{name} {pct:.2f} %" for name, pct in r["threads"].items())
                       + f"; host steal {r['steal']:.1f} %")
+                print(f"      floor, had ingest cost no more than the bare loop: ratio "
+                      f"{floor_ratio(r['threads'], r['bare_pct']):4.2f}")
     finally:
         broker.cleanup()
     return 1 if failed else 0
