@@ -118,7 +118,7 @@ def decode_extra_us(frames: list[bytes]) -> float:
     """µs per datagram that a full decode costs beyond the bare loop's unpack + CRC (warm, here)."""
     head = struct.Struct("<IBBHI")
 
-    def bare(data: bytes) -> None:
+    def bare(data: bytes) -> None:  # what BARE (bench/nodes_cpu.py) does with each datagram
         if len(data) >= 16:
             head.unpack_from(data)
             zlib.crc32(data[:-4])
