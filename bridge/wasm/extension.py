@@ -188,12 +188,14 @@ class PluginsExtension(Extension):
         self._seen[str(directory)] = _mtime(directory)
         started = threading.Event()
         plugin.start(started)
-        started.wait(max(1.0, manifest.limits.time_per_call_ms / 1000 * 3))
-        for topic_filter in manifest.subscriptions:
-            self._subscribe(plugin, topic_filter)
+        # Registered while it starts, so they exist by the time its status says running; a call
+        # that comes meanwhile waits on the plugin's worker behind the start.
         for service in manifest.registered_services:
             domain, _, name = service.partition(".")
             self.ctx.register_service(domain, name, lambda call, p=plugin: self._plugin_service(p, call))
+        started.wait(max(1.0, manifest.limits.time_per_call_ms / 1000 * 3))
+        for topic_filter in manifest.subscriptions:  # once running, so that retained messages reach it
+            self._subscribe(plugin, topic_filter)
         self.ctx.modules.put(plugin.manifest.cog_id or plugin.domain, {**plugin.manifest.description(),
                                                                       "state": plugin.state})
         self._audit(plugin.domain, "load", version=manifest.version, module=digest, trust=verdict.how,
@@ -347,7 +349,7 @@ class PluginsExtension(Extension):
         plugin.deliver("mqtt_message", orjson.dumps(body))
 
     def _plugin_service(self, plugin: Plugin, call: ServiceCall) -> dict[str, Any]:
-        if plugin.state != "running":
+        if plugin.state not in ("running", "starting"):
             raise ServiceError(f"plugin {plugin.domain} is {plugin.state}")
         plugin.call_service(call.service, call.data)
         return {"queued": True}

@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -93,6 +93,11 @@ class Plugin:
     # ------------------------------------------------------------ lifecycle (queued on the plugin's worker)
 
     def start(self, done: threading.Event | None = None) -> None:
+        """Queue the start on the plugin's worker. Until it has run the plugin is `starting`: a
+        service call then waits in the inbox behind it, so the services can be registered before
+        the plugin says it is running."""
+        if not self.disabled:
+            self.state = "starting"
         self.inbox.put(self._start, done)
 
     def _start(self, done: threading.Event | None) -> None:

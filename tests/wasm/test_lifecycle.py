@@ -8,7 +8,10 @@ import shutil
 
 import orjson
 
+from bridge.app import Bridge
+from bridge.core.services import ServiceError
 from bridge.wasm.extension import PluginsExtension
+from bridge.wasm.host import Plugin
 from tests.homeassistant.test_discovery_schema import check_component
 from tests.test_hostile_input import pub, request
 from tests.polling import wait_until
@@ -73,6 +76,46 @@ def test_files_appearing_changing_and_going_load_reload_and_unload(mosquitto, pl
     assert status(probe, "threshold_alert", lambda s: s["state"] == "stopped", 10, mark)["reason"] == \
         "its directory is gone"
     assert bridge.modules.all() == []
+
+
+def test_a_plugin_says_running_only_once_its_services_are_registered_and_takes_calls_while_starting(
+        mosquitto, plugin_bridge, publisher, tmp_path, monkeypatch):  # noqa: F811
+    """An automation that calls a plugin's service as soon as its status says running must not be
+    told the service does not exist; a call made while it starts waits for it."""
+    plugins = tmp_path / "plugins"
+    publisher.install("threshold-alert", plugins)
+    bridge_of = {}
+    at_status, answers = [], []
+    publish_status, call = PluginsExtension._publish_status, Plugin._call
+
+    def recording_status(self, plugin):
+        at_status.append((plugin.state, bridge_of["bridge"].services.has("threshold_alert", "reset")))
+        publish_status(self, plugin)
+
+    def calling_during_setup(self, export, *buffers):
+        if export == "setup_entry":  # a call that comes while the plugin starts
+            try:
+                answers.append(bridge_of["bridge"].services.call("threshold_alert", "reset", {}))
+            except ServiceError as exc:
+                answers.append(str(exc))
+        return call(self, export, *buffers)
+
+    monkeypatch.setattr(PluginsExtension, "_publish_status", recording_status)
+    monkeypatch.setattr(Plugin, "_call", calling_during_setup)
+    monkeypatch.setattr(Bridge, "start", _remembering_start(bridge_of))
+    plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public], "entries": ENTRY})
+    assert ("running", True) in at_status, at_status
+    assert all(registered for state, registered in at_status if state == "running"), at_status
+    assert answers == [{"queued": True}], answers
+
+
+def _remembering_start(holder):
+    start = Bridge.start
+
+    def remembering(self, *args, **kwargs):
+        holder["bridge"] = self
+        return start(self, *args, **kwargs)
+    return remembering
 
 
 def test_bridge_requests_list_unload_load_and_reload(mosquitto, plugin_bridge, make_probe,  # noqa: F811
