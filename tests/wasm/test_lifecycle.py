@@ -8,7 +8,6 @@ import shutil
 
 import orjson
 
-from bridge.app import Bridge
 from bridge.core.services import ServiceError
 from bridge.wasm.extension import PluginsExtension
 from bridge.wasm.host import Plugin
@@ -83,39 +82,31 @@ def test_a_plugin_says_running_only_once_its_services_are_registered_and_takes_c
     """An automation that calls a plugin's service as soon as its status says running must not be
     told the service does not exist; a call made while it starts waits for it."""
     plugins = tmp_path / "plugins"
-    publisher.install("threshold-alert", plugins)
-    bridge_of = {}
+    plugins.mkdir()
+    bridge, host, _ = plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public],
+                                                "entries": ENTRY})
     at_status, answers = [], []
-    publish_status, call = PluginsExtension._publish_status, Plugin._call
+    publish_status, call = host.services.publish_status, Plugin._call
 
-    def recording_status(self, plugin):
-        at_status.append((plugin.state, bridge_of["bridge"].services.has("threshold_alert", "reset")))
-        publish_status(self, plugin)
+    def recording_status(plugin):
+        at_status.append((plugin.state, bridge.services.has("threshold_alert", "reset")))
+        publish_status(plugin)
 
     def calling_during_setup(self, export, *buffers):
         if export == "setup_entry":  # a call that comes while the plugin starts
             try:
-                answers.append(bridge_of["bridge"].services.call("threshold_alert", "reset", {}))
+                answers.append(bridge.services.call("threshold_alert", "reset", {}))
             except ServiceError as exc:
                 answers.append(str(exc))
         return call(self, export, *buffers)
 
-    monkeypatch.setattr(PluginsExtension, "_publish_status", recording_status)
+    monkeypatch.setattr(host.services, "publish_status", recording_status)
     monkeypatch.setattr(Plugin, "_call", calling_during_setup)
-    monkeypatch.setattr(Bridge, "start", _remembering_start(bridge_of))
-    plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public], "entries": ENTRY})
-    assert ("running", True) in at_status, at_status
+    target = publisher.install("threshold-alert", tmp_path / "staging")
+    shutil.move(str(target), plugins / "threshold-alert")
+    assert wait_until(lambda: any(state == "running" for state, _ in at_status), 10), at_status
     assert all(registered for state, registered in at_status if state == "running"), at_status
     assert answers == [{"queued": True}], answers
-
-
-def _remembering_start(holder):
-    start = Bridge.start
-
-    def remembering(self, *args, **kwargs):
-        holder["bridge"] = self
-        return start(self, *args, **kwargs)
-    return remembering
 
 
 def test_bridge_requests_list_unload_load_and_reload(mosquitto, plugin_bridge, make_probe,  # noqa: F811
