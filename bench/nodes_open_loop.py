@@ -91,7 +91,7 @@ def build_sender(tmp: str) -> str:
     return exe
 
 
-def write_pool(path: str, datagrams: int) -> int:
+def write_pool(path: str, datagrams: int) -> list[bytes]:
     """The simulated nodes' datagrams in time order, enough for a whole step: replayed from the
     start again, the pool would make every node look rebooted and its room change, at a rate
     real nodes never reach (with a 60,000-datagram pool at 120,000/s, twice a second)."""
@@ -100,17 +100,6 @@ def write_pool(path: str, datagrams: int) -> int:
     with open(path, "wb") as f:
         for data in frames:
             f.write(struct.pack("<H", len(data)) + data)
-    return len(frames)
-
-
-def read_pool(path: str, limit: int) -> list[bytes]:
-    with open(path, "rb") as f:
-        blob = f.read()
-    frames, off = [], 0
-    while off + 2 <= len(blob) and len(frames) < limit:
-        (length,) = struct.unpack_from("<H", blob, off)
-        frames.append(blob[off + 2:off + 2 + length])
-        off += 2 + length
     return frames
 
 
@@ -201,8 +190,9 @@ def main() -> int:
     base = "openloop"
     with tempfile.TemporaryDirectory() as tmp:
         sender, pool = build_sender(tmp), os.path.join(tmp, "pool.bin")
-        n = write_pool(pool, max(rates) * int(args.seconds + 1))
-        extra = decode_extra_us(read_pool(pool, 100_000))
+        frames = write_pool(pool, max(rates) * int(args.seconds + 1))
+        n, extra = len(frames), decode_extra_us(frames[:100_000])
+        del frames
         udp, bare_port = free_port_udp(), free_port_udp()
         bridge = bridge_process({"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"health_interval": 1},
                                  "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, tmp)
