@@ -39,28 +39,28 @@ def _clean_copy(dest: Path) -> None:
 
 
 DRIVER = r'''
-import json, os, signal, socket, subprocess, sys, time
+import json, os, re, signal, socket, subprocess, sys, time
 clone, blocks = sys.argv[1], json.loads(sys.argv[2])
+sys.path.insert(0, clone)
+from tests.mosquitto_sub import MosquittoSub  # ended by SIGKILL: a signalled mosquitto_sub can hang
+
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-helpers = []
+subscribers = []
 
 
-def helper(command, **kw):
+def subscriber(command, confirm=False):
     # a client running beside the user's commands; never outlives this script
-    proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True, **kw)
-    helpers.append(proc)
-    return proc
+    sub = MosquittoSub(command, confirm=confirm)
+    subscribers.append(sub)
+    return sub
 
 
-def stop(proc):
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    return proc.communicate(timeout=10)[0].splitlines()
+def bridge_says(*wanted):
+    # every wanted line, or a line that starts with it, has been printed
+    return lambda lines: all(any(line == w or line.startswith(w + " ") for line in lines) for w in wanted)
 
 
+ONLINE, OFFLINE = 'ruview/bridge/state {"state":"online"}', 'ruview/bridge/state {"state":"offline"}'
 result = {}
 log = open(os.path.join(clone, "bridge.log"), "w")
 run = subprocess.Popen(["sh", "-c", blocks["run"]], cwd=clone, stdout=log, stderr=subprocess.STDOUT,
@@ -74,33 +74,34 @@ try:
         except OSError:
             time.sleep(0.5)
     result["listening"] = run.poll() is None
-    time.sleep(3)  # the bridge connects to the broker it started
-    watch = helper(blocks["watch"] + " -W 3")  # the README's command, bounded to 3 s
-    watch.wait(15)
-    result["watch"] = stop(watch)
-    answers = helper("mosquitto_sub -v -t 'ruview/bridge/response/#' -C 1 -W 10")
-    time.sleep(1)
+    watch = subscriber(blocks["watch"])  # the README's command, as printed
+    watch.wait_for(bridge_says(ONLINE, "ruview/bridge/info", "ruview/bridge/health"), 60)
+    result["watch"] = watch.kill()
+    answers = subscriber("mosquitto_sub -v -t 'ruview/bridge/response/#' -C 1", confirm=True)
+    result["answers_subscribed"] = answers.subscribed(30)
     subprocess.run(blocks["ask"], shell=True, timeout=10)
-    answers.wait(15)
-    result["answer"] = stop(answers)
-    nodes = helper("mosquitto_sub -v -t 'ruview/node/#' -W 120")
-    time.sleep(1)
+    answers.wait_exit(15)
+    result["answer"] = answers.kill()
+    nodes = subscriber("mosquitto_sub -v -t 'ruview/node/#'", confirm=True)
+    result["nodes_subscribed"] = nodes.subscribed(30)
     sim = subprocess.run(blocks["simulate"], shell=True, cwd=clone, capture_output=True, text=True, timeout=120)
     result["simulate_exit"], result["simulate_said"] = sim.returncode, sim.stderr.splitlines()
-    time.sleep(1)
-    result["nodes"] = stop(nodes)
-    state = helper("mosquitto_sub -v -t ruview/bridge/state -W 60")
-    time.sleep(1)
+    expected = [re.compile(pattern) for pattern in blocks["node_lines"]]
+    nodes.wait_for(lambda lines: all(any(p.fullmatch(line) for line in lines) for p in expected), 15)
+    result["nodes"] = nodes.kill()
+    state = subscriber("mosquitto_sub -v -t ruview/bridge/state")
+    state.wait_for(bridge_says(ONLINE), 30)  # its retained state: the subscription is in place
     os.killpg(run.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground process group
     result["run_exit"] = run.wait(30)
-    time.sleep(0.5)
-    result["state"] = stop(state)
+    state.wait_for(bridge_says(OFFLINE), 30)
+    result["state"] = state.kill()
 finally:
-    for proc in helpers + [run]:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    for sub in subscribers:
+        sub.kill()
+    try:
+        os.killpg(run.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     log.close()
     result["log"] = open(os.path.join(clone, "bridge.log")).read()[-4000:]
     print(json.dumps(result))
@@ -118,6 +119,8 @@ def test_the_readmes_first_command_and_examples_behave_as_printed(tmp_path):
     watch = next(b for b in blocks if b.startswith("mosquitto_sub")).strip()
     ask_cmd, ask_says = next(b for b in blocks if b.startswith("mosquitto_pub")).strip().splitlines()
     sim_block = next(b for b in blocks if "ruview-node simulate" in b).strip().splitlines()
+    node_lines = [".*".join(re.escape(part) for part in comment.removeprefix("# ").split("..."))
+                  for comment in sim_block[1:]]
 
     clone = tmp_path / "ruview-bridge"
     _clean_copy(clone)
@@ -133,7 +136,8 @@ def test_the_readmes_first_command_and_examples_behave_as_printed(tmp_path):
            "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheels), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     assert subprocess.run(["sh", "-c", "command -v python3"], env=env, capture_output=True,
                           text=True).stdout.strip() == SYSTEM_PYTHON
-    commands = {"run": blocks[0].strip(), "watch": watch, "ask": ask_cmd, "simulate": sim_block[0]}
+    commands = {"run": blocks[0].strip(), "watch": watch, "ask": ask_cmd, "simulate": sim_block[0],
+                "node_lines": node_lines}
     out = subprocess.run(["unshare", "-n", SYSTEM_PYTHON, "-c", DRIVER, str(clone), json.dumps(commands)],
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -147,12 +151,13 @@ def test_the_readmes_first_command_and_examples_behave_as_printed(tmp_path):
     assert {"ruview/bridge/info", "ruview/bridge/health"} <= set(topics)
     assert all(t.startswith("ruview/") for t in topics), topics
     # the request is answered exactly as the README prints it
+    assert r["answers_subscribed"], "mosquitto_sub saw no SUBACK for ruview/bridge/response/#"
     assert r["answer"] == [ask_says.removeprefix("# ")], r["answer"]
     # the simulation: the node states and events the README shows
     assert r["simulate_exit"] == 0, r["simulate_said"]
     assert any("a person walks in" in line for line in r["simulate_said"])
-    for comment in sim_block[1:]:
-        pattern = ".*".join(re.escape(part) for part in comment.removeprefix("# ").split("..."))
+    assert r["nodes_subscribed"], "mosquitto_sub saw no SUBACK for ruview/node/#"
+    for comment, pattern in zip(sim_block[1:], node_lines):
         assert any(re.fullmatch(pattern, line) for line in r["nodes"]), (comment, r["nodes"][-5:])
     # Ctrl-C: a clean stop that says offline
     assert r["run_exit"] in (0, -2, 130), r["log"]
