@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 
 from bridge.mqtt.embedded import EmbeddedBroker
 from tests.brokers import free_port, free_port_udp, wait_port
+from tests.mosquitto_sub import MosquittoSub
 from tests.mqtt_probe import Probe
 from tests.polling import wait_until
 
@@ -60,17 +61,14 @@ def sub(port: int, *args: str, timeout: float = 5) -> list[str]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_readmes_one_shot_request_is_answered_every_time(bridge_on_embedded, version):
     port, proc = bridge_on_embedded
-    answers = subprocess.Popen([SUB, "-p", str(port), "-V", version, "-v", "-t", "ruview/bridge/response/#",
-                                "-C", "20", "-W", "20"], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.5)  # mosquitto_sub has no "subscribed" signal of its own
+    with MosquittoSub([SUB, "-p", str(port), "-V", version, "-v", "-t", "ruview/bridge/response/#", "-C", "20"],
+                      confirm=True) as answers:
+        assert answers.subscribed(10)
         for i in range(20):
             subprocess.run([PUB, "-p", str(port), "-V", version, "-t", "ruview/bridge/request/health_check",
                             "-m", f'{{"transaction": {i}}}'], check=True, timeout=10)
-        out, _ = answers.communicate(timeout=25)
-    finally:
-        answers.kill()
-    lines = out.splitlines()
+        assert answers.wait_exit(25) == 0, answers.messages
+        lines = answers.messages
     assert len(lines) == 20, lines
     assert all(line.startswith('ruview/bridge/response/health_check {"status":"ok","data":{"healthy":true}')
                for line in lines)
@@ -79,7 +77,14 @@ def test_the_readmes_one_shot_request_is_answered_every_time(bridge_on_embedded,
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_subscriber_gets_only_its_own_topics_each_once(bridge_on_embedded, version):
     port, _ = bridge_on_embedded
-    lines = sub(port, "-V", version, "-v", "--retained-only", "-t", "ruview/#", "-W", "2")
+    with MosquittoSub([SUB, "-p", str(port), "-V", version, "-v", "--retained-only", "-t", "ruview/#"],
+                      confirm=True) as retained:
+        assert retained.subscribed(10)
+        # a live (not retained) message ends --retained-only; the broker sent every retained one before it
+        subprocess.run([PUB, "-p", str(port), "-t", "ruview/bridge/request/health_check", "-m", "{}"],
+                       check=True, timeout=10)
+        assert retained.wait_exit(15) is not None, retained.messages
+        lines = retained.messages
     topics = [line.split(" ", 1)[0] for line in lines]
     assert topics and all(t.startswith("ruview/") for t in topics), topics[:5]
     assert len(topics) == len(set(topics)), "a retained message came more than once"
@@ -121,15 +126,24 @@ def test_an_unknown_protocol_version_is_refused_at_once_with_the_right_connack(e
 
 
 def _client(port, v5=True, client_id="", will=None, **kw):
+    """A paho client, connected (its CONNACK in): (client, the messages it receives)."""
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                    protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
+                    protocol=paho.MQTTv5 if v5 else paho.MQTTv311, userdata=set())
     got = []
     c.on_message = lambda cl, ud, m: got.append(m)
+    c.on_subscribe = lambda cl, acked, mid, codes, props: acked.add(mid)
     if will:
         c.will_set(*will)
     c.connect("127.0.0.1", port, **kw)
     c.loop_start()
+    assert wait_until(c.is_connected, 5), f"no CONNACK for {client_id or 'a client'}"
     return c, got
+
+
+def _subscribed(client: paho.Client, request: tuple[int, int | None]) -> None:
+    """Wait for the SUBACK of client.subscribe(...)'s request, instead of sleeping."""
+    rc, mid = request
+    assert rc == paho.MQTT_ERR_SUCCESS and wait_until(lambda: mid in client.user_data_get(), 5), (rc, mid)
 
 
 def test_retained_wildcards_will_and_unsubscribe(embedded):
@@ -148,14 +162,13 @@ def test_retained_wildcards_will_and_unsubscribe(embedded):
     assert [(m.topic, m.payload) for m in late.messages] == [("home/a/temp", b"21")]
 
     dying, _ = _client(port, v5=False, client_id="dying", will=("home/dying/status", b"gone", 1, True))
-    time.sleep(0.2)
     dying._sock.close()  # no DISCONNECT: the broker publishes the will
     late.wait_topic("home/dying/status", 5)
     polite, _ = _client(port, client_id="polite", will=("home/polite/status", b"gone", 1))
     polite.disconnect()
     polite.loop_stop()
     late.client.unsubscribe("home/#")
-    time.sleep(0.2)
+    late.flush()  # the broker takes a client's packets in order: the UNSUBSCRIBE is done
     late.clear()
     pub.publish("home/a/temp", b"22", 1).wait_for_publish(5)
     probe.wait_topic("home/a/temp", 5)
@@ -171,13 +184,12 @@ def test_no_local_retain_as_published_and_shared_subscriptions(embedded):
     port = embedded.port
     me, mine = _client(port, client_id="me")
     from paho.mqtt.subscribeoptions import SubscribeOptions
-    me.subscribe([("loop/#", SubscribeOptions(qos=1, noLocal=True)),
-                  ("rap/#", SubscribeOptions(qos=1, retainAsPublished=True))])
+    _subscribed(me, me.subscribe([("loop/#", SubscribeOptions(qos=1, noLocal=True)),
+                                  ("rap/#", SubscribeOptions(qos=1, retainAsPublished=True))]))
     a, got_a = _client(port, client_id="a")
     b, got_b = _client(port, client_id="b")
     for c in (a, b):
-        c.subscribe("$share/g/work/+", 1)
-    time.sleep(0.3)
+        _subscribed(c, c.subscribe("$share/g/work/+", 1))
     me.publish("loop/x", b"own", 1).wait_for_publish(5)
     a.publish("loop/x", b"theirs", 1).wait_for_publish(5)
     a.publish("rap/x", b"kept", 1, retain=True).wait_for_publish(5)
@@ -197,8 +209,7 @@ def test_no_local_retain_as_published_and_shared_subscriptions(embedded):
 def test_mqtt5_properties_pass_through_and_retained_messages_expire(embedded):
     port = embedded.port
     listener, got = _client(port)
-    listener.subscribe("rpc/#", 1)
-    time.sleep(0.2)
+    _subscribed(listener, listener.subscribe("rpc/#", 1))
     sender, _ = _client(port)
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic, props.CorrelationData = "rpc/reply", b"c-1"
