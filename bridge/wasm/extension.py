@@ -39,6 +39,8 @@ from bridge.wasm.runtime import Runtime, check_module
 MAX_MODULE_BYTES = 16 * 1024 * 1024
 TICK = 1.0  # seconds between time_changed events
 
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
 
 class PluginError(Exception):
     """A plugin that cannot be loaded; str() names its directory and the cause."""
@@ -59,8 +61,8 @@ class PluginsExtension(Extension):
         self.rejected: dict[str, dict[str, Any]] = {}  # status topic key -> status
         self.entities: dict[str, dict[str, dict[str, Any]]] = {}  # plugin domain -> entity id -> config
         self._routes: dict[str, list] = {}  # plugin domain -> MQTT routes
-        self._seen: dict[str, float] = {}  # plugin directory -> newest mtime, for the watcher
-        self._settling: dict[str, float] = {}  # plugin directory -> mtime of a change not yet acted on
+        self._seen: dict[str, Fingerprint] = {}  # plugin directory -> its files as last read, for the watcher
+        self._settling: dict[str, Fingerprint] = {}  # plugin directory -> a change not yet acted on
         self._alone = not ctx.topics.share_group
         if not self.cfg.trusted_keys and not self.cfg.allow_unsigned:
             ctx.log.warning("plugins: plugins.trusted_keys is empty, so no plugin can load; add the "
@@ -107,7 +109,7 @@ class PluginsExtension(Extension):
         """Load every plugin found, dependencies first; refuse those whose dependency is missing."""
         candidates: dict[str, tuple[Path, Manifest]] = {}
         for directory in self.plugin_dirs():
-            self._seen[str(directory)] = _mtime(directory)
+            self._seen[str(directory)] = _fingerprint(directory)
             try:
                 manifest = load_manifest(directory)
             except ManifestError as exc:
@@ -141,7 +143,12 @@ class PluginsExtension(Extension):
         return self._activate(directory, *prepared)
 
     def _prepare(self, directory: Path, replacing: str | None = None):
-        """Everything short of running it: manifest, trust, permissions, compile, ABI."""
+        """Everything short of running it: manifest, trust, permissions, compile, ABI.
+
+        The files' fingerprint is taken before they are read, so a change that lands while they
+        are verified or compiled is one the watcher still sees.
+        """
+        files = _fingerprint(directory)
         source = str(directory / MANIFEST)
         try:
             manifest = load_manifest(directory)
@@ -178,14 +185,15 @@ class PluginsExtension(Extension):
             raise PluginError(f"{module_path}: {exc}") from None
         except Exception as exc:  # wasmtime's compile errors
             raise PluginError(f"{module_path}: not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
-        return manifest, module, verdict, compiled, trust.digest(module_bytes)
+        return manifest, module, verdict, compiled, trust.digest(module_bytes), files
 
-    def _activate(self, directory: Path, manifest: Manifest, module, verdict, compiled: str, digest: str) -> Plugin:
+    def _activate(self, directory: Path, manifest: Manifest, module, verdict, compiled: str, digest: str,
+                  files: Fingerprint) -> Plugin:
         plugin = Plugin(directory, manifest, module, self.runtime, self.services, trust=verdict.how,
                         compiled=compiled)
         self.plugins[manifest.domain] = plugin
         self.rejected.pop(manifest.domain, None)
-        self._seen[str(directory)] = _mtime(directory)
+        self._seen[str(directory)] = files
         started = threading.Event()
         plugin.start(started)
         # Registered while it starts, so they exist by the time its status says running; a call
@@ -260,15 +268,15 @@ class PluginsExtension(Extension):
                     self.ctx.mqtt.publish(self.topics.plugin_status(key), b"", qos=1, retain=True)
             loaded = {str(p.directory): domain for domain, p in self.plugins.items()}
             for key, directory in present.items():
-                mtime = _mtime(directory)
-                if mtime == self._seen.get(key):
+                files = _fingerprint(directory)
+                if files == self._seen.get(key):
                     self._settling.pop(key, None)
                     continue
-                if self._settling.get(key) != mtime:
-                    self._settling[key] = mtime  # changed since the last look: wait until it holds still
+                if self._settling.get(key) != files:
+                    self._settling[key] = files  # changed since the last look: wait until it holds still
                     continue
                 self._settling.pop(key, None)
-                self._seen[key] = mtime
+                self._seen[key] = files
                 if key in loaded:
                     self.ctx.log.info("plugins: %s changed; reloading", directory)
                     try:
@@ -443,15 +451,19 @@ class PluginsExtension(Extension):
             raise ApiError(str(exc)) from None
 
 
-def _mtime(directory: Path) -> float:
-    """The newest modification time of the plugin's files (manifest and module)."""
-    newest = 0.0
-    for path in (directory, directory / MANIFEST, *directory.glob("*.wasm")):
+def _fingerprint(directory: Path) -> Fingerprint:
+    """What the watcher compares: the name, inode, size and modification time of the directory,
+    its manifest and its modules. Inode and size also catch a file rewritten, or swapped in by a
+    rename, within one tick of the filesystem's clock, where the modification time alone would not
+    change."""
+    files = []
+    for path in (directory, directory / MANIFEST, *sorted(directory.glob("*.wasm"))):
         try:
-            newest = max(newest, path.stat().st_mtime_ns / 1e9)
+            stat = path.stat()
         except OSError:
-            pass
-    return newest
+            continue
+        files.append((path.name, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(files)
 
 
 def _manifest_or_none(directory: Path) -> Manifest | None:

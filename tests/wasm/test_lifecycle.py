@@ -4,6 +4,7 @@ from the compile cache; status on MQTT; the registry agents read; the privacy ga
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import orjson
@@ -75,6 +76,38 @@ def test_files_appearing_changing_and_going_load_reload_and_unload(mosquitto, pl
     assert status(probe, "threshold_alert", lambda s: s["state"] == "stopped", 10, mark)["reason"] == \
         "its directory is gone"
     assert bridge.modules.all() == []
+
+
+def test_a_change_that_lands_while_a_plugin_loads_is_still_acted_on(mosquitto, plugin_bridge, make_probe,  # noqa: F811
+                                                                   publisher, tmp_path, monkeypatch):  # noqa: F811
+    """The watcher remembers the files as they were when they were read, not as they are once the
+    plugin has started: an edit made while 1.0.1 is being verified is seen and judged afterwards."""
+    plugins = tmp_path / "plugins"
+    publisher.install("threshold-alert", plugins)
+    probe = make_probe(mosquitto, "ruview/plugin/+/status")
+    _, host, _ = plugin_bridge(mosquitto, {"dirs": [str(plugins)], "trusted_keys": [publisher.public],
+                                           "entries": ENTRY})
+    assert status(probe, "threshold_alert", lambda s: s["state"] == "running")["version"] == "1.0.0"
+    manifest = plugins / "threshold-alert" / "manifest.json"
+    widened = orjson.loads(manifest.read_bytes())
+    widened["version"] = "1.0.2"
+    widened["homecore_permissions"].append("state:write:*")
+    compile_module, edits = host.runtime.compile, []
+
+    def compile_while_the_file_changes(module, digest):
+        if not edits:  # the first compile after the files were read: 1.0.1's
+            manifest.write_bytes(orjson.dumps(widened))  # unsigned, so it must be refused
+            edits.append(digest)
+        return compile_module(module, digest)
+
+    monkeypatch.setattr(host.runtime, "compile", compile_while_the_file_changes)
+    signed = publisher.install("threshold-alert", tmp_path / "staging", version="1.0.1") / "manifest.json"
+    mark = len(probe.messages)
+    os.replace(signed, manifest)  # 1.0.1, signed, in one step
+    refused = status(probe, "threshold_alert", lambda s: "refused" in (s["reason"] or ""), 10, mark)
+    assert edits, "1.0.1 was never compiled"
+    assert refused["state"] == "running" and refused["version"] == "1.0.1"
+    assert "signature does not verify" in refused["reason"]
 
 
 def test_a_plugin_says_running_only_once_its_services_are_registered_and_takes_calls_while_starting(
