@@ -18,9 +18,10 @@ import threading
 import time
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+import wasmtime
 
 from bridge import names
 from bridge.core.api import ApiError
@@ -40,6 +41,16 @@ MAX_MODULE_BYTES = 16 * 1024 * 1024
 TICK = 1.0  # seconds between time_changed events
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+class Prepared(NamedTuple):
+    """A plugin verified and compiled, ready to start."""
+    manifest: Manifest
+    module: wasmtime.Module
+    verdict: trust.Verdict
+    compiled: str  # how the module was compiled: freshly, or from the cache
+    digest: str  # the module's hash, for the audit log
+    files: Fingerprint  # the files as they were read, for the watcher
 
 
 class PluginError(Exception):
@@ -137,12 +148,13 @@ class PluginsExtension(Extension):
     def load(self, directory: Path) -> Plugin:
         """Verify and start the plugin in `directory`; PluginError (and nothing changed) if it may not run."""
         prepared = self._prepare(directory)
-        if prepared[0].domain in self.plugins:
-            raise PluginError(f"{directory}: domain {prepared[0].domain} is already loaded from "
-                              f"{self.plugins[prepared[0].domain].directory} (unload it first)")
-        return self._activate(directory, *prepared)
+        domain = prepared.manifest.domain
+        if domain in self.plugins:
+            raise PluginError(f"{directory}: domain {domain} is already loaded from "
+                              f"{self.plugins[domain].directory} (unload it first)")
+        return self._activate(directory, prepared)
 
-    def _prepare(self, directory: Path, replacing: str | None = None):
+    def _prepare(self, directory: Path, replacing: str | None = None) -> Prepared:
         """Everything short of running it: manifest, trust, permissions, compile, ABI.
 
         The files' fingerprint is taken before they are read, so a change that lands while they
@@ -185,10 +197,10 @@ class PluginsExtension(Extension):
             raise PluginError(f"{module_path}: {exc}") from None
         except Exception as exc:  # wasmtime's compile errors
             raise PluginError(f"{module_path}: not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
-        return manifest, module, verdict, compiled, trust.digest(module_bytes), files
+        return Prepared(manifest, module, verdict, compiled, trust.digest(module_bytes), files)
 
-    def _activate(self, directory: Path, manifest: Manifest, module, verdict, compiled: str, digest: str,
-                  files: Fingerprint) -> Plugin:
+    def _activate(self, directory: Path, prepared: Prepared) -> Plugin:
+        manifest, module, verdict, compiled, digest, files = prepared
         plugin = Plugin(directory, manifest, module, self.runtime, self.services, trust=verdict.how,
                         compiled=compiled)
         self.plugins[manifest.domain] = plugin
@@ -308,7 +320,7 @@ class PluginsExtension(Extension):
             self._publish_status(plugin)
             raise
         self.unload(domain, "reloading")
-        return self._activate(directory, *prepared)
+        return self._activate(directory, prepared)
 
     def _tick(self) -> None:
         data = orjson.dumps({"now": round(time.time(), 3)})
