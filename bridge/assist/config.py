@@ -10,7 +10,7 @@ from pydantic import Field
 from bridge.config import ExtensionSection, Problem, Section
 from bridge.config.types import Bool, Number, Text, _typed, expected
 
-LANGUAGE = r"[a-z]{2,3}([-_][A-Za-z]{2,4})?"
+LANGUAGE = r"[a-zA-Z]{2,3}([-_]([A-Za-z]{2,4}|\d{3}))?"  # en, en-US, sr-Latn, es-419
 INTENT_NAME = r"[A-Za-z][A-Za-z0-9_]{0,63}"
 
 

@@ -22,7 +22,7 @@ from bridge.assist.config import AssistConfig
 from bridge.assist.handlers import Handlers, Outcome
 from bridge.assist.home import NAMEABLE, build_home, key
 from bridge.assist.messages import Utterance, UtteranceError, parse_utterance, response
-from bridge.assist.pipeline import Pipeline
+from bridge.assist.pipeline import MAX_PARTS, QUERIES, Pipeline, Understood
 from bridge.assist.speech import Speech
 from bridge.assist.templates import Recognition
 from bridge.core.payload import dumps
@@ -50,7 +50,7 @@ class AssistExtension(Extension):
         self._rooms: tuple[str, ...] = tuple(sorted(rooms(ctx.nodes.all())))
         self.home = build_home(ctx.states.all(), self._rooms)
         self._rebuild_pending = False
-        self._pending: dict[str, tuple[Utterance, Message | None, float, dict | None]] = {}
+        self._pending: dict[str, tuple[Utterance, Message | None, float, dict | None, str | None]] = {}
         self._custom_intents = {e.intent for e in self.cfg.custom}
         ctx.listen("state_changed", self._on_state_changed)  # before loading: no change is missed meanwhile
         ctx.nodes.watch(self._on_node, states=False)
@@ -125,12 +125,25 @@ class AssistExtension(Extension):
     def _understand(self, u: Utterance, msg: Message | None, started: float, hermes_keep: dict | None = None) -> None:
         """Recognize, then act and answer (or ask the agent); LookupError for a language we cannot load."""
         language = u.language or self.cfg.language
-        recs = self.pipeline.recognize(u.text, language, self.home, self.cfg.satellites.get(u.site_id or ""),
-                                       u.conversation_id)
-        if not recs and self.agent.configured:
-            self._ask_agent(u, language, msg, started, hermes_keep)
+        area = self.cfg.satellites.get(u.site_id or "")
+        understood = self.pipeline.understand(u.text, language, self.home, area, u.conversation_id)
+        if understood.refusal is not None:
+            self._publish(u, language, [], [self._refusal(language, understood)], msg, started, hermes_keep,
+                          understood.refusal)
             return
-        self._finish(u, language, recs, msg, started, hermes_keep)
+        if not understood.recognitions and self.agent.configured:
+            self._ask_agent(u, language, msg, started, hermes_keep, understood.form)
+            return
+        self._finish(u, language, understood.recognitions, msg, started, hermes_keep)
+
+    def _refusal(self, language: str, understood: Understood) -> Outcome:
+        """The answer to a sentence that is not acted on, saying why in the utterance's language."""
+        why, detail = understood.refusal or "no_intent", understood.detail or ""
+        if why == "no_area":
+            return self.handlers.error(language, "no_valid_targets", "no_area", area=detail)
+        if why == "no_entity":
+            return self.handlers.error(language, "no_valid_targets", "no_entity", entity=detail)
+        return Outcome("error", self.speech.own(language, why, part=detail, parts=MAX_PARTS), "no_intent_match")
 
     def _refuse(self, u: Utterance | None, msg: Message, started: float, problem: str) -> None:
         self.counts["refused"] += 1
@@ -149,13 +162,16 @@ class AssistExtension(Extension):
             outcome = self.handlers.error(language, "no_intent_match", "no_intent")
             self._publish(u, language, [], [outcome], msg, started, hermes_keep)
             return
-        outcomes = [self.handlers.handle(rec, self.home) for rec in recs]
+        outcomes = self.handlers.handle_all(recs, self.home, self.cfg.satellites.get(u.site_id or ""))
+        if len(outcomes) != len(recs):  # one part could not be done, or the parts contradict: none was
+            self._publish(u, language, [], outcomes, msg, started, hermes_keep, "not_done")
+            return
         for rec in recs:
             self.counts[f"recognized_{rec.recognizer.split('+')[0]}"] += 1
         self._publish(u, language, recs, outcomes, msg, started, hermes_keep)
 
     def _publish(self, u: Utterance, language: str, recs: list[Recognition], outcomes: list[Outcome],
-                 msg: Message | None, started: float, hermes_keep: dict | None) -> None:
+                 msg: Message | None, started: float, hermes_keep: dict | None, reason: str | None = None) -> None:
         errors = [o for o in outcomes if o.response_type == "error"]
         kind = "error" if errors else ("query_answer" if any(o.response_type == "query_answer" for o in outcomes)
                                        else "action_done")
@@ -165,6 +181,8 @@ class AssistExtension(Extension):
                                 "failed": [t for o in outcomes for t in o.failed]}
         if errors:
             data["code"] = errors[0].code
+        if reason is not None:
+            data["reason"] = reason  # why nothing was done: a form verdict (docs/assist.md), unplaced, ...
         intents = [{"name": r.intent, "slots": r.slots, "recognizer": r.recognizer} for r in recs]
         body = response(u, language=language, response_type=kind, speech=speech,
                         intent=intents[0] if intents else None, data=data,
@@ -184,9 +202,9 @@ class AssistExtension(Extension):
     # ------------------------------------------------------------ the agent runner
 
     def _ask_agent(self, u: Utterance, language: str, msg: Message | None, started: float,
-                   hermes_keep: dict | None = None) -> None:
+                   hermes_keep: dict | None = None, form: str | None = None) -> None:
         request_id = uuid.uuid4().hex
-        self._pending[request_id] = (u, msg, started, hermes_keep)
+        self._pending[request_id] = (u, msg, started, hermes_keep, form)
         sent = self.agent.ask({"id": request_id, "text": u.text, "language": language,
                                "site_id": u.site_id, "home": self.home.context()})
         if not sent:
@@ -199,7 +217,7 @@ class AssistExtension(Extension):
         if pending is None:
             return
         self.counts["agent_failed"] += 1
-        u, msg, started, keep = pending
+        u, msg, started, keep, _form = pending
         language = u.language or self.cfg.language
         outcome = self.handlers.error(language, "no_intent_match", "no_intent")
         if why == "timeout":
@@ -211,9 +229,14 @@ class AssistExtension(Extension):
         pending = self._pending.pop(request_id, None) if isinstance(request_id, str) else None
         if pending is None:
             return  # late (already answered as a timeout) or another bridge's
-        u, msg, started, keep = pending
+        u, msg, started, keep, form = pending
         language = u.language or self.cfg.language
         rec = self._agent_intent(body.get("intent"), language, u)
+        if rec is not None and form is not None and rec.intent not in QUERIES:
+            # the agent too may only act on a command: "did I turn on the light?" is answered, not done
+            self._publish(u, language, [], [self._refusal(language, Understood(refusal=form))], msg, started, keep,
+                          form)
+            return
         self._finish(u, language, [rec] if rec is not None else [], msg, started, keep)
 
     def _agent_intent(self, intent: Any, language: str, u: Utterance) -> Recognition | None:

@@ -19,8 +19,29 @@ from bridge.core.services import ServiceError
 from bridge.core.state import State
 
 ON_OFF = {"HassTurnOn": "turn_on", "HassTurnOff": "turn_off", "HassToggle": "toggle"}
+ACTIONS = frozenset({*ON_OFF, "HassLightSet"})  # intents that call device services
+_DONE = {"HassTurnOn": "turned_on", "HassTurnOff": "turned_off", "HassToggle": "toggled", "HassLightSet": "set"}
 SWITCHABLE = ("light", "switch", "fan", "input_boolean")
 OCCUPANCY_CLASSES = ("occupancy", "presence", "motion")
+
+
+@dataclass(frozen=True)
+class Call:
+    domain: str
+    service: str
+    data: tuple[tuple[str, Any], ...]
+    entity: Entity
+
+    @property
+    def key(self) -> tuple:
+        return (self.entity.entity_id, self.service, self.data)
+
+
+@dataclass
+class Plan:
+    rec: Recognition
+    calls: list[Call]
+    targets: list[dict[str, Any]]
 
 
 @dataclass
@@ -39,97 +60,170 @@ class Handlers:
                  fire_event: Callable[[str, dict], Any], rooms_now: Callable[[], dict[str, RoomView]]) -> None:
         self.speech = speech
         self._call, self._state, self._fire, self._rooms = call_service, get_state, fire_event, rooms_now
-        self._table = {"HassTurnOn": self._switch, "HassTurnOff": self._switch, "HassToggle": self._switch,
-                       "HassLightSet": self._light_set, "HassGetState": self._get_state,
+        self._table = {"HassTurnOn": self._action, "HassTurnOff": self._action, "HassToggle": self._action,
+                       "HassLightSet": self._action, "HassGetState": self._get_state,
                        "HassNevermind": self._nevermind, "HassCancelAll": self._cancel_all,
                        "RuViewRoomPresence": self._room_presence, "RuViewOccupiedRooms": self._occupied_rooms}
 
     def handles(self, intent: str) -> bool:
         return intent in self._table
 
-    def handle(self, rec: Recognition, home: Home) -> Outcome:
+    def handle(self, rec: Recognition, home: Home, context_area: str | None = None) -> Outcome:
+        """A query or an own intent, answered (actions go through plan() and run())."""
         handler = self._table.get(rec.intent)
         if handler is None:  # an operator's own intent: automations act on ruview/assist/intent/<Intent>
             return Outcome("action_done", rec.speech or "")
-        outcome = handler(rec, home)
+        outcome = self._action(rec, home, context_area) if rec.intent in ACTIONS else handler(rec, home)
         if rec.speech and outcome.response_type != "error":
             outcome.speech = rec.speech
         return outcome
+
+    def handle_all(self, recs: list[Recognition], home: Home, context_area: str | None = None) -> list[Outcome]:
+        """One sentence's intents: every action planned first, then all done, or none.
+
+        A part that cannot be done, or parts that contradict each other (on and off, or two
+        brightnesses, for one device), leave the whole sentence undone; a command said twice
+        is done once."""
+        plans: dict[int, Plan] = {}
+        for i, rec in enumerate(recs):
+            if rec.intent in ACTIONS:
+                plan = self.plan(rec, home, context_area)
+                if isinstance(plan, Outcome):
+                    return [plan]
+                plans[i] = plan
+        wanted: dict[str, set[tuple]] = {}
+        for plan in plans.values():
+            for call in plan.calls:
+                wanted.setdefault(call.entity.entity_id, set()).add((call.service, call.data))
+        clash = next((e for e, asks in wanted.items()
+                      if len({svc for svc, _ in asks}) > 1 or len({d for _, d in asks if d}) > 1), None)
+        if clash is not None:
+            name = next(c.entity.name for p in plans.values() for c in p.calls if c.entity.entity_id == clash)
+            return [self.error(recs[0].language, "no_intent_match", "contradiction", entity=name)]
+        done: set[tuple] = set()
+        out = []
+        for i, rec in enumerate(recs):
+            outcome = self.run(plans[i], done) if i in plans else self.handle(rec, home, context_area)
+            if rec.speech and outcome.response_type != "error":
+                outcome.speech = rec.speech
+            out.append(outcome)
+        return out
+
+    def _action(self, rec: Recognition, home: Home, context_area: str | None = None) -> Outcome:
+        plan = self.plan(rec, home, context_area)
+        return plan if isinstance(plan, Outcome) else self.run(plan)
 
     def error(self, language: str, code: str, key: str, **values: Any) -> Outcome:
         return Outcome("error", self.speech.error(language, key, **values), code)
 
     # ------------------------------------------------------------ targets
 
-    def resolve(self, rec: Recognition, home: Home) -> list[Entity] | Outcome:
+    def resolve(self, rec: Recognition, home: Home, context_area: str | None = None) -> list[Entity] | Outcome:
+        """The entities a recognition names, as Home Assistant resolves them, or the error to answer.
+
+        A name shared by several entities acts only when an area in the sentence, or else the
+        satellite's area, leaves exactly one; otherwise the answer says which areas have it."""
         s, lang = rec.slots, rec.language
         area, floor = s.get("area"), s.get("floor")
         home_area = home.area(str(area)) if area is not None else None
         home_floor = home.floor(str(floor)) if floor is not None else None
         if area is not None and home_area is None:
             return self.error(lang, "no_valid_targets", "no_area", area=area)
+        if floor is not None and home_floor is None:
+            return self.error(lang, "no_valid_targets", "no_floor", floor=floor)
         domains = s.get("domain")
         domains = {domains} if isinstance(domains, str) else set(domains or ())
+        if rec.domains:
+            domains = (domains & set(rec.domains)) if domains else set(rec.domains)
+            if not domains:
+                return self.error(lang, "no_valid_targets", "no_targets")
         device_class = s.get("device_class")
-        if s.get("name") is not None:
-            found = home.named(str(s["name"]))
-            if not found:
-                return self.error(lang, "no_valid_targets", "no_entity", entity=s["name"])
-            narrowed = [e for e in found if (area is None or e.area == home_area)
-                        and (floor is None or e.floor == home_floor)]
-            found = narrowed or (found if area is None and floor is None else [])
-        else:
-            found = home.in_area(area, floor) if (area or floor) else list(home.entities)
-        found = [e for e in found if (not domains or e.domain in domains)
-                 and (device_class is None or e.device_class == device_class)]
+
+        def fits(e: Entity) -> bool:
+            return (not domains or e.domain in domains) and (device_class is None or e.device_class == device_class)
+
+        if s.get("name") is None:
+            found = [e for e in (home.in_area(area, floor) if (area or floor) else list(home.entities)) if fits(e)]
+            return found or self.error(lang, "no_valid_targets", "no_targets")
+        named = home.named(str(s["name"]))
+        if not named:
+            return self.error(lang, "no_valid_targets", "no_entity", entity=s["name"])
+        found = [e for e in named if fits(e)]
         if not found:
             return self.error(lang, "no_valid_targets", "no_targets")
+        if home_area is not None or home_floor is not None:
+            found = [e for e in found if (home_area is None or e.area == home_area)
+                     and (home_floor is None or e.floor == home_floor)]
+            if not found:
+                return self.error(lang, "no_valid_targets", "no_entity_in_area", entity=s["name"],
+                                  area=home_area or home_floor)
+        elif len(found) > 1 and context_area:
+            here = [e for e in found if e.area and key(e.area) == key(context_area)]
+            found = here if len(here) == 1 else found
+        if len(found) > 1:
+            areas = sorted({e.area for e in found if e.area})
+            out = self.error(lang, "no_valid_targets", "duplicate_entities", entity=found[0].name)
+            if areas:
+                out.speech = f"{out.speech} {self.speech.own(lang, 'duplicate_areas', areas=self.speech.join(lang, areas))}"
+            return out
         return found
 
     # ------------------------------------------------------------ actions
 
-    def _act(self, rec: Recognition, home: Home, service_for: Callable[[Entity], tuple[str, str, dict]]) -> Outcome:
-        found = self.resolve(rec, home)
+    def plan(self, rec: Recognition, home: Home, context_area: str | None = None) -> Plan | Outcome:
+        """The service calls an action would make, nothing called yet; or the error to answer."""
+        found = self.resolve(rec, home, context_area)
         if isinstance(found, Outcome):
             return found
-        out = Outcome("action_done", "", targets=_general_targets(rec), acted_on=found)
-        errors = []
-        for entity in found:
-            domain, service, data = service_for(entity)
+        if rec.intent in ON_OFF:
+            service = ON_OFF[rec.intent]
+            calls = [Call(e.domain if e.domain in SWITCHABLE else "homeassistant", service, (), e) for e in found]
+        else:  # HassLightSet
+            data: dict[str, Any] = {}
+            if "brightness" in rec.slots:
+                data["brightness_pct"] = rec.slots["brightness"]
+            if "color" in rec.slots:
+                data["color_name"] = str(rec.slots["color"])
+            if not data:
+                return self.error(rec.language, "failed_to_handle", "handle_error")
+            lights = [e for e in found if e.domain == "light"]
+            if not lights:
+                return self.error(rec.language, "no_valid_targets", "no_targets")
+            calls = [Call("light", "turn_on", tuple(sorted(data.items())), e) for e in lights]
+        return Plan(rec, calls, _general_targets(rec))
+
+    def run(self, plan: Plan, already: set[tuple] | None = None) -> Outcome:
+        """Make a plan's calls (each one once, across the plans of one sentence) and say what was done."""
+        rec = plan.rec
+        out = Outcome("action_done", "", targets=plan.targets, acted_on=[c.entity for c in plan.calls])
+        done = already if already is not None else set()
+        for call in plan.calls:
+            if call.key in done:
+                out.success.append(call.entity.as_target())  # "turn on the fan and turn on the fan": once
+                continue
+            done.add(call.key)
             try:
-                self._call(domain, service, {"entity_id": entity.entity_id, **data})
-                out.success.append(entity.as_target())
-            except ServiceError as exc:
-                out.failed.append(entity.as_target())
-                errors.append(str(exc))
+                self._call(call.domain, call.service, {"entity_id": call.entity.entity_id, **dict(call.data)})
+                out.success.append(call.entity.as_target())
+            except ServiceError:
+                out.failed.append(call.entity.as_target())
         if not out.success:
             out.response_type, out.code = "error", "failed_to_handle"
-            out.speech = self.speech.own(rec.language, "failed", error=errors[0] if errors else "?")
+            names = self.speech.join(rec.language, [c.entity.name for c in plan.calls])
+            out.speech = self.speech.own(rec.language, "failed", names=names)
             return out
+        found = [c.entity for c in plan.calls]
         views = [_state_view(e, self._state(e.entity_id)) for e in found]
         context = {"slots": _slot_texts(rec, found), "state": views[0],
                    "query": {"matched": views, "unmatched": []}}
-        out.speech = (self.speech.intent(rec.language, rec.intent, rec.response, context)
-                      or self.speech.own(rec.language, "done"))
+        several = len({e.entity_id for e in found}) > 1 and rec.slots.get("name") is not None
+        speech = None if several else self.speech.intent(rec.language, rec.intent, rec.response, context)
+        out.speech = speech or self.speech.own(rec.language, _DONE.get(rec.intent, "done"),
+                                               names=self.speech.join(rec.language, [e.name for e in found]))
+        if out.failed:
+            names = self.speech.join(rec.language, [t["name"] for t in out.failed])
+            out.speech = f"{out.speech} {self.speech.own(rec.language, 'failed', names=names)}"
         return out
-
-    def _switch(self, rec: Recognition, home: Home) -> Outcome:
-        service = ON_OFF[rec.intent]
-
-        def service_for(e: Entity) -> tuple[str, str, dict]:
-            return (e.domain if e.domain in SWITCHABLE else "homeassistant", service, {})
-        return self._act(rec, home, service_for)
-
-    def _light_set(self, rec: Recognition, home: Home) -> Outcome:
-        data: dict[str, Any] = {}
-        if "brightness" in rec.slots:
-            data["brightness_pct"] = rec.slots["brightness"]
-        if "color" in rec.slots:
-            data["color_name"] = str(rec.slots["color"])
-        if not data:
-            return self.error(rec.language, "failed_to_handle", "handle_error")
-        rec.slots.setdefault("domain", "light")
-        return self._act(rec, home, lambda e: ("light", "turn_on", data))
 
     def _nevermind(self, rec: Recognition, home: Home) -> Outcome:
         return Outcome("action_done", self.speech.intent(rec.language, rec.intent, rec.response, {}) or "")

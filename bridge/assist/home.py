@@ -9,28 +9,17 @@ from utterance text.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from bridge.assist.text import key, words
 from bridge.core.state import State
 
 # domains an utterance can name (what discovery-in and statestream bring)
 NAMEABLE = frozenset({"light", "switch", "fan", "cover", "lock", "climate", "binary_sensor", "sensor",
                       "media_player", "person", "valve", "scene", "script", "input_boolean", "vacuum"})
 
-_WORD = re.compile(r"[\w%°']+", re.UNICODE)
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words of a text, punctuation dropped (as hassil compares them)."""
-    text = unicodedata.normalize("NFC", text).lower().replace("’", "'")
-    return _WORD.findall(text)
-
-
-def key(text: str) -> str:
-    return " ".join(words(text))
+__all__ = ["Entity", "Home", "Span", "build_home", "key", "words", "NAMEABLE"]
 
 
 @dataclass(frozen=True)

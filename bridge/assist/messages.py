@@ -1,8 +1,9 @@
 """The assist topics' payloads: an utterance in (text or JSON), a response out (HA's shape).
 
-Fail closed (ADR-133 §6): more than 4096 bytes, invalid UTF-8, an empty text or a JSON body
-that is not what the contract says is refused with an `error` answer naming the problem, and
-nothing is acted on. Ids are echoed only when they are plain strings or numbers.
+Fail closed (ADR-133 §6): more than 4096 bytes, invalid UTF-8, an empty text, a control or
+invisible character (NUL, zero-width, a direction override), or a JSON body that is not what the
+contract says is refused with an `error` answer naming the problem, and nothing is acted on.
+Ids are echoed only when they are plain strings or numbers, on every answer, refusals included.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import re
+import unicodedata
+
 import orjson
 
 MAX_UTTERANCE = 4096
+MAX_SCANNED = 1 << 20  # an over-long or broken body is searched this far for its ids
 _TEXT_KEYS = ("text", "language", "site_id", "conversation_id")
+_HIDDEN = {"Cc", "Cf", "Co", "Cn", "Cs"}  # controls, format (zero-width, direction overrides), private, unassigned
+_ID_FIELD = re.compile(r'"(id|conversation_id)"\s*:\s*("(?:[^"\\]|\\.){0,200}"|-?\d{1,18})')
 
 
 class UtteranceError(ValueError):
@@ -33,20 +40,20 @@ class Utterance:
 
 def parse_utterance(payload: bytes) -> Utterance:
     if len(payload) > MAX_UTTERANCE:
-        raise UtteranceError(f"an utterance may have at most {MAX_UTTERANCE} bytes, this one has {len(payload)}")
+        raise UtteranceError(f"an utterance may have at most {MAX_UTTERANCE} bytes, this one has {len(payload)}",
+                             _ids_of(payload))
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise UtteranceError("an utterance must be UTF-8 text") from None
-    if text.lstrip().startswith("{"):
+    if text.lstrip().startswith(("{", "[")):
         try:
             body = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
-            raise UtteranceError(f"not valid JSON: {exc}") from None
+            raise UtteranceError(f"not valid JSON: {exc}", _ids_of(payload)) from None
         if not isinstance(body, dict):
             raise UtteranceError("a JSON utterance must be an object")
-        cid = body.get("id")
-        u = Utterance("", id=cid if isinstance(cid, (str, int)) and not isinstance(cid, bool) else None)
+        u = _ids(body)
         for k in _TEXT_KEYS:
             value = body.get(k)
             if value is not None and not isinstance(value, str):
@@ -54,15 +61,48 @@ def parse_utterance(payload: bytes) -> Utterance:
             if isinstance(value, str) and len(value) > (MAX_UTTERANCE if k == "text" else 200):
                 raise UtteranceError(f'"{k}" is too long', u)
         u.text = body.get("text") or ""
-        u.language, u.site_id, u.conversation_id = body.get("language"), body.get("site_id"), body.get("conversation_id")
+        u.language, u.site_id = body.get("language"), body.get("site_id")
         text = u.text
     else:
         u = Utterance(text)
     if not text.strip():
         raise UtteranceError("the utterance is empty", u)
-    if "\x00" in text:
-        raise UtteranceError("an utterance may not contain NUL characters", u)
+    hidden = next((c for c in text if unicodedata.category(c) in _HIDDEN and c not in "\t\n\r"), None)
+    if hidden is not None:
+        what = "NUL characters" if hidden == "\x00" else f"invisible or control characters (U+{ord(hidden):04X})"
+        raise UtteranceError(f"an utterance may not contain {what}", u)
     return u
+
+
+def _ids(body: dict[str, Any]) -> Utterance:
+    """The utterance's id and conversation id, when they are plain values: echoed on every answer."""
+    rid, cid = body.get("id"), body.get("conversation_id")
+    return Utterance("", id=rid if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+                     conversation_id=cid if isinstance(cid, str) and len(cid) <= 200 else None)
+
+
+def _ids_of(payload: bytes) -> Utterance | None:
+    """The ids of an utterance refused whole (too long, not JSON), so a satellite can match the refusal:
+    from the JSON object if it is one, else from its first `"id": ...` and `"conversation_id": ...`."""
+    if len(payload) <= MAX_SCANNED:
+        try:
+            body = orjson.loads(payload)
+            return _ids(body) if isinstance(body, dict) else None
+        except orjson.JSONDecodeError:
+            pass
+    head = payload[:MAX_SCANNED].decode("utf-8", "replace")
+    found = {m.group(1): m.group(2) for m in _ID_FIELD.finditer(head)}
+    if not found:
+        return None
+    return _ids({k: orjson.loads(v) for k, v in found.items() if _loads_ok(v)})
+
+
+def _loads_ok(value: str) -> bool:
+    try:
+        orjson.loads(value)
+        return True
+    except orjson.JSONDecodeError:
+        return False
 
 
 def response(utterance: Utterance | None, *, language: str, response_type: str, speech: str,

@@ -1,33 +1,54 @@
-"""Recognition in order, first confident match wins (ADR-133's recognizer chain).
+"""Recognition in order, first confident match wins (ADR-133's recognizer chain), inside the safety model.
+
+First the sentence is read (text.py: refused if any part cannot be placed) and its form judged
+(form.py: only a command may act). Then:
 
 1. Home Assistant's templates (and ours) through hassil, in the utterance's language;
 2. the operator's sentences and regular expressions;
-3. the robustness layer: fillers dropped, one-letter typos in names fixed, "A and B" split;
-4. the guarded semantic fallback;
+3. the robustness layer: fillers dropped, one-letter typos in names fixed, "A and B [and C]" split;
+4. the semantic fallback (semantic.py: other verbs and word orders, every word accounted for);
 then the extension asks the agent runner, if one is configured. A conversation's last answer
-lets one follow-up borrow its target ("turn it off") or its words ("and the fan").
+lets one follow-up borrow its target ("turn it off") or its words ("and the fan"). Stages 3-4
+and follow-ups run only in languages with form rules; elsewhere only exact templates act.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.assist import robust
 from bridge.assist.config import AssistConfig, CustomSentence
-from bridge.assist.home import Home, words
-from bridge.assist.semantic import POLARITY, SemanticMatcher
-from bridge.assist.templates import Recognition, TemplateRecognizer, load_language
+from bridge.assist.form import classify, rules_for
+from bridge.assist.home import Home
+from bridge.assist.semantic import LEXICONS, SemanticMatcher
+from bridge.assist.templates import Recognition, TemplateRecognizer, load_language, resolve_language
+from bridge.assist.text import read, words
 
 log = logging.getLogger(__name__)
 
-PRONOUNS = {"en": {"it", "them", "that", "those", "this"}, "de": {"es", "sie", "ihn", "das"}}
-_WORD_RE = re.compile(r"[^\w']+")
+PRONOUNS = {"en": {"it", "them", "that", "those", "this"}, "de": {"es", "sie", "ihn", "das"},
+            "fr": {"le", "la", "les", "l'"}, "es": {"lo", "la", "los", "las"}}
+# intents that only answer; every other intent (HA's actions, cancel all, an operator's own) acts
+QUERIES = frozenset({"HassGetState", "HassNevermind", "RuViewRoomPresence", "RuViewOccupiedRooms"})
+MAX_PARTS = 3  # "A and B and C" at most
+MAX_WORDS = 40  # no command is longer; hassil is not asked to read a page
+# verdicts that are never recognized: whatever their words, they are not for now
+HELD = frozenset({"negated", "exception", "conditional", "deferred", "hypothetical", "reported"})
+
+
+@dataclass
+class Understood:
+    """What a sentence was taken to mean, or why nothing is done (`refusal`, with `detail` to quote)."""
+
+    recognitions: list[Recognition] = field(default_factory=list)
+    refusal: str | None = None  # a form verdict, or unplaced, too_long, too_many_parts
+    detail: str | None = None
+    form: str | None = None  # None: a command
 
 
 class PatternRecognizer:
@@ -75,11 +96,9 @@ def load(language: str, config: AssistConfig) -> Language:
     entries = [e for e in config.custom if e.language in ("*", language, robust.base_language(language))]
     custom = _custom_data(data, entries)
     templates = TemplateRecognizer(language, data)
-    text = json.dumps([data.get("intents"), data.get("lists"), data.get("expansion_rules"),
-                       data.get("skip_words")], ensure_ascii=False).lower()
     return Language(templates, TemplateRecognizer(language, custom, "custom") if custom else None,
-                    PatternRecognizer(entries), SemanticMatcher(templates.intents, language, config.semantic_threshold),
-                    frozenset(w for w in _WORD_RE.split(text) if w), data.get("responses", {}))
+                    PatternRecognizer(entries), SemanticMatcher(language), templates.vocabulary,
+                    data.get("responses", {}))
 
 
 class Conversations:
@@ -114,6 +133,8 @@ class Pipeline:
         self.conversations = Conversations(config.conversation_ttl)
 
     def language(self, code: str, home: Home) -> Language:
+        """A language's recognizers, loaded and warmed on first use; a tag means its language ("en-US": en)."""
+        code = resolve_language(code)
         lang = self.languages.get(code)
         if lang is None:
             started = time.perf_counter()
@@ -124,20 +145,66 @@ class Pipeline:
 
     def responses(self, code: str) -> dict[str, Any] | None:
         """HA's answers for a loaded language (speech.py renders them)."""
-        lang = self.languages.get(code)
+        try:
+            lang = self.languages.get(resolve_language(code))
+        except LookupError:
+            return None
         return lang.responses if lang is not None else None
 
     def recognize(self, text: str, language: str, home: Home, context_area: str | None = None,
                   conversation_id: str | None = None) -> list[Recognition]:
+        return self.understand(text, language, home, context_area, conversation_id).recognitions
+
+    def understand(self, text: str, language: str, home: Home, context_area: str | None = None,
+                   conversation_id: str | None = None) -> Understood:
+        """The sentence's intents, or why it is refused; actions only for a command (form.py)."""
         lang = self.language(language, home)
-        ws = words(text)
-        found = self._stages(ws, lang, home, context_area, language)
-        if not found:
-            follow = self._follow_up(ws, lang, home, context_area, language, self.conversations.get(conversation_id))
-            found = follow or []
+        reading = read(text)
+        ws = reading.words
+        if len(ws) > MAX_WORDS:
+            return Understood(refusal="too_long")
+        named = {i for s in home.spans(ws) for i in range(s.start, s.end)}
+        form = classify(ws, reading.question, language, named)
+        if form in HELD:
+            return Understood(refusal=form, form=form)
+        if reading.unplaced is not None:
+            return Understood(refusal="unplaced", detail=reading.unplaced, form=form)
+        robust_too = rules_for(language) is not None
+        try:
+            found = self._stages(ws, lang, home, context_area, language, robust_too)
+        except TooManyParts:
+            return Understood(refusal="too_many_parts", form=form)
+        if not found and robust_too and form is None:
+            found = self._follow_up(ws, lang, home, context_area, language, self.conversations.get(conversation_id))
+        if not found and form is None:
+            unknown = self._unknown_target(ws, lang, home, context_area, language)
+            if unknown is not None:
+                return Understood(refusal=unknown[0], detail=unknown[1], form=form)
+        if form is not None and any(r.intent not in QUERIES and r.recognizer != "custom" for r in found):
+            # "did I turn on the light?" asks; it does not say. The operator's own sentences, matched
+            # exactly, are commands because the operator wrote them so ("it's movie time").
+            return Understood(refusal=form, form=form)
         if found:
             self.conversations.put(conversation_id, found[-1])
-        return found
+        return Understood(found, form=form)
+
+    def _unknown_target(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
+                        language: str) -> tuple[str, str] | None:
+        """("no_area" | "no_entity", the words) when the sentence is a command for an area or device the
+        home does not have ("turn on the fan in the basement"), as Home Assistant answers it."""
+        known = lang.template_words | home.vocabulary
+        unknown = [i for i, w in enumerate(ws) if w not in known and not w.isdigit()]
+        if not unknown or unknown[0] == 0 or unknown[-1] - unknown[0] + 1 != len(unknown):
+            return None  # nothing unknown, no command word before it ("play jazz"), or unknown in two places
+        start, end = unknown[0], unknown[-1] + 1
+        stand_ins = [("no_area", "area", home.areas[:1]),
+                     ("no_entity", "name", [e.name for e in home.entities if e.domain == "light"][:1])]
+        for refusal, slot, samples in stand_ins:
+            for sample in samples:
+                rec = self._exact(ws[:start] + words(sample) + ws[end:], lang, home, context_area, language)
+                if rec is not None and rec.slots.get(slot) == sample:
+                    return refusal, " ".join(ws[start:end])
+        return None
 
     def _exact(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
                language: str) -> Recognition | None:
@@ -151,10 +218,10 @@ class Pipeline:
         return rec
 
     def _stages(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
-                language: str) -> list[Recognition]:
+                language: str, robust_too: bool) -> list[Recognition]:
         rec = self._exact(ws, lang, home, context_area, language)
-        if rec is not None:
-            return [rec]
+        if rec is not None or not robust_too:
+            return [rec] if rec is not None else []
         cleaned = robust.strip_fillers(ws, language)
         if cleaned != ws:
             rec = self._exact(cleaned, lang, home, context_area, language)
@@ -168,9 +235,9 @@ class Pipeline:
         best = fixed or cleaned
         parts = robust.split_compound(best, language)
         if parts:
-            compound = self._compound(parts, lang, home, context_area, language)
-            if compound:
-                return compound
+            if len(parts) > MAX_PARTS:
+                raise TooManyParts
+            return self._compound(parts, lang, home, context_area, language)
         rec = lang.semantic.suggest(best, home)
         return [rec] if rec is not None else []
 
@@ -214,9 +281,13 @@ class Pipeline:
         return []
 
 
+class TooManyParts(Exception):
+    """A compound of more than MAX_PARTS commands: refused whole."""
+
+
 def _says_polarity(ws: list[str], language: str) -> bool:
-    words_of = POLARITY.get(robust.base_language(language), {})
-    return any(set(ws) & said for said in words_of.values())
+    lexicon = LEXICONS.get(robust.base_language(language))
+    return lexicon is not None and any(w in lexicon.on or w in lexicon.off for w in ws)
 
 
 def _tagged(rec: Recognition, how: str) -> Recognition:

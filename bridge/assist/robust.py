@@ -24,10 +24,16 @@ FILLERS = {
                        ("go", "ahead", "and"), ("right", "now")]},
     "de": {"words": {"hey", "hallo", "ok", "okay", "äh", "ähm", "hm", "hmm", "bitte", "mal", "doch", "danke", "also"},
            "phrases": [("kannst", "du"), ("könntest", "du"), ("würdest", "du")]},
+    "fr": {"words": {"hé", "hey", "salut", "euh", "bon", "merci", "stp", "svp"},
+           "phrases": [("s'", "il", "te", "plaît"), ("s'", "il", "vous", "plaît"), ("tu", "peux"),
+                       ("vous", "pouvez"), ("peux-tu",), ("pouvez-vous",)]},
+    "es": {"words": {"oye", "hola", "eh", "porfa", "gracias", "bueno"},
+           "phrases": [("por", "favor"), ("puedes",), ("podrías",)]},
 }
 # words that join two commands, and articles a borrowed target drops ("and the fan" -> "fan")
-JOINERS = {"en": {"and", "also", "plus"}, "de": {"und", "sowie"}}
-ARTICLES = {"en": {"the", "my", "a"}, "de": {"der", "die", "das", "den", "dem", "mein", "meine"}}
+JOINERS = {"en": {"and", "also", "plus"}, "de": {"und", "sowie"}, "fr": {"et"}, "es": {"y", "e"}}
+ARTICLES = {"en": {"the", "my", "a"}, "de": {"der", "die", "das", "den", "dem", "mein", "meine"},
+            "fr": {"le", "la", "les", "l'", "mon", "ma", "mes"}, "es": {"el", "la", "los", "las", "mi", "mis"}}
 
 
 def base_language(language: str) -> str:

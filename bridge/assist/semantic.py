@@ -1,129 +1,149 @@
-"""ADR-133's semantic fallback, guarded: similar sentences may suggest an intent, never decide one.
+"""The fallback for near-misses of a command: other verbs and word orders, every word accounted for.
 
-Sentences are feature-hashed (word unigrams and character trigrams, FNV-1a, 2^10 buckets,
-L2-normalised) with every name and area the home knows replaced by a placeholder, and
-compared by cosine with exemplars sampled from the templates of the intents it may suggest.
-Measured on HA's fixtures (docs/assist.md), such a matcher alone picks the wrong intent one
-time in twenty, on/off flips included — so a suggestion is kept only when:
+Home Assistant's templates know "turn on the ceiling fan"; people also say "make the ceiling fan
+go on", "power the fan off", "kitchen lights in the office off". This fallback reads such a
+sentence word by word and acts only when *every* word is placed:
 
-- the text negates nothing ("don't", "not", "never" ...);
-- for on/off intents, the text itself says the polarity ("on", "open", "off", "close" ...) and
-  not its opposite: similarity can never choose between opposite actions;
-- its target resolves exactly: one whole name of the home, or an area with a domain word.
+- a whole name or area of the home (never one shared word of it),
+- a verb that carries a polarity and the domains it applies to ("on"/"off" switch lights,
+  switches and fans; "open"/"close" covers and valves; "lock"/"unlock" locks — as HA's templates
+  restrict them),
+- a verb that carries none ("turn", "make", "power", "go"), an article or preposition, or a
+  domain word ("lights", "fan") that names what an area's devices are.
+
+One polarity, one target (a name, or an area with a domain word); a word it cannot place — a
+time, a condition, "except", a name or area the home does not have — means no action. There is
+no score: a sentence either is such a command or it is not. Languages without a lexicon here
+have no fallback (only their exact templates act).
 """
 
 from __future__ import annotations
 
-import random
-import re
 from dataclasses import dataclass
-from itertools import islice
 
-import numpy as np
-from hassil import Intents
-from hassil.sample import sample_expression
-
-from bridge.assist.home import Home, Span, words
-from bridge.assist.robust import base_language
+from bridge.assist.home import Home, Span
 from bridge.assist.templates import Recognition
+from bridge.assist.text import words
 
-DIM = 1 << 10
-SUGGESTS = ("HassTurnOn", "HassTurnOff", "HassGetState")
-PER_TEMPLATE = 4
-POLARITY = {
-    "en": {"HassTurnOn": {"on", "open", "activate", "start", "enable", "lock", "up", "illuminate"},
-           "HassTurnOff": {"off", "close", "deactivate", "stop", "disable", "unlock", "shut", "out"}},
-    "de": {"HassTurnOn": {"an", "ein", "einschalten", "anschalten", "öffne", "öffnen", "auf", "aktiviere"},
-           "HassTurnOff": {"aus", "ausschalten", "abschalten", "schließe", "schließen", "zu", "deaktiviere"}},
+SWITCHABLE = ("light", "switch", "fan", "input_boolean")
+COVERS = ("cover", "valve")
+LOCKS = ("lock",)
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    on: dict[str, tuple[str, ...]]  # word -> the domains it turns on (opens, locks)
+    off: dict[str, tuple[str, ...]]
+    carriers: frozenset[str]  # verbs without polarity of their own
+    glue: frozenset[str]  # articles, prepositions
+    domains: dict[str, str]  # "lights" -> light
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(w for t in text.split(",") for w in words(t))
+
+
+def _polar(**groups: str) -> dict[str, tuple[str, ...]]:
+    table = {"switch": SWITCHABLE, "cover": COVERS, "lock": LOCKS}
+    return {w: table[group] for group, text in groups.items() for w in _words(text)}
+
+
+LEXICONS = {
+    "en": Lexicon(
+        on=_polar(switch="on, activate, enable, start", cover="open", lock="lock"),
+        off=_polar(switch="off, deactivate, disable, stop, out", cover="close, shut", lock="unlock"),
+        carriers=_words("turn, switch, make, put, get, power, go, flip, set, have, let"),
+        glue=_words("the, my, a, in, of, to, all, at, on the"),
+        domains={"light": "light", "lights": "light", "lamp": "light", "lamps": "light", "fan": "fan",
+                 "fans": "fan", "switch": "switch", "switches": "switch", "plug": "switch", "plugs": "switch"},
+    ),
+    "de": Lexicon(
+        on=_polar(switch="an, ein, einschalten, anschalten, anmachen, aktiviere, aktivieren, starte, starten",
+                  cover="öffne, öffnen, auf, aufmachen", lock="abschließen, verriegeln, verriegle, zusperren"),
+        off=_polar(switch="aus, ausschalten, abschalten, ausmachen, deaktiviere, deaktivieren, stoppe, stoppen",
+                   cover="schließe, schließen, zu, zumachen", lock="aufschließen, entriegeln, entriegle"),
+        carriers=_words("schalte, schalt, schalten, mach, mache, machen, stelle, stell, dreh, drehe, knipse, "
+                        "knips, setze, setz"),
+        glue=_words("der, die, das, den, dem, des, mein, meine, meinen, im, in, vom, von, alle, im raum"),
+        domains={"licht": "light", "lichter": "light", "lampe": "light", "lampen": "light",
+                 "ventilator": "fan", "ventilatoren": "fan", "schalter": "switch", "steckdose": "switch"},
+    ),
+    "fr": Lexicon(
+        on=_polar(switch="allume, allumer, active, activer, démarre, démarrer, lance, lancer",
+                  cover="ouvre, ouvrir", lock="verrouille, verrouiller"),
+        off=_polar(switch="éteins, éteindre, éteint, désactive, désactiver, arrête, arrêter, coupe, couper",
+                   cover="ferme, fermer", lock="déverrouille, déverrouiller"),
+        carriers=_words("mets, mettre, fais, faire"),
+        glue=_words("le, la, les, l', du, de, des, d', dans, mon, ma, mes, en, tout, toutes, tous"),
+        domains={"lumière": "light", "lumières": "light", "lampe": "light", "lampes": "light",
+                 "ventilateur": "fan", "ventilateurs": "fan", "interrupteur": "switch", "prise": "switch"},
+    ),
+    "es": Lexicon(
+        on=_polar(switch="enciende, encender, prende, prender, activa, activar", cover="abre, abrir",
+                  lock="bloquea, bloquear"),
+        off=_polar(switch="apaga, apagar, desactiva, desactivar, detén, detener", cover="cierra, cerrar",
+                   lock="desbloquea, desbloquear"),
+        carriers=_words("pon, poner, haz, hacer"),
+        glue=_words("el, la, los, las, del, de, en, mi, mis, todas, todos, al"),
+        domains={"luz": "light", "luces": "light", "lámpara": "light", "lámparas": "light",
+                 "ventilador": "fan", "ventiladores": "fan", "interruptor": "switch", "enchufe": "switch"},
+    ),
 }
-# "don't turn on the fan" is as similar to "turn on the fan" as a sentence gets
-NEGATIONS = {"en": {"not", "don't", "dont", "never", "no", "without", "neither", "nor"},
-             "de": {"nicht", "kein", "keine", "keinen", "nie", "niemals", "ohne"}}
-DOMAIN_WORDS = {"en": {"light": "light", "lights": "light", "lamp": "light", "lamps": "light",
-                       "fan": "fan", "fans": "fan", "switch": "switch", "switches": "switch"},
-                "de": {"licht": "light", "lichter": "light", "lampe": "light", "lampen": "light",
-                       "ventilator": "fan", "schalter": "switch"}}
 
 
-def _fnv(token: str) -> int:
-    h = 0x811C9DC5
-    for b in token.encode("utf-8"):
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
-
-
-def _features(tokens: list[str]) -> np.ndarray:
-    v = np.zeros(DIM, dtype=np.float32)
-    for t in tokens:
-        v[_fnv("w:" + t) % DIM] += 1.0
-    text = " " + " ".join(tokens) + " "
-    for i in range(len(text) - 2):
-        v[_fnv("c:" + text[i:i + 3]) % DIM] += 0.5
-    n = float(np.linalg.norm(v))
-    return v / n if n else v
-
-
-def _placeheld(ws: list[str], spans: list[Span]) -> list[str]:
-    out, i = [], 0
-    for s in spans:
-        out += ws[i:s.start] + [f"slot_{s.kind}"]
-        i = s.end
-    return out + ws[i:]
-
-
-@dataclass
-class Suggestion:
-    intent: str
-    score: float
+def _language(language: str) -> str:
+    return language.replace("_", "-").split("-")[0].lower()
 
 
 class SemanticMatcher:
-    def __init__(self, intents: Intents, language: str, threshold: float) -> None:
-        self.language, self.threshold = base_language(language), threshold
-        rng = random.Random(0)
-        seen: set[tuple[str, str]] = set()
-        for name in SUGGESTS:
-            intent = intents.intents.get(name)
-            for data in intent.data if intent else ():
-                for sentence in data.sentences:
-                    try:  # lists left as {name} / {area}: cheap, and the placeholders the query gets too
-                        samples = list(islice(sample_expression(sentence.expression, {}, intents.expansion_rules,
-                                                                language=language, expand_lists=False,
-                                                                expand_ranges=False), 64))
-                    except Exception:  # a template hassil cannot sample: no exemplars from it
-                        continue
-                    for text in rng.sample(samples, min(PER_TEMPLATE, len(samples))):
-                        seen.add((name, " ".join(words(re.sub(r"\{(name|area|floor)\}", r" slot_\1 ", text)))))
-        self.labels = [n for n, _ in sorted(seen)]
-        self.matrix = (np.stack([_features(t.split()) for _, t in sorted(seen)])
-                       if seen else np.zeros((0, DIM), dtype=np.float32))
+    """On/off for a sentence whose every word is a name, an area, a verb or glue (see above)."""
+
+    def __init__(self, language: str) -> None:
+        self.language = _language(language)
+        self.lexicon = LEXICONS.get(self.language)
 
     def suggest(self, ws: list[str], home: Home) -> Recognition | None:
-        if not len(self.labels):
+        lex = self.lexicon
+        if lex is None or not ws:
             return None
         spans = home.spans(ws)
-        scores = self.matrix @ _features(_placeheld(ws, spans))
-        best = int(np.argmax(scores))
-        if float(scores[best]) < self.threshold:
-            return None
-        return self._guarded(self.labels[best], ws, spans)
+        covered = {i for s in spans for i in range(s.start, s.end)}
+        intents: set[str] = set()
+        allowed: set[tuple[str, ...]] = set()
+        domain_words: set[str] = set()
+        for i, w in enumerate(ws):
+            if i in covered:
+                continue
+            if w in lex.on or w in lex.off:
+                intents.add("HassTurnOn" if w in lex.on else "HassTurnOff")
+                allowed.add(lex.on.get(w) or lex.off[w])
+            elif w in lex.domains:
+                domain_words.add(lex.domains[w])
+            elif w not in lex.carriers and w not in lex.glue:
+                return None  # a word this fallback cannot place: not its sentence to guess
+        if len(intents) != 1 or len(allowed) != 1:
+            return None  # no polarity, or both ("on off"), or two kinds of device ("open ... on")
+        return self._target(intents.pop(), allowed.pop(), domain_words, spans, ws)
 
-    def _guarded(self, intent: str, ws: list[str], spans: list[Span]) -> Recognition | None:
-        said = set(ws)
-        if said & NEGATIONS.get(self.language, set()):
-            return None
-        polarity = POLARITY.get(self.language, {})
-        if intent in ("HassTurnOn", "HassTurnOff"):
-            other = "HassTurnOff" if intent == "HassTurnOn" else "HassTurnOn"
-            if not said & polarity.get(intent, set()) or said & polarity.get(other, set()):
-                return None
+    def _target(self, intent: str, allowed: tuple[str, ...], domain_words: set[str], spans: list[Span],
+                ws: list[str]) -> Recognition | None:
         names = [s for s in spans if s.kind == "name"]
         areas = [s for s in spans if s.kind == "area"]
-        if len(names) == 1 and not areas:
-            return Recognition(intent, {"name": names[0].value}, "semantic", self.language,
-                               target=(names[0].start, names[0].end), words=list(ws))
-        domains = {DOMAIN_WORDS.get(self.language, {}).get(w) for w in ws} - {None}
-        if intent != "HassGetState" and not names and len(areas) == 1 and len(domains) == 1:
-            return Recognition(intent, {"area": areas[0].value, "domain": domains.pop()}, "semantic",
-                               self.language, target=(areas[0].start, areas[0].end), words=list(ws))
-        return None
+        if len(names) > 1 or len(areas) > 1 or len(domain_words) > 1 or any(s.kind == "floor" for s in spans):
+            return None
+        domains = [d for d in allowed if not domain_words or d in domain_words]
+        if not domains:
+            return None  # "open the lights"
+        slots: dict[str, object] = {"domain": domains[0]} if len(domains) == 1 else {}
+        if names:
+            target = names[0]
+            slots["name"] = target.value
+            if areas:
+                slots["area"] = areas[0].value
+        elif areas and domain_words:
+            target = areas[0]
+            slots["area"] = target.value
+        else:
+            return None
+        return Recognition(intent, slots, "semantic", self.language, target=(target.start, target.end),
+                           words=list(ws), domains=tuple(domains))

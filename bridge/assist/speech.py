@@ -3,7 +3,8 @@
 home-assistant-intents ships the answers HA speaks, as Jinja2 templates over `slots`, `state`
 and `query`; they are rendered in Jinja2's sandbox (the templates are data, and the slot values
 in them came from a user's sentence). Our own intents (room presence, cancel all) and anything
-a language lacks fall back to the English phrasings here.
+a language lacks come from phrases.py, in the utterance's language (English for a language the
+bridge ships no phrases for).
 """
 
 from __future__ import annotations
@@ -14,40 +15,10 @@ from typing import Any, Callable
 
 from jinja2.sandbox import SandboxedEnvironment
 
+from bridge.assist.phrases import OWN
 from bridge.assist.robust import base_language
 
 log = logging.getLogger(__name__)
-
-OWN = {
-    "en": {
-        "occupied": "Yes, someone is in the {room}.",
-        "empty": "No, the {room} is empty.",
-        "offline": "I can't tell: the sensor in the {room} is offline.",
-        "rooms_occupied": "Occupied: {rooms}.",
-        "no_rooms_occupied": "No room is occupied.",
-        "cancelled": "Cancelled.",
-        "done": "Done.",
-        "and": "and",
-        "no_intent": "Sorry, I couldn't understand that",
-        "no_area": "Sorry, I am not aware of any area called {area}",
-        "no_entity": "Sorry, I am not aware of any device called {entity}",
-        "no_targets": "Sorry, I couldn't find anything to do that with",
-        "failed": "Sorry, that did not work: {error}",
-        "invalid": "Sorry, I can't take that: {error}",
-        "agent_timeout": "Sorry, I couldn't get an answer in time",
-    },
-    "de": {
-        "occupied": "Ja, im Raum {room} ist jemand.",
-        "empty": "Nein, im Raum {room} ist niemand.",
-        "offline": "Das weiß ich nicht: der Sensor im Raum {room} ist offline.",
-        "rooms_occupied": "Belegt: {rooms}.",
-        "no_rooms_occupied": "Kein Raum ist belegt.",
-        "cancelled": "Abgebrochen.",
-        "done": "Erledigt.",
-        "and": "und",
-    },
-}
-
 
 class Speech:
     def __init__(self, responses: Callable[[str], dict[str, Any] | None]) -> None:
@@ -57,9 +28,12 @@ class Speech:
         self._responses = responses
 
     def own(self, language: str, key: str, **values: Any) -> str:
-        table = OWN.get(base_language(language), {})
+        table = OWN.get(base_language(language).lower(), OWN["en"])
         text = table.get(key) or OWN["en"][key]
-        return text.format(**values)
+        try:
+            return text.format(**values)
+        except (KeyError, IndexError):
+            return OWN["en"]["handle_error"] if key != "handle_error" else text
 
     def join(self, language: str, items: list[str]) -> str:
         if len(items) <= 1:
@@ -77,8 +51,7 @@ class Speech:
             text = self._render(template, values)
             if text:
                 return text
-        own_key = {"no_intent": "no_intent", "no_area": "no_area", "no_entity": "no_entity"}.get(key, "no_targets")
-        return self.own(language, own_key, **values)
+        return self.own(language, key if key in OWN["en"] else "no_targets", **values)
 
     def _render(self, template: str, context: dict[str, Any]) -> str | None:
         try:

@@ -14,6 +14,7 @@ starts empty.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from home_assistant_intents import get_intents, get_languages
 
 from bridge.assist.config import LANGUAGE
 from bridge.assist.home import Home, Span
+from bridge.assist.text import joined, words
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 HA_INTENTS = ("HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassGetState", "HassNevermind")
 NUMBER_RANGES = {"brightness": (0, 100), "position": (0, 100), "percentage": (0, 100)}
 SHAPES_PER_HOME = 4096
+REFUSED = ("refused",)  # a shape hassil matched nothing for, in this home
 _DIGITS = re.compile(r"\d+")
 
 
@@ -46,10 +49,24 @@ class Recognition:
     target: tuple[int, int] | None = None  # words of the name/area acted on (for "... and the fan")
     speech: str | None = None  # the operator's fixed answer
     words: list[str] = field(default_factory=list)
+    domains: tuple[str, ...] = ()  # the only domains the sentence's verb applies to ("lock": locks), if narrowed
 
 
 def languages() -> list[str]:
     return list(get_languages())
+
+
+def resolve_language(tag: str) -> str:
+    """The language home-assistant-intents has for a tag: itself ("de-CH", "pt-BR") or its base ("en-US" -> en)."""
+    if not isinstance(tag, str) or not re.fullmatch(LANGUAGE, tag):
+        raise LookupError(f"{str(tag)[:40]!r} is not a language code such as en, en-US or es-419")
+    shipped = {code.lower().replace("_", "-"): code for code in get_languages()}
+    wanted = tag.lower().replace("_", "-")
+    for candidate in (wanted, wanted.split("-")[0]):
+        if candidate in shipped:
+            return shipped[candidate]
+    raise LookupError(f"home-assistant-intents has no language {tag!r} "
+                      f"(it has {', '.join(sorted(get_languages()))})")
 
 
 def own_sentences(language: str) -> dict[str, Any]:
@@ -62,12 +79,9 @@ def own_sentences(language: str) -> dict[str, Any]:
 
 def load_language(language: str) -> dict[str, Any]:
     """HA's data for a language, cut to the intents we handle, with ours merged in."""
-    if not isinstance(language, str) or not re.fullmatch(LANGUAGE, language):
-        raise LookupError(f"{str(language)[:40]!r} is not a language code such as en or de")  # nor a path
-    data = get_intents(language)
+    data = get_intents(resolve_language(language))  # never a path: resolve_language checked the tag
     if data is None:
-        raise LookupError(f"home-assistant-intents has no language {language!r} "
-                          f"(it has {', '.join(sorted(get_languages()))})")
+        raise LookupError(f"home-assistant-intents has no language {language!r}")
     data = dict(data)
     data["intents"] = {k: v for k, v in data["intents"].items() if k in HA_INTENTS}
     data["intents"].update(own_sentences(language))
@@ -81,6 +95,7 @@ class TemplateRecognizer:
         self.language, self.name = language, name
         self.data = data
         self.intents = Intents.from_dict(data)
+        self.vocabulary = _vocabulary(data)
         self._shapes: dict[tuple, tuple | None] = {}
         self._home_id: int | None = None
         self.hits = self.misses = 0
@@ -96,6 +111,9 @@ class TemplateRecognizer:
         spans = home.spans(ws)
         shape = _shape(ws, spans, context_area is not None)
         template = self._shapes.get(shape)
+        if template is REFUSED:
+            self.hits += 1
+            return None
         if template is not None:
             found = _fill(template, ws, spans, context_area, self.name, self.language)
             if found is not None:
@@ -103,10 +121,10 @@ class TemplateRecognizer:
                 return found
         self.misses += 1
         found = self.hassil(ws, home, context_area, spans)
-        if found is not None and shape not in self._shapes:
+        if shape not in self._shapes and (found is not None or not _DIGITS.search(" ".join(ws))):
             if len(self._shapes) >= SHAPES_PER_HOME:
                 self._shapes.clear()
-            self._shapes[shape] = self._learn(found, ws, spans, context_area)
+            self._shapes[shape] = self._learn(found, ws, spans, context_area) if found is not None else REFUSED
         return found[0] if found is not None else None
 
     def hassil(self, ws: list[str], home: Home, context_area: str | None,
@@ -120,7 +138,7 @@ class TemplateRecognizer:
         lists = {"name": names,
                  "area": TextSlotList.from_tuples([(a, a) for a in home.areas], allow_template=False, name="area"),
                  "floor": TextSlotList.from_tuples([(f, f) for f in home.floors], allow_template=False, name="floor")}
-        result = recognize_best(" ".join(ws), self.intents, slot_lists=lists,
+        result = recognize_best(joined(ws), self.intents, slot_lists=lists,
                                 intent_context={"area": context_area} if context_area else None,
                                 language=self.language, best_slot_name="name")
         if result is None:
@@ -215,3 +233,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
+
+
+def _vocabulary(data: dict[str, Any]) -> frozenset[str]:
+    """The words of the templates, their rules, lists and skip words (for the typo stage: never a name's)."""
+    text = json.dumps([data.get("intents"), data.get("lists"), data.get("expansion_rules"),
+                       data.get("skip_words")], ensure_ascii=False)
+    return frozenset(words(re.sub(r"[{}<>()\[\]|]", " ", text)))
+

@@ -291,9 +291,12 @@ def test_the_agent_runner_subprocess_is_asked_checked_restarted_and_bounded(mosq
     stub = os.path.join(os.path.dirname(__file__), "agent_stub.py")
     bridge = start_bridge(mosquitto, agent={"command": [sys.executable, stub], "timeout": 1.0})
     user = make_probe(mosquitto, "ruview/assist/response", "zigbee2mqtt/+/set")
-    answer = ask(user, "it is movie time")
+    answer = ask(user, "start movie time")
     assert answer["response_type"] == "action_done" and answer["intent"]["recognizer"] == "agent", answer
     assert user.wait_topic("zigbee2mqtt/Coffee plug/set").payload == b"ON"
+    # the agent too acts only on a command: a statement it maps to the same action is answered, not done
+    answer = ask(user, "it is movie time")
+    assert answer["response_type"] == "error" and answer["data"]["reason"] == "statement", answer
     # what the agent names must exist in the home; a made-up entity acts on nothing
     assert ask(user, "open the garage")["data"]["code"] == "no_valid_targets"
     assert ask(user, "a topic please")["data"]["code"] == "no_valid_targets"

@@ -1,0 +1,100 @@
+"""A sentence read into words without changing what it means.
+
+Every recognizer and every name of the home is read through here, so a name in a sentence and
+the same name in the home are always the same words. Reading keeps meaning or refuses: a sign
+or a decimal point stays on its number ("-20%" is not "20%"), French elision is split off the
+word it belongs to ("l'interrupteur" is "l'" + "interrupteur", as hassil's templates write it),
+hyphenated words stay whole ("a-t-il", "est-ce", "Wi-Fi"), and anything that is neither a word,
+a whole number nor sentence punctuation (brackets, braces, symbols, emoji, a word mixing
+alphabets such as a Cyrillic "о" in "kitchen") is named in `unplaced`: the sentence is refused,
+never read with that part stripped away.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# elided articles and pronouns (French, Italian, Catalan): the word after them is a word of its own
+ELISIONS = ("jusqu'", "lorsqu'", "puisqu'", "quoiqu'", "qu'", "dell'", "dall'", "nell'", "sull'", "all'", "un'",
+            "l'", "d'", "j'", "m'", "n'", "s'", "t'", "c'")
+SENTENCE_MARKS = ".,!?;:¿¡…"
+_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "‐": "-", "‑": "-"})
+_TOKEN = re.compile(r"""
+    (?P<number>[-+−]?\d+(?:[.,:]\d+)*(?:\s?%)?(?![^\W_]))
+  | (?P<word>[^\W_]+(?:['-][^\W_]+)*'?)
+  | (?P<space>\s+)
+  | (?P<mark>[.,!?;:¿¡…]+)
+  | (?P<other>.)
+""", re.VERBOSE)
+_PLAIN_NUMBER = re.compile(r"\d+%?")
+_ELIDED = re.compile("^(" + "|".join(re.escape(e) for e in ELISIONS) + r")(?=[^\W\d_])")
+
+
+@dataclass(frozen=True)
+class Reading:
+    words: list[str]
+    question: bool = False  # a "?" or "¿" was said
+    unplaced: str | None = None  # the first part no recognizer can place, quoted for the answer
+
+
+def _script(ch: str) -> str:
+    if ch.isascii():
+        return "LATIN"
+    try:
+        return unicodedata.name(ch).split(" ", 1)[0]
+    except ValueError:
+        return "?"
+
+
+def _one_script(word: str) -> bool:
+    letters = {_script(c) for c in word if c.isalpha()}
+    return len(letters) <= 1
+
+
+def read(text: str) -> Reading:
+    """The lower-case words of a sentence, whether it asks, and what (if anything) cannot be placed."""
+    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+    out: list[str] = []
+    question, unplaced = False, None
+    for m in _TOKEN.finditer(text):
+        kind, token = m.lastgroup, m.group()
+        if kind == "space":
+            continue
+        if kind == "mark":
+            question = question or "?" in token or "¿" in token
+            continue
+        if kind == "number":
+            token = token.replace(" ", "")  # "50 %" is "50%"
+        if kind == "number" and not _PLAIN_NUMBER.fullmatch(token):
+            unplaced = unplaced or token
+        elif kind == "other":
+            unplaced = unplaced or token
+            continue
+        elif not _one_script(token):
+            unplaced = unplaced or token
+        else:
+            elided = _ELIDED.match(token)
+            if elided:
+                out.append(elided.group())
+                token = token[elided.end():]
+        out.append(token)
+    return Reading(out, question, unplaced)
+
+
+def words(text: str) -> list[str]:
+    """The words of a name or a sentence, as recognizers compare them."""
+    return read(text).words
+
+
+def key(text: str) -> str:
+    return " ".join(words(text))
+
+
+def joined(ws: list[str]) -> str:
+    """Words back into the text hassil reads: an elided article joins the word after it again."""
+    out = ""
+    for w in ws:
+        out += w if not out or out.endswith("'") else " " + w
+    return out
