@@ -40,6 +40,9 @@ import threading
 import time
 import uuid
 
+from bench.assist_adversarial import cases as adversarial_cases
+from bench.assist_adversarial import home as corpus_home
+from bench.assist_adversarial import InProcess, judge, tally
 from bench.assist_corpus import ACTIONS, Case, perturbed, score, upstream
 from bench.harness import bridge_process, percentile, stop
 from bridge.assist.config import AssistConfig
@@ -318,6 +321,56 @@ def e2e(n: int, nagle: bool = False) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ------------------------------------------------------------------ the adversarial corpus and refusal cost
+
+def corpus() -> bool:
+    """The adversarial corpus's counts, in process (tests/assist/test_adversarial.py runs it over MQTT)."""
+    bridge = InProcess()
+    results = [(case, judge(case, *bridge.run(case))) for case in adversarial_cases()]
+    holdout = [(case, judge(case, *bridge.run(case))) for case in adversarial_cases(prefix="holdout_")]
+    print("\nAdversarial corpus (tests/assist/corpus: en, de, fr, es; the only acceptable outcome per case):")
+    print(f"{'language':<10}{'n':>6}{'correct':>9}{'refused':>9}{'wrong action':>14}{'wrong text':>12}")
+    for language in ("en", "de", "fr", "es", "all"):
+        rows = [(c, v) for c, v in results if language in ("all", c.language)]
+        t = tally(rows)
+        print(f"{language:<10}{t['n']:>6}{t['correct']:>9}{t['refused']:>9}{t['wrong_action']:>14}{t['wrong_text']:>12}")
+    t = tally(results)
+    print(f"wrong actions {t['wrong_action']} (target 0); actions refused {t['acting_refused']} of {t['acting']} "
+          f"({t['acting_refused'] / max(t['acting'], 1):.1%}, target <= 5%)")
+    h = tally(holdout)
+    print(f"holdout (tests/assist/corpus/holdout_*.yaml, written after the rules, by a red-team pass): {h['n']} cases, "
+          f"{h['correct']} correct, {h['refused']} refused, {h['wrong_action']} wrong action, {h['wrong_text']} wrong text")
+    return t["n"] >= 400 and t["wrong_action"] == 0 and h["n"] >= 400
+
+
+def refusal_cost(repeats: int = 10, seed: int = 3) -> bool:
+    """Median and p99 of a refusal against a recognized command, both from the English corpus, each
+    sentence said `repeats` times in one shuffled stream (first hearings and repeats, as a home hears)."""
+    bridge = InProcess()
+    english = [c for c in adversarial_cases(("en",)) if c.text is not None and c.send_language is None]
+    commands = [c for c in english if c.do and not c.site_id]
+    refusals = [c for c in english if not c.do and c.answer == frozenset({"error"}) and not c.site_id]
+    stream = [("command", c) for c in commands for _ in range(repeats)] + \
+             [("refusal", c) for c in refusals for _ in range(repeats)]
+    random.Random(seed).shuffle(stream)
+    times: dict[str, list[float]] = {"command": [], "refusal": []}
+    acted_wrongly = 0
+    for kind, c in stream:
+        started = time.perf_counter()
+        bridge.answer(c.text, "en")
+        times[kind].append((time.perf_counter() - started) * 1e3)
+        acted_wrongly += kind == "refusal" and bool(bridge.commands)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    p99 = {k: percentile(v, 99) for k, v in times.items()}
+    print(f"\nRefusal cost: {len(commands)} commands and {len(refusals)} refusals of the English corpus, each said "
+          f"{repeats} times, shuffled (in process: recognition, planning, answer)")
+    for k in ("command", "refusal"):
+        print(f"  {k:<8} n={len(times[k]):>5}  median {med[k]:.3f} ms  p99 {p99[k]:.2f} ms")
+    print(f"  refusal / command: median {med['refusal'] / med['command']:.2f}x, p99 {p99['refusal'] / p99['command']:.2f}x"
+          f" (target <= 3x; p99 <= 5 ms for both)")
+    return acted_wrongly == 0 and len(refusals) >= 50 and len(commands) >= 30
+
+
 # ------------------------------------------------------------------ memory
 
 MEMORY = r"""
@@ -358,7 +411,7 @@ def memory(rounds: int) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["accuracy", "latency", "e2e", "memory"])
+    ap.add_argument("--only", choices=["accuracy", "corpus", "refusals", "latency", "e2e", "memory"])
     ap.add_argument("--utterances", type=int, default=2000, help="latency: how many")
     ap.add_argument("--e2e-utterances", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3, help="memory: fresh processes")
@@ -367,6 +420,10 @@ def main() -> int:
     ok = True
     if args.only in (None, "accuracy"):
         ok &= accuracy()
+    if args.only in (None, "corpus"):
+        ok &= corpus()
+    if args.only in (None, "refusals"):
+        ok &= refusal_cost()
     if args.only in (None, "latency"):
         ok &= latency(args.utterances)
     if args.only in (None, "e2e"):

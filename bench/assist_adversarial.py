@@ -10,7 +10,8 @@ the bridge actually published, read back from the device command topics:
 - wrong_action: any other set of commands (a command too many, too few but not none, twice);
 - wrong_text: the right commands (or none), but the answer is not one the case accepts.
 
-Read by tests/assist/test_adversarial.py (0 wrong actions) and bench/assist.py (the counts).
+Read by tests/assist/test_adversarial.py (0 wrong actions) and bench/assist.py (the counts);
+`InProcess` runs a case as the extension does, without MQTT (the holdout corpus, the bench).
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from typing import Any
 import orjson
 import yaml
 
+from bridge.assist.config import AssistConfig
+from bridge.assist.handlers import Handlers
+from bridge.assist.home import Entity, Home
+from bridge.assist.messages import UtteranceError, parse_utterance
+from bridge.assist.pipeline import MAX_PARTS, Pipeline
+from bridge.assist.speech import Speech
+from bridge.core.services import ServiceError
 from bridge.homeassistant.commands import COLORS
 
 CORPUS = pathlib.Path(__file__).resolve().parent.parent / "tests" / "assist" / "corpus"
@@ -61,10 +69,11 @@ def home() -> dict[str, Any]:
     return yaml.safe_load((CORPUS / "home.yaml").read_text(encoding="utf-8"))
 
 
-def cases(languages: tuple[str, ...] = LANGUAGES) -> list[Case]:
+def cases(languages: tuple[str, ...] = LANGUAGES, prefix: str = "") -> list[Case]:
+    """The corpus (prefix ""), or the holdout written after the rules (prefix "holdout_")."""
     out = []
     for language in languages:
-        data = yaml.safe_load((CORPUS / f"{language}.yaml").read_text(encoding="utf-8"))
+        data = yaml.safe_load((CORPUS / f"{prefix}{language}.yaml").read_text(encoding="utf-8"))
         for c in data["cases"]:
             out.append(Case(language, c["kind"], tuple(sorted(c.get("do") or ())), frozenset(c["answer"]),
                             c.get("text"), c.get("raw"), c.get("language"), c.get("site_id")))
@@ -127,3 +136,56 @@ def tally(results: list[tuple[Case, str]]) -> dict[str, Any]:
     acting = [v for c, v in results if c.do]
     return {"n": len(results), **{v: counts.get(v, 0) for v in VERDICTS},
             "acting": len(acting), "acting_refused": acting.count("refused")}
+
+
+class InProcess:
+    """The extension's path from an utterance to device calls and an answer, without MQTT (as
+    tests/assist/test_safety.py drives it), recording each call as the corpus writes commands."""
+
+    def __init__(self) -> None:
+        h = home()
+        self.home = Home(tuple(Entity(e["id"], e["name"], e["id"].split(".")[0], e["area"]) for e in h["entities"]),
+                         tuple(sorted({e["area"] for e in h["entities"]})))
+        self.satellites = h["satellites"]
+        self.pipeline = Pipeline(AssistConfig(enabled=True))
+        self.speech = Speech(self.pipeline.responses)
+        self.handlers = Handlers(self.speech, self._call, lambda _id: None, lambda *_: None, dict)
+        self.commands: list[str] = []
+        for language in ("en", "de", "fr", "es"):
+            self.pipeline.language(language, self.home)
+
+    def _call(self, domain: str, service: str, data: dict) -> None:
+        entity = data["entity_id"]
+        if entity.split(".")[0] not in ("light", "switch", "fan"):
+            raise ServiceError(f"{entity} cannot be switched")
+        if "brightness_pct" in data:
+            self.commands.append(f"{entity} brightness {data['brightness_pct']}")
+        elif "color_name" in data:
+            self.commands.append(f"{entity} color {data['color_name']}")
+        else:
+            self.commands.append(f"{entity} {'off' if service == 'turn_off' else 'on'}")
+
+    def run(self, case: Case) -> tuple[list[str], dict[str, Any]]:
+        """A case as the extension takes it off MQTT: parsed (fail closed), understood, acted on."""
+        try:
+            u = parse_utterance(case.payload("in-process"))
+            body = self.answer(u.text, u.language or "en", u.site_id)
+        except (UtteranceError, LookupError):
+            return [], {"response_type": "error", "speech": {"plain": {"speech": "refused"}}}
+        return list(self.commands), body
+
+    def answer(self, text: str, language: str, site_id: str | None = None) -> dict[str, Any]:
+        """What the extension answers (response_type and speech), the commands in self.commands."""
+        self.commands = []
+        area = self.satellites.get(site_id or "")
+        u = self.pipeline.understand(text, language, self.home, area)
+        if u.refusal is not None or not u.recognitions:
+            why = u.refusal or "no_intent"
+            values = {"area": u.detail or "", "entity": u.detail or "", "part": u.detail or "", "parts": MAX_PARTS}
+            speech = self.speech.error(language, why, **values) if why in ("no_area", "no_entity", "no_intent") \
+                else self.speech.own(language, why, **values)
+            return {"response_type": "error", "speech": {"plain": {"speech": speech}}}
+        outcomes = self.handlers.handle_all(u.recognitions, self.home, area)
+        kinds = {o.response_type for o in outcomes}
+        kind = "error" if "error" in kinds else "query_answer" if "query_answer" in kinds else "action_done"
+        return {"response_type": kind, "speech": {"plain": {"speech": " ".join(o.speech for o in outcomes)}}}

@@ -17,7 +17,7 @@ import yaml
 from bridge.assist.home import Entity, Home, key
 from bridge.assist.templates import Recognition
 
-FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "assist" / "fixtures" / "en"
+FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "assist" / "fixtures"
 INTENTS = ("HassTurnOn", "HassTurnOff", "HassLightSet", "HassGetState")
 ACTIONS = ("HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet")
 NO_CONTEXT = "__context_area__"  # what upstream's harness passes when a file names no context area
@@ -47,9 +47,9 @@ def _home(t: dict[str, Any]) -> Home:
     return Home(entities, areas, floors)
 
 
-def upstream() -> list[Case]:
+def upstream(language: str = "en") -> list[Case]:
     cases = []
-    for path in sorted(FIXTURES.glob("*/*.yaml")):
+    for path in sorted((FIXTURES / language).glob("*/*.yaml")):
         intent, t = path.parent.name, yaml.safe_load(path.read_text(encoding="utf-8"))
         home = _home(t)
         ctx = next((a["name"] for a in t.get("areas") or [] if a.get("context_area")), NO_CONTEXT)
@@ -86,7 +86,10 @@ def perturbed(cases: list[Case]) -> list[Case]:
             out.append(Case(c.intent, text, c.expected, c.home, c.context_area, c.source, "typo", c.intents))
         if c.source.endswith("/name_only") and c.intent in ("HassTurnOn", "HassTurnOff"):
             named = c.expected[0].get("name")
-            other = next((e for e in c.home.entities if e.name != named and e.domain in ("light", "fan", "switch")
+            domain = next((e.domain for e in c.home.entities if e.name == named), None)
+            # a device of the same kind: "open the sliding door and the curtain", never "... and the light"
+            # (HA's "open" is for covers: the light would not be opened, and must not be switched on)
+            other = next((e for e in c.home.entities if e.name != named and e.domain == domain
                           and key(e.name) not in key(c.text)), None)
             if other is not None:
                 out.append(Case(c.intent, f"{c.text} and the {other.name.lower()}",

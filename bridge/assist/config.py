@@ -82,7 +82,7 @@ class AssistConfig(ExtensionSection):
     languages: Languages = Field(default_factory=list)  # loaded at start besides `language`
     hermes: Bool = False  # Rhasspy Hermes: hermes/nlu/query -> hermes/intent/<name>
     satellites: Satellites = Field(default_factory=dict)  # site_id -> area, for "turn on the lights"
-    semantic_threshold: Number(0.5, 1.0) = 0.75
+    semantic_threshold: Number(0.5, 1.0) = 0.75  # accepted so old configs load; the fallback no longer scores
     conversation_ttl: Number(1, 3600) = 300.0  # seconds a conversation id keeps its context
     agent: AgentConfig = Field(default_factory=AgentConfig)
     custom: list[CustomSentence] = Field(default_factory=list)

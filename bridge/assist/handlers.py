@@ -100,14 +100,29 @@ class Handlers:
         if clash is not None:
             name = next(c.entity.name for p in plans.values() for c in p.calls if c.entity.entity_id == clash)
             return [self.error(recs[0].language, "no_intent_match", "contradiction", entity=name)]
-        done: set[tuple] = set()
+        # "turn on the lamp and set it to 40%": the plain turn_on is part of the one with a brightness
+        done: set[tuple] = {(e, svc, ()) for e, asks in wanted.items() for svc, d in asks if d}
         out = []
         for i, rec in enumerate(recs):
             outcome = self.run(plans[i], done) if i in plans else self.handle(rec, home, context_area)
             if rec.speech and outcome.response_type != "error":
                 outcome.speech = rec.speech
             out.append(outcome)
+        if len(plans) > 1 and all(out[i].response_type == "action_done" for i in plans):
+            self._say_once(recs, plans, out)
         return out
+
+    def _say_once(self, recs: list[Recognition], plans: dict[int, Plan], out: list[Outcome]) -> None:
+        """One answer for a compound: each kind of action once, with every device it was done to."""
+        said: dict[str, list[str]] = {}
+        for i in plans:
+            said.setdefault(recs[i].intent, []).extend(t["name"] for t in out[i].success)
+        language = recs[0].language
+        sentences = [self.speech.own(language, _DONE.get(intent, "done"),
+                                     names=self.speech.join(language, list(dict.fromkeys(names))))
+                     for intent, names in said.items()]
+        for n, i in enumerate(plans):
+            out[i].speech = " ".join(sentences) if n == 0 else ""
 
     def _action(self, rec: Recognition, home: Home, context_area: str | None = None) -> Outcome:
         plan = self.plan(rec, home, context_area)
@@ -175,6 +190,10 @@ class Handlers:
         found = self.resolve(rec, home, context_area)
         if isinstance(found, Outcome):
             return found
+        if rec.intent == "HassToggle":  # ours, not HA's templates: only what switches, never a lock or cover
+            found = [e for e in found if e.domain in SWITCHABLE]
+            if not found:
+                return self.error(rec.language, "no_valid_targets", "no_targets")
         if rec.intent in ON_OFF:
             service = ON_OFF[rec.intent]
             calls = [Call(e.domain if e.domain in SWITCHABLE else "homeassistant", service, (), e) for e in found]
@@ -198,8 +217,8 @@ class Handlers:
         out = Outcome("action_done", "", targets=plan.targets, acted_on=[c.entity for c in plan.calls])
         done = already if already is not None else set()
         for call in plan.calls:
-            if call.key in done:
-                out.success.append(call.entity.as_target())  # "turn on the fan and turn on the fan": once
+            if call.key in done:  # "turn on the fan and turn on the fan": once
+                out.success.append(call.entity.as_target())
                 continue
             done.add(call.key)
             try:

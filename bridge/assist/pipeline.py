@@ -246,21 +246,30 @@ class Pipeline:
         """Every part understood, or nothing: half a compound command is not done.
 
         A later part is first read in the words of the one before ("... off the X and the Y" turns
-        Y off): alone, a bare name is HA's "turn it on", which would flip the polarity."""
+        Y off). Alone it is read only when it says its own verb: a bare name is HA's "turn it on",
+        which would make "open the door and the light" or "close the door and the light" switch the
+        light on. An area said after the first target stays with the first target."""
         out: list[Recognition] = []
         for part in parts:
             rec = None
             if out and out[-1].target is not None:
-                rec = self._exact(robust.borrow(out[-1].words, out[-1].target, part, language),
-                                  lang, home, context_area, language)
+                rec = self._exact(self._borrowed(out[-1], part, language, home), lang, home, context_area, language)
             if rec is None:
+                if out and not _has_verb(part, language):
+                    return []
                 rec = self._exact(part, lang, home, context_area, language)
-                if rec is not None and out and rec.intent != out[-1].intent and not _says_polarity(part, language):
-                    rec = None  # "close the door and the light": the light alone would be turned *on*
             if rec is None:
                 return []
             out.append(_tagged(rec, "compound"))
         return out
+
+    @staticmethod
+    def _borrowed(last: Recognition, part: list[str], language: str, home: Home) -> list[str]:
+        assert last.target is not None
+        first = last.words
+        if any(s.kind in ("area", "floor") for s in home.spans(first[last.target[1]:])):
+            first = first[:last.target[1]]  # "the lamp in the bedroom and the lamp": the second has no area
+        return robust.borrow(first, last.target, part, language)
 
     def _follow_up(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
                    language: str, last: Recognition | None) -> list[Recognition]:
@@ -285,9 +294,10 @@ class TooManyParts(Exception):
     """A compound of more than MAX_PARTS commands: refused whole."""
 
 
-def _says_polarity(ws: list[str], language: str) -> bool:
+def _has_verb(ws: list[str], language: str) -> bool:
+    """Does a compound's part say what to do itself ("turn off the fan", "set the lamp to 20%")?"""
     lexicon = LEXICONS.get(robust.base_language(language))
-    return lexicon is not None and any(w in lexicon.on or w in lexicon.off for w in ws)
+    return lexicon is not None and any(w in lexicon.on or w in lexicon.off or w in lexicon.carriers for w in ws)
 
 
 def _tagged(rec: Recognition, how: str) -> Recognition:

@@ -32,6 +32,7 @@ FILLERS = {
 }
 # words that join two commands, and articles a borrowed target drops ("and the fan" -> "fan")
 JOINERS = {"en": {"and", "also", "plus"}, "de": {"und", "sowie"}, "fr": {"et"}, "es": {"y", "e"}}
+PARTICLES = {"de": {"ein", "an", "aus", "auf", "zu", "um", "ab"}}  # separable verbs' particles, said last
 ARTICLES = {"en": {"the", "my", "a"}, "de": {"der", "die", "das", "den", "dem", "mein", "meine"},
             "fr": {"le", "la", "les", "l'", "mon", "ma", "mes"}, "es": {"el", "la", "los", "las", "mi", "mis"}}
 
@@ -69,11 +70,15 @@ def _one_edit(a: str, b: str) -> bool:
 
 
 def fix_typos(ws: list[str], names: Iterable[str], template_words: frozenset[str]) -> list[str] | None:
-    """The words with unknown ones corrected to the home's names (unique, one edit), or None if none."""
+    """The words with unknown ones corrected to the home's names (unique, one edit), or None if none.
+
+    A word with a letter that no template word and no name has ("lighṫ", "ħeater") is a look-alike,
+    not a typo: it is left as it is (and the sentence is not understood)."""
     names = [n for n in names if len(n) >= 4]
+    alphabet = {c for w in (*template_words, *names) for c in w}
     out, changed = list(ws), False
     for i, w in enumerate(ws):
-        if len(w) < 4 or w in template_words or w.isdigit():
+        if len(w) < 4 or w in template_words or w.isdigit() or not set(w) <= alphabet:
             continue
         if w in names:
             continue
@@ -94,7 +99,15 @@ def split_compound(ws: list[str], language: str) -> list[list[str]] | None:
         else:
             parts[-1].append(w)
     parts = [p for p in parts if p]
-    return parts if len(parts) > 1 else None
+    if len(parts) < 2:
+        return None
+    particles = PARTICLES.get(base_language(language), set())
+    if parts[-1][-1] in particles and len(parts[-1]) > 1 and not any(p[-1] in particles for p in parts[:-1]):
+        # "schalte den Ventilator und die Kaffeemaschine aus": the particle belongs to the first
+        # part's verb; the later parts borrow it from there ("schalte die Kaffeemaschine aus")
+        particle = parts[-1][-1]
+        parts = [p + [particle] for p in parts[:-1]] + [parts[-1][:-1]]
+    return parts
 
 
 def borrow(first: list[str], target: tuple[int, int], other: list[str], language: str) -> list[str]:

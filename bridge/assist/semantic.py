@@ -52,10 +52,11 @@ LEXICONS = {
     "en": Lexicon(
         on=_polar(switch="on, activate, enable, start", cover="open", lock="lock"),
         off=_polar(switch="off, deactivate, disable, stop, out", cover="close, shut", lock="unlock"),
-        carriers=_words("turn, switch, make, put, get, power, go, flip, set, have, let"),
+        carriers=_words("turn, switch, make, put, get, power, go, flip, set, have, let, toggle"),
         glue=_words("the, my, a, in, of, to, all, at, on the"),
+        # not "switch": it is the verb ("switch on the kitchen" names no kind of device)
         domains={"light": "light", "lights": "light", "lamp": "light", "lamps": "light", "fan": "fan",
-                 "fans": "fan", "switch": "switch", "switches": "switch", "plug": "switch", "plugs": "switch"},
+                 "fans": "fan", "plug": "switch", "plugs": "switch"},
     ),
     "de": Lexicon(
         on=_polar(switch="an, ein, einschalten, anschalten, anmachen, aktiviere, aktivieren, starte, starten",

@@ -36,7 +36,7 @@ HA_INTENTS = ("HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassGe
 NUMBER_RANGES = {"brightness": (0, 100), "position": (0, 100), "percentage": (0, 100)}
 SHAPES_PER_HOME = 4096
 REFUSED = ("refused",)  # a shape hassil matched nothing for, in this home
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass

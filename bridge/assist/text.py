@@ -5,9 +5,10 @@ the same name in the home are always the same words. Reading keeps meaning or re
 or a decimal point stays on its number ("-20%" is not "20%"), French elision is split off the
 word it belongs to ("l'interrupteur" is "l'" + "interrupteur", as hassil's templates write it),
 hyphenated words stay whole ("a-t-il", "est-ce", "Wi-Fi"), and anything that is neither a word,
-a whole number nor sentence punctuation (brackets, braces, symbols, emoji, a word mixing
-alphabets such as a Cyrillic "о" in "kitchen") is named in `unplaced`: the sentence is refused,
-never read with that part stripped away.
+a whole number of ASCII digits nor sentence punctuation that ends a word (brackets, braces,
+symbols, emoji, "turn.on.the.heater", "5²", a word mixing alphabets such as a Cyrillic "о" in
+"kitchen", a fullwidth or mathematical letter) is named in `unplaced`: the sentence is refused,
+never read with that part stripped away or folded into what it looks like.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ ELISIONS = ("jusqu'", "lorsqu'", "puisqu'", "quoiqu'", "qu'", "dell'", "dall'", 
             "l'", "d'", "j'", "m'", "n'", "s'", "t'", "c'")
 SENTENCE_MARKS = ".,!?;:¿¡…"
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "‐": "-", "‑": "-"})
+# every mark that asks, looked for before normalising (NFC folds the Greek question mark into ";")
+QUESTION_MARKS = frozenset("?¿\u037e\u061f\uff1f\ufe56\u2e2e\u2047\u2048\u2049\u203d")
 _TOKEN = re.compile(r"""
-    (?P<number>[-+−]?\d+(?:[.,:]\d+)*(?:\s?%)?(?![^\W_]))
+    (?P<number>[-+−]?[0-9]+(?:[.,:][0-9]+)*(?:\s?%)?(?![^\W_]))
   | (?P<word>[^\W_]+(?:['-][^\W_]+)*'?)
   | (?P<space>\s+)
-  | (?P<mark>[.,!?;:¿¡…]+)
+  | (?P<mark>[.,!?;:¿¡…]+(?=\s|$)|^[¿¡]+)
   | (?P<other>.)
 """, re.VERBOSE)
-_PLAIN_NUMBER = re.compile(r"\d+%?")
+_PLAIN_NUMBER = re.compile(r"[0-9]+%?")
 _ELIDED = re.compile("^(" + "|".join(re.escape(e) for e in ELISIONS) + r")(?=[^\W\d_])")
 
 
@@ -55,15 +58,17 @@ def _one_script(word: str) -> bool:
 
 def read(text: str) -> Reading:
     """The lower-case words of a sentence, whether it asks, and what (if anything) cannot be placed."""
-    text = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES).lower()
+    question = any(c in QUESTION_MARKS for c in text)
+    # NFC, not NFKC: compatibility forms (fullwidth, superscript and circled digits, ligatures) are
+    # look-alikes of what they fold to, so they stay themselves and are not placed
+    text = unicodedata.normalize("NFC", text).translate(_APOSTROPHES).lower()
     out: list[str] = []
-    question, unplaced = False, None
+    unplaced = None
     for m in _TOKEN.finditer(text):
         kind, token = m.lastgroup, m.group()
         if kind == "space":
             continue
         if kind == "mark":
-            question = question or "?" in token or "¿" in token
             continue
         if kind == "number":
             token = token.replace(" ", "")  # "50 %" is "50%"
@@ -72,8 +77,9 @@ def read(text: str) -> Reading:
         elif kind == "other":
             unplaced = unplaced or token
             continue
-        elif not _one_script(token):
-            unplaced = unplaced or token
+        elif (not _one_script(token) or unicodedata.normalize("NFKC", token) != token
+              or any(c.isnumeric() and not "0" <= c <= "9" for c in token)):
+            unplaced = unplaced or token  # "kitсhen" with a Cyrillic с, "ｈｅａｔｅｒ", "coﬀee", "٥٠", "5²"
         else:
             elided = _ELIDED.match(token)
             if elided:

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from bench.assist_adversarial import LANGUAGES, cases, command_of, discovery, home, judge, tally
+from bench.assist_adversarial import LANGUAGES, InProcess, cases, command_of, discovery, home, judge, tally
 from bridge.app import build_bridge
 from bridge.assist.extension import AssistExtension
 from bridge.catalog import validate_config
@@ -109,3 +109,15 @@ def test_the_4096_byte_boundary(corpus_bridge, extra, refused):
         assert commands == [] and answer["data"]["code"] == "invalid_utterance", answer
     else:
         assert commands == ["light.desk_lamp on"] and answer["response_type"] == "action_done", answer
+
+
+def test_the_holdout_corpus_written_after_the_rules_causes_no_wrong_action():
+    """888 sentences a red-team pass wrote against the finished rules (holdout_*.yaml), in process:
+    rules that generalise hold on sentences they were not written against."""
+    bridge = InProcess()
+    results = [(case, judge(case, *bridge.run(case))) for case in cases(prefix="holdout_")]
+    counts = tally(results)
+    assert counts["n"] >= 800
+    wrong = [(c.language, c.said, c.site_id) for c, v in results if v == "wrong_action"]
+    assert not wrong, wrong
+    assert counts["acting_refused"] <= 0.05 * counts["acting"], counts
