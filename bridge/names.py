@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import socket
 
+from slugify import slugify as unicode_slugify
+
 SLUG = re.compile(r"[a-z0-9_][a-z0-9_-]*")  # one topic level we build from a user's word
 NODE_NAME = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*")
 NODE_NAME_MAX = 64
@@ -22,7 +24,6 @@ IDENTIFIER_RULE = "1..64 of [a-z0-9_]"
 # Home Assistant's rule: domain.object_id of [a-z0-9_], no leading/trailing/double "_".
 _ENTITY_ID = re.compile(r"(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)")
 ENTITY_ID_MAX = 255
-_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 # `ruview/bridge/<instance>/...` must not read as one of the bridge's own topics
 RESERVED_INSTANCES = frozenset({"state", "info", "health", "event", "request", "response"})
 
@@ -69,8 +70,12 @@ def is_identifier(text: object) -> bool:
 
 
 def slugify(text: str) -> str:
-    """HA's slugify for free text (device and entity names): each run of other characters is one `_`."""
-    return _NOT_ALNUM.sub("_", text.lower()).strip("_") or "unnamed"
+    """Home Assistant's slugify (homeassistant.util.slugify) for free text such as device names.
+
+    The same library HA calls, with its arguments, so an entity id made here is the one HA makes:
+    letters are transliterated, not dropped ("Küche Licht" -> kuche_licht, "Straße" -> strasse),
+    and a name with nothing left is "unknown", as in HA."""
+    return unicode_slugify(text, separator="_") or "unknown"
 
 
 def default_instance() -> str:

@@ -101,8 +101,15 @@ def test_node_names_are_valid_in_topics_and_entity_ids(name, ok):
 
 def test_slugify_makes_valid_object_ids_like_home_assistant():
     assert slugify("Living room lamp") == "living_room_lamp"
-    assert slugify("a_ b") == "a_b" and slugify("__x__") == "x" and slugify("!!!") == "unnamed"
+    assert slugify("a_ b") == "a_b" and slugify("__x__") == "x" and slugify("!!!") == "unknown"
     assert valid_entity_id(f"light.{slugify('Ärger -- im  Büro')}")
+    # Home Assistant's own cases (homeassistant.util.slugify): letters are transliterated, not dropped
+    for name, ha in [("T-!@#$!#@$!$est", "t_est"), ("Test More", "test_more"), ("Test_(More)", "test_more"),
+                     ("Tèst_Mörê", "test_more"), ("B8:27:EB:00:00:00", "b8_27_eb_00_00_00"),
+                     ("test.com", "test_com"), ("greg_phone - exp_wayp1", "greg_phone_exp_wayp1"),
+                     ("Jönköping", "jonkoping"), ("本", "ben"), ("$$$", "unknown"),
+                     ("Küche Licht", "kuche_licht"), ("Salle de bain – Plafonnier", "salle_de_bain_plafonnier")]:
+        assert slugify(name) == ha, name
     assert default_instance() and "/" not in default_instance()
 
 
