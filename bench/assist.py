@@ -2,7 +2,7 @@
 end-to-end latency over a real Mosquitto against a bare echo, and the memory English costs.
 
     python -m bench.assist                       # everything
-    python -m bench.assist --only accuracy       # or latency, e2e, memory
+    python -m bench.assist --only accuracy       # or corpus, refusals, latency, e2e, memory
 
 Accuracy: the upstream English test files of HassTurnOn/Off, HassLightSet and HassGetState
 (tests/assist/fixtures), each against its own fixture home, then the same sentences with a
@@ -10,6 +10,13 @@ Accuracy: the upstream English test files of HassTurnOn/Off, HassLightSet and Ha
 (name_only on/off files) a second target "... and the <other device>". Baseline: hassil
 alone (HA's strict stage) on the same sentences, same run. A wrong answer that acts — wrong
 polarity or wrong entity — is counted apart from a refusal; so are out-of-scope sentences.
+
+Corpus: the adversarial corpus (tests/assist/corpus/{en,de,fr,es}.yaml) and the holdout a red-team
+pass wrote after the rules (holdout_*.yaml), in process, each case judged by the device calls
+made: correct / refused / wrong action / wrong text (bench/assist_adversarial.py).
+
+Refusal cost: the English corpus's commands and its refusals, each said ten times in one
+shuffled stream; the median and p99 of each, and their ratio, same run.
 
 Latency: a home of 50 entities in 10 areas; utterances made from the fixture phrasings with
 the home's names, each one hassil with HA's full English templates recognizes (HA's default
@@ -402,7 +409,7 @@ def memory(rounds: int) -> bool:
             return False
         before, after = map(float, out.stdout.split())
         deltas.append((before, after))
-    print(f"\nMemory, English loaded and warmed (templates, shapes, semantic exemplars), {rounds} fresh processes:")
+    print(f"\nMemory, English loaded and warmed (templates, shapes), {rounds} fresh processes:")
     for before, after in deltas:
         print(f"  bridge without assist {before:.1f} MB -> with English {after:.1f} MB: +{after - before:.1f} MB")
     print(f"median extra {statistics.median(a - b for b, a in deltas):.1f} MB (target <= 40 MB)")

@@ -156,8 +156,10 @@ class InProcess:
 
     def _call(self, domain: str, service: str, data: dict) -> None:
         entity = data["entity_id"]
-        if entity.split(".")[0] not in ("light", "switch", "fan"):
+        if entity.split(".")[0] not in ("light", "switch", "fan"):  # as bridge/homeassistant/devices.py
             raise ServiceError(f"{entity} cannot be switched")
+        if str(data.get("color_name", "red")).replace(" ", "").lower() not in COLORS:
+            raise ServiceError(f"unknown color_name {data['color_name']!r}")
         if "brightness_pct" in data:
             self.commands.append(f"{entity} brightness {data['brightness_pct']}")
         elif "color_name" in data:
@@ -188,4 +190,4 @@ class InProcess:
         outcomes = self.handlers.handle_all(u.recognitions, self.home, area)
         kinds = {o.response_type for o in outcomes}
         kind = "error" if "error" in kinds else "query_answer" if "query_answer" in kinds else "action_done"
-        return {"response_type": kind, "speech": {"plain": {"speech": " ".join(o.speech for o in outcomes)}}}
+        return {"response_type": kind, "speech": {"plain": {"speech": " ".join(o.speech for o in outcomes if o.speech)}}}

@@ -7,7 +7,8 @@ decided by the sentence's form, with explicit rules per language, never by a sim
 
 1. polite openers and Home Assistant's skip words are set aside ("could you", "bitte", "tu peux");
 2. a negation, an exception, a conditional or subordinating word, a time (a unit, a day, "tomorrow",
-   "at 7", "7:30") or a hypothetical anywhere → not a command;
+   "at 7", "at eight", "7:30"), a change by an amount ("raise the lamp by 10") or a hypothetical
+   anywhere → not a command;
 3. a reporting verb ("said", "gesagt", "dit") anywhere → reported speech;
 4. a question word or an inverted verb first ("did", "why", "warum", "est-ce", "a-t-il"), or a
    question mark without a polite opener → a question;
@@ -31,8 +32,8 @@ from dataclasses import dataclass, field
 from bridge.assist.text import words
 
 # what the answer says, per verdict (speech.py's keys)
-NOT_COMMAND = ("negated", "exception", "conditional", "deferred", "hypothetical", "reported", "statement",
-               "question")
+NOT_COMMAND = ("negated", "exception", "conditional", "deferred", "relative", "hypothetical", "reported",
+               "statement", "question")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Rules:
     inversion: re.Pattern[str] | None = None  # a verb-pronoun inversion that asks ("a-t-il", "est-ce")
     time_after: frozenset[str] = frozenset()  # "at" 7, "um" 7, "à" 7, "a las" 7: a clock time follows
     amounts: frozenset[str] = frozenset()  # "à 50 pourcent" is an amount, not a time
+    clock: frozenset[str] = frozenset()  # "at eight", "um acht": a time in words
+    relative_verbs: frozenset[str] = frozenset()  # "raise the lamp by 10": a change, not a level
+    relative_by: frozenset[str] = frozenset()
     polite: frozenset[str] = field(default_factory=frozenset)  # openers that also make "…?" a command
 
 
@@ -97,6 +101,9 @@ RULES: dict[str, Rules] = {
                            "enable, disable, dim, brighten, toggle, set, light, shut, kill, flip"),
         time_after=_set("at, by, around, from"),
         amounts=_set("percent, kelvin, kelvins, k, degrees, degree"),
+        clock=_set("one, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve, half, quarter"),
+        relative_verbs=_set("increase, decrease, raise, lower, reduce, brighten, dim, turn up, turn down, bump"),
+        relative_by=_set("by"),
     ),
     "de": Rules(
         openers=_phrases("bitte", "danke", "hey", "hallo", "ok", "okay", "äh", "ähm", "hm", "hmm", "also", "mal",
@@ -129,6 +136,10 @@ RULES: dict[str, Rules] = {
         negated=_set("nicht, kein, keine, keinen, keinem, keiner, nie, niemals, nichts, weder"),
         time_after=_set("um, gegen, ab"),
         amounts=_set("prozent, kelvin, k, grad"),
+        clock=_set("eins, ein, zwei, drei, vier, fünf, sechs, sieben, acht, neun, zehn, elf, zwölf, halb, viertel"),
+        relative_verbs=_set("erhöhe, erhöhen, senke, senken, verringere, verringern, reduziere, reduzieren, "
+                            "dimme, dimmen, mach heller, mach dunkler, heller, dunkler"),
+        relative_by=_set("um"),
     ),
     "fr": Rules(
         openers=_phrases("s'il te plaît", "s'il te plait", "s'il vous plaît", "s'il vous plait", "stp", "svp",
@@ -140,7 +151,8 @@ RULES: dict[str, Rules] = {
                     "vous pouvez, pouvez-vous, pourrais-tu, tu pourrais, pourriez-vous, vous pourriez, veux-tu, "
                     "voulez-vous"),
         question_first=_set("qui, que, qu', quoi, quand, où, pourquoi, comment, combien, quel, quelle, quels, "
-                            "quelles, lequel, laquelle, est-ce, est-ce que, y, dois-je, puis-je, faut-il"),
+                            "quelles, lequel, laquelle, est-ce, est-ce que, y, dois-je, puis-je, faut-il, état, "
+                            "statut"),
         subjects=_set("je, j', tu, il, elle, on, nous, vous, ils, elles, quelqu'un, personne, c', ça, cela, "
                       "maman, papa"),
         statement=_set("est, sont, était, étaient, été, suis, es, sommes, êtes, sera, seront, ai, as, avons, "
@@ -159,6 +171,10 @@ RULES: dict[str, Rules] = {
         inversion=re.compile(r".+-(t-)?(il|elle|ils|elles|on|je|nous|vous|tu|ce)$"),
         time_after=_set("à, vers, dès"),
         amounts=_set("pourcent, pour, kelvin, kelvins, k, degrés, degré"),
+        clock=_set("une, deux, trois, quatre, cinq, six, sept, huit, neuf, dix, onze, douze, midi, minuit"),
+        relative_verbs=_set("augmente, augmenter, baisse, baisser, diminue, diminuer, réduis, réduire, monte, "
+                            "monter, descends, descendre"),
+        relative_by=_set("de"),
     ),
     "es": Rules(
         openers=_phrases("por favor", "porfa", "gracias", "oye", "hola", "eh", "bueno", "ahora", "ya",
@@ -187,6 +203,10 @@ RULES: dict[str, Rules] = {
         negated=_set("no, nunca, jamás, ni, nada, ningún, ninguna, ninguno, tampoco"),
         time_after=_set("a las, a la, sobre las, hacia las"),
         amounts=_set("por, porciento, kelvin, k, grados, grado"),
+        clock=_set("una, dos, tres, cuatro, cinco, seis, siete, ocho, nueve, diez, once, doce"),
+        relative_verbs=_set("aumenta, aumentar, sube, subir, baja, bajar, reduce, reducir, incrementa, "
+                            "incrementar, disminuye, disminuir"),
+        relative_by=_set("en"),
     ),
 }
 _CLOCK = re.compile(r"\d{1,2}[:.h]\d{2}|\d{1,2}h")
@@ -241,10 +261,14 @@ def classify(ws: list[str], question_mark: bool, language: str, named: set[int] 
         if _hits(rest, vocabulary):
             return verdict
     if _hits(rest, rules.deferred) or any(_CLOCK.fullmatch(w) for w in rest) or any(
-            " ".join(rest[i:i + n]) in rules.time_after and i + n < len(rest) and rest[i + n].isdigit()
+            " ".join(rest[i:i + n]) in rules.time_after and i + n < len(rest)
+            and (rest[i + n].isdigit() or rest[i + n] in rules.clock)
             and (i + n + 1 >= len(rest) or rest[i + n + 1] not in rules.amounts)
             for n in (1, 2) for i in range(len(rest))):
         return "deferred"
+    if _hits(rest, rules.relative_verbs) and any(
+            w in rules.relative_by and i + 1 < len(rest) and rest[i + 1][:1].isdigit() for i, w in enumerate(rest)):
+        return "relative"
     if _hits(rest, rules.hypothetical) or any(
             len(w) > 5 and w.endswith(rules.hypothetical_endings) for w in rest if rules.hypothetical_endings):
         return "hypothetical"

@@ -17,6 +17,7 @@ from bridge.assist.templates import Recognition
 from bridge.core.rooms import RoomView
 from bridge.core.services import ServiceError
 from bridge.core.state import State
+from bridge.homeassistant.commands import COLORS  # the colours a light command can carry: one table
 
 ON_OFF = {"HassTurnOn": "turn_on", "HassTurnOff": "turn_off", "HassToggle": "toggle"}
 ACTIONS = frozenset({*ON_OFF, "HassLightSet"})  # intents that call device services
@@ -91,6 +92,12 @@ class Handlers:
                 if isinstance(plan, Outcome):
                     return [plan]
                 plans[i] = plan
+        if len(plans) > 1:
+            # a lock, a cover or a valve answers only when its command runs: in a compound that would be
+            # after another part acted, so a compound is only ever made of what simply switches
+            odd = next((c.entity for p in plans.values() for c in p.calls if c.entity.domain not in SWITCHABLE), None)
+            if odd is not None:
+                return [self.error(recs[0].language, "failed_to_handle", "not_in_compound", entity=odd.name)]
         wanted: dict[str, set[tuple]] = {}
         for plan in plans.values():
             for call in plan.calls:
@@ -179,7 +186,8 @@ class Handlers:
             areas = sorted({e.area for e in found if e.area})
             out = self.error(lang, "no_valid_targets", "duplicate_entities", entity=found[0].name)
             if areas:
-                out.speech = f"{out.speech} {self.speech.own(lang, 'duplicate_areas', areas=self.speech.join(lang, areas))}"
+                more = self.speech.own(lang, "duplicate_areas", areas=self.speech.join(lang, areas))
+                out.speech = f"{out.speech.rstrip('.')}. {more}"
             return out
         return found
 
@@ -202,7 +210,10 @@ class Handlers:
             if "brightness" in rec.slots:
                 data["brightness_pct"] = rec.slots["brightness"]
             if "color" in rec.slots:
-                data["color_name"] = str(rec.slots["color"])
+                color = str(rec.slots["color"])
+                if color.replace(" ", "").lower() not in COLORS:  # found now, not once another part acted
+                    return self.error(rec.language, "failed_to_handle", "unknown_color", color=color)
+                data["color_name"] = color
             if not data:
                 return self.error(rec.language, "failed_to_handle", "handle_error")
             lights = [e for e in found if e.domain == "light"]

@@ -45,6 +45,9 @@ OWN: dict[str, dict[str, str]] = {
         "unplaced": "Sorry, I couldn't understand '{part}', so I did nothing.",
         "too_long": "Sorry, that is too long for one command.",
         "too_many_parts": "Sorry, I take at most {parts} commands at once.",
+        "unknown_color": "Sorry, I can't set a light to {color}.",
+        "not_in_compound": "Sorry, I can only do {entity} on its own, so I did nothing.",
+        "relative": "I can set a level, not change it by an amount; say the level you want.",
         "contradiction": "Those commands contradict each other for {entity}, so I did nothing.",
     },
     "de": {
@@ -84,6 +87,9 @@ OWN: dict[str, dict[str, str]] = {
         "unplaced": "Entschuldigung, '{part}' habe ich nicht verstanden, also habe ich nichts getan.",
         "too_long": "Entschuldigung, das ist zu lang für einen Befehl.",
         "too_many_parts": "Entschuldigung, ich nehme höchstens {parts} Befehle auf einmal.",
+        "unknown_color": "Entschuldigung, die Farbe {color} kann ich nicht einstellen.",
+        "not_in_compound": "Entschuldigung, {entity} geht nur allein, also habe ich nichts getan.",
+        "relative": "Ich kann einen Wert einstellen, nicht um einen Betrag ändern; sag den gewünschten Wert.",
         "contradiction": "Diese Befehle widersprechen sich für {entity}, also habe ich nichts getan.",
     },
     "fr": {
@@ -122,6 +128,9 @@ OWN: dict[str, dict[str, str]] = {
         "unplaced": "Désolé, je n'ai pas compris « {part} », donc je n'ai rien fait.",
         "too_long": "Désolé, c'est trop long pour un seul ordre.",
         "too_many_parts": "Désolé, je prends au plus {parts} ordres à la fois.",
+        "unknown_color": "Désolé, je ne sais pas régler une lumière en {color}.",
+        "not_in_compound": "Désolé, {entity} ne se commande que seul, donc je n'ai rien fait.",
+        "relative": "Je peux régler un niveau, pas le changer d'une quantité ; dites le niveau voulu.",
         "contradiction": "Ces ordres se contredisent pour {entity}, donc je n'ai rien fait.",
     },
     "es": {
@@ -160,6 +169,9 @@ OWN: dict[str, dict[str, str]] = {
         "unplaced": "Lo siento, no he entendido «{part}», así que no he hecho nada.",
         "too_long": "Lo siento, eso es demasiado largo para una orden.",
         "too_many_parts": "Lo siento, acepto como mucho {parts} órdenes a la vez.",
+        "unknown_color": "Lo siento, no puedo poner una luz en {color}.",
+        "not_in_compound": "Lo siento, {entity} solo se puede manejar por separado, así que no he hecho nada.",
+        "relative": "Puedo fijar un nivel, no cambiarlo en una cantidad; di el nivel que quieres.",
         "contradiction": "Esas órdenes se contradicen para {entity}, así que no he hecho nada.",
     },
 }

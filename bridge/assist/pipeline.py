@@ -38,7 +38,7 @@ QUERIES = frozenset({"HassGetState", "HassNevermind", "RuViewRoomPresence", "RuV
 MAX_PARTS = 3  # "A and B and C" at most
 MAX_WORDS = 40  # no command is longer; hassil is not asked to read a page
 # verdicts that are never recognized: whatever their words, they are not for now
-HELD = frozenset({"negated", "exception", "conditional", "deferred", "hypothetical", "reported"})
+HELD = frozenset({"negated", "exception", "conditional", "deferred", "relative", "hypothetical", "reported"})
 
 
 @dataclass
@@ -180,6 +180,9 @@ class Pipeline:
             unknown = self._unknown_target(ws, lang, home, context_area, language)
             if unknown is not None:
                 return Understood(refusal=unknown[0], detail=unknown[1], form=form)
+        trailing = next((r for r in found if _number_after_name(r, home)), None)
+        if trailing is not None:
+            return Understood(refusal="unplaced", detail=trailing.words[-1], form=form)
         if form is not None and any(r.intent not in QUERIES and r.recognizer != "custom" for r in found):
             # "did I turn on the light?" asks; it does not say. The operator's own sentences, matched
             # exactly, are commands because the operator wrote them so ("it's movie time").
@@ -288,6 +291,16 @@ class Pipeline:
             rec = self._exact(ws[:hit] + named + ws[hit + 1:], lang, home, context_area, language)
             return [_tagged(rec, "follow-up")] if rec is not None else []
         return []
+
+
+def _number_after_name(rec: Recognition, home: Home) -> bool:
+    """A level said as a bare number right after a device's name, at the end ("desk lamp 2",
+    "Stehlampe 2"): HA's templates read it as a brightness, but it is as likely the rest of a
+    name ("Lamp 2") said to a home that has no such device. A level says "%" or "to"/"auf"/"à"."""
+    ws = rec.words
+    if "brightness" not in rec.slots or len(ws) < 2 or not ws[-1].isdigit():
+        return False
+    return any(s.kind == "name" and s.end == len(ws) - 1 for s in home.spans(ws))
 
 
 class TooManyParts(Exception):

@@ -5,8 +5,8 @@ the exact recognizers and is resolved against the home like any other:
 
 - fillers: "hey", "um", "could you", "please" ... wherever they are (per language);
 - typos: a word that is neither a template word nor a name word, one edit away from exactly
-  one word of the home's names and areas, becomes that word — never a command word, so "of"
-  can never become "off";
+  one word of the home's names and areas, with the same first letter, becomes that word —
+  never a command word, so "of" can never become "off", nor "eight" the "light" of a name;
 - compounds: "turn on the kitchen light and the fan" is two sentences, the second borrowing the
   first's words around its target ("turn on the fan").
 """
@@ -24,11 +24,11 @@ FILLERS = {
                        ("go", "ahead", "and"), ("right", "now")]},
     "de": {"words": {"hey", "hallo", "ok", "okay", "äh", "ähm", "hm", "hmm", "bitte", "mal", "doch", "danke", "also"},
            "phrases": [("kannst", "du"), ("könntest", "du"), ("würdest", "du")]},
-    "fr": {"words": {"hé", "hey", "salut", "euh", "bon", "merci", "stp", "svp"},
-           "phrases": [("s'", "il", "te", "plaît"), ("s'", "il", "vous", "plaît"), ("tu", "peux"),
+    "fr": {"words": {"hé", "hey", "salut", "euh", "bon", "merci", "stp", "svp", "maintenant"},
+           "phrases": [("tout", "de", "suite"), ("s'", "il", "te", "plaît"), ("s'", "il", "vous", "plaît"), ("tu", "peux"),
                        ("vous", "pouvez"), ("peux-tu",), ("pouvez-vous",)]},
-    "es": {"words": {"oye", "hola", "eh", "porfa", "gracias", "bueno"},
-           "phrases": [("por", "favor"), ("puedes",), ("podrías",)]},
+    "es": {"words": {"oye", "hola", "eh", "porfa", "gracias", "bueno", "ahora", "ya"},
+           "phrases": [("ahora", "mismo"), ("por", "favor"), ("puedes",), ("podrías",)]},
 }
 # words that join two commands, and articles a borrowed target drops ("and the fan" -> "fan")
 JOINERS = {"en": {"and", "also", "plus"}, "de": {"und", "sowie"}, "fr": {"et"}, "es": {"y", "e"}}
@@ -83,7 +83,9 @@ def fix_typos(ws: list[str], names: Iterable[str], template_words: frozenset[str
         if w in names:
             continue
         candidates = {n for n in names if _one_edit(w, n)}
-        if len(candidates) == 1:
+        # one name word only, with the same first letter: "eight" is one letter from the "light" of
+        # "Kitchen Light", and "night" too; people misspell the middle of a word, not its start
+        if len(candidates) == 1 and next(iter(candidates))[0] == w[0]:
             out[i] = candidates.pop()
             changed = True
     return out if changed else None

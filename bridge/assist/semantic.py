@@ -11,7 +11,8 @@ sentence word by word and acts only when *every* word is placed:
 - a verb that carries none ("turn", "make", "power", "go"), an article or preposition, or a
   domain word ("lights", "fan") that names what an area's devices are.
 
-One polarity, one target (a name, or an area with a domain word); a word it cannot place — a
+Exactly one word that says on or off, one target (a name, or an area with a domain word); a
+word it cannot place — a
 time, a condition, "except", a name or area the home does not have — means no action. There is
 no score: a sentence either is such a command or it is not. Languages without a lexicon here
 have no fallback (only their exact templates act).
@@ -109,22 +110,22 @@ class SemanticMatcher:
             return None
         spans = home.spans(ws)
         covered = {i for s in spans for i in range(s.start, s.end)}
-        intents: set[str] = set()
-        allowed: set[tuple[str, ...]] = set()
+        polar: list[str] = []
         domain_words: set[str] = set()
         for i, w in enumerate(ws):
             if i in covered:
                 continue
             if w in lex.on or w in lex.off:
-                intents.add("HassTurnOn" if w in lex.on else "HassTurnOff")
-                allowed.add(lex.on.get(w) or lex.off[w])
+                polar.append(w)
             elif w in lex.domains:
                 domain_words.add(lex.domains[w])
             elif w not in lex.carriers and w not in lex.glue:
                 return None  # a word this fallback cannot place: not its sentence to guess
-        if len(intents) != 1 or len(allowed) != 1:
-            return None  # no polarity, or both ("on off"), or two kinds of device ("open ... on")
-        return self._target(intents.pop(), allowed.pop(), domain_words, spans, ws)
+        if len(polar) != 1:
+            return None  # none, or two: "on off", "stop switching it off", "disable the off switch"
+        word = polar[0]
+        intent = "HassTurnOn" if word in lex.on else "HassTurnOff"
+        return self._target(intent, lex.on.get(word) or lex.off[word], domain_words, spans, ws)
 
     def _target(self, intent: str, allowed: tuple[str, ...], domain_words: set[str], spans: list[Span],
                 ws: list[str]) -> Recognition | None:

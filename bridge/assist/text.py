@@ -71,7 +71,7 @@ def read(text: str) -> Reading:
         if kind == "mark":
             continue
         if kind == "number":
-            token = token.replace(" ", "")  # "50 %" is "50%"
+            token = re.sub(r"\s", "", token)  # "50 %" (or a narrow no-break space, as French writes it) is "50%"
         if kind == "number" and not _PLAIN_NUMBER.fullmatch(token):
             unplaced = unplaced or token
         elif kind == "other":

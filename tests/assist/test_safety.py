@@ -206,3 +206,63 @@ def test_a_failure_is_answered_in_the_language_without_an_internal_id(assistant,
 def test_every_shipped_language_has_every_answer():
     assert {set(table) == set(OWN["en"]) for table in OWN.values()} == {True}
     assert set(OWN) == {"en", "de", "fr", "es"}
+
+
+# ------------------------------------------------------------ what red-team passes found, as classes
+
+@pytest.mark.parametrize("text, language", [
+    ("lock the front door and turn off the kitchen light", "en"),  # the lock would fail after the light acted
+    ("open the garage door and the kitchen light", "en"),  # a bare later part is not "turn on"
+    ("turn off the exhaust fan and set the kitchen light to black", "en"),  # a colour no light command has
+    ("ouvre la Garage Door et éteins la bouilloire", "fr"),
+    ("turn on the lamp in the bedroom and the lamp", "en")])  # the second lamp has no area of its own
+def test_a_compound_is_checked_whole_before_any_part_acts(assistant, text, language):
+    calls, _, _ = assistant.say(text, language)
+    assert calls == []
+
+
+@pytest.mark.parametrize("text, language", [("stop the heater off", "en"), ("disable the off switch of the heater", "en"),
+                                            ("stoppe das Ausschalten der Stehlampe", "de"),
+                                            ("arrête d'éteindre le plafonnier", "fr")])
+def test_the_fallback_needs_exactly_one_word_of_polarity(assistant, text, language):
+    assert assistant.say(text, language)[0] == []
+
+
+@pytest.mark.parametrize("text, language", [("turn on the kitchen light at eight", "en"),
+                                            ("schalte die Stehlampe um acht ein", "de"),
+                                            ("allume le plafonnier à huit heures", "fr"),
+                                            ("enciende la cafetera a las ocho", "es")])
+def test_a_clock_time_in_words_is_deferred(assistant, text, language):
+    calls, _, understood = assistant.say(text, language)
+    assert calls == [] and understood.refusal == "deferred", understood
+
+
+@pytest.mark.parametrize("text, language", [("increase the desk lamp brightness by 10%", "en"),
+                                            ("aumenta el brillo de la lámpara de pie en 10 por ciento", "es")])
+def test_a_change_by_an_amount_is_not_a_level(assistant, text, language):
+    assert assistant.say(text, language)[0] == []
+
+
+@pytest.mark.parametrize("text, language", [("desk lamp 2", "en"), ("Stehlampe 2", "de"),
+                                            ("enciende la lámpara de pie 2", "es")])
+def test_a_bare_number_after_a_name_is_not_a_brightness(assistant, text, language):
+    assert assistant.say(text, language)[0] == []
+
+
+@pytest.mark.parametrize("text", ["turn on the kitchen light\u037e", "turn.on.the.heater", "turn on switch.heater",
+                                  "turn on the ｈｅａｔｅｒ", "turn on the coﬀee plug", "set the desk lamp to 5²%",
+                                  "set the desk lamp to ٥٠%", "turn on the kitchen lighṫ", "turn on the kitchen light at eight"])
+def test_look_alikes_and_folded_characters_are_not_read_as_what_they_resemble(assistant, text):
+    assert assistant.say(text)[0] == []
+
+
+def test_a_german_particle_said_last_belongs_to_every_part(assistant):
+    calls, _, _ = assistant.say("schalte den Ventilator und die Kaffeemaschine aus", "de")
+    assert sorted(calls) == [("turn_off", "fan.ventilator", {}), ("turn_off", "switch.kaffeemaschine", {})]
+
+
+def test_french_typography_and_fillers(assistant):
+    calls, _, _ = assistant.say("mets le plafonnier à 50\u202f%", "fr")  # a narrow no-break space before %
+    assert calls == [("turn_on", "light.plafonnier", {"brightness_pct": 50})]
+    calls, _, _ = assistant.say("hé, allume la lampe de chevet tout de suite", "fr")
+    assert calls == [("turn_on", "light.lampe_de_chevet", {})]
