@@ -222,26 +222,29 @@ class Pipeline:
 
     def _stages(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
                 language: str, robust_too: bool) -> list[Recognition]:
+        cleaned = fixed = None
+        if robust_too:
+            cleaned = robust.strip_fillers(ws, language)
+            fixed = robust.fix_typos(cleaned, home.vocabulary, lang.template_words)
+            parts = robust.split_compound(fixed or cleaned, language)
+            if parts:  # tried first: HA's templates join two commands nowhere, and a sentence costs one
+                if len(parts) > MAX_PARTS:  # hassil run fewer; "each and every light" falls through
+                    raise TooManyParts
+                compound = self._compound(parts, lang, home, context_area, language)
+                if compound:
+                    return compound
         rec = self._exact(ws, lang, home, context_area, language)
-        if rec is not None or not robust_too:
+        if rec is not None or cleaned is None:
             return [rec] if rec is not None else []
-        cleaned = robust.strip_fillers(ws, language)
         if cleaned != ws:
             rec = self._exact(cleaned, lang, home, context_area, language)
             if rec is not None:
                 return [_tagged(rec, "filler")]
-        fixed = robust.fix_typos(cleaned, home.vocabulary, lang.template_words)
         if fixed is not None:
             rec = self._exact(fixed, lang, home, context_area, language)
             if rec is not None:
                 return [_tagged(rec, "typo")]
-        best = fixed or cleaned
-        parts = robust.split_compound(best, language)
-        if parts:
-            if len(parts) > MAX_PARTS:
-                raise TooManyParts
-            return self._compound(parts, lang, home, context_area, language)
-        rec = lang.semantic.suggest(best, home)
+        rec = lang.semantic.suggest(fixed or cleaned, home)
         return [rec] if rec is not None else []
 
     def _compound(self, parts: list[list[str]], lang: Language, home: Home, context_area: str | None,

@@ -14,6 +14,7 @@ the exact recognizers and is resolved against the home like any other:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Iterable
 
 FILLERS = {
@@ -74,8 +75,8 @@ def fix_typos(ws: list[str], names: Iterable[str], template_words: frozenset[str
 
     A word with a letter that no template word and no name has ("lighṫ", "ħeater") is a look-alike,
     not a typo: it is left as it is (and the sentence is not understood)."""
+    alphabet = _alphabet(template_words, frozenset(names))
     names = [n for n in names if len(n) >= 4]
-    alphabet = {c for w in (*template_words, *names) for c in w}
     out, changed = list(ws), False
     for i, w in enumerate(ws):
         if len(w) < 4 or w in template_words or w.isdigit() or not set(w) <= alphabet:
@@ -89,6 +90,12 @@ def fix_typos(ws: list[str], names: Iterable[str], template_words: frozenset[str
             out[i] = candidates.pop()
             changed = True
     return out if changed else None
+
+
+@lru_cache(maxsize=16)
+def _alphabet(template_words: frozenset[str], names: frozenset[str]) -> frozenset[str]:
+    """Every letter the templates and the home's names use (per language and home; frozensets cache their hash)."""
+    return frozenset(c for w in (*template_words, *names) for c in w)
 
 
 def split_compound(ws: list[str], language: str) -> list[list[str]] | None:
