@@ -64,7 +64,10 @@ class PatternRecognizer:
             if m is None:
                 continue
             slots = {**entry.slots, **{k: v for k, v in m.groupdict().items() if v is not None}}
-            return Recognition(entry.intent, slots, "custom", language, speech=entry.speech, words=list(ws))
+            # a match inside a longer sentence ("did you brew a coffee?") is held to the safety rules;
+            # a whole sentence the operator wrote is a command because the operator wrote it so
+            how = "custom" if m.span() == (0, len(text)) else "custom+partial"
+            return Recognition(entry.intent, slots, how, language, speech=entry.speech, words=list(ws))
         return None
 
 

@@ -266,3 +266,13 @@ def test_french_typography_and_fillers(assistant):
     assert calls == [("turn_on", "light.plafonnier", {"brightness_pct": 50})]
     calls, _, _ = assistant.say("hé, allume la lampe de chevet tout de suite", "fr")
     assert calls == [("turn_on", "light.lampe_de_chevet", {})]
+
+
+def test_the_operators_own_sentences_act_as_written_but_a_partial_match_is_held():
+    config = AssistConfig(enabled=True, custom=[{"intent": "MovieTime", "sentences": ["(it's|it is) movie time"]},
+                                                {"intent": "BrewCoffee", "patterns": ["brew (me )?a coffee"]}])
+    pipeline = Pipeline(config)
+    assert [r.intent for r in pipeline.understand("it's movie time", "en", HOME).recognitions] == ["MovieTime"]
+    assert [r.intent for r in pipeline.understand("brew me a coffee", "en", HOME).recognitions] == ["BrewCoffee"]
+    held = pipeline.understand("did you brew a coffee?", "en", HOME)
+    assert held.recognitions == [] and held.refusal == "question", held
