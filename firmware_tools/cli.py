@@ -131,7 +131,8 @@ def cmd_provision(args) -> int:
     from firmware_tools.esptool_session import DeviceError
     from firmware_tools.onboarding import OnboardingError
     from firmware_tools.ports import PortError
-    from firmware_tools.register import Registration, RegisterError, register_in_config, register_with_bridge
+    from firmware_tools.register import (Registration, RegisterError, bridge_connection, register_in_config,
+                                         register_with_bridge)
     from firmware_tools.settings import SettingsError, validate
     from firmware_tools.wifi_password import PasswordError, read_password
 
@@ -173,7 +174,8 @@ def cmd_provision(args) -> int:
         try:
             _say(register_in_config(args.config, reg))
             if args.bridge_mqtt:
-                data = register_with_bridge(args.bridge_mqtt, args.base_topic, reg)
+                connection, topics = bridge_connection(args.config, args.bridge_mqtt, args.base_topic)
+                data = register_with_bridge(connection, topics, reg)
                 _say(f"bridge: node {data['node_id']} is {data['name']!r} in {data.get('room')!r}, "
                      f"{data['privacy_class']}")
         except RegisterError as exc:
@@ -335,8 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--name", help="node name on MQTT ([a-z0-9_-]; default node_<id>)")
     reg.add_argument("--privacy-class", choices=["anonymous", "restricted"], help="privacy class for the bridge")
     reg.add_argument("--config", type=Path, default=Path("config.yaml"), help="bridge config (default ./config.yaml)")
-    reg.add_argument("--bridge-mqtt", metavar="URL", help="broker of a running bridge, e.g. mqtt://127.0.0.1:1883")
-    reg.add_argument("--base-topic", default="ruview", help="the bridge's base topic (default ruview)")
+    reg.add_argument("--bridge-mqtt", metavar="URL",
+                     help="broker of a running bridge, e.g. mqtt://127.0.0.1:1883; reached with the TLS "
+                          "settings, username and password of --config's mqtt section")
+    reg.add_argument("--base-topic", help="the bridge's base topic (default: mqtt.base_topic of --config)")
     _esptool_options(prov)
     prov.set_defaults(func=cmd_provision)
 

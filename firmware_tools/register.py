@@ -12,16 +12,18 @@ import json
 import os
 import secrets
 import stat
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
+from bridge.app import connection_settings
 from bridge.catalog import load_config
 from bridge.config import ConfigError
-from bridge.mqtt.client import parse_broker_url
+from bridge.mqtt.client import ConnectionSettings
+from bridge.mqtt.oneshot import OneShotError, ask
+from bridge.topics import Topics
 
 
 class RegisterError(RuntimeError):
@@ -82,53 +84,37 @@ def register_in_config(path: Path, reg: Registration) -> str:
     return f"{path}: node {reg.node_id} registered as {json.dumps(reg.fields())}"
 
 
-def register_with_bridge(url: str, base_topic: str, reg: Registration, timeout: float = 5.0,
-                         username: str | None = None, password: str | None = None) -> dict:
-    """Send `node/register` to a running bridge and return its answer's data."""
-    import paho.mqtt.client as mqtt
-
-    if not url.startswith(("mqtt://", "mqtts://")):
+def bridge_connection(config_path: Path, url: str | None = None,
+                      base_topic: str | None = None) -> tuple[ConnectionSettings, Topics]:
+    """How to reach the bridge that reads `config_path`: its broker (or `url`), with its TLS settings,
+    username and password, and its base topic (or `base_topic`), as the bridge itself connects."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise RegisterError(f"cannot read the bridge's config {config_path}: {exc}") from None
+    if url is not None and not url.startswith(("mqtt://", "mqtts://")):
         raise RegisterError(f"--bridge-mqtt {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
-    host, port, tls = parse_broker_url(url)
+    url = url or config.mqtt.url
+    if url == "auto":
+        url = f"mqtt://127.0.0.1:{config.mqtt.embedded.port}"
+    return connection_settings(config, url), Topics(base_topic or config.mqtt.base_topic)
+
+
+def register_with_bridge(settings: ConnectionSettings, topics: Topics, reg: Registration,
+                         timeout: float = 5.0) -> dict:
+    """Send `node/register` to a running bridge and return its answer's data."""
     transaction = secrets.token_hex(6)
-    answer: dict = {}
-    done = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ruview-node-{transaction}")
-    if username:
-        client.username_pw_set(username, password)
-    if tls:
-        client.tls_set()
-    response_topic = f"{base_topic}/bridge/response/node/register"
-
-    def on_connect(c, userdata, flags, reason, props):
-        c.subscribe(response_topic, qos=1)
-
-    def on_subscribe(c, userdata, mid, reasons, props):
-        body = {"node_id": reg.node_id, **reg.fields(), "transaction": transaction}
-        c.publish(f"{base_topic}/bridge/request/node/register", json.dumps(body), qos=1)
-
-    def on_message(c, userdata, msg):
-        try:
-            data = json.loads(msg.payload)
-        except ValueError:
-            return
-        if data.get("transaction") == transaction:
-            answer.update(data)
-            done.set()
-
-    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    body = {"node_id": reg.node_id, **reg.fields(), "transaction": transaction}
     try:
-        client.connect(host, port, 30)
-    except OSError as exc:
-        raise RegisterError(f"cannot reach the broker at {url}: {exc}") from None
-    client.loop_start()
-    try:
-        if not done.wait(timeout):
-            raise RegisterError(f"no answer from a bridge on {url} (base topic {base_topic!r}) within "
-                                f"{timeout:g} s; is ruview-bridge running there?")
-    finally:
-        client.loop_stop()
-        client.disconnect()
+        answer = ask(settings, topic=topics.bridge_request("node/register"), body=body,
+                     answer_topic=topics.bridge_response("node/register"),
+                     is_answer=lambda a: a.get("transaction") == transaction, timeout=timeout,
+                     client_id=f"ruview-node-{transaction}",
+                     no_answer=f"base topic {topics.base!r}; is ruview-bridge running there?")
+    except OneShotError as exc:
+        if exc.reached:
+            raise RegisterError(f"no answer from a bridge on {settings.url}: {exc}") from None
+        raise RegisterError(str(exc)) from None
     if answer.get("status") != "ok":
         raise RegisterError(f"the bridge refused the registration: {answer.get('error', answer)}")
     return answer.get("data", {})

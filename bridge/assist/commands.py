@@ -10,13 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import uuid
 
-import orjson
-import paho.mqtt.client as paho
-
 from bridge.app import connection_settings
+from bridge.mqtt.oneshot import OneShotError, ask
 from bridge.topics import Topics
 
 
@@ -25,65 +22,19 @@ def cmd_say(args: argparse.Namespace, config) -> int:
     settings = connection_settings(config, url)
     topics = Topics(config.mqtt.base_topic)
     request_id = uuid.uuid4().hex
-    got: dict = {}
-    done, subscribed = threading.Event(), threading.Event()
-
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"ruview-say-{request_id[:8]}")
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.tls:
-        client.tls_set(ca_certs=settings.ca, certfile=settings.cert, keyfile=settings.key)
-        client.tls_insecure_set(not settings.verify)
-
-    def on_connect(c, _u, _f, reason, _p):
-        if reason.is_failure:
-            got["error"] = f"the broker at {url} refused the connection: {reason}"
-            done.set()
-            return
-        c.subscribe(topics.assist_response, qos=1)
-
-    def on_subscribe(c, *_):
-        subscribed.set()
-
-    def on_message(_c, _u, msg):
-        try:
-            body = orjson.loads(msg.payload)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(body, dict) and body.get("id") == request_id:
-            got["answer"] = body
-            done.set()
-
-    client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+    body = {"text": args.text, "id": request_id, "site_id": args.site_id}
+    if args.language:
+        body["language"] = args.language
+    if args.conversation_id:
+        body["conversation_id"] = args.conversation_id
     try:
-        client.connect(settings.host, settings.port, keepalive=30)
-    except OSError as exc:
-        print(f"cannot reach the broker at {url}: {exc} (is the bridge running? see mqtt.url in the config)",
-              file=sys.stderr)
+        answer = ask(settings, topic=topics.assist_utterance, body=body, answer_topic=topics.assist_response,
+                     is_answer=lambda a: a.get("id") == request_id, timeout=args.timeout,
+                     client_id=f"ruview-say-{request_id[:8]}",
+                     no_answer="is assist.enabled true in the bridge's config?")
+    except OneShotError as exc:
+        print(exc if exc.reached else f"{exc}; is the bridge running?", file=sys.stderr)
         return 2
-    client.loop_start()
-    try:
-        if not subscribed.wait(args.timeout) and not done.is_set():
-            print(f"no answer from the broker at {url} within {args.timeout:g} s", file=sys.stderr)
-            return 2
-        if "error" not in got:
-            body = {"text": args.text, "id": request_id, "site_id": args.site_id}
-            if args.language:
-                body["language"] = args.language
-            if args.conversation_id:
-                body["conversation_id"] = args.conversation_id
-            client.publish(topics.assist_utterance, orjson.dumps(body), qos=1)
-        if not done.wait(args.timeout):
-            print(f"no answer on {topics.assist_response} within {args.timeout:g} s "
-                  "(is assist.enabled true in the bridge's config?)", file=sys.stderr)
-            return 2
-    finally:
-        client.loop_stop()
-        client.disconnect()
-    if "error" in got:
-        print(got["error"], file=sys.stderr)
-        return 2
-    answer = got["answer"]
     if args.json:
         print(json.dumps(answer, ensure_ascii=False, indent=2))
     else:
