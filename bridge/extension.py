@@ -63,6 +63,14 @@ class ExtensionMqtt:
     def wait_connected(self, timeout: float) -> bool:
         return self._client.wait_connected(timeout)
 
+    @property
+    def base_topic(self) -> str:
+        return self._client.base_topic
+
+    def listens_to(self, topic: str) -> bool:
+        """Would the bridge (any feature) act on a message on `topic`? (core/reply.py asks)"""
+        return self._client.listens_to(topic)
+
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, *,
                 expiry: int | None = None, cache: bool = True, correlation_data: bytes | None = None) -> bool:
         return self._client.publish(topic, payload, qos, retain, expiry=expiry, cache=cache,

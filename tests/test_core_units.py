@@ -46,6 +46,11 @@ class FakeMqtt:
     sent: list[Sent] = field(default_factory=list)
     routes: dict[str, object] = field(default_factory=dict)
     connected: bool = True
+    base_topic: str = "ruview"
+
+    def listens_to(self, topic):
+        from bridge.mqtt.router import filter_matches
+        return any(filter_matches(f, topic) for f in self.routes)
 
     def publish(self, topic, payload, qos=0, retain=False, *, expiry=None, response_topic=None,
                 correlation_data=None):

@@ -126,7 +126,7 @@ class AssistExtension(Extension):
         """Recognize, then act and answer (or ask the agent); LookupError for a language we cannot load."""
         language = u.language or self.cfg.language
         area = self.cfg.satellites.get(u.site_id or "")
-        understood = self.pipeline.understand(u.text, language, self.home, area, u.conversation_id)
+        understood = self.pipeline.understand(u.text, language, self.home, area, _conversation(u))
         if understood.refusal is not None:
             self._publish(u, language, [], [self._refusal(language, understood)], msg, started, hermes_keep,
                           understood.refusal)
@@ -188,14 +188,18 @@ class AssistExtension(Extension):
                         intent=intents[0] if intents else None, data=data,
                         elapsed_ms=(time.perf_counter() - started) * 1e3, intents=intents)
         for rec, outcome in zip(recs, outcomes):
+            if outcome.response_type == "error":
+                continue  # an automation on ruview/assist/intent/<Intent> hears only what was done
             self.ctx.mqtt.publish(self.ctx.topics.assist_intent(rec.intent), dumps({
                 "intent": rec.intent, "slots": rec.slots, "recognizer": rec.recognizer, "text": u.text,
                 "language": language, "id": u.id, "site_id": u.site_id, "conversation_id": u.conversation_id,
                 "response_type": outcome.response_type,
                 "targets": [t["id"] for t in outcome.success]}), qos=1)
         self.counts[kind] += 1
+        if not errors and recs:
+            self.pipeline.conversations.put(_conversation(u), recs[-1])  # a follow-up continues what was done
         if hermes_keep is not None:
-            self._hermes_out(u, recs, speech, hermes_keep)
+            self._hermes_out(u, [] if errors else recs, speech, hermes_keep)  # Rhasspy acts on hermes/intent/*
         elif msg is not None:
             answer(self.ctx.mqtt, msg, self.ctx.topics.assist_response, body)
 
@@ -279,6 +283,11 @@ class AssistExtension(Extension):
             publish(hermes.NOT_RECOGNIZED, dumps(hermes.not_recognized(u.text, keep)), qos=1)
         if isinstance(keep.get("sessionId"), str):
             publish(hermes.END_SESSION, dumps(hermes.end_session(keep["sessionId"], speech, keep)), qos=1)
+
+
+def _conversation(u: Utterance) -> str | None:
+    """A conversation is one satellite's: another site (or client) naming the same id starts its own."""
+    return f"{u.site_id or ''}\x00{u.conversation_id}" if u.conversation_id else None
 
 
 def _naming(state) -> tuple:

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from bridge.assist.messages import MAX_UTTERANCE, UtteranceError, Utterance
+from bridge.assist.messages import MAX_UTTERANCE, UtteranceError, Utterance, check_text, json_object
 from bridge.assist.templates import Recognition
 
 QUERY = "hermes/nlu/query"
@@ -30,12 +30,10 @@ def intent_topic(name: str) -> str:
 def parse_query(payload: bytes) -> tuple[Utterance, dict[str, Any]]:
     if len(payload) > MAX_UTTERANCE:
         raise UtteranceError(f"a query may have at most {MAX_UTTERANCE} bytes")
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise UtteranceError("hermes/nlu/query must be a JSON object") from None
-    if not isinstance(body, dict) or not isinstance(body.get("input"), str) or not body["input"].strip():
+    body = json_object(payload, "hermes/nlu/query")
+    if not isinstance(body.get("input"), str) or not body["input"].strip():
         raise UtteranceError('hermes/nlu/query needs an "input" text')
+    check_text(body["input"])
     keep = {k: body.get(k) for k in ("id", "siteId", "sessionId", "customData", "lang", "wakewordId")}
     keep["siteId"] = keep["siteId"] if isinstance(keep["siteId"], str) else "default"
     lang = keep["lang"] if isinstance(keep["lang"], str) else None

@@ -3,14 +3,15 @@
 Fail closed (ADR-133 §6): more than 4096 bytes, invalid UTF-8, an empty text, a control or
 invisible character (NUL, zero-width, a direction override), or a JSON body that is not what the
 contract says is refused with an `error` answer naming the problem, and nothing is acted on.
-Ids are echoed only when they are plain strings or numbers, on every answer, refusals included.
+Ids are echoed only when they are plain strings or integers, on every answer, refusals included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
+import json
 import re
 import unicodedata
 
@@ -47,12 +48,7 @@ def parse_utterance(payload: bytes) -> Utterance:
     except UnicodeDecodeError:
         raise UtteranceError("an utterance must be UTF-8 text") from None
     if text.lstrip().startswith(("{", "[")):
-        try:
-            body = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise UtteranceError(f"not valid JSON: {exc}", _ids_of(payload)) from None
-        if not isinstance(body, dict):
-            raise UtteranceError("a JSON utterance must be an object")
+        body = json_object(payload, "a JSON utterance", _ids_of)
         u = _ids(body)
         for k in _TEXT_KEYS:
             value = body.get(k)
@@ -65,13 +61,39 @@ def parse_utterance(payload: bytes) -> Utterance:
         text = u.text
     else:
         u = Utterance(text)
+    check_text(text, u)
+    return u
+
+
+def check_text(text: str, u: Utterance | None = None) -> None:
+    """Refuse an empty text, or one with a control or invisible character (the one rule for every
+    way a sentence comes in: the utterance topic, Hermes)."""
     if not text.strip():
         raise UtteranceError("the utterance is empty", u)
     hidden = next((c for c in text if unicodedata.category(c) in _HIDDEN and c not in "\t\n\r"), None)
     if hidden is not None:
         what = "NUL characters" if hidden == "\x00" else f"invisible or control characters (U+{ord(hidden):04X})"
         raise UtteranceError(f"an utterance may not contain {what}", u)
-    return u
+
+
+def json_object(payload: bytes, what: str, ids: Callable[[bytes], Utterance | None] = lambda _: None
+                ) -> dict[str, Any]:
+    """A JSON object, refused when it is not one or names a key twice (which "text" would be meant?)."""
+    try:
+        pairs = json.loads(payload, object_pairs_hook=_no_duplicates)
+    except ValueError as exc:
+        raise UtteranceError(f"not valid JSON: {exc}", ids(payload)) from None
+    if not isinstance(pairs, dict):
+        raise UtteranceError(f"{what} must be a JSON object")
+    return pairs
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise ValueError(f"the key {twice!r} is given twice")
+    return dict(pairs)
 
 
 def _ids(body: dict[str, Any]) -> Utterance:

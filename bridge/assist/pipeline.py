@@ -36,6 +36,13 @@ PRONOUNS = {"en": {"it", "them", "that", "those", "this"}, "de": {"es", "sie", "
 # intents that only answer; every other intent (HA's actions, cancel all, an operator's own) acts
 QUERIES = frozenset({"HassGetState", "HassNevermind", "RuViewRoomPresence", "RuViewOccupiedRooms"})
 MAX_PARTS = 3  # "A and B and C" at most
+# numbers in words, which HA's templates read as a level like digits ("desk lamp two")
+NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty sixty seventy "
+    "eighty ninety hundred and eins ein zwei drei vier fünf sechs sieben acht neun zehn elf zwölf zwanzig "
+    "dreißig vierzig fünfzig sechzig siebzig achtzig neunzig hundert un une deux trois quatre cinq six sept huit "
+    "neuf dix onze douze vingt trente quarante cinquante soixante cent uno una dos tres cuatro cinco seis siete "
+    "ocho nueve diez once doce veinte treinta cuarenta cincuenta sesenta setenta ochenta noventa cien".split())
 MAX_WORDS = 40  # no command is longer; hassil is not asked to read a page
 # verdicts that are never recognized: whatever their words, they are not for now
 HELD = frozenset({"negated", "exception", "conditional", "deferred", "relative", "hypothetical", "reported"})
@@ -190,9 +197,7 @@ class Pipeline:
             # "did I turn on the light?" asks; it does not say. The operator's own sentences, matched
             # exactly, are commands because the operator wrote them so ("it's movie time").
             return Understood(refusal=form, form=form)
-        if found:
-            self.conversations.put(conversation_id, found[-1])
-        return Understood(found, form=form)
+        return Understood(found, form=form)  # the extension remembers it for a follow-up once it was done
 
     def _unknown_target(self, ws: list[str], lang: Language, home: Home, context_area: str | None,
                         language: str) -> tuple[str, str] | None:
@@ -292,21 +297,25 @@ class Pipeline:
             return [_tagged(rec, "follow-up")] if rec is not None else []
         pronouns = PRONOUNS.get(robust.base_language(language), set())
         hit = next((i for i, w in enumerate(ws) if w in pronouns), None)
-        if hit is not None:  # "turn it off"
+        if hit is not None and _has_verb(ws, language):  # "turn it off"; "it" alone is a bare name: "turn it on"
             named = last.words[last.target[0]:last.target[1]]
             rec = self._exact(ws[:hit] + named + ws[hit + 1:], lang, home, context_area, language)
+            if rec is not None and "area" in last.slots and "area" not in rec.slots:
+                rec.slots["area"] = last.slots["area"]  # "the lamp in the bedroom", not the satellite's lamp
             return [_tagged(rec, "follow-up")] if rec is not None else []
         return []
 
 
 def _number_after_name(rec: Recognition, home: Home) -> bool:
     """A level said as a bare number right after a device's name, at the end ("desk lamp 2",
-    "Stehlampe 2"): HA's templates read it as a brightness, but it is as likely the rest of a
+    "Stehlampe zwei"): HA's templates read it as a brightness, but it is as likely the rest of a
     name ("Lamp 2") said to a home that has no such device. A level says "%" or "to"/"auf"/"à"."""
     ws = rec.words
-    if "brightness" not in rec.slots or len(ws) < 2 or not ws[-1].isdigit():
+    names = [s for s in home.spans(ws) if s.kind == "name"]
+    if "brightness" not in rec.slots or not names or names[-1].end >= len(ws):
         return False
-    return any(s.kind == "name" and s.end == len(ws) - 1 for s in home.spans(ws))
+    tail = ws[names[-1].end:]  # "2", "two", "one hundred": only a number, nothing that says it is a level
+    return all(w.isdigit() or w in NUMBER_WORDS for w in tail)
 
 
 class TooManyParts(Exception):

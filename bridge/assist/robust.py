@@ -39,7 +39,7 @@ ARTICLES = {"en": {"the", "my", "a"}, "de": {"der", "die", "das", "den", "dem", 
 
 
 def base_language(language: str) -> str:
-    return re.split(r"[-_]", language)[0]
+    return re.split(r"[-_]", language)[0].lower()
 
 
 def strip_fillers(ws: list[str], language: str) -> list[str]:

@@ -100,7 +100,7 @@ class ServiceRegistry:
                 raise PayloadError('"id" must be a string or a number')
             reply_to = body.get("response_topic")
             if reply_to is not None:
-                problem = caller_topic_problem(reply_to, '"response_topic"')
+                problem = caller_topic_problem(reply_to, '"response_topic"', self._mqtt)
                 if problem:
                     reply_to = None
                     raise PayloadError(problem)

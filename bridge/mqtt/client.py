@@ -121,7 +121,7 @@ class MqttClient:
                  supervisor: Supervisor | None = None) -> None:
         self.settings = settings
         self.router = router
-        self.state_topic = state_topic
+        self.state_topic = state_topic  # <base>/bridge/state
         self._supervisor = supervisor or Supervisor()
         self.counters = Counters()
         self._outbox = Outbox(settings.outbox_size)
@@ -265,6 +265,14 @@ class MqttClient:
     def start(self) -> None:
         self._retained[self.state_topic] = Outgoing(self.state_topic, ONLINE, 1, True)
         self._thread = self._supervisor.spawn("mqtt-network", self._run, self._stopping)
+
+    @property
+    def base_topic(self) -> str:
+        return self.state_topic.rsplit("/bridge/", 1)[0]
+
+    def listens_to(self, topic: str) -> bool:
+        """Would a message on `topic` reach one of our handlers?"""
+        return self.router.listens_to(topic)
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until a session is up and the broker acknowledged every subscription sent so far."""

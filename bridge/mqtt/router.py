@@ -97,6 +97,11 @@ class Router:
     def __len__(self) -> int:
         return len(self._routes)
 
+    def listens_to(self, topic: str) -> bool:
+        """Would a message on `topic` reach one of our handlers?"""
+        with self._lock:
+            return any(filter_matches(r.topic_filter, topic) for r in self._routes)
+
     def filters(self) -> dict[str, FilterOptions]:
         """Distinct filters to subscribe, each with the options every route on it allows."""
         out: dict[str, FilterOptions] = {}

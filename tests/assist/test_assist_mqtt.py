@@ -213,6 +213,27 @@ def test_mqtt5_response_topic_and_correlation_data_are_honoured(mosquitto, home,
     assert reply.correlation_data == b"turn-1" and reply.json()["response_type"] == "action_done"
 
 
+def test_an_mqtt5_response_topic_never_lands_where_it_would_be_taken_for_something_else(mosquitto, home,
+                                                                                      start_bridge, make_probe):
+    """Any client names a response topic: an answer on a device's command topic, under the bridge's own
+    base topic (the utterance topic, a request, an intent event) or on a topic the bridge follows would be
+    a command, a request or a state. Those are not used; the fixed answer topic still gets the answer."""
+    start_bridge(mosquitto)
+    watcher = make_probe(mosquitto, "#")
+    user = make_probe(mosquitto, "ruview/assist/response", v5=True)
+    hostile = ["zigbee2mqtt/Kitchen light/set", "ruview/assist/utterance", "ruview/bridge/request/restart",
+               "ruview/assist/intent/HassTurnOn", "zigbee2mqtt/Coffee plug", "homeassistant/light/x/light/config",
+               "cmnd/tasmota_1/POWER"]
+    for i, topic in enumerate(hostile):
+        user.publish("ruview/assist/utterance", {"text": "turn on the coffee plug", "id": f"h{i}"},
+                     response_topic=topic, correlation=b"c")
+        assert user.wait_topic("ruview/assist/response", match=lambda m, i=i: m.json().get("id") == f"h{i}")
+    watcher.flush()
+    for topic in hostile:
+        assert not [m for m in watcher.on(topic) if m.correlation_data == b"c" or b'"speech"' in m.payload], topic
+    assert len(watcher.on("zigbee2mqtt/Coffee plug/set")) == len(hostile)  # each acted once, never again
+
+
 def test_hermes_queries_become_hermes_intents(mosquitto, home, start_bridge, make_probe):
     start_bridge(mosquitto, hermes=True)
     rhasspy = make_probe(mosquitto, "hermes/#", "zigbee2mqtt/+/set")
@@ -229,6 +250,16 @@ def test_hermes_queries_become_hermes_intents(mosquitto, home, start_bridge, mak
     rhasspy.publish("hermes/nlu/query", {"input": "play jazz", "siteId": "kitchen", "id": "q2"})
     miss = rhasspy.wait_topic("hermes/nlu/intentNotRecognized").json()
     assert miss["siteId"] == "kitchen" and miss["id"] == "q2" and miss["input"] == "play jazz"
+    # the same rules as the utterance topic: a control character, a key given twice; and an intent that
+    # failed (no such device of that kind) is not announced on hermes/intent/*, where Rhasspy acts
+    rhasspy.publish("hermes/nlu/query", {"input": "turn on the\u001fcoffee plug", "siteId": "k", "id": "q3"})
+    rhasspy.publish("hermes/nlu/query", b'{"input": "turn on the coffee plug", "input": "x", "id": "q4"}')
+    rhasspy.publish("hermes/nlu/query", {"input": "lock the coffee plug", "siteId": "k", "id": "q5"})
+    assert rhasspy.wait_topic("hermes/nlu/intentNotRecognized", match=lambda m: m.json().get("id") == "q5")
+    rhasspy.flush()
+    assert len(rhasspy.on("hermes/error/nlu")) == 2
+    assert rhasspy.on("zigbee2mqtt/Coffee plug/set") == []
+    assert [m.json()["id"] for m in rhasspy.messages if m.topic.startswith("hermes/intent/")] == ["q1"]
 
 
 def test_two_bridges_in_one_share_group_answer_each_utterance_once(mosquitto, home, make_probe):
@@ -372,3 +403,22 @@ def test_areas_colours_questions_and_cancel_all(mosquitto, home, start_bridge, m
     assert user.wait_topic("ruview/event/homeassistant_stop_all_scripts").json()["data"] == {"source": "assist"}
     assert ask(user, "nevermind")["response_type"] == "action_done"
     assert not user.on("zigbee2mqtt/Kitchen light/set") and not user.on("zigbee2mqtt/Coffee plug/set")
+
+
+def test_follow_ups_continue_only_what_was_done_for_the_same_satellite(mosquitto, home, start_bridge, make_probe):
+    start_bridge(mosquitto)
+    user = make_probe(mosquitto, "ruview/assist/response", "ruview/assist/intent/#", "zigbee2mqtt/+/set")
+    said = {"conversation_id": "c1", "site_id": "sat-1"}
+    assert ask(user, {"text": "turn off the kitchen light", **said})["response_type"] == "action_done"
+    assert ask(user, {"text": "it", **said})["response_type"] == "error"  # a bare pronoun is no command
+    assert ask(user, {"text": "turn it on", "conversation_id": "c1", "site_id": "sat-2"})["response_type"] == "error"
+    # a refused sentence leaves nothing to continue: the contradiction is not borrowed from
+    assert ask(user, {"text": "turn on the coffee plug and turn off the coffee plug", **said})["data"]["reason"] \
+        == "not_done"
+    assert ask(user, {"text": "turn it on", **said})["response_type"] == "action_done"  # still the kitchen light
+    assert ask(user, {"text": '{"text": "x"}', **said})["response_type"] == "error"
+    user.flush()
+    assert [m.payload for m in user.on("zigbee2mqtt/Kitchen light/set")] == [b'{"state":"OFF"}', b'{"state":"ON"}']
+    assert user.on("zigbee2mqtt/Coffee plug/set") == []
+    events = [m.json() for m in user.messages if m.topic.startswith("ruview/assist/intent/")]
+    assert [e["response_type"] for e in events] == ["action_done", "action_done"]  # no event for what failed

@@ -244,7 +244,8 @@ def test_a_change_by_an_amount_is_not_a_level(assistant, text, language):
 
 
 @pytest.mark.parametrize("text, language", [("desk lamp 2", "en"), ("Stehlampe 2", "de"),
-                                            ("enciende la lámpara de pie 2", "es")])
+                                            ("enciende la lámpara de pie 2", "es"), ("desk lamp two", "en"),
+                                            ("desk lamp one hundred", "en"), ("Stehlampe zwei", "de")])
 def test_a_bare_number_after_a_name_is_not_a_brightness(assistant, text, language):
     assert assistant.say(text, language)[0] == []
 
