@@ -33,4 +33,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 (cd tests/js && npm install --no-audit --no-fund --loglevel=error >/dev/null)
-exec .venv/bin/python -m pytest "$@"
+# in parallel, one worker per core (pytest-xdist): every test picks its own free ports and temporary files
+exec .venv/bin/python -m pytest -n auto "$@"
