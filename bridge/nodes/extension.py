@@ -492,13 +492,19 @@ class NodesExtension(Extension):
                                     state_version=current.state_version if current else 0))
 
     def health(self) -> dict[str, Any]:
+        # the counters are written by the UDP and serial readers under the pipeline lock: copied under
+        # it too, or a source or node first heard meanwhile changes a dict while it is iterated
+        with self._pipeline:
+            errors = {src: dict(c) for src, c in self.errors.items()}
+            per_node = {n.name: {"frames": dict(n.frames), "lost": n.lost, "reboots": n.reboots,
+                                 "online": n.online} for n in self.registry.all()}
+            count = len(self.registry)
         return {
-            "count": len(self.registry),
+            "count": count,
             "frames_per_second": round(self._fps.rate(), 1),
-            "crc_errors": sum(c.get("crc", 0) for c in self.errors.values()),
+            "crc_errors": sum(c.get("crc", 0) for c in errors.values()),
             "udp": self.udp.stats() if self.udp else None,
-            "decode_errors": {src: dict(c) for src, c in self.errors.items()},
+            "decode_errors": errors,
             "privacy": self.gate.stats(),
-            "per_node": {n.name: {"frames": dict(n.frames), "lost": n.lost, "reboots": n.reboots,
-                                  "online": n.online} for n in self.registry.all()},
+            "per_node": per_node,
         }
