@@ -244,8 +244,8 @@ def test_services_answer_always_and_validate_what_callers_name(core):
     services.register("math", "bug", lambda call: 1 / 0)
     assert services.names() == ["math.add", "math.bug", "math.fail"] and services.has("math", "add")
     reply, where = _call(mqtt, "ruview/service/math/add", {"id": "1", "data": {"a": 2, "b": 3},
-                                                           "response_topic": "me/r"})
-    assert where == "me/r" and reply == {"id": "1", "success": True, "error": None, "result": 5}
+                                                           "response_topic": "me/reply"})
+    assert where == "me/reply" and reply == {"id": "1", "success": True, "error": None, "result": 5}
     reply, where = _call(mqtt, "ruview/service/math/fail", {"id": 2})
     assert where == "ruview/service/math/fail/response" and reply["error"] == "nope" and reply["id"] == 2
     reply, _ = _call(mqtt, "ruview/service/math/bug", {})

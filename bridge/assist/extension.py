@@ -126,7 +126,8 @@ class AssistExtension(Extension):
         """Recognize, then act and answer (or ask the agent); LookupError for a language we cannot load."""
         language = u.language or self.cfg.language
         area = self.cfg.satellites.get(u.site_id or "")
-        understood = self.pipeline.understand(u.text, language, self.home, area, _conversation(u))
+        understood = self.pipeline.understand(u.text, language, self.home, area,
+                                              _conversation(u, hermes_keep is not None))
         if understood.refusal is not None:
             self._publish(u, language, [], [self._refusal(language, understood)], msg, started, hermes_keep,
                           understood.refusal)
@@ -197,7 +198,8 @@ class AssistExtension(Extension):
                 "targets": [t["id"] for t in outcome.success]}), qos=1)
         self.counts[kind] += 1
         if not errors and recs:
-            self.pipeline.conversations.put(_conversation(u), recs[-1])  # a follow-up continues what was done
+            # a follow-up continues what was done
+            self.pipeline.conversations.put(_conversation(u, hermes_keep is not None), recs[-1])
         if hermes_keep is not None:
             self._hermes_out(u, [] if errors else recs, speech, hermes_keep)  # Rhasspy acts on hermes/intent/*
         elif msg is not None:
@@ -285,9 +287,12 @@ class AssistExtension(Extension):
             publish(hermes.END_SESSION, dumps(hermes.end_session(keep["sessionId"], speech, keep)), qos=1)
 
 
-def _conversation(u: Utterance) -> str | None:
-    """A conversation is one satellite's: another site (or client) naming the same id starts its own."""
-    return f"{u.site_id or ''}\x00{u.conversation_id}" if u.conversation_id else None
+def _conversation(u: Utterance, hermes_session: bool = False) -> str | None:
+    """A conversation is one satellite's: another site (or client) naming the same id starts its own,
+    and a Hermes session is never an utterance's conversation."""
+    if not u.conversation_id:
+        return None
+    return "\x00".join(("hermes" if hermes_session else "assist", u.site_id or "", u.conversation_id))
 
 
 def _naming(state) -> tuple:

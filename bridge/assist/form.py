@@ -55,7 +55,8 @@ class Rules:
     amounts: frozenset[str] = frozenset()  # "à 50 pourcent" is an amount, not a time
     clock: frozenset[str] = frozenset()  # "at eight", "um acht": a time in words
     relative_verbs: frozenset[str] = frozenset()  # "raise the lamp by 10": a change, not a level
-    relative_by: frozenset[str] = frozenset()
+    relative_stems: tuple[str, ...] = ()  # the same, for every person and mood ("sube", "suba", "subí")
+    absolute: frozenset[str] = frozenset()  # "dim the lamp to 20": a number after these is a level
     polite: frozenset[str] = field(default_factory=frozenset)  # openers that also make "…?" a command
 
 
@@ -103,7 +104,7 @@ RULES: dict[str, Rules] = {
         amounts=_set("percent, kelvin, kelvins, k, degrees, degree"),
         clock=_set("one, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve, half, quarter"),
         relative_verbs=_set("increase, decrease, raise, lower, reduce, brighten, dim, turn up, turn down, bump"),
-        relative_by=_set("by"),
+        absolute=_set("to, at"),
     ),
     "de": Rules(
         openers=_phrases("bitte", "danke", "hey", "hallo", "ok", "okay", "äh", "ähm", "hm", "hmm", "also", "mal",
@@ -139,7 +140,7 @@ RULES: dict[str, Rules] = {
         clock=_set("eins, ein, zwei, drei, vier, fünf, sechs, sieben, acht, neun, zehn, elf, zwölf, halb, viertel"),
         relative_verbs=_set("erhöhe, erhöhen, senke, senken, verringere, verringern, reduziere, reduzieren, "
                             "dimme, dimmen, mach heller, mach dunkler, heller, dunkler"),
-        relative_by=_set("um"),
+        absolute=_set("auf, zu"),
     ),
     "fr": Rules(
         openers=_phrases("s'il te plaît", "s'il te plait", "s'il vous plaît", "s'il vous plait", "stp", "svp",
@@ -172,9 +173,8 @@ RULES: dict[str, Rules] = {
         time_after=_set("à, vers, dès"),
         amounts=_set("pourcent, pour, kelvin, kelvins, k, degrés, degré"),
         clock=_set("une, deux, trois, quatre, cinq, six, sept, huit, neuf, dix, onze, douze, midi, minuit"),
-        relative_verbs=_set("augmente, augmenter, baisse, baisser, diminue, diminuer, réduis, réduire, monte, "
-                            "monter, descends, descendre"),
-        relative_by=_set("de"),
+        relative_stems=("augment", "baiss", "diminu", "rédui", "réduis", "mont", "descend"),
+        absolute=_set("à, a, sur"),
     ),
     "es": Rules(
         openers=_phrases("por favor", "porfa", "gracias", "oye", "hola", "eh", "bueno", "ahora", "ya",
@@ -204,9 +204,9 @@ RULES: dict[str, Rules] = {
         time_after=_set("a las, a la, sobre las, hacia las"),
         amounts=_set("por, porciento, kelvin, k, grados, grado"),
         clock=_set("una, dos, tres, cuatro, cinco, seis, siete, ocho, nueve, diez, once, doce"),
-        relative_verbs=_set("aumenta, aumentar, sube, subir, baja, bajar, reduce, reducir, incrementa, "
-                            "incrementar, disminuye, disminuir"),
-        relative_by=_set("en"),
+        relative_stems=("aument", "sub", "baj", "reduc", "reduz", "increment", "decrement", "disminu", "levant",
+                        "acort", "rebaj"),
+        absolute=_set("a, al"),
     ),
 }
 _CLOCK = re.compile(r"\d{1,2}[:.h]\d{2}|\d{1,2}h")
@@ -241,6 +241,17 @@ def _hits(ws: list[str], vocabulary: frozenset[str]) -> bool:
     return False
 
 
+_NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty sixty "
+    "seventy eighty ninety hundred eins zwei drei vier fünf sechs sieben acht neun zehn zwanzig dreißig vierzig "
+    "fünfzig hundert un une deux trois quatre cinq six sept huit neuf dix vingt trente quarante cinquante cent "
+    "uno una dos tres cuatro cinco seis siete ocho nueve diez quince veinte treinta cuarenta cincuenta cien".split())
+
+
+def _number(word: str) -> bool:
+    return word[:1].isdigit() or word in _NUMBER_WORDS
+
+
 def _past(word: str, verbs: frozenset[str]) -> bool:
     if not verbs or not word.endswith("ed"):
         return False
@@ -266,9 +277,10 @@ def classify(ws: list[str], question_mark: bool, language: str, named: set[int] 
             and (i + n + 1 >= len(rest) or rest[i + n + 1] not in rules.amounts)
             for n in (1, 2) for i in range(len(rest))):
         return "deferred"
-    if _hits(rest, rules.relative_verbs) and any(
-            w in rules.relative_by and i + 1 < len(rest) and rest[i + 1][:1].isdigit() for i, w in enumerate(rest)):
-        return "relative"
+    if (_hits(rest, rules.relative_verbs) or any(w.startswith(rules.relative_stems) for w in rest
+                                                   if rules.relative_stems)) and any(
+            _number(w) and (i == 0 or rest[i - 1] not in rules.absolute) for i, w in enumerate(rest)):
+        return "relative"  # "increase the lamp 10%", "sube el brillo en 10": not "dim the lamp to 20%"
     if _hits(rest, rules.hypothetical) or any(
             len(w) > 5 and w.endswith(rules.hypothetical_endings) for w in rest if rules.hypothetical_endings):
         return "hypothetical"

@@ -56,6 +56,10 @@ def parse_utterance(payload: bytes) -> Utterance:
                 raise UtteranceError(f'"{k}" must be a string', u)
             if isinstance(value, str) and len(value) > (MAX_UTTERANCE if k == "text" else 200):
                 raise UtteranceError(f'"{k}" is too long', u)
+        for k in ("site_id", "conversation_id", "language"):  # they key conversations and areas: plain text only
+            value = body.get(k)
+            if isinstance(value, str) and any(unicodedata.category(c) in _HIDDEN for c in value):
+                raise UtteranceError(f'"{k}" may not contain control or invisible characters', u)
         u.text = body.get("text") or ""
         u.language, u.site_id = body.get("language"), body.get("site_id")
         text = u.text

@@ -234,7 +234,10 @@ class Pipeline:
         if robust_too:
             cleaned = robust.strip_fillers(ws, language)
             fixed = robust.fix_typos(cleaned, home.vocabulary, lang.template_words)
-            parts = robust.split_compound(fixed or cleaned, language)
+            best = fixed or cleaned
+            in_a_name = any(s.end - s.start > 1 and any(w in robust.JOINERS.get(robust.base_language(language), ())
+                                                        for w in best[s.start:s.end]) for s in home.spans(best))
+            parts = None if in_a_name else robust.split_compound(best, language)  # "Tea and Toast" is one name
             if parts:  # tried first: HA's templates join two commands nowhere, and a sentence costs one
                 if len(parts) > MAX_PARTS:  # hassil run fewer; "each and every light" falls through
                     raise TooManyParts
@@ -297,6 +300,8 @@ class Pipeline:
             return [_tagged(rec, "follow-up")] if rec is not None else []
         pronouns = PRONOUNS.get(robust.base_language(language), set())
         hit = next((i for i, w in enumerate(ws) if w in pronouns), None)
+        if hit is not None and last.words and last.recognizer.endswith("+compound"):
+            return []  # "turn them off" after "... the heater and the fan": not one target to borrow
         if hit is not None and _has_verb(ws, language):  # "turn it off"; "it" alone is a bare name: "turn it on"
             named = last.words[last.target[0]:last.target[1]]
             rec = self._exact(ws[:hit] + named + ws[hit + 1:], lang, home, context_area, language)

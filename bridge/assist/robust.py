@@ -78,9 +78,10 @@ def fix_typos(ws: list[str], names: Iterable[str], template_words: frozenset[str
     alphabet = _alphabet(template_words, frozenset(names))
     names = [n for n in names if len(n) >= 4]
     out, changed = list(ws), False
+    joiners = {w for words_of in JOINERS.values() for w in words_of}
     for i, w in enumerate(ws):
-        if len(w) < 4 or w in template_words or w.isdigit() or not set(w) <= alphabet:
-            continue
+        if len(w) < 4 or w in template_words or w in joiners or w.isdigit() or not set(w) <= alphabet:
+            continue  # "plus" joins two commands; it is not a misspelt "plug"
         if w in names:
             continue
         candidates = {n for n in names if _one_edit(w, n)}

@@ -24,9 +24,24 @@ SENTENCE_MARKS = ".,!?;:¿¡…"
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "‐": "-", "‑": "-"})
 # every mark that asks, looked for before normalising (NFC folds the Greek question mark into ";")
 QUESTION_MARKS = frozenset("?¿\u037e\u061f\uff1f\ufe56\u2e2e\u2047\u2048\u2049\u203d")
-_TOKEN = re.compile(r"""
+
+def _combining_marks() -> str:
+    """A regex class of the combining marks a word carries in many scripts (Devanagari's vowel signs)."""
+    ranges, start = [], None
+    for cp in range(0x300, 0x10000):
+        mark = unicodedata.category(chr(cp)).startswith("M")
+        if mark and start is None:
+            start = cp
+        elif not mark and start is not None:
+            ranges.append(f"\\u{start:04x}-\\u{cp - 1:04x}")
+            start = None
+    return "[" + "".join(ranges) + "]"
+
+
+_LETTER = rf"(?:[^\W_]{_combining_marks()}*)"  # a letter or digit with its combining marks
+_TOKEN = re.compile(rf"""
     (?P<number>[-+−]?[0-9]+(?:[.,:][0-9]+)*(?:\s?%)?(?![^\W_]))
-  | (?P<word>[^\W_]+(?:['-][^\W_]+)*'?)
+  | (?P<word>{_LETTER}+(?:['-]{_LETTER}+)*'?)
   | (?P<space>\s+)
   | (?P<mark>[.,!?;:¿¡…]+(?=\s|$)|^[¿¡]+)
   | (?P<other>.)
@@ -56,6 +71,13 @@ def _one_script(word: str) -> bool:
     return len(letters) <= 1
 
 
+def _stray_mark(word: str) -> bool:
+    """A combining mark left after NFC in a Latin, Greek or Cyrillic word ("l\u0336ight"): those scripts
+    write their letters precomposed, so a mark there dresses one letter up as another."""
+    return any(unicodedata.category(c).startswith("M") for c in word) and \
+        {_script(c) for c in word if c.isalpha()} <= {"LATIN", "GREEK", "CYRILLIC"}
+
+
 def read(text: str) -> Reading:
     """The lower-case words of a sentence, whether it asks, and what (if anything) cannot be placed."""
     question = any(c in QUESTION_MARKS for c in text)
@@ -78,7 +100,7 @@ def read(text: str) -> Reading:
             unplaced = unplaced or token
             continue
         elif (not _one_script(token) or unicodedata.normalize("NFKC", token) != token
-              or any(c.isnumeric() and not "0" <= c <= "9" for c in token)):
+              or any(c.isnumeric() and not "0" <= c <= "9" for c in token) or _stray_mark(token)):
             unplaced = unplaced or token  # "kitсhen" with a Cyrillic с, "ｈｅａｔｅｒ", "coﬀee", "٥٠", "5²"
         else:
             elided = _ELIDED.match(token)

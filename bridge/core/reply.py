@@ -5,14 +5,13 @@ answers twice too): the fixed topic keeps MQTT 3.1.1 clients and
 `mosquitto_sub` users served; the Response Topic + Correlation Data lets an
 MQTT 5 caller match its answer without sharing a topic. A response topic the
 caller chose is checked like any topic we did not build: one a broker would
-reject, or one where the answer would be taken for a request, a state or a device
-command, is not used (the fixed-topic answer still goes out).
+reject, or one that does not look like a reply topic, or one the bridge itself
+acts on, is not used (the fixed-topic answer still goes out).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from bridge.core.payload import dumps
@@ -26,24 +25,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# where devices take commands: Zigbee2MQTT and ESPHome ".../set", Tasmota "cmnd/...", "command" topics
-_DEVICE_COMMAND = re.compile(r"(?:^|/)(?:set|cmnd|command)(?:/|$)")
+# a response topic must look like one: a level that says so ("satellite/7/answer", "inbox/svc", "replies/me")
+REPLY_LEVELS = frozenset({"response", "responses", "reply", "replies", "answer", "answers", "inbox"})
 
 
 def caller_topic_problem(topic: Any, what: str = "response topic", mqtt: "MqttClient | ExtensionMqtt | None" = None
                          ) -> str | None:
     """Why a topic named by a caller cannot be answered on, or None when it can.
 
-    Any client may name a response topic, so an answer must never land where it would be taken
-    for something else: under the bridge's own base topic (a request, an utterance, an intent event,
-    a state), on a topic the bridge itself listens on (discovery, a device's state), or on a device's
-    command topic. The caller's own inbox ("satellite/7/answer") is what a response topic is for."""
+    Any client that may publish a request may name a response topic, and the bridge may publish
+    where that client may not: an answer must never land where another program would act on it
+    (a device's or another bridge's command topic, a restart request, Rhasspy's intents). So a
+    response topic is honoured only when it looks like one, with a level such as "answer",
+    "response", "reply" or "inbox" ("satellite/7/answer"), and never under the bridge's own base
+    topic nor on a topic the bridge itself listens on."""
     try:
         check_topic(topic, what)
     except InvalidTopic as exc:
         return str(exc)
-    if _DEVICE_COMMAND.search(topic):
-        return f"{what} {topic[:100]!r} looks like a device's command topic"
+    if not REPLY_LEVELS & set(topic.lower().split("/")):
+        return (f"{what} {topic[:100]!r} has no level that marks it as a reply "
+                f"({', '.join(sorted(REPLY_LEVELS))}): answers go only to such topics")
     if mqtt is not None:
         base = mqtt.base_topic
         if topic == base or topic.startswith(base + "/"):

@@ -223,7 +223,8 @@ def test_an_mqtt5_response_topic_never_lands_where_it_would_be_taken_for_somethi
     user = make_probe(mosquitto, "ruview/assist/response", v5=True)
     hostile = ["zigbee2mqtt/Kitchen light/set", "ruview/assist/utterance", "ruview/bridge/request/restart",
                "ruview/assist/intent/HassTurnOn", "zigbee2mqtt/Coffee plug", "homeassistant/light/x/light/config",
-               "cmnd/tasmota_1/POWER"]
+               "cmnd/tasmota_1/POWER", "upstairs/assist/utterance", "zigbee2mqtt/bridge/request/restart",
+               "hermes/intent/HassTurnOn", "frigate/restart", "ruview/bridge/response/x"]
     for i, topic in enumerate(hostile):
         user.publish("ruview/assist/utterance", {"text": "turn on the coffee plug", "id": f"h{i}"},
                      response_topic=topic, correlation=b"c")
@@ -422,3 +423,14 @@ def test_follow_ups_continue_only_what_was_done_for_the_same_satellite(mosquitto
     assert user.on("zigbee2mqtt/Coffee plug/set") == []
     events = [m.json() for m in user.messages if m.topic.startswith("ruview/assist/intent/")]
     assert [e["response_type"] for e in events] == ["action_done", "action_done"]  # no event for what failed
+
+
+def test_them_after_a_compound_is_not_one_target(mosquitto, home, start_bridge, make_probe):
+    start_bridge(mosquitto)
+    user = make_probe(mosquitto, "ruview/assist/response", "zigbee2mqtt/+/set")
+    said = {"conversation_id": "k1", "site_id": "sat-1"}
+    assert ask(user, {"text": "turn on the kitchen light and the coffee plug", **said})["response_type"] == "action_done"
+    assert ask(user, {"text": "turn them off", **said})["response_type"] == "error"
+    user.flush()
+    assert [m.payload for m in user.on("zigbee2mqtt/Kitchen light/set")] == [b'{"state":"ON"}']
+    assert [m.payload for m in user.on("zigbee2mqtt/Coffee plug/set")] == [b"ON"]

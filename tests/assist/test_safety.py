@@ -238,9 +238,14 @@ def test_a_clock_time_in_words_is_deferred(assistant, text, language):
 
 
 @pytest.mark.parametrize("text, language", [("increase the desk lamp brightness by 10%", "en"),
-                                            ("aumenta el brillo de la lámpara de pie en 10 por ciento", "es")])
+                                            ("aumenta el brillo de la lámpara de pie en 10 por ciento", "es"),
+                                            ("increase the desk lamp 10%", "en"), ("turn down the desk lamp 20 percent", "en"),
+                                            ("dimme die Stehlampe 20 Prozent", "de"), ("augmente le plafonnier 10 %", "fr"),
+                                            ("suba el brillo de la lámpara de pie en 10", "es")])
 def test_a_change_by_an_amount_is_not_a_level(assistant, text, language):
     assert assistant.say(text, language)[0] == []
+    # a level is still a level: "to", "auf", "à", "al" before the number
+    assert assistant.say("dim the desk lamp to 20%", "en")[2].refusal != "relative"
 
 
 @pytest.mark.parametrize("text, language", [("desk lamp 2", "en"), ("Stehlampe 2", "de"),
@@ -277,3 +282,28 @@ def test_the_operators_own_sentences_act_as_written_but_a_partial_match_is_held(
     assert [r.intent for r in pipeline.understand("brew me a coffee", "en", HOME).recognitions] == ["BrewCoffee"]
     held = pipeline.understand("did you brew a coffee?", "en", HOME)
     assert held.recognitions == [] and held.refusal == "question", held
+
+
+def test_a_joiner_inside_a_name_does_not_split_it():
+    home = Home((Entity("switch.tea_and_toast", "Tea and Toast", "switch", "Kitchen"),
+                 Entity("switch.tea", "Tea", "switch", "Kitchen"), Entity("switch.toast", "Toast", "switch", "Kitchen")),
+                ("Kitchen",))
+    recs = Pipeline(AssistConfig(enabled=True)).understand("turn on the tea and toast", "en", home).recognitions
+    assert [(r.intent, r.slots.get("name")) for r in recs] == [("HassTurnOn", "Tea and Toast")]
+
+
+def test_plus_joins_two_commands_it_is_not_a_misspelt_plug(assistant):
+    calls, _, _ = assistant.say("turn on the heater plus the ceiling fan")
+    assert sorted(calls) == [("turn_on", "fan.ceiling_fan", {}), ("turn_on", "switch.heater", {})]
+
+
+def test_a_stray_combining_mark_in_a_latin_word_is_refused_but_a_devanagari_word_is_read(assistant):
+    assert assistant.say("turn on the kitchen l\u0336ight")[2].refusal == "unplaced"
+    from bridge.assist.text import read
+    assert read("Heater चालू करो").words == ["heater", "चालू", "करो"] and read("Heater चालू करो").unplaced is None
+
+
+def test_a_site_or_conversation_id_with_a_control_character_is_refused():
+    for field in ("site_id", "conversation_id"):
+        with pytest.raises(UtteranceError, match=field):
+            parse_utterance(f'{{"text": "turn on the heater", "{field}": "a\\u0000b"}}'.encode())
