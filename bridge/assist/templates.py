@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 HA_INTENTS = ("HassTurnOn", "HassTurnOff", "HassToggle", "HassLightSet", "HassGetState", "HassNevermind")
 NUMBER_RANGES = {"brightness": (0, 100), "position": (0, 100), "percentage": (0, 100)}
 SHAPES_PER_HOME = 4096
+# sentences of each intent's main shapes, so hassil builds its per-template matchers at load, not
+# on the first few sentences people say
+WARM_UP = {
+    "en": ["turn on the warm up", "set the warm up to 50%", "set the warm up to red", "is the warm up on",
+           "turn off the lights in the warm up", "what is the warm up"],
+    "de": ["schalte warm up ein", "stelle warm up auf 50 Prozent", "ist warm up an", "schalte das Licht im warm up aus"],
+    "fr": ["allume warm up", "mets warm up à 50 %", "est-ce que warm up est allumé", "éteins les lumières du warm up"],
+    "es": ["enciende warm up", "pon warm up al 50 %", "está encendido warm up", "apaga las luces del warm up"],
+}
 REFUSED = ("refused",)  # a shape hassil matched nothing for, in this home
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -102,7 +111,8 @@ class TemplateRecognizer:
 
     def warm(self, home: Home) -> None:
         """Make hassil parse every template now (it does on first use), not on a user's first sentence."""
-        self.hassil(["turn", "on", "the", "warm", "up"], home, None)
+        for sentence in WARM_UP.get(self.language.split("-")[0], WARM_UP["en"]):
+            self.hassil(sentence.split(), home, None)
 
     def recognize(self, ws: list[str], home: Home, context_area: str | None) -> Recognition | None:
         if self._home_id != id(home):
