@@ -26,7 +26,7 @@ from hassil import Intents, TextSlotList, recognize_best
 from home_assistant_intents import get_intents, get_languages
 
 from bridge.assist.config import LANGUAGE
-from bridge.assist.home import Home, Span
+from bridge.assist.home import Entity, Home, Span
 from bridge.assist.text import joined, words
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ SHAPES_PER_HOME = 4096
 # on the first few sentences people say
 WARM_UP = {
     "en": ["turn on the warm up", "set the warm up to 50%", "set the warm up to red", "is the warm up on",
-           "turn off the lights in the warm up", "what is the warm up"],
-    "de": ["schalte warm up ein", "stelle warm up auf 50 Prozent", "ist warm up an", "schalte das Licht im warm up aus"],
-    "fr": ["allume warm up", "mets warm up à 50 %", "est-ce que warm up est allumé", "éteins les lumières du warm up"],
-    "es": ["enciende warm up", "pon warm up al 50 %", "está encendido warm up", "apaga las luces del warm up"],
+           "turn off the lights in the warm area", "what is the warm up"],
+    "de": ["schalte warm up ein", "stelle warm up auf 50 Prozent", "ist warm up an", "schalte das Licht im warm area aus"],
+    "fr": ["allume warm up", "mets warm up à 50 %", "est-ce que warm up est allumé", "éteins les lumières du warm area"],
+    "es": ["enciende warm up", "pon warm up al 50 %", "está encendido warm up", "apaga las luces del warm area"],
 }
 REFUSED = ("refused",)  # a shape hassil matched nothing for, in this home
 _DIGITS = re.compile(r"[0-9]+")
@@ -111,8 +111,10 @@ class TemplateRecognizer:
 
     def warm(self, home: Home) -> None:
         """Make hassil parse every template now (it does on first use), not on a user's first sentence."""
+        # a stand-in home: the templates with {name} and {area} build their matchers too
+        stand_in = Home((Entity("light.warm_up", "warm up", "light", "warm area"),), ("warm area",))
         for sentence in WARM_UP.get(self.language.split("-")[0], WARM_UP["en"]):
-            self.hassil(sentence.split(), home, None)
+            self.hassil(sentence.split(), stand_in, None)
 
     def recognize(self, ws: list[str], home: Home, context_area: str | None) -> Recognition | None:
         if self._home_id != id(home):
