@@ -345,7 +345,7 @@ def corpus() -> bool:
     print(f"wrong actions {t['wrong_action']} (target 0); actions refused {t['acting_refused']} of {t['acting']} "
           f"({t['acting_refused'] / max(t['acting'], 1):.1%}, target <= 5%)")
     h = tally(holdout)
-    print(f"holdout (tests/assist/corpus/holdout_*.yaml, written after the rules, by a red-team pass): {h['n']} cases, "
+    print(f"holdout (tests/assist/corpus/holdout_*.yaml, written against the rules by red-team passes): {h['n']} cases, "
           f"{h['correct']} correct, {h['refused']} refused, {h['wrong_action']} wrong action, {h['wrong_text']} wrong text")
     return t["n"] >= 400 and t["wrong_action"] == 0 and h["n"] >= 400
 

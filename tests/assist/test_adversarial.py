@@ -112,12 +112,12 @@ def test_the_4096_byte_boundary(corpus_bridge, extra, refused):
 
 
 def test_the_holdout_corpus_written_after_the_rules_causes_no_wrong_action():
-    """888 sentences a red-team pass wrote against the finished rules (holdout_*.yaml), in process:
+    """2,105 sentences four red-team passes wrote against the rules (holdout_*.yaml), in process:
     rules that generalise hold on sentences they were not written against."""
     bridge = InProcess()
     results = [(case, judge(case, *bridge.run(case))) for case in cases(prefix="holdout_")]
     counts = tally(results)
-    assert counts["n"] >= 800
+    assert counts["n"] >= 2000
     wrong = [(c.language, c.said, c.site_id) for c, v in results if v == "wrong_action"]
     assert not wrong, wrong
     assert counts["acting_refused"] <= 0.05 * counts["acting"], counts
