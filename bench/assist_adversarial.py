@@ -29,7 +29,7 @@ from bridge.assist.config import AssistConfig
 from bridge.assist.handlers import Handlers
 from bridge.assist.home import Entity, Home
 from bridge.assist.messages import UtteranceError, parse_utterance
-from bridge.assist.pipeline import MAX_PARTS, Pipeline
+from bridge.assist.pipeline import Pipeline
 from bridge.assist.speech import Speech
 from bridge.core.services import ServiceError
 from bridge.homeassistant.commands import COLORS
@@ -182,11 +182,8 @@ class InProcess:
         area = self.satellites.get(site_id or "")
         u = self.pipeline.understand(text, language, self.home, area)
         if u.refusal is not None or not u.recognitions:
-            why = u.refusal or "no_intent"
-            values = {"area": u.detail or "", "entity": u.detail or "", "part": u.detail or "", "parts": MAX_PARTS}
-            speech = self.speech.error(language, why, **values) if why in ("no_area", "no_entity", "no_intent") \
-                else self.speech.own(language, why, **values)
-            return {"response_type": "error", "speech": {"plain": {"speech": speech}}}
+            refused = self.handlers.refused(language, u.refusal, u.detail)
+            return {"response_type": "error", "speech": {"plain": {"speech": refused.speech}}}
         outcomes = self.handlers.handle_all(u.recognitions, self.home, area)
         kinds = {o.response_type for o in outcomes}
         kind = "error" if "error" in kinds else "query_answer" if "query_answer" in kinds else "action_done"

@@ -22,7 +22,7 @@ from bridge.assist.config import AssistConfig
 from bridge.assist.handlers import Handlers, Outcome
 from bridge.assist.home import NAMEABLE, build_home, key
 from bridge.assist.messages import Utterance, UtteranceError, parse_utterance, response
-from bridge.assist.pipeline import MAX_PARTS, QUERIES, Pipeline, Understood
+from bridge.assist.pipeline import QUERIES, Pipeline
 from bridge.assist.speech import Speech
 from bridge.assist.templates import Recognition
 from bridge.core.payload import dumps
@@ -129,22 +129,13 @@ class AssistExtension(Extension):
         understood = self.pipeline.understand(u.text, language, self.home, area,
                                               _conversation(u, hermes_keep is not None))
         if understood.refusal is not None:
-            self._publish(u, language, [], [self._refusal(language, understood)], msg, started, hermes_keep,
-                          understood.refusal)
+            self._publish(u, language, [], [self.handlers.refused(language, understood.refusal, understood.detail)],
+                          msg, started, hermes_keep, understood.refusal)
             return
         if not understood.recognitions and self.agent.configured:
             self._ask_agent(u, language, msg, started, hermes_keep, understood.form)
             return
         self._finish(u, language, understood.recognitions, msg, started, hermes_keep)
-
-    def _refusal(self, language: str, understood: Understood) -> Outcome:
-        """The answer to a sentence that is not acted on, saying why in the utterance's language."""
-        why, detail = understood.refusal or "no_intent", understood.detail or ""
-        if why == "no_area":
-            return self.handlers.error(language, "no_valid_targets", "no_area", area=detail)
-        if why == "no_entity":
-            return self.handlers.error(language, "no_valid_targets", "no_entity", entity=detail)
-        return Outcome("error", self.speech.own(language, why, part=detail, parts=MAX_PARTS), "no_intent_match")
 
     def _refuse(self, u: Utterance | None, msg: Message, started: float, problem: str) -> None:
         self.counts["refused"] += 1
@@ -240,8 +231,7 @@ class AssistExtension(Extension):
         rec = self._agent_intent(body.get("intent"), language, u)
         if rec is not None and form is not None and rec.intent not in QUERIES:
             # the agent too may only act on a command: "did I turn on the light?" is answered, not done
-            self._publish(u, language, [], [self._refusal(language, Understood(refusal=form))], msg, started, keep,
-                          form)
+            self._publish(u, language, [], [self.handlers.refused(language, form)], msg, started, keep, form)
             return
         self._finish(u, language, [rec] if rec is not None else [], msg, started, keep)
 

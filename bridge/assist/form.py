@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bridge.assist.text import words
+from bridge.assist.text import NUMBER_WORDS, words
 
 # what the answer says, per verdict (speech.py's keys)
 NOT_COMMAND = ("negated", "exception", "conditional", "deferred", "relative", "hypothetical", "reported",
@@ -241,15 +241,8 @@ def _hits(ws: list[str], vocabulary: frozenset[str]) -> bool:
     return False
 
 
-_NUMBER_WORDS = frozenset(
-    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty sixty "
-    "seventy eighty ninety hundred eins zwei drei vier fünf sechs sieben acht neun zehn zwanzig dreißig vierzig "
-    "fünfzig hundert un une deux trois quatre cinq six sept huit neuf dix vingt trente quarante cinquante cent "
-    "uno una dos tres cuatro cinco seis siete ocho nueve diez quince veinte treinta cuarenta cincuenta cien".split())
-
-
 def _number(word: str) -> bool:
-    return word[:1].isdigit() or word in _NUMBER_WORDS
+    return word[:1].isdigit() or word in NUMBER_WORDS
 
 
 def _past(word: str, verbs: frozenset[str]) -> bool:

@@ -19,6 +19,7 @@ from bridge.core.services import ServiceError
 from bridge.core.state import State
 from bridge.homeassistant.commands import COLORS  # the colours a light command can carry: one table
 
+MAX_PARTS = 3  # "A and B and C" at most: the pipeline splits no more
 ON_OFF = {"HassTurnOn": "turn_on", "HassTurnOff": "turn_off", "HassToggle": "toggle"}
 ACTIONS = frozenset({*ON_OFF, "HassLightSet"})  # intents that call device services
 _DONE = {"HassTurnOn": "turned_on", "HassTurnOff": "turned_off", "HassToggle": "toggled", "HassLightSet": "set"}
@@ -137,6 +138,14 @@ class Handlers:
 
     def error(self, language: str, code: str, key: str, **values: Any) -> Outcome:
         return Outcome("error", self.speech.error(language, key, **values), code)
+
+    def refused(self, language: str, why: str | None, detail: str | None = None) -> Outcome:
+        """The answer to a sentence the pipeline did not act on (Understood.refusal), saying why."""
+        if why == "no_area":
+            return self.error(language, "no_valid_targets", "no_area", area=detail or "")
+        if why is None:
+            return self.error(language, "no_intent_match", "no_intent")
+        return Outcome("error", self.speech.own(language, why, part=detail or "", parts=MAX_PARTS), "no_intent_match")
 
     # ------------------------------------------------------------ targets
 

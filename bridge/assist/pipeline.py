@@ -24,10 +24,11 @@ from typing import Any
 from bridge.assist import robust
 from bridge.assist.config import AssistConfig, CustomSentence
 from bridge.assist.form import classify, rules_for
+from bridge.assist.handlers import MAX_PARTS
 from bridge.assist.home import Home
 from bridge.assist.semantic import LEXICONS, SemanticMatcher
 from bridge.assist.templates import Recognition, TemplateRecognizer, load_language, resolve_language
-from bridge.assist.text import read, words
+from bridge.assist.text import NUMBER_WORDS, read, words
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,6 @@ PRONOUNS = {"en": {"it", "them", "that", "those", "this"}, "de": {"es", "sie", "
             "fr": {"le", "la", "les", "l'"}, "es": {"lo", "la", "los", "las"}}
 # intents that only answer; every other intent (HA's actions, cancel all, an operator's own) acts
 QUERIES = frozenset({"HassGetState", "HassNevermind", "RuViewRoomPresence", "RuViewOccupiedRooms"})
-MAX_PARTS = 3  # "A and B and C" at most
-# numbers in words, which HA's templates read as a level like digits ("desk lamp two")
-NUMBER_WORDS = frozenset(
-    "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty sixty seventy "
-    "eighty ninety hundred and eins ein zwei drei vier fünf sechs sieben acht neun zehn elf zwölf zwanzig "
-    "dreißig vierzig fünfzig sechzig siebzig achtzig neunzig hundert un une deux trois quatre cinq six sept huit "
-    "neuf dix onze douze vingt trente quarante cinquante soixante cent uno una dos tres cuatro cinco seis siete "
-    "ocho nueve diez once doce veinte treinta cuarenta cincuenta sesenta setenta ochenta noventa cien".split())
 MAX_WORDS = 40  # no command is longer; hassil is not asked to read a page
 # verdicts that are never recognized: whatever their words, they are not for now
 HELD = frozenset({"negated", "exception", "conditional", "deferred", "relative", "hypothetical", "reported"})
@@ -320,7 +313,7 @@ def _number_after_name(rec: Recognition, home: Home) -> bool:
     if "brightness" not in rec.slots or not names or names[-1].end >= len(ws):
         return False
     tail = ws[names[-1].end:]  # "2", "two", "one hundred": only a number, nothing that says it is a level
-    return all(w.isdigit() or w in NUMBER_WORDS for w in tail)
+    return all(w.isdigit() or w in NUMBER_WORDS for w in tail)  # HA reads these as a level
 
 
 class TooManyParts(Exception):

@@ -47,6 +47,14 @@ _TOKEN = re.compile(rf"""
   | (?P<other>.)
 """, re.VERBOSE)
 _PLAIN_NUMBER = re.compile(r"[0-9]+%?")
+# numbers said in words (en, de, fr, es), which Home Assistant's templates read like digits
+NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve fifteen twenty thirty forty fifty sixty "
+    "seventy eighty ninety hundred eins ein zwei drei vier fünf sechs sieben acht neun zehn elf zwölf zwanzig "
+    "dreißig vierzig fünfzig sechzig siebzig achtzig neunzig hundert un une deux trois quatre cinq six sept huit "
+    "neuf dix onze douze vingt trente quarante cinquante soixante cent uno una dos tres cuatro cinco seis siete "
+    "ocho nueve diez once doce quince veinte treinta cuarenta cincuenta sesenta setenta ochenta noventa "
+    "cien".split())
 _ELIDED = re.compile("^(" + "|".join(re.escape(e) for e in ELISIONS) + r")(?=[^\W\d_])")
 
 
