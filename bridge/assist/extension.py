@@ -11,6 +11,7 @@ rooms change, and swapped in between two utterances.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -32,6 +33,8 @@ from bridge.core.rooms import rooms
 from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message
 
+log = logging.getLogger(__name__)
+
 HOME_REBUILD_DELAY = 0.2  # seconds: a burst of discovery configs makes one new home, not fifty
 AGENT_SLOTS = frozenset({"name", "area", "floor", "domain", "device_class", "brightness", "color", "state"})
 
@@ -42,6 +45,9 @@ class AssistExtension(Extension):
 
     def start(self, ctx: ExtensionContext) -> None:
         self.ctx, self.cfg = ctx, ctx.config
+        if "semantic_threshold" in self.cfg.model_fields_set:
+            log.warning("assist.semantic_threshold is set but no longer used: the fallback acts only when every "
+                        "word is placed, with no score (docs/assist.md); remove it from the config")
         self.counts: Counter[str] = Counter()
         self.pipeline = Pipeline(self.cfg)
         self.speech = Speech(self.pipeline.responses)

@@ -307,3 +307,19 @@ def test_a_site_or_conversation_id_with_a_control_character_is_refused():
     for field in ("site_id", "conversation_id"):
         with pytest.raises(UtteranceError, match=field):
             parse_utterance(f'{{"text": "turn on the heater", "{field}": "a\\u0000b"}}'.encode())
+
+
+def test_a_semantic_threshold_still_in_a_config_is_said_to_be_unused(caplog):
+    from unittest.mock import MagicMock
+
+    from bridge.assist.extension import AssistExtension
+    ctx = MagicMock()
+    ctx.config = AssistConfig(enabled=True, semantic_threshold=0.8)
+    ctx.nodes.all.return_value = {}
+    ctx.states.all.return_value = []
+    with caplog.at_level("WARNING"):
+        try:
+            AssistExtension().start(ctx)
+        except Exception:  # the mock context goes no further than the check this test is about
+            pass
+    assert "semantic_threshold is set but no longer used" in caplog.text
