@@ -55,6 +55,18 @@ def caller_topic_problem(topic: Any, what: str = "response topic", mqtt: "MqttCl
     return None
 
 
+_told: set[str] = set()
+
+
+def _tell(topic: str, problem: str) -> None:
+    """Say once per topic (at most 1000) why a caller's response topic is not answered on."""
+    if topic in _told or len(_told) >= 1000:
+        log.debug("not answering on the request's %s", problem)
+        return
+    _told.add(topic)
+    log.warning("not answering on the request's %s; the answer went to the fixed response topic", problem)
+
+
 def answer(mqtt: "MqttClient | ExtensionMqtt", request: Message, topic: str | None, body: dict[str, Any]) -> None:
     payload = dumps(body)
     if topic:
@@ -62,7 +74,7 @@ def answer(mqtt: "MqttClient | ExtensionMqtt", request: Message, topic: str | No
     if request.response_topic and request.response_topic != topic:
         problem = caller_topic_problem(request.response_topic, "MQTT 5 response topic", mqtt)
         if problem:
-            log.debug("not answering on the request's %s", problem)
+            _tell(request.response_topic, problem)
             return
         mqtt.publish(request.response_topic, payload, qos=1,
                      correlation_data=request.correlation_data)
