@@ -110,6 +110,9 @@ def test_secrets_from_environment_and_file(tmp_path):
     assert cfg.mqtt.password_value() == "from-secret-file"
     assert _problems({"mqtt": {"password_file": str(tmp_path / "nope")}}) == [
         f'mqtt.password_file: expected a file that exists (no such file), got "{tmp_path / "nope"}"']
+    too_long = "x" * 300  # longer than a file name may be: a config error, not a crash
+    [problem] = _problems({"mqtt": {"password_file": too_long}})
+    assert problem.startswith("mqtt.password_file: expected a file path this system can open (File name too long)")
 
 
 def test_redacted_copy_hides_secrets_only():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import Field
 
 from bridge.config import ExtensionSection, Problem, Section
-from bridge.config.types import Bool, Number, Text, _typed, expected
+from bridge.config.types import Bool, Check, Number, Text, expected
 
 LANGUAGE = r"[a-zA-Z]{2,3}([-_]([A-Za-z]{2,4}|\d{3}))?"  # en, en-US, sr-Latn, es-419
 INTENT_NAME = r"[A-Za-z][A-Za-z0-9_]{0,63}"
@@ -50,40 +50,42 @@ def _slots(v: Any) -> dict[str, Any]:
     return v
 
 
-Languages = _typed(list, _languages)
-Strings = _typed(list, _strings)
-Command = _typed(list, _command, optional=True)
-Satellites = _typed(dict, _satellites)
-FixedSlots = _typed(dict, _slots)
+Languages: TypeAlias = Annotated[list[str], Check(_languages)]
+Strings: TypeAlias = Annotated[list[str], Check(_strings)]
+Command: TypeAlias = Annotated[list[str] | None, Check(_command, optional=True)]
+Satellites: TypeAlias = Annotated[dict[str, str], Check(_satellites)]
+FixedSlots: TypeAlias = Annotated[dict[str, Any], Check(_slots)]
 
 
 class AgentConfig(Section):
     """ADR-133's agent runner, asked when nothing else understood: over MQTT or a subprocess."""
 
-    topic: Text(r"[^#+\x00]{1,200}", "a topic without + or #", optional=True) = None
+    topic: Annotated[str | None, Text(r"[^#+\x00]{1,200}", "a topic without + or #", optional=True)] = None
     command: Command = None  # a long-lived program speaking JSON lines on stdin/stdout
-    timeout: Number(0.05, 60) = 3.0  # seconds to wait for one answer
+    timeout: Annotated[float, Number(0.05, 60)] = 3.0  # seconds to wait for one answer
 
 
 class CustomSentence(Section):
     """One of the operator's intents: hassil templates and/or regular expressions."""
 
-    intent: Text(INTENT_NAME, "an intent name such as HassTurnOn or MovieTime")
+    intent: Annotated[str, Text(INTENT_NAME, "an intent name such as HassTurnOn or MovieTime")]
     sentences: Strings = Field(default_factory=list)  # hassil templates: {name}, {area}, [optional], (a|b)
     patterns: Strings = Field(default_factory=list)  # regular expressions; named groups are slots
-    language: Text(rf"\*|{LANGUAGE}", "a language code or *") = "*"
+    language: Annotated[str, Text(rf"\*|{LANGUAGE}", "a language code or *")] = "*"
     slots: FixedSlots = Field(default_factory=dict)  # fixed slot values, e.g. {domain: light}
-    speech: Text(what="text", optional=True, max_len=500) = None  # what to answer instead of the handler's
+    # what to answer instead of the handler's
+    speech: Annotated[str | None, Text(what="text", optional=True, max_len=500)] = None
 
 
 class AssistConfig(ExtensionSection):
     enabled: Bool = False
-    language: Text(LANGUAGE, "a language code such as en or de") = "en"
+    language: Annotated[str, Text(LANGUAGE, "a language code such as en or de")] = "en"
     languages: Languages = Field(default_factory=list)  # loaded at start besides `language`
     hermes: Bool = False  # Rhasspy Hermes: hermes/nlu/query -> hermes/intent/<name>
     satellites: Satellites = Field(default_factory=dict)  # site_id -> area, for "turn on the lights"
-    semantic_threshold: Number(0.5, 1.0) = 0.75  # accepted so old configs load; the fallback no longer scores
-    conversation_ttl: Number(1, 3600) = 300.0  # seconds a conversation id keeps its context
+    # accepted so old configs load; the fallback no longer scores
+    semantic_threshold: Annotated[float, Number(0.5, 1.0)] = 0.75
+    conversation_ttl: Annotated[float, Number(1, 3600)] = 300.0  # seconds a conversation id keeps its context
     agent: AgentConfig = Field(default_factory=AgentConfig)
     custom: list[CustomSentence] = Field(default_factory=list)
 

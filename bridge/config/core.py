@@ -5,14 +5,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import Field, SecretStr
 
 from bridge import names
 from bridge.config.section import Problem, Section
-from bridge.config.types import (Bool, Choice, Int, IPAddress, Number, ReadableFile, Secret, Text,
-                                 TopicPath, _typed, expected)
+from bridge.config.types import (Bool, Check, Choice, Int, IPAddress, Number, ReadableFile, Secret, Text,
+                                 TopicPath, expected)
 
 
 def _broker_url(v: Any) -> str:
@@ -26,7 +26,9 @@ def _broker_url(v: Any) -> str:
     return v.rstrip("/")
 
 
-BrokerUrl = _typed(str, _broker_url)
+BrokerUrl: TypeAlias = Annotated[str, Check(_broker_url)]
+MqttProtocol: TypeAlias = Literal["auto", "3.1.1", "5"]
+LogLevel: TypeAlias = Literal["debug", "info", "warning", "error"]
 
 
 def _instance(v: Any) -> str:
@@ -49,8 +51,8 @@ class TlsConfig(Section):
 
 
 class ReconnectConfig(Section):
-    min_delay: Number(0.05, 60) = 0.5
-    max_delay: Number(0.1, 3600) = 30.0
+    min_delay: Annotated[float, Number(0.05, 60)] = 0.5
+    max_delay: Annotated[float, Number(0.1, 3600)] = 30.0
 
     def check(self, root: Any) -> list[Problem]:
         if self.min_delay > self.max_delay:
@@ -60,23 +62,24 @@ class ReconnectConfig(Section):
 
 class EmbeddedConfig(Section):
     bind: IPAddress = "127.0.0.1"
-    port: Int(1, 65535) = 1883
+    port: Annotated[int, Int(1, 65535)] = 1883
 
 
 class MqttConfig(Section):
     url: BrokerUrl = "auto"
-    username: Text(what="a user name", optional=True, max_len=256) = Field(
+    username: Annotated[str | None, Text(what="a user name", optional=True, max_len=256)] = Field(
         None, json_schema_extra={"env": "RUVIEW_MQTT_USERNAME"})
     password: Secret = Field(None, json_schema_extra={"env": "RUVIEW_MQTT_PASSWORD"})
     password_file: ReadableFile = None
     base_topic: TopicPath = "ruview"
-    client_id: Text(r"[A-Za-z0-9_.:-]{1,64}", "1..64 of [A-Za-z0-9_.:-]", optional=True) = None
-    protocol: Choice("auto", "3.1.1", "5") = "auto"
-    keepalive: Int(5, 3600) = 60
+    client_id: Annotated[str | None, Text(r"[A-Za-z0-9_.:-]{1,64}", "1..64 of [A-Za-z0-9_.:-]",
+                                          optional=True)] = None
+    protocol: Annotated[MqttProtocol, Choice(MqttProtocol)] = "auto"
+    keepalive: Annotated[int, Int(5, 3600)] = 60
     tls: TlsConfig = TlsConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
-    outbox_size: Int(10, 10_000_000) = 10000
-    max_payload: Int(1024, 256 * 1024 * 1024) = 256 * 1024
+    outbox_size: Annotated[int, Int(10, 10_000_000)] = 10000
+    max_payload: Annotated[int, Int(1024, 256 * 1024 * 1024)] = 256 * 1024
     embedded: EmbeddedConfig = EmbeddedConfig()
 
     def check(self, root: Any) -> list[Problem]:
@@ -103,12 +106,14 @@ class MqttConfig(Section):
 
 
 class BridgeConfig(Section):
-    health_interval: Number(1, 86400) = 30.0
-    shutdown_timeout: Number(0.1, 120) = 5.0
-    log_level: Choice("debug", "info", "warning", "error") = "info"
-    instance: _typed(str, _instance, optional=True) = None  # null: this host's name
-    share_group: Text(names.SLUG.pattern, "a word of [a-z0-9_-]", optional=True, max_len=64) = None
-    state_dir: Text(what="a directory") = "~/.local/state/ruview-bridge"  # what the bridge keeps (HomeKit pairings)
+    health_interval: Annotated[float, Number(1, 86400)] = 30.0
+    shutdown_timeout: Annotated[float, Number(0.1, 120)] = 5.0
+    log_level: Annotated[LogLevel, Choice(LogLevel)] = "info"
+    instance: Annotated[str | None, Check(_instance, optional=True)] = None  # null: this host's name
+    share_group: Annotated[str | None, Text(names.SLUG.pattern, "a word of [a-z0-9_-]", optional=True,
+                                            max_len=64)] = None
+    # what the bridge keeps (HomeKit pairings)
+    state_dir: Annotated[str, Text(what="a directory")] = "~/.local/state/ruview-bridge"
 
     @property
     def instance_name(self) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, TypeAlias
 
 from bridge.config import ExtensionSection
-from bridge.config.types import Bool, Int, Text, _ip, _typed, expected
+from bridge.config.types import Bool, Check, Int, Text, _ip, expected
 
 
 def _interfaces(v: Any) -> list[str] | None:
@@ -16,14 +16,15 @@ def _interfaces(v: Any) -> list[str] | None:
     return v
 
 
-Interfaces = _typed(list, _interfaces, optional=True)
-OptionalAddress = _typed(str, _ip, optional=True)
+Interfaces: TypeAlias = Annotated[list[str] | None, Check(_interfaces, optional=True)]
+OptionalAddress: TypeAlias = Annotated[str | None, Check(_ip, optional=True)]
 
 
 class HomeKitConfig(ExtensionSection):
     enabled: Bool = False
-    name: Text(r"[A-Za-z0-9][A-Za-z0-9 '._-]{0,63}", "a name of letters, digits, spaces and '._-") = "RuView Sensing"
-    port: Int(1, 65535) = 51827  # the seed's
+    name: Annotated[str, Text(r"[A-Za-z0-9][A-Za-z0-9 '._-]{0,63}",
+                              "a name of letters, digits, spaces and '._-")] = "RuView Sensing"
+    port: Annotated[int, Int(1, 65535)] = 51827  # the seed's
     address: OptionalAddress = None  # the address HomeKit controllers reach; null: this host's
     interfaces: Interfaces = None  # where mDNS announces the bridge; null: every interface
     advertise: Bool = True  # mDNS (_hap._tcp); off, controllers must be told the address

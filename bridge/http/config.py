@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr
 
@@ -15,12 +15,12 @@ from bridge.config.types import Bool, Int, IPAddress, ReadableFile, Secret, Text
 class HttpConfig(ExtensionSection):
     enabled: Bool = False
     bind: IPAddress = "127.0.0.1"
-    port: Int(1, 65535) = 3000  # where @ruvnet/rvagent looks by default
-    default_node: Text(what="a node's name or id", optional=True, max_len=64) = None
+    port: Annotated[int, Int(1, 65535)] = 3000  # where @ruvnet/rvagent looks by default
+    default_node: Annotated[str | None, Text(what="a node's name or id", optional=True, max_len=64)] = None
     token: Secret = Field(None, json_schema_extra={"env": "RUVIEW_API_TOKEN", "env_only": True})
     token_file: ReadableFile = None
-    max_body: Int(1024, 16 * 1024 * 1024) = 64 * 1024  # bytes a request body may have
-    rate_limit: Int(1, 100_000) = 200  # requests per second per client address (burst: twice that)
+    max_body: Annotated[int, Int(1024, 16 * 1024 * 1024)] = 64 * 1024  # bytes a request body may have
+    rate_limit: Annotated[int, Int(1, 100_000)] = 200  # requests per second per client address (burst: twice that)
     access_log: Bool = False
 
     def check(self, root: Any) -> list[Problem]:
