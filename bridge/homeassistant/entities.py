@@ -13,27 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.homeassistant.abbreviations import (ABBREVIATIONS, DEVICE_ABBREVIATIONS, ORIGIN_ABBREVIATIONS,
+                                                REMOVED_ABBREVIATIONS)
 from bridge.names import slugify
-
-# HA's abbreviations for the keys this module reads (homeassistant/components/mqtt/abbreviations.py)
-ABBREVIATIONS = {
-    "avty": "availability", "avty_t": "availability_topic", "avty_mode": "availability_mode",
-    "bri_cmd_t": "brightness_command_topic", "bri_scl": "brightness_scale",
-    "bri_stat_t": "brightness_state_topic", "bri_val_tpl": "brightness_value_template",
-    "clrm": "color_mode", "cmd_t": "command_topic", "cmps": "components",
-    "def_ent_id": "default_entity_id", "dev": "device", "dev_cla": "device_class",
-    "fx_cmd_t": "effect_command_topic", "json_attr_t": "json_attributes_topic",
-    "name": "name", "obj_id": "object_id", "o": "origin", "on_cmd_type": "on_command_type",
-    "p": "platform", "pct_cmd_t": "percentage_command_topic", "pl_off": "payload_off",
-    "pl_on": "payload_on", "pl_avail": "payload_available", "pl_not_avail": "payload_not_available",
-    "pl_prs": "payload_press", "ret": "retain", "rgb_cmd_t": "rgb_command_topic",
-    "rgb_cmd_tpl": "rgb_command_template", "stat_off": "state_off", "stat_on": "state_on",
-    "stat_t": "state_topic", "stat_val_tpl": "state_value_template", "sup_clrm": "supported_color_modes",
-    "uniq_id": "unique_id", "unit_of_meas": "unit_of_measurement", "val_tpl": "value_template",
-    "stat_cla": "state_class", "qos": "qos",
-}
-DEVICE_ABBREVIATIONS = {"ids": "identifiers", "mf": "manufacturer", "mdl": "model", "sa": "suggested_area",
-                        "sw": "sw_version", "cns": "connections", "name": "name"}
 
 DOMAINS = ("light", "switch", "fan", "cover", "lock", "climate", "binary_sensor", "sensor")
 
@@ -65,9 +47,18 @@ class DiscoveredEntity:
         return self.config.get(key, default)
 
 
+_CONFIG_KEYS = {**REMOVED_ABBREVIATIONS, **ABBREVIATIONS}
+
+
+def _long(keys: dict[str, Any], table: dict[str, str]) -> dict[str, Any]:
+    return {table.get(k, k): v for k, v in keys.items()}
+
+
 def expand(config: dict[str, Any]) -> dict[str, Any]:
-    """Full key names, and `~` replaced in every *_topic value (HA's rule: at the start or end)."""
-    out = {ABBREVIATIONS.get(k, k): v for k, v in config.items()}
+    """Full key names as HA reads them (the config's, each availability item's, device's and
+    origin's: abbreviations.py), and `~` replaced in every *_topic value (HA's rule: at the
+    start or end)."""
+    out = _long(config, _CONFIG_KEYS)
     base = out.pop("~", None)
     if isinstance(base, str):
         for key, value in out.items():
@@ -76,10 +67,15 @@ def expand(config: dict[str, Any]) -> dict[str, Any]:
                     out[key] = base + value[1:]
                 elif value.endswith("~"):
                     out[key] = value[:-1] + base
+    avty = out.get("availability")
+    if isinstance(avty, dict):
+        out["availability"] = _long(avty, ABBREVIATIONS)
+    elif isinstance(avty, list):
+        out["availability"] = [_long(a, ABBREVIATIONS) if isinstance(a, dict) else a for a in avty]
     if isinstance(out.get("device"), dict):
-        out["device"] = {DEVICE_ABBREVIATIONS.get(k, k): v for k, v in out["device"].items()}
+        out["device"] = _long(out["device"], DEVICE_ABBREVIATIONS)
     if isinstance(out.get("origin"), dict):
-        out["origin"] = dict(out["origin"])
+        out["origin"] = _long(out["origin"], ORIGIN_ABBREVIATIONS)
     return out
 
 
@@ -109,7 +105,8 @@ def parse_config(topic: str, payload: dict[str, Any], prefix: str) -> list[Disco
 
 
 def _entity(domain: str, object_id: str, cfg: dict[str, Any], topic: str) -> DiscoveredEntity:
-    device = cfg.get("device") if isinstance(cfg.get("device"), dict) else {}
+    found = cfg.get("device")
+    device: dict[str, Any] = found if isinstance(found, dict) else {}
     entity_name = cfg.get("name")
     device_name = device.get("name")
     name = " ".join(p for p in (device_name, entity_name) if isinstance(p, str)) or object_id
