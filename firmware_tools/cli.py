@@ -199,7 +199,7 @@ def cmd_monitor(args) -> int:
                      "add --wait to wait for it to appear)")
     colour = sys.stdout.isatty() and not args.no_color and not args.json
 
-    def open_port() -> serial.SerialBase:
+    def open_port() -> serial.Serial:
         handle = open_console(port)
         handle.baudrate = args.baud
         return handle
@@ -232,7 +232,8 @@ def cmd_simulate(args) -> int:
             with serial.serial_for_url(args.serial, baudrate=115200) as port:
                 sent = write_serial(stream, port, args.speed)
         else:
-            sent = send_udp(stream, *args.target, speed=args.speed)
+            host, udp_port = args.target
+            sent = send_udp(stream, host, udp_port, speed=args.speed)
     except KeyboardInterrupt:
         return 130
     except OSError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 import serial
 
@@ -20,7 +20,7 @@ _FRAME_COLOUR, _RESET = "\x1b[35m", "\x1b[0m"
 
 
 def frame_record(frame) -> dict:
-    fields = {}
+    fields: dict[str, Any] = {}
     for key, value in frame._asdict().items():
         if isinstance(value, (bytes, bytearray, memoryview)):
             fields[f"{key}_bytes"] = len(value)          # I/Q data is summarised, never dumped
@@ -58,7 +58,7 @@ def render(item, *, colour: bool, as_json: bool, frames_only: bool) -> str | Non
     return plain
 
 
-def monitor(open_port: Callable[[], serial.SerialBase], out: TextIO, *, colour: bool, as_json: bool,
+def monitor(open_port: Callable[[], serial.Serial], out: TextIO, *, colour: bool, as_json: bool,
             frames_only: bool, duration: float | None = None, say: Callable[[str], None] = print) -> int:
     """Print until interrupted (or `duration`); wait for the port to come back after a replug."""
     deadline = None if duration is None else time.monotonic() + duration

@@ -15,7 +15,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator, Mapping
 
 PAGE_SIZE = 4096
 ENTRY_SIZE = 32
@@ -43,6 +43,9 @@ class NvsEntry:
     value: int | str | bytes
 
 
+_Value = int | str | bytes | tuple[int, int]  # as parsed: a blob index is (chunk count, first chunk)
+
+
 def _crc(data: bytes) -> int:
     """IDF's esp_rom_crc32_le(0xffffffff, ...)."""
     return zlib.crc32(data, 0xFFFFFFFF)
@@ -66,19 +69,21 @@ def parse_nvs(image: bytes) -> list[NvsEntry]:
         pages.append((seq, offset, page))
 
     namespaces: dict[int, str] = {}
-    values: dict[tuple[int, str], tuple[str, int | str | bytes]] = {}
+    values: dict[tuple[int, str], tuple[str, _Value]] = {}
     chunks: dict[tuple[int, str, int], bytes] = {}
     for _, offset, page in sorted(pages):
         for ns, key, kind, value in _page_items(page, offset, chunks):
             if ns == 0:
-                namespaces[int(value)] = key
+                if not isinstance(value, int):  # IDF writes a namespace's index as a u8
+                    raise NvsError(f"namespace {key!r}: its index is a {kind}, not an integer (corrupt entry)")
+                namespaces[value] = key
             else:
                 values.pop((ns, key), None)       # re-insert: the last write decides the order too
                 values[(ns, key)] = (kind, value)
 
     entries = []
     for (ns, key), (kind, value) in values.items():
-        if kind == "blob_index":
+        if isinstance(value, tuple):  # kind "blob_index": (chunk count, first chunk)
             count, start = value
             try:
                 value = b"".join(chunks[(ns, key, start + i)] for i in range(count))
@@ -91,7 +96,7 @@ def parse_nvs(image: bytes) -> list[NvsEntry]:
     return entries
 
 
-def _page_items(page: bytes, offset: int, chunks: dict) -> Iterable[tuple]:
+def _page_items(page: bytes, offset: int, chunks: dict) -> Iterator[tuple[int, str, str, _Value]]:
     def state(i: int) -> int:
         return (page[32 + i // 4] >> ((i % 4) * 2)) & 3
 
@@ -167,13 +172,16 @@ def _encode(entry: NvsEntry) -> tuple[str, str]:
     if entry.type == "string":
         return "string", str(entry.value)
     if entry.type == "blob":
-        return "hex2bin", bytes(entry.value).hex()
+        if not isinstance(entry.value, bytes):
+            raise NvsError(f"{entry.namespace}/{entry.key}: a blob's value must be bytes, "
+                           f"not {type(entry.value).__name__}")
+        return "hex2bin", entry.value.hex()
     if entry.type in INT_TYPES.values():
         return entry.type, str(int(entry.value))
     raise NvsError(f"{entry.namespace}/{entry.key}: unknown type {entry.type!r}")
 
 
-def merge(entries: list[NvsEntry], namespace: str, updates: dict[str, tuple[str, int | str | bytes]]) -> list[NvsEntry]:
+def merge(entries: list[NvsEntry], namespace: str, updates: Mapping[str, tuple[str, int | str | bytes]]) -> list[NvsEntry]:
     """`entries` with the keys in `updates` set in `namespace`; every other entry is kept."""
     merged, pending = [], dict(updates)
     for entry in entries:

@@ -51,12 +51,12 @@ class Port:
 
     @property
     def chip_guess(self) -> str:
-        known = USB_IDS.get((self.vid, self.pid)) if self.vid is not None else None
+        known = USB_IDS.get((self.vid, self.pid)) if self.vid is not None and self.pid is not None else None
         return known[1] if known else ("unknown USB serial device" if self.vid is not None else "-")
 
     @property
     def kind(self) -> str:
-        known = USB_IDS.get((self.vid, self.pid)) if self.vid is not None else None
+        known = USB_IDS.get((self.vid, self.pid)) if self.vid is not None and self.pid is not None else None
         return known[0] if known else self.description
 
 

@@ -48,7 +48,7 @@ def choose_method(request: ProvisionRequest) -> str:
     return "serial" if request.method == "auto" else request.method
 
 
-def open_console(url: str) -> serial.SerialBase:
+def open_console(url: str) -> serial.Serial:
     """Open without touching DTR/RTS: on a C6's USB-Serial-JTAG they would reset the chip."""
     port = serial.serial_for_url(url, CONSOLE_BAUD, timeout=0.05, do_not_open=True)
     port.dtr = False
@@ -98,7 +98,8 @@ def _nvs(request: ProvisionRequest, say: Callable[[str], None]) -> ProvisionOutc
         say(f"  {line}")
     if plan.kept_namespaces():
         say(f"  kept: {', '.join(plan.kept_namespaces())}")
-    node_id = next((e.value for e in plan.after if e.namespace == "csi_cfg" and e.key == "node_id"), None)
+    stored = next((e.value for e in plan.after if e.namespace == "csi_cfg" and e.key == "node_id"), None)
+    node_id = stored if isinstance(stored, int) else None  # a u8: any other type is no node id the firmware reads
     if not request.dry_run:
         _record(request, None, "nvs", node_id)
     return ProvisionOutcome("nvs", node_id, None)

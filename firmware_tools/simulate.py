@@ -66,16 +66,18 @@ class VirtualNode:
             score = math.exp(rng.gauss(math.log(PERSON_SCORE if present else EMPTY_SCORE), SPREAD))
             breathing = self.scenario.breathing and present
             flags = 0x01 | (0x02 if breathing else 0)
+            respiration = 14.0 + rng.uniform(-1, 1) if breathing else 0.0
+            rssi = -50 - rng.randrange(15)  # (drawn after the breathing rate, as always)
             state = codec.FeatureState(
                 self.node_id, 0, seq % 65536, int((t - boot) * 1e6), 1.0, score,
-                14.0 + rng.uniform(-1, 1) if breathing else 0.0, 0.8 if breathing else 0.0,
-                0.0, 0.0, 0.0, 0.0, 1.0, flags, -50 - rng.randrange(15))
+                respiration, 0.8 if breathing else 0.0,
+                0.0, 0.0, 0.0, 0.0, 1.0, flags, rssi)
             seq += 1
             yield t, codec.encode_feature_state(state)
             if i % max(1, round(self.rate)) == 0:
                 yield t, codec.encode_edge_vitals(codec.EdgeVitals(
                     self.node_id, (0x01 if present else 0) | (0x04 if present else 0),
-                    state.respiration_bpm, 0.0, state.rssi, 1 if present else 0, 0.5 if present else 0.0,
+                    state.respiration_bpm, 0.0, rssi, 1 if present else 0, 0.5 if present else 0.0,
                     score, int((t - boot) * 1000)))
             if i % max(1, round(30 * self.rate)) == 0:
                 yield t, codec.encode_mesh_health(codec.MeshHealth(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 
 def test_online_state_and_info_are_retained(broker, make_bridge, make_probe):

@@ -6,7 +6,6 @@ import logging
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest

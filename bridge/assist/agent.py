@@ -86,16 +86,20 @@ class AgentRunner:
         """Keep the agent process running until the extension stops (a supervised loop)."""
         delay = 0.5
         while not self.ctx.stopping.is_set():
+            command = self.cfg.command
+            assert command is not None  # set: this runs for the "command" transport only
             try:
-                proc = subprocess.Popen(self.cfg.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             except OSError as exc:
-                log.error("assist agent: cannot start %s: %s (fix assist.agent.command)", self.cfg.command[0], exc)
+                log.error("assist agent: cannot start %s: %s (fix assist.agent.command)", command[0], exc)
                 self.ctx.stopping.wait(delay)
                 delay = min(delay * 2, 30)
                 continue
             self._proc = proc
-            log.info("assist agent: started %s (pid %d)", self.cfg.command[0], proc.pid)
-            for line in iter(lambda: proc.stdout.readline(MAX_LINE), b""):
+            log.info("assist agent: started %s (pid %d)", command[0], proc.pid)
+            stdout = proc.stdout
+            assert stdout is not None  # opened with stdout=PIPE
+            for line in iter(lambda: stdout.readline(MAX_LINE), b""):
                 if line.strip():
                     self.ctx.inbox.put(self._answer, line)
                 delay = 0.5
@@ -104,6 +108,6 @@ class AgentRunner:
                 return
             self.restarts += 1
             log.warning("assist agent: %s exited with %s; starting it again in %.1f s",
-                        self.cfg.command[0], code, delay)
+                        command[0], code, delay)
             self.ctx.stopping.wait(delay)
             delay = min(delay * 2, 30)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 
 from bridge.assist.messages import MAX_UTTERANCE, UtteranceError, Utterance, check_text, json_object
 from bridge.assist.templates import Recognition

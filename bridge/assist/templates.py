@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 
 import yaml
-from hassil import Intents, TextSlotList, recognize_best
+from hassil import Intents, SlotList, TextSlotList, recognize_best
 from home_assistant_intents import get_intents, get_languages
 
 from bridge.assist.config import LANGUAGE
@@ -132,12 +132,12 @@ class TemplateRecognizer:
                 self.hits += 1
                 return found
         self.misses += 1
-        found = self.hassil(ws, home, context_area, spans)
-        if shape not in self._shapes and (found is not None or not _DIGITS.search(" ".join(ws))):
+        answer = self.hassil(ws, home, context_area, spans)
+        if shape not in self._shapes and (answer is not None or not _DIGITS.search(" ".join(ws))):
             if len(self._shapes) >= SHAPES_PER_HOME:
                 self._shapes.clear()
-            self._shapes[shape] = self._learn(found, ws, spans, context_area) if found is not None else REFUSED
-        return found[0] if found is not None else None
+            self._shapes[shape] = self._learn(answer, ws, spans, context_area) if answer is not None else REFUSED
+        return answer[0] if answer is not None else None
 
     def hassil(self, ws: list[str], home: Home, context_area: str | None,
                spans: list[Span] | None = None) -> tuple[Recognition, Any] | None:
@@ -147,9 +147,10 @@ class TemplateRecognizer:
         names = TextSlotList.from_tuples(
             [(e.name, e.name, {"domain": e.domain}) for n in named for e in home.named(n)],
             allow_template=False, name="name")
-        lists = {"name": names,
-                 "area": TextSlotList.from_tuples([(a, a) for a in home.areas], allow_template=False, name="area"),
-                 "floor": TextSlotList.from_tuples([(f, f) for f in home.floors], allow_template=False, name="floor")}
+        lists: dict[str, SlotList] = {
+            "name": names,
+            "area": TextSlotList.from_tuples([(a, a) for a in home.areas], allow_template=False, name="area"),
+            "floor": TextSlotList.from_tuples([(f, f) for f in home.floors], allow_template=False, name="floor")}
         result = recognize_best(joined(ws), self.intents, slot_lists=lists,
                                 intent_context={"area": context_area} if context_area else None,
                                 language=self.language, best_slot_name="name")
@@ -168,7 +169,7 @@ class TemplateRecognizer:
         """How to answer the next sentence of this shape, or None when only hassil may answer it."""
         rec, result = found
         used: set[int] = set()
-        sources = []
+        sources: list[tuple[str, str, Any]] = []  # (slot, how, where): see _fill
         for slot, entity in result.entities.items():
             if entity.is_wildcard:
                 return None
@@ -182,7 +183,7 @@ class TemplateRecognizer:
                 sources.append((slot, "span", idx))
             elif slot in NUMBER_RANGES and isinstance(entity.value, (int, float)) and text.isdigit():
                 numbers = _numbers(ws, spans)  # the k-th number of the sentence, wherever names put it
-                k = next((k for k, i in enumerate(numbers) if _DIGITS.search(ws[i]).group() == text), None)
+                k = next((k for k, i in enumerate(numbers) if _digits(ws[i]) == text), None)
                 if k is None or _DIGITS.sub("", ws[numbers[k]]) not in ("", "%"):
                     return None
                 sources.append((slot, "number", k))
@@ -204,6 +205,13 @@ def _numbers(ws: list[str], spans: list[Span]) -> list[int]:
     """Indexes of the words with digits that are not part of a name."""
     inside = {i for s in spans for i in range(s.start, s.end)}
     return [i for i, w in enumerate(ws) if i not in inside and _DIGITS.search(w)]
+
+
+def _digits(word: str) -> str:
+    """The first run of digits in a word that has one (one of `_numbers`)."""
+    found = _DIGITS.search(word)
+    assert found is not None  # _numbers picks only words with digits
+    return found.group()
 
 
 def _shape(ws: list[str], spans: list[Span], has_context: bool) -> tuple:
@@ -228,7 +236,7 @@ def _fill(template: tuple, ws: list[str], spans: list[Span], context_area: str |
             numbers = _numbers(ws, spans)
             if where >= len(numbers):
                 return None
-            value = int(_DIGITS.search(ws[numbers[where]]).group())
+            value = int(_digits(ws[numbers[where]]))
             lo, hi = NUMBER_RANGES[slot]
             if not lo <= value <= hi:
                 return None  # hassil decides what an out-of-range number means

@@ -34,6 +34,10 @@ class SessionKey(int):
 
 
 class FixedLengthSrpServer(Server):
+    # the attributes this class rewrites, declared here: pyhap.hsrp is not type-checked
+    Bb: bytes  # B
+    Sb: bytes | None  # the premaster secret S; None until set_A
+
     def __init__(self, ctx: dict[str, Any], username: bytes, password: bytes, **kwargs: Any) -> None:
         super().__init__(ctx, username, password, **kwargs)
         while len(self.Bb) < self.N_len // 8:  # 1 in 256: the controller would hash B padded

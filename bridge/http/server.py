@@ -209,7 +209,7 @@ class HttpServer:
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.bind, self.port, reuse_address=True)
             await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # the port picked, when 0 was asked
+            self.port = self._runner.addresses[0][1]  # the port picked, when 0 was asked (its one site)
 
         try:
             self._thread.start(up, timeout)

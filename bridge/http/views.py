@@ -79,7 +79,9 @@ def confidence(node: NodeInfo) -> float | None:
 
 def _withheld(node: NodeInfo, fields: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """{output name: value or None}, {output name: why withheld} for state fields by class."""
-    s, values, why = _state(node), {}, {}
+    s = _state(node)
+    values: dict[str, Any] = {}
+    why: dict[str, str] = {}
     for out, field in fields.items():
         if not privacy.allows_field(node.privacy_class, field):
             values[out], why[out] = None, RULE_3

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import ClassVar, Literal, NamedTuple, Protocol
 
 RAW_CSI = 0xC5110001
 EDGE_VITALS = 0xC5110002
@@ -56,9 +57,12 @@ class DecodeError(ValueError):
 # ------------------------------------------------------------------ frames
 # Immutable named tuples: building one is several times cheaper than a frozen
 # dataclass, and at 100,000 frames/s that is most of the decode cost.
+# Each frame is a NamedTuple of its wire fields (`_...Fields`) and a subclass adding
+# its `kind` and flag properties: a NamedTuple body may hold only fields and methods,
+# and the subclass (with empty `__slots__`) keeps the instances plain tuples.
 
 
-class FeatureState(NamedTuple):
+class _FeatureStateFields(NamedTuple):
     node_id: int
     mode: int
     seq: int
@@ -75,27 +79,68 @@ class FeatureState(NamedTuple):
     quality_flags: int
     rssi: int | None = None  # newer firmware: byte 54 as i8, 0 = not measured
 
-    kind = "feature_state"
-    presence_valid = property(lambda self: bool(self.quality_flags & 0x01))
-    respiration_valid = property(lambda self: bool(self.quality_flags & 0x02))
-    heartbeat_valid = property(lambda self: bool(self.quality_flags & 0x04))
-    fall = property(lambda self: bool(self.quality_flags & FALL_BIT))
-    env_shift = property(lambda self: bool(self.quality_flags & 0x10))
-    degraded = property(lambda self: bool(self.quality_flags & 0x20))
-    calibrating = property(lambda self: bool(self.quality_flags & 0x40))
-    recalibrate = property(lambda self: bool(self.quality_flags & 0x80))
+
+class FeatureState(_FeatureStateFields):
+    __slots__ = ()
+    kind: ClassVar[Literal["feature_state"]] = "feature_state"
+
+    @property
+    def presence_valid(self) -> bool:
+        return bool(self.quality_flags & 0x01)
+
+    @property
+    def respiration_valid(self) -> bool:
+        return bool(self.quality_flags & 0x02)
+
+    @property
+    def heartbeat_valid(self) -> bool:
+        return bool(self.quality_flags & 0x04)
+
+    @property
+    def fall(self) -> bool:
+        return bool(self.quality_flags & FALL_BIT)
+
+    @property
+    def env_shift(self) -> bool:
+        return bool(self.quality_flags & 0x10)
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.quality_flags & 0x20)
+
+    @property
+    def calibrating(self) -> bool:
+        return bool(self.quality_flags & 0x40)
+
+    @property
+    def recalibrate(self) -> bool:
+        return bool(self.quality_flags & 0x80)
 
 
-def _vitals_flags(cls):
-    """The flag bits edge vitals and fused vitals share (a NamedTuple cannot take a mixin)."""
-    cls.presence = property(lambda self: bool(self.flags & 0x01))
-    cls.fall = property(lambda self: bool(self.flags & 0x02))
-    cls.motion = property(lambda self: bool(self.flags & 0x04))
-    return cls
+class _VitalsFlags:
+    """The flag bits edge vitals and fused vitals share (mixed into both frame classes)."""
+
+    __slots__ = ()
+
+    @property
+    def presence(self: _HasFlags) -> bool:
+        return bool(self.flags & 0x01)
+
+    @property
+    def fall(self: _HasFlags) -> bool:
+        return bool(self.flags & 0x02)
+
+    @property
+    def motion(self: _HasFlags) -> bool:
+        return bool(self.flags & 0x04)
 
 
-@_vitals_flags
-class EdgeVitals(NamedTuple):
+class _HasFlags(Protocol):
+    @property
+    def flags(self) -> int: ...
+
+
+class _EdgeVitalsFields(NamedTuple):
     node_id: int
     flags: int
     breathing_bpm: float
@@ -106,11 +151,13 @@ class EdgeVitals(NamedTuple):
     presence_score: float
     timestamp_ms: int
 
-    kind = "vitals"
+
+class EdgeVitals(_EdgeVitalsFields, _VitalsFlags):
+    __slots__ = ()
+    kind: ClassVar[Literal["vitals"]] = "vitals"
 
 
-@_vitals_flags
-class FusedVitals(NamedTuple):
+class _FusedVitalsFields(NamedTuple):
     node_id: int
     flags: int
     breathing_bpm: float
@@ -128,21 +175,25 @@ class FusedVitals(NamedTuple):
     mmwave_targets: int
     mmwave_confidence: int
 
-    kind = "fused_vitals"
+
+class FusedVitals(_FusedVitalsFields, _VitalsFlags):
+    __slots__ = ()
+    kind: ClassVar[Literal["fused_vitals"]] = "fused_vitals"
 
 
-class FeatureVector(NamedTuple):
+class _FeatureVectorFields(NamedTuple):
     node_id: int
     seq: int
     timestamp_us: int
     features: tuple[float, ...]
 
-    kind = "feature_vector"
+
+class FeatureVector(_FeatureVectorFields):
+    __slots__ = ()
+    kind: ClassVar[Literal["feature_vector"]] = "feature_vector"
 
 
-class RawCsi(NamedTuple):
-    """Header only: the I/Q payload stays in the datagram and is never copied."""
-
+class _RawCsiFields(NamedTuple):
     node_id: int
     n_antennas: int
     n_subcarriers: int
@@ -152,25 +203,36 @@ class RawCsi(NamedTuple):
     noise_floor: int
     iq_len: int
 
-    kind = "raw_csi"
+
+class RawCsi(_RawCsiFields):
+    """Header only: the I/Q payload stays in the datagram and is never copied."""
+
+    __slots__ = ()
+    kind: ClassVar[Literal["raw_csi"]] = "raw_csi"
 
 
-class CompressedCsi(NamedTuple):
+class _CompressedCsiFields(NamedTuple):
     node_id: int
     size: int
 
-    kind = "compressed_csi"
+
+class CompressedCsi(_CompressedCsiFields):
+    __slots__ = ()
+    kind: ClassVar[Literal["compressed_csi"]] = "compressed_csi"
 
 
-class WasmOutput(NamedTuple):
+class _WasmOutputFields(NamedTuple):
     node_id: int
     module_id: int
     events: tuple[tuple[int, float], ...]
 
-    kind = "wasm_output"
+
+class WasmOutput(_WasmOutputFields):
+    __slots__ = ()
+    kind: ClassVar[Literal["wasm_output"]] = "wasm_output"
 
 
-class MeshHealth(NamedTuple):
+class _MeshHealthFields(NamedTuple):
     node_id: int
     epoch: int
     local_time_us: int
@@ -182,10 +244,13 @@ class MeshHealth(NamedTuple):
     sync_error_us: int
     health_flags: int
 
-    kind = "mesh_health"
+
+class MeshHealth(_MeshHealthFields):
+    __slots__ = ()
+    kind: ClassVar[Literal["mesh_health"]] = "mesh_health"
 
 
-class MeshAnomaly(NamedTuple):
+class _MeshAnomalyFields(NamedTuple):
     node_id: int
     epoch: int
     ts_us: int
@@ -194,12 +259,21 @@ class MeshAnomaly(NamedTuple):
     anomaly_score: float
     motion_score: float
 
-    kind = "mesh_anomaly"
-    fall = property(lambda self: self.reason == 4)
-    unrecognized = property(lambda self: self.reason not in (0, 4))  # an anomaly that is not a fall
+
+class MeshAnomaly(_MeshAnomalyFields):
+    __slots__ = ()
+    kind: ClassVar[Literal["mesh_anomaly"]] = "mesh_anomaly"
+
+    @property
+    def fall(self) -> bool:
+        return self.reason == 4
+
+    @property
+    def unrecognized(self) -> bool:  # an anomaly that is not a fall
+        return self.reason not in (0, 4)
 
 
-class TimeSync(NamedTuple):
+class _TimeSyncFields(NamedTuple):
     node_id: int
     proto_ver: int
     flags: int
@@ -207,7 +281,10 @@ class TimeSync(NamedTuple):
     epoch_us: int
     sequence: int
 
-    kind = "time_sync"
+
+class TimeSync(_TimeSyncFields):
+    __slots__ = ()
+    kind: ClassVar[Literal["time_sync"]] = "time_sync"
 
 
 Frame = (FeatureState | EdgeVitals | FusedVitals | FeatureVector | RawCsi | CompressedCsi
@@ -328,7 +405,7 @@ def _mesh(data) -> Frame:
     raise DecodeError("mesh_type", f"mesh message type 0x{msg_type:02x} is not sent upstream")
 
 
-_DECODERS = {
+_DECODERS: dict[int, Callable[[bytes | bytearray | memoryview], Frame]] = {
     FEATURE_STATE: _feature_state, EDGE_VITALS: _edge_vitals, FEATURE_VECTOR: _feature_vector,
     FUSED_VITALS: _fused_or_wasm, RAW_CSI: _raw_csi, COMPRESSED_CSI: _compressed_csi,
     WASM_OUTPUT: _wasm, MESH: _mesh, TIME_SYNC: _time_sync,

@@ -80,9 +80,11 @@ class BatchReceiver:
             hdr = self._msgs[i].hdr
             hdr.name, hdr.namelen = names + i * _NAME_SIZE, _NAME_SIZE
             hdr.iov, hdr.iovlen = ctypes.pointer(self._iov[i]), 1
-        self._words = np.frombuffer(self._msgs, dtype=np.uint32).reshape(batch, _WORDS)
+        # (numpy reads the ctypes buffers through byte memoryviews: same memory, no copy)
+        self._words = np.frombuffer(memoryview(self._msgs).cast("B"),
+                                    dtype=np.uint32).reshape(batch, _WORDS)
         self._view = memoryview(self._data).cast("B")
-        self._keys = np.frombuffer(self._names, dtype=np.uint64)[::_NAME_SIZE // 8]
+        self._keys = np.frombuffer(memoryview(self._names).cast("B"), dtype=np.uint64)[::_NAME_SIZE // 8]
         self._ipv4 = sock.family == socket.AF_INET
         self._used = batch
         self._addresses: dict[int | bytes, tuple[str, int]] = {}

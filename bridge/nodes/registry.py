@@ -33,7 +33,7 @@ def _tracked(cls, clock: str | None = None, clock_us: int = 1, seq: str | None =
     return _Tracked(at.get(clock), clock_us, at.get(seq), modulo, at.get("mode"), at.get("rssi"))
 
 
-_TRACKED = {cls.kind: _tracked(cls, *where) for cls, *where in (
+_TRACKED: dict[str, _Tracked] = {cls.kind: _tracked(cls, *where) for cls, *where in (
     (codec.FeatureState, "ts_us", 1, "seq", 1 << 16),
     (codec.FeatureVector, "timestamp_us", 1, "seq", 1 << 16),
     (codec.RawCsi, None, 1, "seq", 1 << 32),
@@ -128,10 +128,11 @@ class NodeRegistry:
         frames = node.frames
         frames[kind] = frames.get(kind, 0) + 1
         spec = _TRACKED.get(kind, _UNTRACKED)
+        row: tuple[Any, ...] = frame  # fields read by the indexes in spec: their types vary by kind
         if spec.mode is not None:
-            node.mode = frame[spec.mode]
+            node.mode = row[spec.mode]
         if spec.rssi is not None:
-            rssi = frame[spec.rssi]
+            rssi = row[spec.rssi]
             if rssi is not None and rssi < 0:
                 node.rssi = rssi
         rebooted = self._track(node, kind, frame, spec)
@@ -140,14 +141,15 @@ class NodeRegistry:
     @staticmethod
     def _track(node: Node, kind: str, frame: Frame, spec: _Tracked) -> bool:
         rebooted = False
+        row: tuple[Any, ...] = frame  # fields read by the indexes in spec: their types vary by kind
         if spec.clock is not None:
-            clock = frame[spec.clock] * spec.clock_us
+            clock = row[spec.clock] * spec.clock_us
             last = node._last_clock.get(kind)
             if last is not None and clock + 1_000_000 < last:  # device clock went back > 1 s
                 rebooted = True
             node._last_clock[kind] = clock
         if spec.seq is not None:
-            seq, modulo = frame[spec.seq], spec.modulo
+            seq, modulo = row[spec.seq], spec.modulo
             last = node._last_seq.get(kind)
             if last is not None and not rebooted:
                 step = (seq - last) % modulo

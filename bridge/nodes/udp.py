@@ -130,9 +130,11 @@ class UdpIngest:
         A datagram that had to be waited for is nearly always alone, and the failed
         non-blocking receive and its exception would cost about half as much again as the
         wakeup. A backlog past SMALL is taken with recvmmsg, a batch per system call."""
+        sock = self._sock
+        assert sock is not None  # start() sets it before it starts the thread that receives
         started = 0.0 if dense else time.monotonic()
         try:
-            batch: Batch = [self._sock.recvfrom(MAX_DATAGRAM)]
+            batch: Batch = [sock.recvfrom(MAX_DATAGRAM)]
         except (BlockingIOError, InterruptedError):
             return [], 0.0
         if not dense:
@@ -158,6 +160,7 @@ class UdpIngest:
 
     def _drain(self, batch: Batch, up_to: int) -> bool:
         """Add what the socket holds without waiting, until `batch` has `up_to`; False when it ran dry."""
+        assert self._sock is not None  # start() sets it before it starts the thread that receives
         recvfrom = self._sock.recvfrom
         try:
             while len(batch) < up_to:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -65,7 +64,7 @@ def replay(bridge, udp: int, probe, recording) -> dict:
     nodes = bridge.extension("nodes")
     send_all(udp, recording)
     assert wait_until(lambda: nodes.udp.processed >= len(recording), 20)
-    assert wait_until(lambda: all(v.dirty_since is None for v in nodes._views.values()), 5)
+    assert wait_until(lambda: all(v.dirty_since is None for v in nodes.pipeline.views.values()), 5)
     settled(bridge)
     probe.flush()
     return {m.topic.rsplit("/", 1)[1]: m.json() for m in probe.messages if m.payload}

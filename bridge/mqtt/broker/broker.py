@@ -299,7 +299,7 @@ class Session:
         self._receive_max = p.prop(c.properties, p.RECEIVE_MAXIMUM, 65535) or 65535
         self.broker.attach(self)
         self._attached = True
-        props = []
+        props: p.Properties = []
         if self.v5:
             props = [(p.MAXIMUM_QOS, 1), (p.RETAIN_AVAILABLE, 1), (p.WILDCARD_AVAILABLE, 1),
                      (p.SHARED_AVAILABLE, 1), (p.SUBSCRIPTION_ID_AVAILABLE, 0), (p.TOPIC_ALIAS_MAXIMUM, 0),
@@ -318,6 +318,7 @@ class Session:
             if p.prop(msg.properties, p.TOPIC_ALIAS) is not None:
                 raise Malformed("topic aliases are not accepted (Topic Alias Maximum is 0)", p.TOPIC_ALIAS_INVALID)
             if msg.qos == 2:
+                assert msg.packet_id is not None  # decode_publish reads one for QoS 1 and 2
                 if msg.packet_id not in self._qos2:
                     self._qos2.add(msg.packet_id)
                     self.broker.route(msg, self)
@@ -325,6 +326,7 @@ class Session:
                 return True
             self.broker.route(msg, self)
             if msg.qos == 1:
+                assert msg.packet_id is not None  # decode_publish reads one for QoS 1 and 2
                 self._send(p.ack(p.PUBACK, msg.packet_id))
         elif kind == p.PUBACK:
             self._inflight.pop(p.decode_ack(body), None)
@@ -411,7 +413,7 @@ class Session:
         self._deliver_now(msg, qos, retained or (sub.retain_as_published and msg.retain), expires_at)
 
     def _deliver_now(self, msg: Publish, qos: int, retain: bool, expires_at: float | None) -> None:
-        props = []
+        props: p.Properties = []
         if self.v5:
             for ident, value in msg.properties:
                 if ident == p.MESSAGE_EXPIRY:
@@ -427,7 +429,7 @@ class Session:
         while packet_id in self._inflight:
             packet_id = next(self._ids)
         data = p.publish(msg, self.v5, retain=retain, qos=qos, packet_id=packet_id, props=props)
-        if self._send(data, droppable=not qos) and qos:
+        if self._send(data, droppable=not qos) and packet_id is not None:  # None: QoS 0
             self._inflight[packet_id] = data
         self.broker.stats["sent"] += 1
 

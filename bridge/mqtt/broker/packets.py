@@ -10,6 +10,7 @@ struct error or a UnicodeDecodeError.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +109,8 @@ class Reader:
         end = self.varint()
         if end > self.remaining():
             raise Malformed("properties longer than the packet")
-        stop, props = self.pos + end, []
+        stop = self.pos + end
+        props: Properties = []
         while self.pos < stop:
             ident = self.varint()
             kind = _PROPERTIES.get(ident)
@@ -310,13 +312,14 @@ def packet(kind: int, flags: int, body: bytes) -> bytes:
     return bytes([kind << 4 | flags]) + _varint(len(body)) + body
 
 
-def connack(v5: bool, code: int, session_present: bool = False, props: Properties = ()) -> bytes:
+def connack(v5: bool, code: int, session_present: bool = False,
+            props: Sequence[tuple[int, Any]] = ()) -> bytes:
     body = bytes([1 if session_present else 0, code])
     return packet(CONNACK, 0, body + (encode_properties(list(props)) if v5 else b""))
 
 
 def publish(msg: Publish, v5: bool, *, retain: bool, qos: int, packet_id: int | None,
-            props: Properties = ()) -> bytes:
+            props: Sequence[tuple[int, Any]] = ()) -> bytes:
     body = _string(msg.topic) + (struct.pack(">H", packet_id) if qos else b"")
     if v5:
         body += encode_properties(list(props))
