@@ -33,7 +33,7 @@ import time
 
 from bench.harness import start_nodes_bridge
 from bridge.nodes import codec
-from bridge.nodes import extension as nodes_extension
+from bridge.nodes import pipeline as nodes_pipeline
 from tests.brokers import Mosquitto
 
 
@@ -70,14 +70,14 @@ def measure(nodes: int, seconds: float, ha: bool) -> dict:
         before = rss_mb()
         rng = random.Random(1)
         fed = 0
-        nodes_extension.decode = lambda frame: frame  # already decoded: ids past 255 do not fit the wire
+        nodes_pipeline.decode = lambda frame: frame  # already decoded: ids past 255 do not fit the wire
         for node_id in range(1, nodes + 1):
             source = ("127.0.0.1", 40000 + node_id % 1000)
             batch = [(frame, source) for frame in frames(node_id, seconds, rng)]
-            ext.handle(batch)  # the pipeline's own path from there on
+            ext.pipeline.handle(batch)  # the pipeline's own path from there on
             fed += len(batch)
-            with ext._pipeline:
-                ext._publish_state(node_id, time.time())
+            with ext.pipeline.lock:
+                ext.pipeline._publish_state(node_id, time.time())
         deadline = time.time() + 600
         while ext_ha is not None and (ext_ha._pacing or len(ext_ha.nodes) < nodes) and time.time() < deadline:
             time.sleep(0.2)  # the announcement is paced: every node's configs, then done

@@ -4,7 +4,7 @@
 
 At real node rates (20 nodes x 5 Hz: a datagram every 8 ms) each datagram meets a pipeline
 whose code and data the machine's other work has pushed out of the caches since the last one.
-This bench feeds simulated node datagrams one at a time through `NodesExtension.handle` (the
+This bench feeds simulated node datagrams one at a time through `NodePipeline.handle` (the
 bridge in-process, on a real Mosquitto, Home Assistant discovery off) and takes the thread's
 CPU time of each call, three ways, interleaved in rounds:
 
@@ -75,14 +75,14 @@ def main() -> int:
         bridge, nodes = start_nodes_bridge(broker.port, "wakeup", nodes={"udp": {"enabled": False}})
         try:
             for data in stream[:warm]:
-                nodes.handle([(data, SOURCE)])
+                nodes.pipeline.handle([(data, SOURCE)])
             before = frames_counted(nodes)
             rest = iter(stream[warm:warm + measured])
             results: dict[str, list[float]] = {name: [] for name, _, _ in ways}
             for _ in range(args.rounds):
                 for name, pause, spin in ways:
                     batch = [next(rest) for _ in range(args.datagrams)]
-                    results[name].append(cost_us(nodes.handle, batch, pause, spin))
+                    results[name].append(cost_us(nodes.pipeline.handle, batch, pause, spin))
             counted = frames_counted(nodes) - before
         finally:
             bridge.stop()

@@ -2,7 +2,7 @@
 
     python -m bench.wasm_plugins [--events 50000] [--rounds 5]
 
-Event delivery is what the plugin host does per event (bridge/wasm/runtime.py Instance.call_with):
+Event delivery is what the plugin host does per event (bridge/plugins/runtime.py Instance.call_with):
 alloc and copy the event type and a ~250-byte state_changed JSON into the plugin, call
 receive_event, dealloc both. The plugin is plugins/threshold-alert, which parses the JSON to find
 the entity id. Baselines in the same run: a bare no-op export call (dealloc) on the same fast
@@ -25,8 +25,8 @@ from pathlib import Path
 import orjson
 import wasmtime
 
-from bridge.wasm.runtime import Instance, Runtime, check_module
-from bridge.wasm.trust import digest
+from bridge.plugins.runtime import Instance, Runtime, check_module
+from bridge.plugins.trust import digest
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "threshold-alert"
 EVENT = orjson.dumps({"entity_id": "sensor.living_room_temperature",

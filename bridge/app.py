@@ -17,6 +17,7 @@ import platform
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
@@ -33,7 +34,7 @@ from bridge.core.payload import dumps
 from bridge.core.services import ServiceRegistry
 from bridge.core.state import StateMachine
 from bridge.core.supervisor import Supervisor
-from bridge.extension import Extension, ExtensionContext
+from bridge.extension import CoreServices, Extension, ExtensionContext
 from bridge.mqtt.client import ConnectionSettings, MqttClient, parse_broker_url
 from bridge.mqtt.router import Router
 from bridge.topics import Topics
@@ -55,7 +56,8 @@ def connection_settings(config: Any, url: str) -> ConnectionSettings:
 
 class Bridge:
     def __init__(self, config: Any, broker_url: str | None = None, *,
-                 embedded_broker: bool = False, force_protocol: str | None = None) -> None:
+                 embedded_broker: bool = False, force_protocol: str | None = None,
+                 mqtt: Callable[[Router, str, Supervisor], MqttClient] | None = None) -> None:
         self.config = config
         self.embedded_broker = embedded_broker
         self.supervisor = Supervisor()
@@ -63,11 +65,14 @@ class Bridge:
         b = config.bridge
         self.topics = Topics(config.mqtt.base_topic, instance=b.instance_name, share_group=b.share_group)
         self.router = Router(self.core_inbox)
-        settings = connection_settings(config, broker_url or config.mqtt.url)
-        if force_protocol:
-            settings = replace(settings, protocol=force_protocol)
-        self.mqtt = MqttClient(settings, self.router, state_topic=self.topics.bridge_state,
-                               supervisor=self.supervisor)
+        if mqtt is not None:  # a client made elsewhere (tests/harness.py: in process, no broker)
+            self.mqtt = mqtt(self.router, self.topics.bridge_state, self.supervisor)
+        else:
+            settings = connection_settings(config, broker_url or config.mqtt.url)
+            if force_protocol:
+                settings = replace(settings, protocol=force_protocol)
+            self.mqtt = MqttClient(settings, self.router, state_topic=self.topics.bridge_state,
+                                   supervisor=self.supervisor)
         self.bus = EventBus(self.core_inbox)
         self.states = StateMachine(self.mqtt, self.topics, self.bus)
         self.events = EventChannel(self.mqtt, self.topics, self.bus)
@@ -89,6 +94,13 @@ class Bridge:
         self.api.register("restart", self._request_restart, scope="instance")
         self.mqtt.on_session(self.publish_info)
         self.mqtt.on_session(self.publish_health)
+        self.core = CoreServices(
+            mqtt=self.mqtt, topics=self.topics, states=self.states, events=self.events,
+            services=self.services, api=self.api, bus=self.bus, directory=self.directory,
+            modules=self.modules, supervisor=self.supervisor,
+            state_dir=Path(config.bridge.state_dir).expanduser(), health=self.health,
+            health_providers=self.health_providers, info_providers=self.info_providers,
+            claim_directory=self.claim_directory)
 
     # ------------------------------------------------------------ extensions
 
@@ -109,7 +121,8 @@ class Bridge:
 
     def _start_extension(self, ext: Extension) -> None:
         section = getattr(self.config, ext.name, None)
-        ctx = ExtensionContext(ext, section if section is not None else ext.Config(), self)
+        ctx: ExtensionContext[Any] = ExtensionContext(ext, section if section is not None else ext.Config(),
+                                                      self.core)
         self.contexts[ext.name] = ctx
         self.extension_state[ext.name] = {"state": "starting"}
         began = time.monotonic()
@@ -164,12 +177,35 @@ class Bridge:
         self.mqtt.stop(self.config.bridge.shutdown_timeout)
         self.core_inbox.stop()
 
-    def _request_restart(self, _request: dict) -> dict:
+    def _request_restart(self, _request: dict[str, Any]) -> dict[str, Any]:
         # answer first; the CLI restarts us once the response is on its way
-        timer = threading.Timer(0.5, self.restart_requested.set)
-        timer.daemon = True
-        timer.start()
+        self.core_inbox.call_later(0.5, self.restart_requested.set)
         return {}
+
+    def inboxes(self) -> list[Inbox]:
+        every = [self.core_inbox, *(i for ctx in list(self.contexts.values()) for i in ctx.inboxes())]
+        return [i for i in every if i.running]
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until every inbox has run what it holds, and what that made the others hold.
+
+        Done when a round of markers, one per inbox, ran with no other call anywhere in between:
+        then nothing was left and nothing new was made. Timers not yet due do not count. A test's
+        barrier, so that "nothing happened" is checked after everything that could happen has.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            inboxes = self.inboxes()
+            before = sum(i.handled + i.errors for i in inboxes)
+            marks = [threading.Event() for _ in inboxes]
+            if not all(i.put(m.set) for i, m in zip(inboxes, marks)):
+                continue
+            for mark in marks:
+                if not mark.wait(max(0.0, deadline - time.monotonic())):
+                    return False
+            if sum(i.handled + i.errors for i in inboxes) - before == len(inboxes):
+                return True
+        return False
 
     # ------------------------------------------------------------ info and health
 
@@ -210,6 +246,7 @@ class Bridge:
                                               if name in self.contexts else {})}
                            for name, state in self.extension_state.items()},
             "threads": self.supervisor.stats(),
+            "os_threads": threading.active_count(),  # flat while the bridge runs: no thread per timer
         }
         for key, provider in list(self.health_providers.items()):
             health[key] = _safely(provider, key)

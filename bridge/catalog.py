@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 BUILT_IN = (
     "bridge.nodes.extension:NodesExtension",
     "bridge.homeassistant.extension:HomeAssistantExtension",
-    "bridge.wasm.extension:PluginsExtension",
+    "bridge.plugins.extension:PluginsExtension",
     "bridge.http.extension:HttpExtension",
     "bridge.homekit.extension:HomeKitExtension",
     "bridge.assist.extension:AssistExtension",

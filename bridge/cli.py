@@ -16,7 +16,7 @@ from typing import Any
 from bridge import __version__, capture_commands, catalog
 from bridge.assist import commands as assist_commands
 from bridge.homekit import commands as homekit_commands
-from bridge.wasm import commands as plugin_commands
+from bridge.plugins import commands as plugin_commands
 from bridge.app import Bridge, build_bridge
 from bridge.config import ConfigError, secret_values
 from bridge.console import StatusLine, setup_logging

@@ -7,39 +7,74 @@ it, so an extension that stops (or fails to start) leaves nothing behind, and
 its own `stop()` only has to stop what it built itself.
 
 Everything the bridge calls back into an extension (MQTT messages, bus events,
-node changes, timers, its services and request verbs) runs on the extension's
-own inbox thread, one call at a time: a slow extension stalls only itself.
-See docs/architecture.md, "How to write an extension".
+node changes, timers, its services and request verbs, service calls from other
+features) runs on the extension's own inbox thread, one call at a time: a slow
+extension stalls only itself, and its state needs no locks. With thread checks
+on (the test suite), a callback that runs anywhere else fails loudly.
+The context is built from `CoreServices`, the few parts of the core an
+extension may use, never from the `Bridge`. See docs/architecture.md,
+"How to write an extension".
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Generic, TypeVar
 
 from bridge.config import ExtensionSection
+from bridge.core.bus import E
 from bridge.core.directory import EventWatcher, NodeDirectory, NodeInfo, Watcher
+from bridge.core.inbox import CHECK_THREADS, Inbox, Timer
 from bridge.core.modules import EdgeModules
-from bridge.core.inbox import Inbox
 from bridge.core.supervisor import Supervised
 from bridge.mqtt.router import Handler, Route
 
-if TYPE_CHECKING:  # the context's parts; the extension never gets the Bridge itself
-    from bridge.app import Bridge
+if TYPE_CHECKING:
+    from bridge.core.api import BridgeApi
+    from bridge.core.bus import EventBus
     from bridge.core.events import EventChannel
-    from bridge.core.services import ServiceCall
+    from bridge.core.services import ServiceCall, ServiceFuture, ServiceRegistry
     from bridge.core.state import StateMachine
+    from bridge.core.supervisor import Supervisor
+    from bridge.mqtt.client import MqttClient
     from bridge.topics import Topics
 
+C = TypeVar("C", bound=ExtensionSection)
+F = TypeVar("F", bound=Callable[..., Any])
 
-class Extension:
-    """A feature of the bridge. Subclass, set `name` and `Config`, implement `start`."""
+
+@dataclass(frozen=True)
+class CoreServices:
+    """The parts of the core an extension's context is built from (the Bridge makes one)."""
+
+    mqtt: "MqttClient"
+    topics: "Topics"
+    states: "StateMachine"
+    events: "EventChannel"
+    services: "ServiceRegistry"
+    api: "BridgeApi"
+    bus: "EventBus"
+    directory: NodeDirectory
+    modules: EdgeModules
+    supervisor: "Supervisor"
+    state_dir: Path
+    health: Callable[[], dict[str, Any]]  # what bridge/health says now
+    health_providers: dict[str, Callable[[], Any]]
+    info_providers: dict[str, Callable[[], Any]]
+    claim_directory: Callable[[str], NodeDirectory]
+
+
+class Extension(Generic[C]):
+    """A feature of the bridge. Subclass as `Extension[MyConfig]`, set `name` and `Config`,
+    implement `start`."""
 
     name: ClassVar[str] = ""
-    Config: ClassVar[type[ExtensionSection]] = ExtensionSection
+    Config: type[ExtensionSection] = ExtensionSection
 
-    def start(self, ctx: "ExtensionContext") -> None:
+    def start(self, ctx: "ExtensionContext[C]") -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -49,8 +84,8 @@ class Extension:
 class ExtensionMqtt:
     """The MQTT a feature may use: publish, and subscriptions delivered on its own inbox."""
 
-    def __init__(self, ctx: "ExtensionContext", bridge: "Bridge") -> None:
-        self._ctx, self._client = ctx, bridge.mqtt
+    def __init__(self, ctx: "ExtensionContext[Any]", client: "MqttClient") -> None:
+        self._ctx, self._client = ctx, client
 
     @property
     def connected(self) -> bool:
@@ -82,8 +117,9 @@ class ExtensionMqtt:
 
     def subscribe(self, topic_filter: str, handler: Handler, *, accept_retained: bool = True,
                   no_local: bool = False) -> Route:
-        route = self._client.subscribe(topic_filter, handler, accept_retained=accept_retained,
-                                       no_local=no_local, inbox=self._ctx.inbox)
+        route = self._client.subscribe(topic_filter, self._ctx.checked(handler, f"MQTT {topic_filter}"),
+                                       accept_retained=accept_retained, no_local=no_local,
+                                       inbox=self._ctx.inbox)
         self._ctx._undo(("subscription", route), lambda: self._client.unsubscribe(route))
         return route
 
@@ -93,107 +129,141 @@ class ExtensionMqtt:
 
     def on_session(self, callback: Callable[[], None]) -> None:
         """Run callback on this extension's inbox after every (re)connect to the broker."""
-        handle = self._client.on_session(callback, self._ctx.inbox)
+        handle = self._client.on_session(self._ctx.checked(callback, "session callback"), self._ctx.inbox)
         self._ctx._undo(("session callback", handle), lambda: self._client.remove_session_callback(handle))
 
     def republish_retained(self, prefix: str) -> int:
         return self._client.republish_retained(prefix)
 
 
-class ExtensionContext:
-    """Handed to `Extension.start`: config, topics, core services, and the ledger of registrations."""
+class ExtensionContext(Generic[C]):
+    """Handed to `Extension.start`: its config, topics, core services, and the ledger of registrations."""
 
-    def __init__(self, extension: Extension, config: ExtensionSection, bridge: "Bridge") -> None:
+    def __init__(self, extension: Extension[C], config: C, core: CoreServices) -> None:
         self.name = extension.name
-        self.config = config
+        self.config: C = config
         self.log = logging.getLogger(f"bridge.{extension.name}")
         self.stopping = threading.Event()
-        self.inbox = Inbox(f"ext-{extension.name}", bridge.supervisor).start()
-        self._bridge = bridge
+        self.inbox = Inbox(f"ext-{extension.name}", core.supervisor).start()
+        self._core = core
         self._ledger: list[tuple[tuple[str, Any], Callable[[], None]]] = []
         self._lock = threading.Lock()
-        self.mqtt = ExtensionMqtt(self, bridge)
-        self.topics: Topics = bridge.topics
-        self.states: StateMachine = bridge.states
-        self.events: EventChannel = bridge.events
-        self.root_config = bridge.config  # read-only: other sections a feature reads (mqtt, bridge)
+        self.mqtt = ExtensionMqtt(self, core.mqtt)
+        self.topics: Topics = core.topics
+        self.states: StateMachine = core.states
+        self.events: EventChannel = core.events
+        self.state_dir: Path = core.state_dir  # bridge.state_dir: where a feature keeps its files
+
+    # ------------------------------------------------------------ the inbox rule
+
+    def checked(self, fn: F, what: str) -> F:
+        """fn, failing loudly (with thread checks on) if it is ever run off this extension's inbox."""
+        if not CHECK_THREADS:
+            return fn
+        inbox = self.inbox
+
+        def on_inbox(*args: Any) -> Any:
+            inbox.assert_on(f"{self.name}: {what}")
+            return fn(*args)
+
+        return on_inbox  # type: ignore[return-value]
+
+    def assert_on_inbox(self, what: str) -> None:
+        """For code that touches the extension's state: fails (thread checks on) off its inbox."""
+        self.inbox.assert_on(f"{self.name}: {what}")
 
     # ------------------------------------------------------------ core services
 
     def register_service(self, domain: str, service: str, handler: Callable[["ServiceCall"], Any]) -> None:
-        services = self._bridge.services
-        reg = services.register(domain, service, handler, self.inbox)
+        """A service anyone may call (MQTT, another feature, a plugin); it runs on this inbox."""
+        services = self._core.services
+        reg = services.register(domain, service, self.checked(handler, f"service {domain}.{service}"),
+                                self.inbox)
         self._undo(("service", f"{domain}.{service}"), lambda: services.unregister(domain, service, reg))
 
     def unregister_service(self, domain: str, service: str) -> None:
         self._release(("service", f"{domain}.{service}"))
 
-    def call_service(self, domain: str, service: str, data: dict[str, Any] | None = None, **kw: Any) -> Any:
-        return self._bridge.services.call(domain, service, data, **kw)
+    def call_service(self, domain: str, service: str, data: dict[str, Any] | None = None, *,
+                     call_id: str | None = None, parent_id: str | None = None) -> "ServiceFuture":
+        """Call a service on its feature's inbox; `.answer(timeout)` on the result waits for it.
+        Raises ServiceError at once for an unknown service."""
+        return self._core.services.call(domain, service, data, call_id=call_id, parent_id=parent_id)
+
+    def has_service(self, domain: str, service: str) -> bool:
+        return self._core.services.has(domain, service)
 
     def register_request(self, verb: str, handler: Callable[[dict[str, Any]], Any], *,
                          scope: str = "shared") -> None:
-        api = self._bridge.api
-        entry = api.register(verb, handler, scope=scope, inbox=self.inbox)
+        api = self._core.api
+        entry = api.register(verb, self.checked(handler, f"request {verb}"), scope=scope,  # type: ignore[arg-type]
+                             inbox=self.inbox)
         self._undo(("request verb", verb), lambda: api.unregister(verb, entry))
 
-    def listen(self, name: str, listener: Callable[[str, Any], None]) -> None:
-        """Hear bus events named `name` ("*" for all) on this extension's inbox."""
-        unsubscribe = self._bridge.bus.subscribe(name, listener, self.inbox)
-        self._undo(("bus listener", name), unsubscribe)
+    def listen(self, kind: type[E], listener: Callable[[E], None]) -> None:
+        """Hear every bus event of class `kind` (bridge/core/eventdata.py) on this extension's inbox."""
+        unsubscribe = self._core.bus.subscribe(kind, self.checked(listener, f"{kind.__name__} listener"),
+                                               self.inbox)
+        self._undo(("bus listener", kind.__name__), unsubscribe)
 
-    def emit(self, name: str, payload: Any = None) -> None:
-        self._bridge.bus.emit(name, payload)
+    def emit(self, event: Any) -> None:
+        self._core.bus.emit(event)
 
     # ------------------------------------------------------------ nodes
 
     @property
     def nodes(self) -> "NodesView":
-        return NodesView(self, self._bridge.directory)
+        return NodesView(self, self._core.directory)
 
     def node_directory(self) -> NodeDirectory:
         """The writable directory, for the one extension that owns the nodes."""
-        return self._bridge.claim_directory(self.name)
+        return self._core.claim_directory(self.name)
 
     @property
     def modules(self) -> EdgeModules:
         """The edge modules (WASM plugins) this bridge runs; the plugin host adds them."""
-        return self._bridge.modules
+        return self._core.modules
 
     def bridge_health(self) -> dict[str, Any]:
         """What `bridge/health` says now (counters only; nothing secret)."""
-        return self._bridge.health()
+        return self._core.health()
 
     # ------------------------------------------------------------ health and info
 
     def add_health(self, key: str, provider: Callable[[], Any]) -> None:
-        self._add_provider(self._bridge.health_providers, "health", key, provider)
+        self._add_provider(self._core.health_providers, "health", key, provider)
 
     def add_info(self, key: str, provider: Callable[[], Any]) -> None:
-        self._add_provider(self._bridge.info_providers, "info", key, provider)
+        self._add_provider(self._core.info_providers, "info", key, provider)
 
-    def _add_provider(self, table: dict, kind: str, key: str, provider: Callable[[], Any]) -> None:
+    def _add_provider(self, table: dict[str, Callable[[], Any]], kind: str, key: str,
+                      provider: Callable[[], Any]) -> None:
         table[key] = provider
-        self._undo((kind, key), lambda: table.pop(key, None) if table.get(key) is provider else None)
+
+        def remove() -> None:
+            if table.get(key) is provider:
+                del table[key]
+
+        self._undo((kind, key), remove)
 
     # ------------------------------------------------------------ threads and timers
 
     def spawn(self, name: str, target: Callable[[], None], stop: threading.Event | None = None) -> Supervised:
         """A supervised thread that runs target() until `stop` (default `ctx.stopping`) is set,
         restarted if it raises; target should return once that event is set."""
-        handle = self._bridge.supervisor.spawn(f"{self.name}-{name}", target, stop or self.stopping)
+        handle = self._core.supervisor.spawn(f"{self.name}-{name}", target, stop or self.stopping)
         self._undo(("thread", handle.name), lambda: self._end_thread(handle))
         return handle
 
     def _end_thread(self, handle: Supervised) -> None:
         handle.stop.set()
         handle.join(2.0)
-        self._bridge.supervisor.forget(handle)
+        self._core.supervisor.forget(handle)
 
     def new_inbox(self, name: str, max_queue: int) -> Inbox:
         """Another inbox with its own worker (a plugin host gives each plugin one), stopped with
         the extension or by `close_inbox`."""
-        inbox = Inbox(f"{self.name}-{name}", self._bridge.supervisor, max_queue).start()
+        inbox = Inbox(f"{self.name}-{name}", self._core.supervisor, max_queue).start()
         self._undo(("inbox", inbox), inbox.stop)
         return inbox
 
@@ -201,16 +271,13 @@ class ExtensionContext:
         self._done(("inbox", inbox))
         inbox.stop()
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> threading.Timer:
-        """Run fn on this extension's inbox after delay seconds, unless it stops first."""
-        timer = threading.Timer(delay, lambda: self.inbox.put(self._timer_fired, timer, fn))
-        timer.daemon = True
-        self._undo(("timer", timer), timer.cancel)
-        timer.start()
-        return timer
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
+        """Run fn on this extension's inbox after delay seconds, unless it stops first.
 
-    def _timer_fired(self, timer: threading.Timer, fn: Callable[[], None]) -> None:
-        self._done(("timer", timer))
+        A timer is an entry in the inbox's heap, not a thread; stopping the inbox drops it."""
+        return self.inbox.call_later(delay, self._timer_fired, fn)
+
+    def _timer_fired(self, fn: Callable[[], None]) -> None:
         if not self.stopping.is_set():
             fn()
 
@@ -232,16 +299,25 @@ class ExtensionContext:
         with self._lock:
             self._ledger = [(k, u) for k, u in self._ledger if k != key]
 
+    def inboxes(self) -> list[Inbox]:
+        """This extension's inbox and every other it made (for `Bridge.drain`)."""
+        with self._lock:
+            made = [key[1] for key, _ in self._ledger if key[0] == "inbox"]
+        return [self.inbox, *made]
+
     def held(self) -> dict[str, int]:
         """What the extension holds now, by kind (for health and for tests)."""
         out: dict[str, int] = {}
         with self._lock:
             for (kind, _), _undo in self._ledger:
                 out[kind] = out.get(kind, 0) + 1
+        timers = self.inbox.timers
+        if timers:
+            out["timer"] = timers
         return out
 
     def close(self) -> None:
-        """Undo every registration, newest first, then stop the inbox."""
+        """Undo every registration, newest first, then stop the inbox (and its timers)."""
         self.stopping.set()
         with self._lock:
             ledger, self._ledger = self._ledger, []
@@ -256,7 +332,7 @@ class ExtensionContext:
 class NodesView:
     """Read-only: the current nodes (gated), and a watch that misses none of them."""
 
-    def __init__(self, ctx: ExtensionContext, directory: NodeDirectory) -> None:
+    def __init__(self, ctx: ExtensionContext[Any], directory: NodeDirectory) -> None:
         self._ctx, self._directory = ctx, directory
 
     def all(self) -> list[NodeInfo]:
@@ -271,10 +347,12 @@ class NodesView:
     def watch(self, watcher: Watcher, *, states: bool = True) -> None:
         """Every current node now, then every change, on this extension's inbox
         (with states=False, not the changes of a node's published state alone)."""
-        unwatch = self._directory.watch(watcher, self._ctx.inbox, states=states)
+        unwatch = self._directory.watch(self._ctx.checked(watcher, "node watcher"), self._ctx.inbox,
+                                        states=states)
         self._ctx._undo(("node watcher", watcher), unwatch)
 
     def watch_events(self, watcher: EventWatcher) -> None:
         """Every node event from now on (gated, as published), on this extension's inbox."""
-        unwatch = self._directory.watch_events(watcher, self._ctx.inbox)
+        unwatch = self._directory.watch_events(self._ctx.checked(watcher, "node event watcher"),
+                                               self._ctx.inbox)
         self._ctx._undo(("node event watcher", watcher), unwatch)

@@ -19,6 +19,8 @@ NODE_NAME = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*")
 NODE_NAME_MAX = 64
 NODE_NAME_RULE = ("a name of lower-case letters and digits, in words joined by single - or _ "
                   f"(e.g. living_room), at most {NODE_NAME_MAX} characters")
+NODE_ID_MIN, NODE_ID_MAX = 1, 255  # one byte on the wire; 0 means "not set"
+NODE_ID_RULE = f"a whole number {NODE_ID_MIN}..{NODE_ID_MAX} (one byte on the wire; 0 is unset)"
 IDENTIFIER = re.compile(r"[a-z0-9_]{1,64}")  # event types, service domains and names
 IDENTIFIER_RULE = "1..64 of [a-z0-9_]"
 # Home Assistant's rule: domain.object_id of [a-z0-9_], no leading/trailing/double "_".
@@ -44,6 +46,11 @@ def check_node_name(name: object) -> str:
     if not is_node_name(name):
         raise InvalidName(NODE_NAME_RULE)
     return name  # type: ignore[return-value]
+
+
+def is_node_id(value: object) -> bool:
+    """A node id as JSON or YAML gives it: an int (not a bool, not 4.0) in NODE_ID_MIN..NODE_ID_MAX."""
+    return isinstance(value, int) and not isinstance(value, bool) and NODE_ID_MIN <= value <= NODE_ID_MAX
 
 
 def default_node_name(node_id: int) -> str:

@@ -123,7 +123,7 @@ class PrivacyGate:
         self.stripped += len(fields) - len(kept)
         return kept
 
-    def check_demotion(self, node_id: int, to: int) -> PrivacyClass:
+    def check_demotion(self, node_id: int, to: object) -> PrivacyClass:
         """The class a demotion would give; raises without changing anything if it is refused."""
         target = parse_class(to)
         reason = export_refusal(target)
@@ -135,7 +135,7 @@ class PrivacyGate:
                                "toward more privacy (privacy rule 4)")
         return target
 
-    def demote(self, node_id: int, to: int) -> PrivacyClass:
+    def demote(self, node_id: int, to: object) -> PrivacyClass:
         """Move a node toward more privacy; refuses any move back."""
         with self._lock:
             target = self.check_demotion(node_id, to)

@@ -1,7 +1,7 @@
 """Draw docs/presence-replay.png: score, baseline and decision over the real recording.
 
 The recording the repository carries (tests/data/ruview-2node-120s.csi.jsonl.gz) is replayed
-through the same NodeView and PresenceEngine the bridge runs, at default
+through the same NodeState and PresenceEngine the bridge runs, at default
 settings, and each node's trace is drawn on a log scale.
 
     pip install matplotlib && python docs/plot_presence.py [RECORDING] [OUT.png]
@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bridge.nodes import codec  # noqa: E402
-from bridge.nodes.nodestate import NodeView  # noqa: E402
+from bridge.nodes.nodestate import NodeState  # noqa: E402
 from bridge.nodes.presence import PresenceEngine, PresenceSettings  # noqa: E402
 from bridge.nodes.recording import recording_datagrams  # noqa: E402
 
@@ -29,7 +29,7 @@ DEFAULT_RECORDING = HERE.parent / "tests" / "data" / "ruview-2node-120s.csi.json
 
 def trace(path: Path) -> dict[int, list[tuple[float, float, float | None, float | None, bool | None]]]:
     """Per node: (node time, raw score, smoothed, baseline, present) for every scored frame."""
-    views: dict[int, NodeView] = {}
+    views: dict[int, NodeState] = {}
     rows: dict[int, list] = {}
     for datagram in recording_datagrams(path):
         try:
@@ -39,7 +39,7 @@ def trace(path: Path) -> dict[int, list[tuple[float, float, float | None, float 
         if frame.kind not in ("feature_state", "vitals", "fused_vitals"):
             continue
         view = views.get(frame.node_id) or views.setdefault(
-            frame.node_id, NodeView(PresenceEngine(PresenceSettings())))
+            frame.node_id, NodeState(PresenceEngine(PresenceSettings())))
         view.add(frame, datagram.t)
         d = view.engine.decision(view.clock)
         rows.setdefault(frame.node_id, []).append(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from bridge import names
+
 NAMESPACE = "csi_cfg"
 
 # csi_cfg keys the tool writes: flag name -> (NVS key, NVS type)
@@ -81,8 +83,8 @@ class NodeSettings:
 def validate(settings: NodeSettings) -> NodeSettings:
     """Raise SettingsError for the first value the node would refuse."""
     s = settings
-    if s.node_id is not None and not 1 <= s.node_id <= 255:
-        raise SettingsError(f"--node-id {s.node_id}: must be 1..255 (it is one byte on the wire; 0 is unset)")
+    if s.node_id is not None and not names.is_node_id(s.node_id):
+        raise SettingsError(f"--node-id {s.node_id}: must be {names.NODE_ID_RULE}")
     if s.target_ip is not None:
         try:
             address = ipaddress.IPv4Address(s.target_ip)

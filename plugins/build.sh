@@ -4,7 +4,7 @@
 #   .venv/bin/pip install -e '.[plugins]' && ./plugins/build.sh
 #
 # The compiler is Zig's clang from PyPI (ziglang, pinned in pyproject.toml), so the build is the
-# same on every machine and reproducible byte for byte: tests/wasm/test_build.py rebuilds every
+# same on every machine and reproducible byte for byte: tests/plugins/test_build.py rebuilds every
 # plugin and checks the committed .wasm files match. Signing is separate (`ruview-bridge plugin
 # sign`), because it takes the publisher's private key.
 set -euo pipefail

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import pytest
 
-from bridge.app import Bridge, build_bridge
-from bridge.catalog import validate_config
+# The inbox rule is checked in the whole suite, and in every bridge a test starts as a process:
+# a callback that runs off its extension's inbox fails the test (bridge/core/inbox.py).
+os.environ.setdefault("RUVIEW_CHECK_THREADS", "1")
+
+from bridge.app import Bridge, build_bridge  # noqa: E402
+from bridge.core import inbox as inbox_rule  # noqa: E402
+from bridge.catalog import validate_config  # noqa: E402
 from tests.brokers import Embedded, Mosquitto, free_port, mosquitto_available
-from tests.mqtt_probe import Probe
+from tests.mqtt_probe import Probe  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def every_callback_on_its_inbox():
+    """Fails a test in which any extension callback ran off its own inbox (thread checks are on)."""
+    assert inbox_rule.CHECK_THREADS, "RUVIEW_CHECK_THREADS is off: the inbox rule goes unchecked"
+    inbox_rule.violations.clear()
+    yield
+    caught, inbox_rule.violations[:] = list(inbox_rule.violations), []
+    assert not caught, f"ran off its inbox: {caught[:5]}"
 
 
 def _start(cls):
@@ -66,12 +82,13 @@ def make_bridge(make_config):
         bridge.stop()
 
 
-def served(probe: Probe, base: str = "ruview", timeout: float = 5.0) -> None:
-    """Barrier: ask the bridge a question and wait for its answer.
+def served(probe: Probe, bridge: Bridge, base: str = "ruview", timeout: float = 5.0) -> None:
+    """Barrier: ask the bridge a question, wait for its answer, then for every inbox to drain.
 
-    The core handles requests in arrival order, so once this answer is back every
-    message the probe sent before it has been handled: the way to check that
-    something did *not* happen without sleeping.
+    The core handles requests in arrival order, so once this answer is back every message the
+    probe sent before it has been handed to the inbox it is for; `bridge.drain` then waits until
+    each has run, and whatever that set off on other inboxes. The way to check that something
+    did *not* happen without sleeping.
     """
     tx = f"barrier-{time.monotonic_ns()}"
     topic = f"{base}/bridge/response/health_check"
@@ -79,6 +96,7 @@ def served(probe: Probe, base: str = "ruview", timeout: float = 5.0) -> None:
         probe.subscribe(topic)
     probe.publish(f"{base}/bridge/request/health_check", {"transaction": tx})
     probe.wait_topic(topic, timeout, match=lambda m: m.json().get("transaction") == tx)
+    assert bridge.drain(timeout), "the bridge's inboxes did not drain"
 
 
 def settled(bridge: Bridge, timeout: float = 5.0) -> None:

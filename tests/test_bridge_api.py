@@ -44,7 +44,7 @@ def test_retained_requests_are_ignored(broker, make_bridge, make_probe):
     probe = make_probe(broker, "ruview/bridge/response/#")
     probe.publish("ruview/bridge/request/restart", {}, retain=True)
     bridge = make_bridge(broker)
-    served(probe)
+    served(probe, bridge)
     assert not bridge.restart_requested.is_set()
     assert not probe.on("ruview/bridge/response/restart")
     probe.publish("ruview/bridge/request/restart", b"", retain=True)

@@ -16,6 +16,7 @@ import pytest
 from bridge.core.api import ApiError, BridgeApi
 from bridge.core.bus import EventBus
 from bridge.core.directory import NodeDirectory, NodeInfo
+from bridge.core.eventdata import EventFired, PluginEntities, StateChanged
 from bridge.core.events import EventChannel
 from bridge.core.inbox import Inbox
 from bridge.core.payload import PayloadError, dumps, parse_json
@@ -160,7 +161,7 @@ def test_payloads_parse_with_errors_a_sender_can_act_on():
 def test_state_machine_semantics(core):
     mqtt, topics, bus = core
     heard = []
-    bus.subscribe("state_changed", lambda n, ev: heard.append(ev))
+    bus.subscribe(StateChanged, lambda ev: heard.append(ev))
     states = StateMachine(mqtt, topics, bus)
     first = states.set("light.hall", "on", {"brightness": 10})
     assert first.state == "on" and first.last_changed == first.last_updated
@@ -173,12 +174,12 @@ def test_state_machine_semantics(core):
     sent = mqtt.on("ruview/state/light.hall")
     assert len(sent) == 4 and all(s.retain and s.qos == 1 for s in sent)
     assert orjson.loads(sent[-1].payload)["state"] == "off"
-    assert [ev["new_state"].state for ev in heard] == ["on", "on", "off", "off"]
-    assert heard[0]["old_state"] is None and heard[1]["old_state"] == first
+    assert [ev.new_state.state for ev in heard] == ["on", "on", "off", "off"]
+    assert heard[0].old_state is None and heard[1].old_state == first
     assert states.get("light.hall").attributes == {"brightness": 20} and len(states) == 1
     assert states.remove("light.hall") and not states.remove("light.hall")
     assert mqtt.sent[-1].payload == b"" and mqtt.sent[-1].retain
-    assert heard[-1]["new_state"] is None and states.get("light.hall") is None
+    assert heard[-1].new_state is None and states.get("light.hall") is None
     with pytest.raises(InvalidEntityId):
         states.set("Light.Hall", 1)
 
@@ -186,7 +187,7 @@ def test_state_machine_semantics(core):
 def test_state_mirror_takes_others_writes_and_skips_our_echo(core):
     mqtt, topics, bus = core
     heard = []
-    bus.subscribe("state_changed", lambda n, ev: heard.append(ev))
+    bus.subscribe(StateChanged, lambda ev: heard.append(ev))
     states = StateMachine(mqtt, topics, bus)
     states.start()
     mirror = mqtt.routes["ruview/state/#"]
@@ -194,13 +195,13 @@ def test_state_mirror_takes_others_writes_and_skips_our_echo(core):
     mirror(Message("ruview/state/switch.fan", mqtt.sent[-1].payload, retain=True))
     assert len(heard) == 1, "our own echo is not delivered again"
     mirror(Message("ruview/state/sensor.t", b'{"state": 21, "attributes": {"u": "C"}}'))
-    assert states.get("sensor.t").state == "21" and heard[-1]["origin"] == "REMOTE"
+    assert states.get("sensor.t").state == "21" and heard[-1].origin == "REMOTE"
     for bad in (b"{nope", b'{"attributes": {}}', b'{"state": 1, "attributes": [1]}'):
         mirror(Message("ruview/state/sensor.t", bad))
     mirror(Message("ruview/state/Bad_Id", b'{"state": 1}'))
     assert states.rejected == 4 and states.get("sensor.t").state == "21"
     mirror(Message("ruview/state/sensor.t", b""))
-    assert states.get("sensor.t") is None and heard[-1]["new_state"] is None
+    assert states.get("sensor.t") is None and heard[-1].new_state is None
     assert states.get("switch.fan") == ours
 
 
@@ -210,7 +211,7 @@ def test_state_mirror_takes_others_writes_and_skips_our_echo(core):
 def test_events_out_and_in(core):
     mqtt, topics, bus = core
     heard = []
-    bus.subscribe("event", lambda n, ev: heard.append(ev))
+    bus.subscribe(EventFired, lambda ev: heard.append(ev))
     events = EventChannel(mqtt, topics, bus)
     events.start()
     fired = events.fire("door_opened", {"door": "front"})
@@ -221,8 +222,8 @@ def test_events_out_and_in(core):
     handler(Message("ruview/event/window_opened", b'{"data": {"room": "bath"}}'))
     handler(Message("ruview/event/Bad-Type", b"{}"))
     handler(Message("ruview/event/broken", b"{oops"))
-    assert [e["event_type"] for e in heard] == ["door_opened", "window_opened"]
-    assert heard[1]["origin"] == "REMOTE" and heard[1]["data"] == {"room": "bath"} and heard[0] is fired
+    assert [e.event_type for e in heard] == ["door_opened", "window_opened"]
+    assert heard[1].origin == "REMOTE" and heard[1].data == {"room": "bath"} and heard[0].as_dict() == fired
     with pytest.raises(ValueError, match="invalid event type"):
         events.fire("Door Opened")
 
@@ -260,7 +261,7 @@ def test_services_answer_always_and_validate_what_callers_name(core):
     reply, _ = _call(mqtt, "ruview/service/math/add", b"{oops")
     assert "not valid JSON" in reply["error"]
     assert services.calls == 3 and services.failures == 10  # unknown and invalid calls never run
-    assert services.call("math", "add", {"a": 1, "b": 2}) == 3
+    assert services.call("math", "add", {"a": 1, "b": 2}).answer() == 3
     with pytest.raises(ServiceError):
         services.call("no", "such")
     reg = services.register("math", "add", lambda call: 0)
@@ -343,17 +344,18 @@ def test_with_a_share_group_instance_verbs_come_only_from_the_instance_topic(cor
 # ---------------------------------------------------------------- bus, inbox, supervisor
 
 
-def test_the_bus_delivers_to_each_listener_on_its_inbox_and_unsubscribes():
+def test_the_bus_delivers_each_event_class_to_its_listeners_and_unsubscribes():
     bus = EventBus(Immediate())
     got = []
-    stop = bus.subscribe("a", lambda n, p: got.append(("a", p)))
-    bus.subscribe("*", lambda n, p: got.append(("*", n, p)))
-    bus.emit("a", 1)
-    bus.emit("b", 2)
+    stop = bus.subscribe(PluginEntities, lambda e: got.append(("a", e.plugin)))
+    bus.subscribe(PluginEntities, lambda e: got.append(("b", e.plugin)))
+    bus.subscribe(EventFired, lambda e: got.append(("event", e.event_type)))
+    bus.emit(PluginEntities("p1", "P1"))
+    bus.emit(EventFired("knock", {}, "LOCAL", "t"))
     stop()
     stop()  # twice is harmless
-    bus.emit("a", 3)
-    assert got == [("a", 1), ("*", "a", 1), ("*", "b", 2), ("*", "a", 3)] and bus.listener_count() == 1
+    bus.emit(PluginEntities("p2", "P2"))
+    assert got == [("a", "p1"), ("b", "p1"), ("event", "knock"), ("b", "p2")] and bus.listener_count() == 2
 
 
 def test_an_inbox_runs_calls_in_order_survives_failures_and_drops_when_full():
@@ -464,29 +466,25 @@ def test_the_status_lines_rate_is_per_second_however_often_it_is_drawn():
 def test_state_changed_events_have_every_field_for_local_and_remote_changes(core):
     mqtt, topics, bus = core
     heard = []
-    bus.subscribe("state_changed", lambda n, ev: heard.append((n, ev)))
+    bus.subscribe(StateChanged, lambda ev: heard.append(ev))
     states = StateMachine(mqtt, topics, bus)
     states.start()
     new = states.set("light.a", "on")
-    assert heard[-1] == ("state_changed", {"entity_id": "light.a", "old_state": None, "new_state": new,
-                                           "origin": "LOCAL"})
+    assert heard[-1] == StateChanged("light.a", None, new, "LOCAL")
     states.remove("light.a")
-    assert heard[-1] == ("state_changed", {"entity_id": "light.a", "old_state": new, "new_state": None,
-                                           "origin": "LOCAL"})
+    assert heard[-1] == StateChanged("light.a", new, None, "LOCAL")
     mirror = mqtt.routes["ruview/state/#"]
     mirror(Message("ruview/state/light.b", b'{"state": "off", "last_changed": "t1", "last_updated": "t2", '
                                           b'"context": {"id": "c1"}}'))
     remote = states.get("light.b")
     assert (remote.state, remote.last_changed, remote.last_updated, remote.context) == ("off", "t1", "t2",
                                                                                        {"id": "c1"})
-    assert heard[-1] == ("state_changed", {"entity_id": "light.b", "old_state": None, "new_state": remote,
-                                           "origin": "REMOTE"})
+    assert heard[-1] == StateChanged("light.b", None, remote, "REMOTE")
     mirror(Message("ruview/state/light.b", b'{"state": "off", "last_changed": "t1", "last_updated": "t2", '
                                           b'"context": {"id": "c1"}}'))
     assert len(heard) == 3, "the same state again is no change"
     mirror(Message("ruview/state/light.b", b""))
-    assert heard[-1] == ("state_changed", {"entity_id": "light.b", "old_state": remote, "new_state": None,
-                                           "origin": "REMOTE"})
+    assert heard[-1] == StateChanged("light.b", remote, None, "REMOTE")
     mirror(Message("ruview/state/light.nothing", b""))  # removing what is not there tells nobody
     assert len(heard) == 4
     assert remote.as_dict() == {"entity_id": "light.b", "state": "off", "attributes": {}, "last_changed": "t1",
@@ -497,7 +495,7 @@ def test_state_changed_events_have_every_field_for_local_and_remote_changes(core
 def test_events_carry_every_field_and_remote_events_are_shaped_like_local_ones(core):
     mqtt, topics, bus = core
     heard = []
-    bus.subscribe("event", lambda n, ev: heard.append(ev))
+    bus.subscribe(EventFired, lambda ev: heard.append(ev))
     events = EventChannel(mqtt, topics, bus)
     events.start()
     fired = events.fire("bell", {"n": 1}, parent_id="p1")
@@ -506,10 +504,9 @@ def test_events_carry_every_field_and_remote_events_are_shaped_like_local_ones(c
     assert events.fire("quiet")["data"] == {}
     mqtt.routes["ruview/event/+"](Message("ruview/event/knock", b'{"data": {"x": 1}, "time_fired": "t", '
                                                                  b'"context": {"id": "r1"}}'))
-    assert heard[-1] == {"event_type": "knock", "data": {"x": 1}, "origin": "REMOTE", "time_fired": "t",
-                         "context": {"id": "r1"}}
+    assert heard[-1] == EventFired("knock", {"x": 1}, "REMOTE", "t", {"id": "r1"})
     mqtt.routes["ruview/event/+"](Message("ruview/event/bare", b"{}"))
-    assert heard[-1]["data"] == {} and heard[-1]["context"]["id"] and heard[-1]["time_fired"]
+    assert heard[-1].data == {} and heard[-1].context["id"] and heard[-1].time_fired
 
 
 def test_service_answers_are_exactly_shaped_for_every_outcome(core):
@@ -529,7 +526,7 @@ def test_service_answers_are_exactly_shaped_for_every_outcome(core):
         {"id": "c", "success": False, "error": "KeyError: 'x'", "result": None}
     assert _call(mqtt, "ruview/service/t/none", {"id": "d"})[0] == \
         {"id": "d", "success": False, "error": "unknown service t.none", "result": None}
-    assert services.call("t", "ok", {"j": 2}, call_id="e") == "r" and seen[-1] == ("t", "ok", {"j": 2}, "e")
+    assert services.call("t", "ok", {"j": 2}, call_id="e").answer() == "r" and seen[-1] == ("t", "ok", {"j": 2}, "e")
 
 
 def test_request_answers_are_exactly_shaped_and_go_to_the_verbs_response_topic(core):

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from bridge.core.eventdata import PluginEntities, StateChanged
 from bridge.app import build_bridge
 from bridge.extension import Extension
 from bridge.homeassistant.extension import HomeAssistantExtension
@@ -50,7 +51,7 @@ class Busy(Extension):
         self.ctx = ctx
         ctx.mqtt.subscribe("busy/in/#", lambda m: self.heard.append(m.topic))
         ctx.mqtt.on_session(lambda: None)
-        ctx.listen("state_changed", lambda name, ev: self.heard.append(name))
+        ctx.listen(StateChanged, lambda ev: self.heard.append(ev.entity_id))
         ctx.nodes.watch(lambda change: None)
         ctx.register_request("busy/ping", lambda req: {"pong": True})
         ctx.register_service("busy", "poke", lambda call: "poked")
@@ -112,7 +113,7 @@ def test_a_failing_start_leaves_the_bridge_serving_and_shows_in_health(mosquitto
         bridge.add(Busy(fail=True))
         bridge._start_extension(bridge.extension("busy"))
         probe = make_probe(mosquitto, "ruview/bridge/health", "ruview/bridge/info")
-        served(probe)  # still answering
+        served(probe, bridge)  # still answering
         probe.clear()  # a health published while it was starting (retained) is not the answer
         bridge.publish_health()
         bridge.publish_info()
@@ -153,7 +154,7 @@ def test_stop_undoes_every_subscription_listener_verb_service_and_thread(mosquit
         probe.publish("ruview/bridge/request/busy/ping", {"transaction": 1})
         answer = probe.wait_topic("ruview/bridge/response/busy/ping").json()
         assert answer["status"] == "error" and "unknown request" in answer["error"]
-        served(probe)
+        served(probe, bridge)
         assert busy.heard == ["busy/in/1"]
     finally:
         bridge.stop()
@@ -176,7 +177,7 @@ def test_an_extension_publishing_to_an_invalid_topic_gets_an_error_and_the_bridg
         mosquitto.start()
         assert bridge.mqtt.wait_connected(20), "the bridge did not reconnect"
         assert bridge.mqtt.stats()["connects"] == 2 and bridge.mqtt.stats()["network_errors"] == 0
-        served(make_probe(mosquitto))
+        served(make_probe(mosquitto), bridge)
     finally:
         bridge.stop()
 
@@ -195,7 +196,7 @@ def test_an_exception_in_the_network_loop_reconnects_instead_of_killing_it(mosqu
     bridge.mqtt._paho.loop = loop_that_fails_once
     assert wait_until(lambda: bridge.mqtt.stats()["network_errors"] == 1, 5)
     assert wait_until(lambda: bridge.mqtt.stats()["connects"] == 2 and bridge.mqtt.connected, 10)
-    served(make_probe(mosquitto))
+    served(make_probe(mosquitto), bridge)
     assert bridge.supervisor.stats()["mqtt-network"]["alive"]
 
 
@@ -208,7 +209,8 @@ def test_bus_listeners_run_on_their_own_inbox_and_a_slow_one_never_blocks_the_em
 
         def start(self, ctx):
             self.got = []
-            ctx.listen("tick", lambda name, n: (gate.wait(10), self.got.append((n, threading.current_thread().name))))
+            ctx.listen(PluginEntities, lambda e: (gate.wait(10), self.got.append((int(e.plugin),
+                                                                                  threading.current_thread().name))))
 
     slow = Slow()
     bridge = build_bridge(make_config(mosquitto), extensions=[slow])
@@ -216,7 +218,7 @@ def test_bus_listeners_run_on_their_own_inbox_and_a_slow_one_never_blocks_the_em
     try:
         began = time.monotonic()
         for n in range(100):
-            bridge.bus.emit("tick", n)
+            bridge.bus.emit(PluginEntities(str(n), "tick"))
         assert time.monotonic() - began < 0.5, "emit waited for a listener"
         gate.set()
         assert wait_until(lambda: len(slow.got) == 100, 5)
@@ -227,10 +229,10 @@ def test_bus_listeners_run_on_their_own_inbox_and_a_slow_one_never_blocks_the_em
         bridge.stop()
 
 
-def test_the_node_ticker_and_a_serial_reader_outlive_an_unexpected_exception(mosquitto, node_bridge, tmp_path):
+def test_the_node_beat_and_a_serial_reader_outlive_an_unexpected_exception(mosquitto, node_bridge, tmp_path):
     import os
     bridge, ext, port = node_bridge(mosquitto, offline_after=1)
-    real_flush, failures = ext._flush_due, {"n": 0}
+    real_flush, failures = ext.pipeline.flush_due, {"n": 0}
 
     def flush_that_fails_once(now):
         if failures["n"] == 0:
@@ -238,11 +240,13 @@ def test_the_node_ticker_and_a_serial_reader_outlive_an_unexpected_exception(mos
             raise RuntimeError("a bug in a flush")
         return real_flush(now)
 
-    ext._flush_due = flush_that_fails_once
+    errors = ext.ctx.inbox.errors
+    ext.pipeline.flush_due = flush_that_fails_once
     send_udp(generate(make_nodes(1, "empty", 3, first_id=4), 3), "127.0.0.1", port, speed=0)
-    assert wait_until(lambda: bridge.supervisor.stats()["nodes-ticker"]["restarts"] == 1, 5)
-    assert "a bug in a flush" in bridge.supervisor.stats()["nodes-ticker"]["last_error"]
-    assert wait_until(lambda: ext.registry.get(4).online is False, 10), "the restarted ticker marks nodes offline"
+    assert wait_until(lambda: failures["n"] == 1 and ext.ctx.inbox.errors == errors + 1, 5), "the beat failed once"
+    assert wait_until(lambda: ext.registry.get(4).online is False, 10), "the beat goes on: nodes go offline"
+    assert wait_until(lambda: all(v.dirty_since is None for v in ext.pipeline.views.values()), 5), \
+        "and pending state is published on the next beats"
 
     # a serial link whose pipeline raises on a batch keeps reading (the error is counted)
     from bridge.nodes.serial_ingest import SerialIngest

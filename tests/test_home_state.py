@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
+from bridge.core.eventdata import EventFired, StateChanged
 from bridge.core.services import ServiceError
 from bridge.core.state import InvalidEntityId, valid_entity_id
-from tests.conftest import served, settled
+from tests.conftest import settled
 from tests.polling import wait_until
 
 STATE = "ruview/state/sensor.kitchen_temp"
@@ -89,7 +89,7 @@ def test_restart_resumes_from_retained_state(broker, make_bridge):
 def test_foreign_state_writes_are_mirrored_and_bad_ones_ignored(broker, make_bridge, make_probe):
     bridge = make_bridge(broker)
     seen = []
-    bridge.bus.subscribe("state_changed", lambda _n, ev: seen.append(ev))
+    bridge.bus.subscribe(StateChanged, lambda ev: seen.append(ev))
     probe = make_probe(broker)
     probe.publish("ruview/state/light.desk", {"state": "off", "attributes": {}}, retain=True)
     probe.publish("ruview/state/light.bad", b"{not json", retain=True)
@@ -97,7 +97,7 @@ def test_foreign_state_writes_are_mirrored_and_bad_ones_ignored(broker, make_bri
     probe.publish("ruview/state/light.last", {"state": "on"})  # after the bad ones
     assert wait_until(lambda: bridge.states.get("light.last") is not None, 5)
     assert bridge.states.get("light.desk").state == "off"
-    assert wait_until(lambda: any(ev["entity_id"] == "light.desk" and ev["origin"] == "REMOTE"
+    assert wait_until(lambda: any(ev.entity_id == "light.desk" and ev.origin == "REMOTE"
                                   for ev in seen), 5)
     assert bridge.states.get("light.bad") is None
     assert bridge.states.rejected >= 2
@@ -108,7 +108,7 @@ def test_foreign_state_writes_are_mirrored_and_bad_ones_ignored(broker, make_bri
 def test_events_out_and_in(broker, make_bridge, make_probe):
     bridge = make_bridge(broker)
     heard = []
-    bridge.bus.subscribe("event", lambda _n, ev: heard.append(ev))
+    bridge.bus.subscribe(EventFired, lambda ev: heard.append(ev))
     probe = make_probe(broker, "ruview/event/#")
     bridge.events.fire("doorbell_pressed", {"door": "front"})
     msg = probe.wait_topic("ruview/event/doorbell_pressed")
@@ -117,11 +117,11 @@ def test_events_out_and_in(broker, make_bridge, make_probe):
     assert body["data"] == {"door": "front"} and body["origin"] == "LOCAL"
     assert {"time_fired", "context"} <= set(body)
     probe.publish("ruview/event/window_opened", {"data": {"room": "bath"}})
-    assert wait_until(lambda: any(e["event_type"] == "window_opened" for e in heard), 5)
-    remote = [e for e in heard if e["event_type"] == "window_opened"]
-    assert remote and remote[0]["origin"] == "REMOTE" and remote[0]["data"] == {"room": "bath"}
+    assert wait_until(lambda: any(e.event_type == "window_opened" for e in heard), 5)
+    remote = [e for e in heard if e.event_type == "window_opened"]
+    assert remote and remote[0].origin == "REMOTE" and remote[0].data == {"room": "bath"}
     # our own event came back over MQTT but was delivered on the bus only once
-    assert len([e for e in heard if e["event_type"] == "doorbell_pressed"]) == 1
+    assert len([e for e in heard if e.event_type == "doorbell_pressed"]) == 1
 
 
 def test_service_calls(broker, make_bridge, make_probe):

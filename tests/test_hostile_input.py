@@ -42,7 +42,7 @@ def test_a_response_topic_a_broker_would_refuse_gets_an_error_answer_and_the_bri
     mosquitto.kill()
     mosquitto.start()
     assert bridge.mqtt.wait_connected(20)
-    served(make_probe(mosquitto))
+    served(make_probe(mosquitto), bridge)
     stats = bridge.mqtt.stats()
     assert stats["connects"] == 2 and stats["network_errors"] == 0, "nothing was re-sent that drops the link"
 
@@ -69,18 +69,18 @@ def test_refused_node_requests_change_nothing(mosquitto, node_bridge, make_probe
         assert answer["status"] == "error" and "unknown node" in answer["error"], answer
     assert ext.registry.get(1) is not None
 
-    # nothing broke on the way: the ticker still marks silent nodes offline, a broker restart is survived
+    # nothing broke on the way: the beat still marks silent nodes offline, a broker restart is survived
     assert wait_until(lambda: all(n.online is False for n in ext.registry.all()), 5)
-    assert bridge.supervisor.stats()["nodes-ticker"]["restarts"] == 0
+    assert ext.ctx.inbox.errors == 0
     mosquitto.kill()
     mosquitto.start()
     assert bridge.mqtt.wait_connected(20)
-    served(make_probe(mosquitto))
+    served(make_probe(mosquitto), bridge)
     send_udp(generate(make_nodes(1, "empty", 3, first_id=9), 3), "127.0.0.1", port, speed=0)
     assert wait_until(lambda: ext.registry.get(9) is not None and ext.registry.get(9).name == "node_9", 5)
     # node 9 exists from its first frame on, while the rest of its batch may still be in the pipeline
     assert wait_until(lambda: ext.udp.processed == ext.udp.received, 5), (ext.udp.processed, ext.udp.received)
-    assert sum(sum(c.values()) for c in ext.errors.values()) == 0
+    assert sum(sum(c.values()) for c in ext.pipeline.errors.values()) == 0
 
 
 def test_a_retained_request_is_ignored_and_said_once_at_debug_level(mosquitto, make_bridge, make_probe, caplog):
@@ -90,7 +90,7 @@ def test_a_retained_request_is_ignored_and_said_once_at_debug_level(mosquitto, m
     for _ in range(2):
         pub(mosquitto, "ruview/bridge/request/restart", {"transaction": "stale"}, retain=True)
     try:
-        served(probe)
+        served(probe, bridge)
         assert not probe.on("ruview/bridge/response/restart") and not bridge.restart_requested.is_set()
         assert bridge.router.ignored_retained == 2
         said = [r for r in caplog.records if "ignored a retained message" in r.getMessage()]

@@ -28,8 +28,10 @@ from bridge.assist.speech import Speech
 from bridge.assist.templates import Recognition
 from bridge.core.payload import dumps
 from bridge.core.directory import NodeChange
+from bridge.core.eventdata import StateChanged
 from bridge.core.reply import answer
 from bridge.core.rooms import rooms
+from bridge.core.services import CALL_TIMEOUT
 from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message
 
@@ -39,11 +41,11 @@ HOME_REBUILD_DELAY = 0.2  # seconds: a burst of discovery configs makes one new 
 AGENT_SLOTS = frozenset({"name", "area", "floor", "domain", "device_class", "brightness", "color", "state"})
 
 
-class AssistExtension(Extension):
+class AssistExtension(Extension[AssistConfig]):
     name = "assist"
     Config = AssistConfig
 
-    def start(self, ctx: ExtensionContext) -> None:
+    def start(self, ctx: ExtensionContext[AssistConfig]) -> None:
         self.ctx, self.cfg = ctx, ctx.config
         if "semantic_threshold" in self.cfg.model_fields_set:
             log.warning("assist.semantic_threshold is set but no longer used: the fallback acts only when every "
@@ -51,14 +53,15 @@ class AssistExtension(Extension):
         self.counts: Counter[str] = Counter()
         self.pipeline = Pipeline(self.cfg)
         self.speech = Speech(self.pipeline.responses)
-        self.handlers = Handlers(self.speech, ctx.call_service, ctx.states.get, ctx.events.fire,
+        self.handlers = Handlers(self.speech, lambda domain, service, data: ctx.call_service(
+                                     domain, service, data).answer(CALL_TIMEOUT), ctx.states.get, ctx.events.fire,
                                  lambda: rooms(ctx.nodes.all()))
         self._rooms: tuple[str, ...] = tuple(sorted(rooms(ctx.nodes.all())))
         self.home = build_home(ctx.states.all(), self._rooms)
         self._rebuild_pending = False
         self._pending: dict[str, tuple[Utterance, Message | None, float, dict | None, str | None]] = {}
         self._custom_intents = {e.intent for e in self.cfg.custom}
-        ctx.listen("state_changed", self._on_state_changed)  # before loading: no change is missed meanwhile
+        ctx.listen(StateChanged, self._on_state_changed)  # before loading: no change is missed meanwhile
         ctx.nodes.watch(self._on_node, states=False)
         for code in self.cfg.all_languages():  # loaded and warmed now, not on someone's first sentence
             self.pipeline.language(code, self.home)
@@ -84,9 +87,9 @@ class AssistExtension(Extension):
 
     # ------------------------------------------------------------ the home
 
-    def _on_state_changed(self, _name: str, change: dict[str, Any]) -> None:
-        old, new = change.get("old_state"), change.get("new_state")
-        domain = change["entity_id"].split(".", 1)[0]
+    def _on_state_changed(self, change: StateChanged) -> None:
+        old, new = change.old_state, change.new_state
+        domain = change.entity_id.split(".", 1)[0]
         if domain not in NAMEABLE:
             return
         if old is not None and new is not None and _naming(old) == _naming(new):

@@ -27,8 +27,9 @@ class NodeInfo:
     mode: int | None = None
     online: bool = False
     known_only: bool = False  # configured or remembered, not heard from since this start
+    offline_after: float = 30.0  # seconds of silence before the node reads offline (nodes.offline_after)
+    expected_hours: tuple[str, ...] = ()  # when occupancy is expected ("07:00-23:30", ...), if said
     state: Mapping[str, Any] | None = field(default=None, compare=False)  # last published, gated
-    state_version: int = 0
 
     def identity(self) -> tuple:
         """What discovery-like features care about (not availability, not the state)."""
@@ -134,17 +135,16 @@ class NodeDirectory:
             self._nodes[node.node_id] = node
             self._tell(NodeChange(node, previous))
 
-    def update(self, node_id: int, **changes: Any) -> NodeInfo | None:
+    def update(self, node_id: int, **changes: Any) -> None:
         with self._lock:
             previous = self._nodes.get(node_id)
             if previous is None:
-                return None
+                return
             node = replace(previous, **changes)
             same = node == previous  # equality leaves the state out
             if not same or node.state is not previous.state:
                 self._nodes[node_id] = node
                 self._tell(NodeChange(node, previous), states_only=same)
-            return node
 
     def remove(self, node_id: int) -> None:
         with self._lock:
@@ -153,10 +153,10 @@ class NodeDirectory:
                 self._tell(NodeChange(previous, previous, removed=True))
 
     def event(self, node_id: int, event: Mapping[str, Any]) -> None:
-        node = self._nodes.get(node_id)
-        if node is None:
-            return
         with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None:
+                return
             for watcher, inbox in self._event_watchers:
                 inbox.put(watcher, NodeEvent(node, event))
 

@@ -9,12 +9,14 @@ recognised by their context id and not delivered twice.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from typing import Any
 
 from bridge.core.bus import EventBus
 from bridge.core.context import context as new_context
 from bridge.core.context import utc_now_iso
+from bridge.core.eventdata import EventFired
 from bridge.core.payload import PayloadError, dumps, parse_json
 from bridge.mqtt.client import MqttClient
 from bridge.mqtt.router import Message
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 class EventChannel:
     def __init__(self, mqtt: MqttClient, topics: Topics, bus: EventBus) -> None:
         self._mqtt, self._topics, self._bus = mqtt, topics, bus
-        self._own: OrderedDict[str, None] = OrderedDict()
+        self._own: OrderedDict[str, None] = OrderedDict()  # our recent context ids (any feature fires)
+        self._own_lock = threading.Lock()
 
     def start(self) -> None:
         self._mqtt.subscribe(self._topics.event_filter, self._on_message,
@@ -37,14 +40,15 @@ class EventChannel:
              parent_id: str | None = None) -> dict[str, Any]:
         if not is_identifier(event_type):
             raise ValueError(f"invalid event type {event_type!r}: use {IDENTIFIER_RULE}")
-        event = {"event_type": event_type, "data": data or {}, "origin": "LOCAL",
-                 "time_fired": utc_now_iso(), "context": new_context(parent_id)}
-        self._own[event["context"]["id"]] = None
-        if len(self._own) > 1024:
-            self._own.popitem(last=False)
-        self._mqtt.publish(self._topics.event(event_type), dumps(event), qos=1)
-        self._bus.emit("event", event)
-        return event
+        event = EventFired(event_type, data or {}, "LOCAL", utc_now_iso(), new_context(parent_id))
+        with self._own_lock:
+            self._own[event.context["id"]] = None
+            if len(self._own) > 1024:
+                self._own.popitem(last=False)
+        body = event.as_dict()
+        self._mqtt.publish(self._topics.event(event_type), dumps(body), qos=1)
+        self._bus.emit(event)
+        return body
 
     def _on_message(self, msg: Message) -> None:
         event_type = msg.topic.rsplit("/", 1)[1]
@@ -57,9 +61,10 @@ class EventChannel:
             log.warning("ignored event on %s: %s", msg.topic, exc)
             return
         ctx = body.get("context") if isinstance(body.get("context"), dict) else {}
-        if ctx.get("id") in self._own:
+        with self._own_lock:
+            own = ctx.get("id") in self._own
+        if own:
             return
-        event = {"event_type": event_type, "data": body.get("data", {}), "origin": "REMOTE",
-                 "time_fired": body.get("time_fired") or utc_now_iso(),
-                 "context": ctx or new_context()}
-        self._bus.emit("event", event)
+        data = body.get("data", {})
+        self._bus.emit(EventFired(event_type, data if isinstance(data, dict) else {"value": data}, "REMOTE",
+                                  str(body.get("time_fired") or utc_now_iso()), ctx or new_context()))

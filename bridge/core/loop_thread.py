@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from bridge.core.supervisor import name_os_thread
 
@@ -23,7 +23,7 @@ class LoopThread:
             self.loop.set_exception_handler(exception_handler)
         self._thread: threading.Thread | None = None
 
-    def start(self, setup: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    def start(self, setup: Callable[[], Coroutine[Any, Any, Any]], timeout: float = 10.0) -> Any:
         def run() -> None:
             name_os_thread(self.name)
             asyncio.set_event_loop(self.loop)
@@ -47,7 +47,7 @@ class LoopThread:
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.loop.call_later, delay, fn, *args)
 
-    def stop(self, teardown: Callable[[], Awaitable[Any]] | None = None, timeout: float = 5.0) -> bool:
+    def stop(self, teardown: Callable[[], Coroutine[Any, Any, Any]] | None = None, timeout: float = 5.0) -> bool:
         """Tear down and stop; False if teardown did not finish within timeout (stopped anyway)."""
         if self._thread is None:
             return True

@@ -6,11 +6,17 @@ error answer too, never silence. A handler runs on the inbox of the feature
 that registered it, so a slow service delays only its own feature. Features
 call each other through `call()` without going over MQTT. With a share group
 the call topic is subscribed as `$share/<group>/...`: each call runs once.
+
+An in-process call (`call()`) hops onto the callee's inbox too, and gives the
+caller a `ServiceFuture`: the handler never runs on the caller's thread, so a
+feature's services touch its state only from its own inbox, and a caller that
+must have the answer waits for it with a timeout (`answer()`), never forever.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,8 +32,26 @@ from bridge.topics import Topics
 log = logging.getLogger(__name__)
 
 
+CALL_TIMEOUT = 5.0  # seconds an in-process caller waits for a service by default
+
+
 class ServiceError(Exception):
     """Raised by a handler for a failure the caller should read."""
+
+
+class ServiceFuture(Future):
+    """The answer of an in-process service call, filled in on the callee's inbox."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def answer(self, timeout: float = CALL_TIMEOUT) -> Any:
+        """The handler's result; ServiceError if it failed, was refused, or took over `timeout` s."""
+        try:
+            return self.result(timeout)
+        except TimeoutError:
+            raise ServiceError(f"{self.name} did not answer within {timeout:g} s") from None
 
 
 @dataclass
@@ -81,13 +105,32 @@ class ServiceRegistry:
         return sorted(f"{d}.{s}" for d, s in self._handlers)
 
     def call(self, domain: str, service: str, data: dict[str, Any] | None = None, *,
-             call_id: str | None = None, parent_id: str | None = None) -> Any:
-        """Run a service in-process, in the caller's thread; raises ServiceError on failure."""
+             call_id: str | None = None, parent_id: str | None = None) -> ServiceFuture:
+        """Run a service in-process on its feature's inbox; the future holds its answer.
+
+        Raises ServiceError at once for a service nobody registered. Run here only when the
+        caller is already on the callee's inbox (a feature calling its own service).
+        """
         reg = self._handlers.get((domain, service))
         if reg is None:
             raise ServiceError(f"unknown service {domain}.{service}")
+        future = ServiceFuture(f"{domain}.{service}")
+        call = ServiceCall(domain, service, dict(data or {}), call_id, new_context(parent_id))
+        if reg.inbox is None or reg.inbox.on_worker:
+            self._fill(future, reg, call)
+        elif not reg.inbox.put(self._fill, future, reg, call):
+            self.failures += 1
+            future.set_exception(ServiceError(f"{domain}.{service} is too busy to take the call; try again"))
+        return future
+
+    def _fill(self, future: ServiceFuture, reg: Registration, call: ServiceCall) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
         self.calls += 1
-        return reg.handler(ServiceCall(domain, service, dict(data or {}), call_id, new_context(parent_id)))
+        try:
+            future.set_result(reg.handler(call))
+        except Exception as exc:
+            future.set_exception(exc)
 
     def _on_message(self, msg: Message) -> None:
         _, _, domain, service = msg.topic.rsplit("/", 3)
@@ -124,8 +167,13 @@ class ServiceRegistry:
 
     def _run(self, msg: Message, domain: str, service: str, call_id: Any, reply_to: str | None,
              data: dict[str, Any]) -> None:
+        """Answer a call that came over MQTT; runs on the callee's inbox."""
         try:
-            result = self.call(domain, service, data, call_id=call_id)
+            reg = self._handlers.get((domain, service))
+            if reg is None:
+                raise ServiceError(f"unknown service {domain}.{service}")
+            self.calls += 1
+            result = reg.handler(ServiceCall(domain, service, dict(data), call_id, new_context()))
             reply = {"id": call_id, "success": True, "error": None, "result": result}
         except ServiceError as exc:
             self.failures += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core.bus import EventBus
+from bridge.core.eventdata import StateChanged
 from bridge.core.context import context as new_context
 from bridge.core.context import utc_now_iso
 from bridge.core.payload import PayloadError, dumps, parse_json
@@ -58,7 +59,7 @@ def _unchanged(old: State | None, state: str, attributes: dict[str, Any]) -> boo
 
 
 class StateMachine:
-    """Cache + writer for `<base>/state/#`; emits `state_changed` on the bus."""
+    """Cache + writer for `<base>/state/#`; emits `StateChanged` on the bus."""
 
     def __init__(self, mqtt: MqttClient, topics: Topics, bus: EventBus) -> None:
         self._mqtt = mqtt
@@ -105,13 +106,12 @@ class StateMachine:
                 return None
             now = utc_now_iso()
             ctx = new_context(parent_id)
-            changed = old is None or old.state != state
-            new = State(entity_id, state, attributes, now if changed else old.last_changed, now, ctx)
+            since = now if old is None or old.state != state else old.last_changed
+            new = State(entity_id, state, attributes, since, now, ctx)
             self._states[entity_id] = new
             self._remember(ctx["id"])
             self._mqtt.publish(self._topics.state(entity_id), dumps(new.as_dict()), qos=1, retain=True)
-        self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old, "new_state": new,
-                                         "origin": "LOCAL"})
+        self._bus.emit(StateChanged(entity_id, old, new, "LOCAL"))
         return new
 
     def remove(self, entity_id: str) -> bool:
@@ -120,8 +120,7 @@ class StateMachine:
             if old is None:
                 return False
             self._mqtt.publish(self._topics.state(entity_id), b"", qos=1, retain=True)
-        self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old, "new_state": None,
-                                         "origin": "LOCAL"})
+        self._bus.emit(StateChanged(entity_id, old, None, "LOCAL"))
         return True
 
     def _remember(self, context_id: str) -> None:
@@ -141,8 +140,7 @@ class StateMachine:
             with self._lock:
                 old = self._states.pop(entity_id, None)
             if old is not None:
-                self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old,
-                                                 "new_state": None, "origin": "REMOTE"})
+                self._bus.emit(StateChanged(entity_id, old, None, "REMOTE"))
             return
         try:
             new = self._parse(entity_id, msg.payload)
@@ -157,8 +155,7 @@ class StateMachine:
             if old == new:
                 return
             self._states[entity_id] = new
-        self._bus.emit("state_changed", {"entity_id": entity_id, "old_state": old, "new_state": new,
-                                         "origin": "REMOTE"})
+        self._bus.emit(StateChanged(entity_id, old, new, "REMOTE"))
 
     @staticmethod
     def _parse(entity_id: str, payload: bytes) -> State:

@@ -7,6 +7,9 @@ exact command the device expects (commands.py). An empty config removes the
 entity. Optionally, HA's mqtt_statestream topics make entities that live only
 in HA known by name and state.
 
+Everything here runs on the homeassistant extension's inbox — configs, followed state topics,
+and the services, whoever calls them — so it holds no lock.
+
 A foreign config's state topic is a topic we did not build: one with a
 wildcard (which would subscribe us to the whole broker) or that a broker would
 refuse is not followed, counted and logged once. With a share group, state
@@ -17,7 +20,6 @@ mirrored into home state by exactly one instance.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import orjson
@@ -46,7 +48,6 @@ class DeviceRegistry:
         self._payloads: dict[str, bytes] = {}  # config topic -> the payload its entities came from
         self._followed: dict[str, set[str]] = {}  # state topic -> entity ids
         self._routes: dict[str, Route] = {}  # state topic -> our subscription
-        self._lock = threading.RLock()
         self.rejected = 0
         self._told: set[str] = set()
 
@@ -70,36 +71,35 @@ class DeviceRegistry:
     # ------------------------------------------------------------ configs
 
     def _on_config(self, msg: Message) -> None:
-        with self._lock:
-            if msg.payload and self._payloads.get(msg.topic) == msg.payload:
-                return  # announced again as it was (a device restarting, HA's birth): nothing changes
-            self._payloads.pop(msg.topic, None)
-            for entity_id in self._by_config.pop(msg.topic, []):
-                self._drop(entity_id)
-            if not msg.payload:
-                return
-            try:
-                payload = orjson.loads(msg.payload)
-                if not isinstance(payload, dict):
-                    raise DiscoveryError("config is not a JSON object")
-                found = parse_config(msg.topic, payload, self.prefix)
-            except (orjson.JSONDecodeError, DiscoveryError) as exc:
-                self._refuse(msg.topic, str(exc))
-                return
-            found = [e for e in found if e.origin != OUR_ORIGIN]
-            for entity in list(found):
-                problem = self._unusable(entity)
-                if problem:
-                    self._refuse(msg.topic, problem)
-                    found.remove(entity)
-            for entity in found:
-                if entity.entity_id in self.entities:
-                    entity.entity_id = self._free_id(entity.entity_id)
-                self.entities[entity.entity_id] = entity
-                self._follow(entity)
-            self._by_config[msg.topic] = [e.entity_id for e in found]
-            if found:
-                self._payloads[msg.topic] = msg.payload
+        if msg.payload and self._payloads.get(msg.topic) == msg.payload:
+            return  # announced again as it was (a device restarting, HA's birth): nothing changes
+        self._payloads.pop(msg.topic, None)
+        for entity_id in self._by_config.pop(msg.topic, []):
+            self._drop(entity_id)
+        if not msg.payload:
+            return
+        try:
+            payload = orjson.loads(msg.payload)
+            if not isinstance(payload, dict):
+                raise DiscoveryError("config is not a JSON object")
+            found = parse_config(msg.topic, payload, self.prefix)
+        except (orjson.JSONDecodeError, DiscoveryError) as exc:
+            self._refuse(msg.topic, str(exc))
+            return
+        found = [e for e in found if e.origin != OUR_ORIGIN]
+        for entity in list(found):
+            problem = self._unusable(entity)
+            if problem:
+                self._refuse(msg.topic, problem)
+                found.remove(entity)
+        for entity in found:
+            if entity.entity_id in self.entities:
+                entity.entity_id = self._free_id(entity.entity_id)
+            self.entities[entity.entity_id] = entity
+            self._follow(entity)
+        self._by_config[msg.topic] = [e.entity_id for e in found]
+        if found:
+            self._payloads[msg.topic] = msg.payload
 
     def _free_id(self, entity_id: str) -> str:
         n = 2
@@ -153,9 +153,8 @@ class DeviceRegistry:
     # ------------------------------------------------------------ states
 
     def _on_state(self, msg: Message) -> None:
-        with self._lock:
-            ids = list(self._followed.get(msg.topic, ()))
-            entities = [self.entities[i] for i in ids if i in self.entities]
+        ids = list(self._followed.get(msg.topic, ()))
+        entities = [self.entities[i] for i in ids if i in self.entities]
         try:
             value_json = orjson.loads(msg.payload) if msg.payload[:1] in (b"{", b"[") else None
         except orjson.JSONDecodeError:
@@ -230,17 +229,16 @@ class DeviceRegistry:
             raise ServiceError('"entity_id" must be an entity id or a list of them')
         data = {k: v for k, v in call.data.items() if k != "entity_id"}
         planned: list[commands.Command] = []
-        with self._lock:
-            for entity_id in ids:  # plan every message first: one bad entity sends nothing
-                entity = self.entities.get(entity_id)
-                if entity is None:
-                    raise ServiceError(f"unknown entity {entity_id!r}")
-                if call.domain != "homeassistant" and entity.domain != call.domain:
-                    raise ServiceError(f"{entity_id} is not a {call.domain}")
-                try:
-                    planned += self._plan(entity, call.service, data)
-                except commands.CommandError as exc:
-                    raise ServiceError(str(exc)) from None
+        for entity_id in ids:  # plan every message first: one bad entity sends nothing
+            entity = self.entities.get(entity_id)
+            if entity is None:
+                raise ServiceError(f"unknown entity {entity_id!r}")
+            if call.domain != "homeassistant" and entity.domain != call.domain:
+                raise ServiceError(f"{entity_id} is not a {call.domain}")
+            try:
+                planned += self._plan(entity, call.service, data)
+            except commands.CommandError as exc:
+                raise ServiceError(str(exc)) from None
         for cmd in planned:
             self.ctx.mqtt.publish(cmd.topic, cmd.payload, qos=cmd.qos, retain=False)
         return {"entity_id": ids, "published": [c.topic for c in planned]}

@@ -196,7 +196,8 @@ def plugin_configs(dt: DiscoveryTopics, mode: str, topics: Topics, domain: str, 
         if platform not in PLUGIN_PLATFORMS or not names.valid_entity_id(entity["entity_id"]):
             continue
         state = topics.state(entity["entity_id"])
-        name = entity.get("name") if isinstance(entity.get("name"), str) else object_id.replace("_", " ")
+        given = entity.get("name")
+        name = given if isinstance(given, str) else object_id.replace("_", " ")
         comp = {"platform": platform, "name": name[:100], "unique_id": f"{key}_{object_id}",
                 "default_entity_id": entity["entity_id"], "state_topic": state,
                 "value_template": "{{ value_json.state }}" if platform == "sensor"

@@ -26,10 +26,12 @@ from typing import Any
 import orjson
 
 from bridge.core.directory import NodeChange, NodeInfo
+from bridge.core.eventdata import PluginEntities
 from bridge.core.payload import dumps
 from bridge.extension import Extension, ExtensionContext
 from bridge.homeassistant.config import HomeAssistantConfig
 from bridge.homeassistant.devices import OUR_ORIGIN, DeviceRegistry
+from bridge.homeassistant.entities import expand
 from bridge.homeassistant.discovery import (bridge_configs, bridge_key, device_triggers, node_configs,
                                             node_key, plugin_configs, plugin_key)
 from bridge.mqtt.router import Message
@@ -43,11 +45,16 @@ def _digest(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
-class HomeAssistantExtension(Extension):
+
+def expire_after(node: NodeInfo) -> int:
+    """Seconds HA keeps a node's measurements before it shows them unavailable: two offline spans."""
+    return int(max(60, 2 * node.offline_after))
+
+class HomeAssistantExtension(Extension[HomeAssistantConfig]):
     name = "homeassistant"
     Config = HomeAssistantConfig
 
-    def start(self, ctx: ExtensionContext) -> None:
+    def start(self, ctx: ExtensionContext[HomeAssistantConfig]) -> None:
         self.ctx = ctx
         self.cfg = cfg = ctx.config
         self.topics = ctx.topics
@@ -63,15 +70,13 @@ class HomeAssistantExtension(Extension):
         self._pending: list[int | str | None] = []  # paced announcement: node ids, plugin domains, None = the bridge
         self._pacing = False
         self._force = self._then_states = False
-        self.expire_after = int(max(60, 2 * ctx.root_config.nodes.offline_after)) \
-            if hasattr(ctx.root_config, "nodes") else 60
         ctx.add_health("homeassistant", self.health)
         ctx.mqtt.subscribe(cfg.status_topic, self._on_ha_status)
         if self.devices:
             self.devices.start()
         self.plugin_entities: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # domain -> (title, entities)
         ctx.nodes.watch(self._on_node, states=False)
-        ctx.listen("plugin_entities", self._on_plugin_entities)
+        ctx.listen(PluginEntities, self._on_plugin_entities)
         ctx.mqtt.on_session(self._on_session)
 
     # ------------------------------------------------------------ expected configs
@@ -91,7 +96,7 @@ class HomeAssistantExtension(Extension):
         return plugin_configs(self.dt, self.mode, self.topics, domain, title, entities)
 
     def _node_configs(self, node: NodeInfo) -> dict[str, dict[str, Any]]:
-        return {**node_configs(self.dt, self.mode, self.topics, node, self.expire_after),
+        return {**node_configs(self.dt, self.mode, self.topics, node, expire_after(node)),
                 **device_triggers(self.dt, self.topics, node)}
 
     def _sync(self, node_id: int | str | None = None, *, force: bool = False) -> None:
@@ -205,7 +210,7 @@ class HomeAssistantExtension(Extension):
             body = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return False
-        origin = body.get("origin", body.get("o")) if isinstance(body, dict) else None
+        origin = expand(body).get("origin") if isinstance(body, dict) else None
         if not (isinstance(origin, dict) and origin.get("name") == OUR_ORIGIN):
             return False
         return not self.topics.share_group or f'"{self.topics.bridge_state}"'.encode() in payload
@@ -242,10 +247,10 @@ class HomeAssistantExtension(Extension):
 
     # ------------------------------------------------------------ plugins' entities
 
-    def _on_plugin_entities(self, _name: str, payload: dict[str, Any]) -> None:
-        domain = payload["plugin"]
-        if payload.get("entities"):
-            self.plugin_entities[domain] = (payload.get("title") or domain, list(payload["entities"]))
+    def _on_plugin_entities(self, announced: PluginEntities) -> None:
+        domain = announced.plugin
+        if announced.entities:
+            self.plugin_entities[domain] = (announced.title or domain, [dict(e) for e in announced.entities])
         else:
             self.plugin_entities.pop(domain, None)
         if not self._collecting:

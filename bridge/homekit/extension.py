@@ -14,13 +14,12 @@ which fails 3 pairings in 256.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from pyhap.accessory import Bridge
 
-from bridge.core.directory import NodeChange, NodeEvent
-from bridge.core.rooms import room_of, rooms
+from bridge.core.directory import NodeChange, NodeEvent, NodeInfo
+from bridge.core.rooms import RoomView, room_of, rooms
 from bridge.core.loop_thread import LoopThread
 from bridge.extension import Extension, ExtensionContext
 from bridge.homekit import pairing
@@ -43,14 +42,14 @@ class SensingBridge(Bridge):
         self._on_unpaired()
 
 
-class HomeKitExtension(Extension):
+class HomeKitExtension(Extension[HomeKitConfig]):
     name = "homekit"
     Config = HomeKitConfig
 
-    def start(self, ctx: ExtensionContext) -> None:
+    def start(self, ctx: ExtensionContext[HomeKitConfig]) -> None:
         self.ctx = ctx
         self.cfg: HomeKitConfig = ctx.config
-        self.files = pairing.PairingFiles(Path(ctx.root_config.bridge.state_dir).expanduser())
+        self.files = pairing.PairingFiles(ctx.state_dir)
         setup = self.files.setup()
         address = self.cfg.address or None
         self.driver = Driver(port=self.cfg.port, address=address, persist_file=str(self.files.state),
@@ -59,18 +58,22 @@ class HomeKitExtension(Extension):
         self.driver.state.setup_id = setup.setup_id
         self.bridge = SensingBridge(self.driver, self.cfg.name, self._say_how_to_pair)
         self.bridge.set_info_service(manufacturer="RuView", model="ruview-bridge", serial_number="ruview-bridge")
+        # Two owners, nothing shared: the inbox owns `nodes` (and `_pending`), the HAP loop owns
+        # `rooms`; the inbox hands the loop an immutable snapshot of the rooms (`_hand_over`).
         self.rooms: dict[str, RoomAccessory] = {}
+        self.room_names: tuple[str, ...] = ()  # what the loop shows now, for info (any thread)
         self._pending = False
-        self.nodes: dict[int, Any] = {n.node_id: n for n in ctx.nodes.all()}
+        self.nodes: dict[int, NodeInfo] = {n.node_id: n for n in ctx.nodes.all()}
         for view in rooms(self.nodes.values()).values():
             self._add_room(view)
+        self.room_names = tuple(sorted(self.rooms))
         self.driver.add_accessory(self.bridge)  # loads the pairing state, if there is one
         self._serve()
         ctx.nodes.watch(self._on_node)
         ctx.nodes.watch_events(self._on_event)
         ctx.add_info("homekit", self.info)
         ctx.add_health("homekit", lambda: {"paired_clients": len(self.driver.state.paired_clients),
-                                           "rooms": len(self.rooms)})
+                                           "rooms": len(self.room_names)})
         ctx.log.info("HomeKit bridge %r on port %d, %s", self.cfg.name, self.cfg.port,
                      f"paired with {len(self.driver.state.paired_clients)} controller(s)"
                      if self.driver.state.paired else "not paired yet (ruview-bridge homekit pair-info)")
@@ -95,7 +98,7 @@ class HomeKitExtension(Extension):
         state = self.driver.state
         return {"name": self.cfg.name, "port": self.cfg.port, "paired": state.paired,
                 "paired_clients": len(state.paired_clients), "config_number": state.config_version,
-                "rooms": sorted(self.rooms)}
+                "rooms": list(self.room_names)}
 
     def _say_how_to_pair(self) -> None:
         """The setup code on the terminal, never into a log: under systemd stderr is the journal."""
@@ -117,10 +120,8 @@ class HomeKitExtension(Extension):
         accessory = self.rooms.pop(name)
         self.bridge.accessories.pop(accessory.aid, None)
 
-    def _refresh(self) -> None:
+    def _refresh(self, views: dict[str, RoomView]) -> None:
         """On the HAP loop: every room's values, and the accessory database if the rooms changed."""
-        self._pending = False
-        views = rooms(list(self.nodes.values()))
         changed = False
         for name in [n for n in self.rooms if n not in views]:
             self._remove_room(name)
@@ -135,6 +136,7 @@ class HomeKitExtension(Extension):
                 changed = True
             else:
                 accessory.show(view)
+        self.room_names = tuple(sorted(self.rooms))
         if changed:
             self.driver.config_changed()
 
@@ -145,10 +147,16 @@ class HomeKitExtension(Extension):
             self.nodes.pop(change.node.node_id, None)
         else:
             self.nodes[change.node.node_id] = change.node
-        if not self._pending:
+        if not self._pending:  # a burst of changes is one refresh
             self._pending = True
-            loop = self.driver.loop
-            loop.call_soon_threadsafe(loop.call_later, COALESCE, self._refresh)
+            self.ctx.call_later(COALESCE, self._hand_over)
+
+    def _hand_over(self) -> None:
+        """On this inbox: the rooms as the nodes make them now, to the HAP loop."""
+        self._pending = False
+        views = rooms(list(self.nodes.values()))
+        if not self.driver.loop.is_closed():
+            self.driver.loop.call_soon_threadsafe(self._refresh, views)
 
     def _on_event(self, event: NodeEvent) -> None:
         if event.event.get("event_type") != ACTIVITY_EVENT:

@@ -18,11 +18,11 @@ RECENT_EVENTS = 50
 STATE_COALESCE = 0.25  # seconds: a node's state on the stream at most this often (it changes per frame)
 
 
-class HttpExtension(Extension):
+class HttpExtension(Extension[HttpConfig]):
     name = "http"
     Config = HttpConfig
 
-    def start(self, ctx: ExtensionContext) -> None:
+    def start(self, ctx: ExtensionContext[HttpConfig]) -> None:
         self.ctx = ctx
         self.cfg = cfg = ctx.config
         self.topics = ctx.topics
@@ -69,9 +69,8 @@ class HttpExtension(Extension):
             return list(self._recent)
 
     def schedule_aware(self, node_id: int) -> bool:
-        nodes = getattr(self.ctx.root_config, "nodes", None)
-        device = nodes.devices.get(node_id) if nodes is not None else None
-        return bool(device and device.expected_hours)
+        node = self.ctx.nodes.get(node_id)
+        return bool(node and node.expected_hours)
 
     # ------------------------------------------------------------ live (on this extension's inbox)
 

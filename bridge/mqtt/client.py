@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.core.inbox import Inbox
-from bridge.core.supervisor import Supervisor
+from bridge.core.supervisor import Supervised, Supervisor
 from bridge.mqtt.outbox import Outbox, Outgoing
 from bridge.mqtt.router import FilterOptions, Message, Route, Router
 from bridge.topics import check_topic
@@ -143,7 +143,11 @@ class MqttClient:
         self._pending_subacks: set[int] = set()
         self._early_subacks: set[int] = set()  # SUBACKs that beat us to recording their mid
         self._suback_lock = threading.Lock()  # never held while calling paho (paho callbacks take it)
-        self._thread = None
+        # SUBSCRIBE/UNSUBSCRIBE asked for while online, for the network thread to send: paho is
+        # called on that thread only (filter -> its options now, or None: unsubscribe)
+        self._subscription_changes: dict[str, FilterOptions | None] = {}
+        self._stop_deadline = 0.0
+        self._thread: Supervised | None = None
         self._session_callbacks: list[SessionCallback] = []
         self._delay = settings.min_delay
         self._first_attempt = True
@@ -182,7 +186,7 @@ class MqttClient:
                                 no_local=no_local, inbox=inbox)
         with self._lock:
             if self._online:
-                self._subscribe({topic_filter: self.router.filters()[topic_filter]})
+                self._change_subscription(topic_filter, self.router.filters()[topic_filter])
         return route
 
     def unsubscribe(self, route: Route) -> None:
@@ -190,12 +194,25 @@ class MqttClient:
         self.router.remove(route)
         remaining = self.router.filters()
         with self._lock:
-            if not self._online:
-                return
-            if route.topic_filter in remaining:  # others still listen: their No Local may now apply
-                self._subscribe({route.topic_filter: remaining[route.topic_filter]})
-            else:
-                self._paho.unsubscribe(route.topic_filter)
+            if self._online:  # others still listening: their No Local may now apply
+                self._change_subscription(route.topic_filter, remaining.get(route.topic_filter))
+
+    def _change_subscription(self, topic_filter: str, options: FilterOptions | None) -> None:
+        """Queue a SUBSCRIBE (or, with None, an UNSUBSCRIBE) for the network thread (caller holds
+        the lock). Until the broker acknowledges it, `wait_connected` waits."""
+        self._subscription_changes[topic_filter] = options
+        if options is not None:
+            self._connected_event.clear()
+        self._wake_network_thread()
+
+    def _send_subscription_changes(self) -> None:
+        """On the network thread: send what subscribe/unsubscribe queued (caller holds the lock)."""
+        changes, self._subscription_changes = self._subscription_changes, {}
+        added = {f: o for f, o in changes.items() if o is not None}
+        if added:
+            self._subscribe(added)
+        for topic_filter in (f for f, o in changes.items() if o is None):
+            self._paho.unsubscribe(topic_filter)
 
     def republish_retained(self, prefix: str) -> int:
         """Send again every retained message we hold under prefix (e.g. after HA restarts)."""
@@ -279,25 +296,16 @@ class MqttClient:
         return self._connected_event.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish offline, give queued messages up to `timeout` to be acknowledged, disconnect."""
+        """Publish offline, give queued messages up to `timeout` to be acknowledged, disconnect.
+
+        The network thread does all of it (`_sign_off`): paho is called on that thread only."""
         deadline = time.monotonic() + timeout
-        with self._lock:
-            online = self._online
-            if online:
-                self._hand_over()  # what was published before stop goes out before offline
-                info = self._send(Outgoing(self.state_topic, OFFLINE, 1, True))
-        if online:
-            while time.monotonic() < deadline and self._unacked() > 0 and self._link_up:
-                time.sleep(0.01)
-            if info.rc != paho.MQTT_ERR_SUCCESS or not info.is_published():
-                log.warning("could not confirm the offline state with the broker")
-        pending = len(self._outbox) + self._unacked()
-        if pending:
-            log.warning("shutting down with %d message(s) not acknowledged by the broker", pending)
-        self._stopping.set()  # the network thread sends DISCONNECT, so no Last Will fires
+        self._stop_deadline = deadline
+        self._stopping.set()
         self._wake_network_thread()
         if self._thread is not None:
             self._thread.join(max(0.5, deadline - time.monotonic() + 1.0))
+            self._supervisor.forget(self._thread)
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
@@ -346,8 +354,10 @@ class MqttClient:
         # Registering this (paho's hook for external loops) stops publish() from writing to
         # the socket in the caller's thread; it queues, wakes our loop, and the loop writes.
         client.on_socket_register_write = lambda *_: None
-        extra = {"clean_start": True} if self._protocol == paho.MQTTv5 else {}
-        client.connect_async(s.host, s.port, s.keepalive, **extra)
+        if self._protocol == paho.MQTTv5:
+            client.connect_async(s.host, s.port, s.keepalive, clean_start=True)
+        else:
+            client.connect_async(s.host, s.port, s.keepalive)
         return client
 
     def _sub_args(self, filters: dict[str, FilterOptions]) -> tuple:
@@ -415,7 +425,7 @@ class MqttClient:
                 self._pending_subacks.discard(mid)
             elif len(self._early_subacks) < 1000:
                 self._early_subacks.add(mid)
-            if not self._pending_subacks and self._online:
+            if not self._pending_subacks and self._online and not self._subscription_changes:
                 self._connected_event.set()
         for code in reason_codes or ():
             if getattr(code, "is_failure", False):
@@ -436,7 +446,7 @@ class MqttClient:
         if props is not None:
             response_topic = getattr(props, "ResponseTopic", None)
             correlation = getattr(props, "CorrelationData", None)
-        self.router.submit(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain),
+        self.router.submit(Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
                                    response_topic, correlation))
 
     # ------------------------------------------------------------ network thread
@@ -449,9 +459,26 @@ class MqttClient:
                 self.counters.network_errors += 1
                 log.exception("MQTT network loop failed; reopening the connection")
                 self._drop_link()
+        if self._link_up and self._online:
+            self._sign_off()
         self._go_offline()
         if self._link_up:
             self._disconnect_cleanly()
+
+    def _sign_off(self) -> None:
+        """At stop: what was published before goes out, then `offline`; wait for the broker's
+        acknowledgements until the stop deadline."""
+        with self._lock:
+            self._hand_over()
+            info = self._send(Outgoing(self.state_topic, OFFLINE, 1, True))
+        while time.monotonic() < self._stop_deadline and self._unacked() > 0 and self._link_up:
+            if self._paho.loop(timeout=0.01) != paho.MQTT_ERR_SUCCESS:
+                break
+        if info.rc != paho.MQTT_ERR_SUCCESS or not info.is_published():
+            log.warning("could not confirm the offline state with the broker")
+        pending = len(self._outbox) + self._unacked()
+        if pending:
+            log.warning("shutting down with %d message(s) not acknowledged by the broker", pending)
 
     def _step(self) -> None:
         if not self._link_up:
@@ -465,9 +492,10 @@ class MqttClient:
             self._first_attempt = False
             if not self._open_link():
                 return
-        if self._handoff:
+        if self._handoff or self._subscription_changes:
             with self._lock:
                 if self._online:
+                    self._send_subscription_changes()
                     self._hand_over()
         rc = self._paho.loop(timeout=IDLE_LOOP)
         if self._connack_failed is not None:
@@ -538,14 +566,14 @@ class MqttClient:
                   " (check mqtt.username / mqtt.password)" if "authori" in str(reason).lower()
                   or "password" in str(reason).lower() else "")
 
-    def _switch_protocol(self, protocol: int) -> None:
+    def _switch_protocol(self, protocol: paho.MQTTProtocolVersion) -> None:
         held = self._paho
         self._protocol = protocol
         self._paho = self._new_paho()
         with held._out_message_mutex:  # carry over anything paho was still holding
             leftovers = list(held._out_messages.values())
         for m in leftovers:
-            self._outbox.append(Outgoing(m.topic, m.payload, m.qos, m.retain))
+            self._outbox.append(Outgoing(m.topic, bytes(m.payload), m.qos, m.retain))
 
     def _go_offline(self) -> None:
         if self._online and not self._stopping.is_set():
@@ -559,6 +587,8 @@ class MqttClient:
     def _session_ready(self) -> None:
         """After CONNACK: subscribe, birth, re-publish retained state, drain outbox, go online."""
         self.counters.connects += 1
+        with self._lock:
+            self._subscription_changes.clear()  # a new session subscribes every filter below
         filters = self.router.filters()
         with self._suback_lock:
             self._pending_subacks.clear()

@@ -113,10 +113,12 @@ class Router:
                                                     old.retain_as_published or not r.accept_retained)
         return out
 
-    def submit(self, message: Message) -> None:
-        """Called from the network thread: match, enqueue, return at once."""
+    def submit(self, message: Message, *, local: bool = False) -> None:
+        """Called from the network thread: match, enqueue, return at once. `local`: the message is
+        our own (an in-process loopback delivers those), so No Local routes do not hear it."""
         with self._lock:
-            matching = [r for r in self._routes if filter_matches(r.topic_filter, message.topic)]
+            matching = [r for r in self._routes if filter_matches(r.topic_filter, message.topic)
+                        and not (local and r.no_local)]
         routes = [r for r in matching if r.accept_retained or not message.retain]
         if len(routes) < len(matching):
             self._ignored(message.topic)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, TypeAlias
 
 from pydantic import Field
 
 from bridge import names
 from bridge.config import ExtensionSection, Problem, Section
-from bridge.config.types import (Bool, Int, IPAddress, Number, NodeName, OptionalPrivacy, Privacy, Slug,
-                                 Text, _typed, expected)
+from bridge.config.types import (Bool, Check, Int, IPAddress, Number, NodeName, OptionalPrivacy, Privacy,
+                                 Slug, Text, expected)
 from bridge.nodes.presence import THRESHOLD_RANGES, PresenceSettings
 from bridge.nodes.schedule import expected_hours
 from bridge.privacy import PrivacyClass, export_refusal
@@ -18,16 +18,17 @@ _PRESENCE = PresenceSettings()  # the one source of the presence defaults
 
 
 def _node_id(v: Any) -> int:
+    """A node id as a YAML key or value: a whole number, or its digits (an environment override)."""
     try:
         n = int(v)
     except (TypeError, ValueError):
         n = -1
-    if isinstance(v, bool) or isinstance(v, float) or not 1 <= n <= 255:
-        raise expected("a node id 1..255")
+    if isinstance(v, (bool, float)) or not names.is_node_id(n):
+        raise expected(f"a node id {names.NODE_ID_MIN}..{names.NODE_ID_MAX}")
     return n
 
 
-NodeId = _typed(int, _node_id)
+NodeId: TypeAlias = Annotated[int, Check(_node_id)]
 
 
 def _hours(v: Any) -> list[str] | None:
@@ -37,31 +38,31 @@ def _hours(v: Any) -> list[str] | None:
         raise expected(str(exc).removeprefix("expected ")) from None
 
 
-ExpectedHoursField = _typed(list, _hours, optional=True)
+ExpectedHoursField: TypeAlias = Annotated[list[str] | None, Check(_hours, optional=True)]
 
 
 class UdpConfig(Section):
     enabled: Bool = True
     bind: IPAddress = "0.0.0.0"
-    port: Int(1, 65535) = 5005
-    queue: Int(100, 10_000_000) = 20000
+    port: Annotated[int, Int(1, 65535)] = 5005
+    queue: Annotated[int, Int(100, 10_000_000)] = 20000
 
 
 class SerialLink(Section):
-    url: Text(what="a device path or pyserial URL")  # required: no default
-    baudrate: Int(300, 4_000_000) = 115200
+    url: Annotated[str, Text(what="a device path or pyserial URL")]  # required: no default
+    baudrate: Annotated[int, Int(300, 4_000_000)] = 115200
     log: Bool = False
 
 
 class PresenceConfig(Section):
-    enter_ratio: Number(*THRESHOLD_RANGES["enter_ratio"]) = _PRESENCE.enter_ratio
-    exit_ratio: Number(*THRESHOLD_RANGES["exit_ratio"]) = _PRESENCE.exit_ratio
-    hold: Number(*THRESHOLD_RANGES["hold"]) = _PRESENCE.hold
-    window: Number(0.2, 60) = _PRESENCE.window
-    warmup: Number(1, 3600) = _PRESENCE.warmup
-    calibration: Number(1, 3600) = _PRESENCE.calibration
-    drift_tau: Number(10, 864000) = _PRESENCE.drift_tau
-    occupancy_window: Number(0, 86400) = _PRESENCE.occupancy_window
+    enter_ratio: Annotated[float, Number(*THRESHOLD_RANGES["enter_ratio"])] = _PRESENCE.enter_ratio
+    exit_ratio: Annotated[float, Number(*THRESHOLD_RANGES["exit_ratio"])] = _PRESENCE.exit_ratio
+    hold: Annotated[float, Number(*THRESHOLD_RANGES["hold"])] = _PRESENCE.hold
+    window: Annotated[float, Number(0.2, 60)] = _PRESENCE.window
+    warmup: Annotated[float, Number(1, 3600)] = _PRESENCE.warmup
+    calibration: Annotated[float, Number(1, 3600)] = _PRESENCE.calibration
+    drift_tau: Annotated[float, Number(10, 864000)] = _PRESENCE.drift_tau
+    occupancy_window: Annotated[float, Number(0, 86400)] = _PRESENCE.occupancy_window
 
     def check(self, root: Any) -> list[Problem]:
         if self.exit_ratio > self.enter_ratio:
@@ -71,11 +72,12 @@ class PresenceConfig(Section):
 
 class DeviceConfig(Section):
     name: NodeName = None
-    room: Text(what="a room name (text of at most 64 characters)", optional=True, max_len=64) = None
+    room: Annotated[str | None, Text(what="a room name (text of at most 64 characters)", optional=True,
+                                     max_len=64)] = None
     privacy_class: OptionalPrivacy = None
-    enter_ratio: Number(*THRESHOLD_RANGES["enter_ratio"], optional=True) = None
-    exit_ratio: Number(*THRESHOLD_RANGES["exit_ratio"], optional=True) = None
-    hold: Number(*THRESHOLD_RANGES["hold"], optional=True) = None
+    enter_ratio: Annotated[float | None, Number(*THRESHOLD_RANGES["enter_ratio"], optional=True)] = None
+    exit_ratio: Annotated[float | None, Number(*THRESHOLD_RANGES["exit_ratio"], optional=True)] = None
+    hold: Annotated[float | None, Number(*THRESHOLD_RANGES["hold"], optional=True)] = None
     expected_hours: ExpectedHoursField = None
 
     def overrides(self) -> dict[str, float]:
@@ -85,9 +87,9 @@ class DeviceConfig(Section):
 class NodesConfig(ExtensionSection):
     udp: UdpConfig = Field(default_factory=UdpConfig)
     serial: dict[Slug, SerialLink] = Field(default_factory=dict)
-    offline_after: Number(1, 86400) = 30.0
-    publish_interval: Number(0.05, 3600) = 1.0
-    max_delay: Number(0.1, 3600) = 1.0
+    offline_after: Annotated[float, Number(1, 86400)] = 30.0
+    publish_interval: Annotated[float, Number(0.05, 3600)] = 1.0
+    max_delay: Annotated[float, Number(0.1, 3600)] = 1.0
     privacy_class: Privacy = PrivacyClass.ANONYMOUS
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
     devices: dict[NodeId, DeviceConfig] = Field(default_factory=dict)

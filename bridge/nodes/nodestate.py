@@ -1,4 +1,4 @@
-"""One node's live view: the latest frame of each kind, its presence engine, its clock.
+"""One node's live state: the latest frame of each kind, its presence engine, its clock.
 
 The pipeline touches a view for every frame (up to ~100,000/s), so per frame
 it only keeps the frame, steps the engine and reads the few flags that are
@@ -67,7 +67,7 @@ def frame_fields(frame: codec.Frame) -> dict[str, Any]:
 _VITALS = (codec.EdgeVitals, codec.FusedVitals)
 
 
-class NodeView:
+class NodeState:
     __slots__ = ("engine", "latest", "last_kind", "flags", "clock", "clock_offset", "scored_by",
                  "dirty_since", "occupied_hint", "falls")
 
@@ -94,7 +94,7 @@ class NodeView:
         if self.dirty_since is None:
             self.dirty_since = now
         flags, engine = self.flags, self.engine
-        if kind == "feature_state":
+        if isinstance(frame, codec.FeatureState):  # kind == "feature_state"
             self.scored_by = kind
             t = self._node_time(frame.ts_us * 1e-6)
             engine.step(t, frame.presence_score, self.occupied_hint)

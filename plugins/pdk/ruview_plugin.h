@@ -1,1 +1,1 @@
-../../bridge/wasm/template/ruview_plugin.h
+../../bridge/plugins/template/ruview_plugin.h

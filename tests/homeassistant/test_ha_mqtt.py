@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from bridge.core.eventdata import EventFired, StateChanged
 from bridge.app import build_bridge
 from bridge.homeassistant.extension import HomeAssistantExtension
 from bridge.nodes.extension import NodesExtension
@@ -146,13 +147,13 @@ def test_number_and_button_commands_reach_the_node(mosquitto, ha_bridge, make_pr
     probe.publish("ruview/node/node_6/set", b'{"enter_ratio": 500}')  # out of range: ignored
     probe.publish("ruview/node/node_6/set", b'{"calibrate": true}')  # the button's payload_press
     probe.wait_topic("ruview/node/node_6", match=lambda m: m.json()["calibrating"] is True)
-    assert nodes.engine(6).settings.enter_ratio == 4.5
+    assert nodes.pipeline.engine(6).settings.enter_ratio == 4.5
     # a retained command is never taken (MQTT 5 keeps the retain flag on live delivery for us)
     probe.publish("ruview/node/node_6/set", b'{"enter_ratio": 9.0}', retain=True)
     try:
-        served(probe)
+        served(probe, bridge)
         probe.flush()
-        assert nodes.engine(6).settings.enter_ratio == 4.5
+        assert nodes.pipeline.engine(6).settings.enter_ratio == 4.5
         assert bridge.router.ignored_retained >= 1
     finally:
         probe.publish("ruview/node/node_6/set", b"", retain=True)
@@ -301,7 +302,7 @@ def test_a_device_announcing_itself_again_does_not_flap_its_state(mosquitto, ha_
     assert wait_until(lambda: lamp_state() != "unknown", 5)
     probe = make_probe(mosquitto, "ruview/state/light.living_room_lamp", "ruview/bridge/response/#")
     seen = []
-    bridge.bus.subscribe("state_changed", lambda n, c: seen.append(c) if c["entity_id"] == "light.living_room_lamp"
+    bridge.bus.subscribe(StateChanged, lambda c: seen.append(c) if c.entity_id == "light.living_room_lamp"
                          else None, None)
     lamp = "homeassistant/light/0x00158d0001a2b3c4/light/config"
     handled = ha.ctx.inbox.handled

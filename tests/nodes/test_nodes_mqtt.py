@@ -127,7 +127,7 @@ def test_max_delay_caps_how_long_a_change_waits(mosquitto, node_bridge, make_pro
         nodes = make_nodes(1, "empty", 3, first_id=len(cfg) + 20)
         send_udp(generate(nodes, 3), "127.0.0.1", port, speed=1)  # real time, scores changing
         assert wait_until(lambda: ext.udp.processed >= ext.udp.received > 0, 5)
-        view = ext._views[nodes[0].node_id]
+        view = ext.pipeline.views[nodes[0].node_id]
         assert wait_until(lambda: view.dirty_since is None, 2 * bridge.config.nodes.max_delay + 1)
         settled(bridge)
         probe.flush()
@@ -197,7 +197,7 @@ def test_every_nodes_pending_state_goes_out_together_on_one_beat(mosquitto, node
     stream = sorted((t + 0.3 * i, data) for i, node in enumerate(nodes) for t, data in generate([node], 4))
     send_udp(iter(stream), "127.0.0.1", port, speed=1)
     assert wait_until(lambda: ext.udp.processed >= ext.udp.received > 0, 5)
-    assert wait_until(lambda: all(v.dirty_since is None for v in ext._views.values()), 3)
+    assert wait_until(lambda: all(v.dirty_since is None for v in ext.pipeline.views.values()), 3)
     settled(bridge)
     probe.flush()
     clusters: list[list] = []  # states received within 50 ms of the one before

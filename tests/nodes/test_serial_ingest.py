@@ -38,7 +38,7 @@ def test_serial_node_frames_logs_and_replug(mosquitto, node_bridge, make_probe, 
     log = probe.wait_topic("ruview/node/node_4/log", 10).json()
     assert log["line"].startswith("I (") and log["level"] == "I"
     before = ext.registry.get(4).frames["feature_state"]
-    assert before > 40 and ext.errors == {}
+    assert before > 40 and ext.pipeline.errors == {}
 
     # unplug: the device goes away; then a new one appears at the same path
     os.close(master)

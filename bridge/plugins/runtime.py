@@ -27,7 +27,7 @@ from typing import Callable
 import wasmtime
 from wasmtime import _bindings, _ffi as ffi
 
-from bridge.wasm import abi
+from bridge.plugins import abi
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,9 @@ class Instance:
         self._buffer_ptr = self._buffer_cap = 0
         self.calls: dict[str, RawExport] = {}
         for name, (params, results) in {**abi.EXPORTS, **abi.OPTIONAL_EXPORTS}.items():
-            if name in present:
-                self.calls[name] = RawExport(self.store, exports[name], params, results)
+            func = exports[name] if name in present else None
+            if isinstance(func, wasmtime.Func):  # check_module made sure each is a function
+                self.calls[name] = RawExport(self.store, func, params, results)
         if "_initialize" in self.calls:
             self.call("_initialize")
 
@@ -294,7 +295,8 @@ class Instance:
                 if ptr + total > _memory_size(self._ctx, self._mem):  # memory cannot shrink; be sure anyway
                     raise PluginTrap(f"{name}: the delivery buffer is outside the plugin's memory", "trap")
                 ctypes.memmove(base + ptr, joined, total)
-            flat, at = [], ptr
+            flat: list[int] = []
+            at = ptr
             for data in buffers:
                 size = len(data)
                 flat += (at if size else 0, size)
@@ -357,14 +359,15 @@ def check_module(module: wasmtime.Module, declared: list[str]) -> None:
     if not isinstance(exports.get("memory"), wasmtime.MemoryType):
         raise ValueError("exports no memory")
     for name, (params, results) in abi.EXPORTS.items():
-        ty = exports.get(name)
-        if ty is None:
+        required = exports.get(name)
+        if required is None:
             raise ValueError(f"does not export {name}")
-        if not isinstance(ty, wasmtime.FuncType) or not _is_i32(ty, params, results):
+        if not isinstance(required, wasmtime.FuncType) or not _is_i32(required, params, results):
             raise ValueError(f"exports {name} with the wrong signature ({params} i32 in, {results} out)")
     for name, (params, results) in abi.OPTIONAL_EXPORTS.items():
-        ty = exports.get(name)
-        if ty is not None and (not isinstance(ty, wasmtime.FuncType) or not _is_i32(ty, params, results)):
+        optional = exports.get(name)
+        if optional is not None and (not isinstance(optional, wasmtime.FuncType)
+                                     or not _is_i32(optional, params, results)):
             raise ValueError(f"exports {name} with the wrong signature ({params} i32 in, {results} out)")
 
 

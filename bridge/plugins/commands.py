@@ -19,8 +19,8 @@ from pathlib import Path
 
 import orjson
 
-from bridge.wasm import audit, trust
-from bridge.wasm.manifest import MANIFEST, ManifestError, load_manifest
+from bridge.plugins import audit, trust
+from bridge.plugins.manifest import DOMAIN_RULE, MANIFEST, ManifestError, is_domain, load_manifest
 
 TEMPLATE = Path(__file__).resolve().parent / "template"
 
@@ -101,8 +101,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_new(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     domain = args.domain or re.sub(r"[^a-z0-9_]+", "_", directory.name.lower()).strip("_")
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", domain):
-        _say(f"{domain!r} is not a plugin domain (a lowercase letter, then [a-z0-9_]); pass --domain")
+    if not is_domain(domain):
+        _say(f"{domain!r} is not a plugin domain ({DOMAIN_RULE}); pass --domain")
         return 2
     if directory.exists() and any(directory.iterdir()):
         _say(f"{directory} exists and is not empty")

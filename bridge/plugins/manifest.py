@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge import names
 from bridge.topics import InvalidTopic, check_filter
-from bridge.wasm.abi import IMPORTS
+from bridge.plugins.abi import IMPORTS
 
 MANIFEST = "manifest.json"
+# a plugin's domain (`ruview/plugin/<domain>/…`): the one rule, for the manifest and `plugin new`
 DOMAIN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+DOMAIN_RULE = "a lowercase letter, then up to 63 of [a-z0-9_]"
 VERSION = re.compile(r"\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?")
 HASH = re.compile(r"sha256:[0-9a-f]{64}")
 SIG = re.compile(r"ed25519:[A-Za-z0-9+/]{86}==")
@@ -32,6 +34,11 @@ PERMISSION_KINDS = ("state:read", "state:write", "event:fire", "service:call", "
 SECURITY_FIELDS = ("domain", "version", "wasm_module_hash", "homecore_permissions", "host_imports_required",
                    "subscriptions", "subscribed_events", "subscribed_state_entities", "registered_services",
                    "limits", "dependencies")
+
+
+def is_domain(text: object) -> bool:
+    """A plugin domain (DOMAIN_RULE)."""
+    return isinstance(text, str) and bool(DOMAIN.fullmatch(text))
 
 
 class ManifestError(ValueError):
@@ -79,8 +86,8 @@ class Manifest(BaseModel):
     @field_validator("domain")
     @classmethod
     def _domain(cls, v: str) -> str:
-        if not DOMAIN.fullmatch(v):
-            raise ValueError("expected a domain: a lowercase letter, then up to 63 of [a-z0-9_]")
+        if not is_domain(v):
+            raise ValueError(f"expected a domain: {DOMAIN_RULE}")
         return v
 
     @field_validator("version", "min_homecore_version")
@@ -122,8 +129,8 @@ class Manifest(BaseModel):
     @classmethod
     def _dependencies(cls, v: list[str]) -> list[str]:
         for dep in v:
-            if not DOMAIN.fullmatch(dep):
-                raise ValueError(f"{dep!r} is not a plugin domain")
+            if not is_domain(dep):
+                raise ValueError(f"{dep!r} is not a plugin domain ({DOMAIN_RULE})")
         return v
 
     @field_validator("host_imports_required")

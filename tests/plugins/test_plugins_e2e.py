@@ -13,12 +13,12 @@ import pytest
 from bridge.app import build_bridge
 from bridge.homeassistant.extension import HomeAssistantExtension
 from bridge.nodes.extension import NodesExtension
-from bridge.wasm.extension import PluginsExtension
+from bridge.plugins.extension import PluginsExtension
 from firmware_tools.simulate import generate, make_nodes, send_udp
 from tests.brokers import free_port_udp
 from tests.homeassistant.test_ha_mqtt import devices_on_broker
 from tests.polling import wait_until
-from tests.wasm.helpers import Publisher
+from tests.plugins.helpers import Publisher
 
 LAMP_SET = "zigbee2mqtt/Living room lamp/set"
 

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,13 +24,12 @@ import orjson
 import wasmtime
 
 from bridge import names
-from bridge.core.payload import dumps
 from bridge.core.rate import TokenBucket
 from bridge.topics import InvalidTopic, check_filter, check_topic
-from bridge.wasm import abi
-from bridge.wasm.manifest import Manifest
-from bridge.wasm.permissions import Permissions
-from bridge.wasm.runtime import Instance, PluginTrap, Runtime
+from bridge.plugins import abi
+from bridge.plugins.manifest import Manifest
+from bridge.plugins.permissions import Permissions
+from bridge.plugins.runtime import Instance, PluginTrap, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class HostServices:
     get_state: Callable[[str], dict[str, Any] | None]
     set_state: Callable[[str, str, dict[str, Any]], None]
     fire_event: Callable[[str, dict[str, Any]], None]
-    call_service: Callable[[str, str, dict[str, Any]], Any]
+    call_service: Callable[[str, str, dict[str, Any]], Future[Any]]  # queued on the service's inbox
     register_entity: Callable[[str, dict[str, Any]], None]  # (plugin domain, config)
     publish: Callable[[str, bytes, int, bool], bool]
     subscribe: Callable[["Plugin", str], None]
@@ -79,14 +79,14 @@ class Plugin:
         self.trust, self.compiled = trust, compiled
         self.permissions = Permissions(manifest.homecore_permissions)
         self.counters = Counters()
-        self.state, self.reason = "stopped", None
+        self.state: str = "stopped"
+        self.reason: str | None = None
         self.disabled = False
         self.started_ms: float | None = None
         self._instance: Instance | None = None
         self._crash_times: deque[float] = deque()
         self._backoff = services.backoff
         self._bucket = TokenBucket(manifest.limits.host_calls_per_s)
-        self._lock = threading.Lock()
         self.inbox = services.new_inbox(f"plugin-{self.domain}", manifest.limits.queue)
         self.subscriptions: list[str] = []
 
@@ -201,7 +201,7 @@ class Plugin:
     # ------------------------------------------------------------ host imports
 
     def _imports(self) -> dict[str, Callable[..., int]]:
-        table = {"hc_log": self.hc_log, "hc_state_get": self.hc_state_get, "hc_state_set": self.hc_state_set,
+        table: dict[str, Callable[..., int]] = {"hc_log": self.hc_log, "hc_state_get": self.hc_state_get, "hc_state_set": self.hc_state_set,
                  "hc_event_fire": self.hc_event_fire, "hc_service_call": self.hc_service_call,
                  "hc_entity_register": self.hc_entity_register, "hc_mqtt_publish": self.hc_mqtt_publish,
                  "hc_mqtt_subscribe": self.hc_mqtt_subscribe}
@@ -333,13 +333,18 @@ class Plugin:
         if not self._budget():
             return abi.RATE_LIMITED
         try:
-            self.services.call_service(domain, service, data)
+            answer = self.services.call_service(domain, service, data)
         except LookupError:
             return abi.NOT_FOUND
-        except Exception as exc:
-            log.info("plugin %s: %s.%s failed: %s", self.domain, domain, service, exc)
+        if answer.done() and answer.exception() is not None:  # refused at once: its inbox is full
+            log.info("plugin %s: %s.%s failed: %s", self.domain, domain, service, answer.exception())
             return abi.FAILED
+        answer.add_done_callback(lambda done: self._service_done(domain, service, done))
         return abi.OK
+
+    def _service_done(self, domain: str, service: str, done: Future[Any]) -> None:
+        if done.exception() is not None:
+            log.info("plugin %s: %s.%s failed: %s", self.domain, domain, service, done.exception())
 
     def hc_entity_register(self, ptr: int, length: int) -> int:
         config = self._json(ptr, length)
@@ -405,6 +410,3 @@ class Plugin:
                 "host_calls": c.host_calls, "crashes": c.crashes, "fuel": c.fuel,
                 "queued": self.inbox.backlog}
 
-
-def status_payload(plugin: Plugin) -> bytes:
-    return dumps(plugin.status())

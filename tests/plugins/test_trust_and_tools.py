@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bridge.wasm import audit, trust
-from bridge.wasm.extension import _dependency_order
-from bridge.wasm.manifest import ManifestError, load_manifest, parse_manifest
-from bridge.wasm.permissions import Permissions, filter_within
-from tests.wasm.helpers import PLUGINS, Publisher
+from bridge.plugins import audit, trust
+from bridge.plugins.extension import _dependency_order
+from bridge.plugins.manifest import ManifestError, load_manifest, parse_manifest
+from bridge.plugins.permissions import Permissions, filter_within
+from tests.plugins.helpers import PLUGINS, Publisher
 
 ROOT = Path(__file__).resolve().parents[2]
 

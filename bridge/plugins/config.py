@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeAlias
 
 from bridge.config import ExtensionSection, Problem
-from bridge.config.types import Bool, Int, Number, Text, _typed, expected
-from bridge.wasm.trust import parse_public_key
+from bridge.config.types import Bool, Check, Int, Number, Text, expected
+from bridge.plugins.trust import parse_public_key
 
 
 def _dirs(v: Any) -> list[str]:
@@ -33,9 +33,9 @@ def _entries(v: Any) -> dict[str, dict[str, Any]]:
     return v
 
 
-Dirs = _typed(list, _dirs)
-Keys = _typed(list, _keys)
-Entries = _typed(dict, _entries)
+Dirs: TypeAlias = Annotated[list[str], Check(_dirs)]
+Keys: TypeAlias = Annotated[list[str], Check(_keys)]
+Entries: TypeAlias = Annotated[dict[str, dict[str, Any]], Check(_entries)]
 
 
 class PluginsConfig(ExtensionSection):
@@ -45,13 +45,13 @@ class PluginsConfig(ExtensionSection):
     allow_unsigned: Bool = False  # development only: runs unsigned or untrusted plugins, said loudly
     allow_hash_only_signatures: Bool = False  # the seed's signature over the module hash alone
     entries: Entries = {}  # plugin domain -> the data of its config entry (setup_entry)
-    cache_dir: Text(what="a directory") = "~/.cache/ruview-bridge/plugins"
-    audit_log: Text(what="a file") = "~/.local/state/ruview-bridge/plugins-audit.jsonl"
+    cache_dir: Annotated[str, Text(what="a directory")] = "~/.cache/ruview-bridge/plugins"
+    audit_log: Annotated[str, Text(what="a file")] = "~/.local/state/ruview-bridge/plugins-audit.jsonl"
     watch: Bool = True  # load, reload and unload when plugin files change
-    watch_interval: Number(0.2, 3600) = 2.0
-    max_crashes: Int(1, 1000) = 5  # within crash_window seconds, then the plugin is disabled
-    crash_window: Number(1, 86400) = 300.0
-    restart_backoff: Number(0.01, 600) = 1.0  # seconds before the first restart, doubling to 60
+    watch_interval: Annotated[float, Number(0.2, 3600)] = 2.0
+    max_crashes: Annotated[int, Int(1, 1000)] = 5  # within crash_window seconds, then the plugin is disabled
+    crash_window: Annotated[float, Number(1, 86400)] = 300.0
+    restart_backoff: Annotated[float, Number(0.01, 600)] = 1.0  # seconds before the first restart, doubling to 60
 
     def check(self, root: Any) -> list[Problem]:
         problems = []

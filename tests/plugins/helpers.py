@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from bridge.wasm import trust
-from bridge.wasm.manifest import MANIFEST, load_manifest
+from bridge.plugins import trust
+from bridge.plugins.manifest import MANIFEST, load_manifest
 
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 

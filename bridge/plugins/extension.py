@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from fnmatch import fnmatchcase
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,17 +26,18 @@ import wasmtime
 
 from bridge import names
 from bridge.core.api import ApiError
+from bridge.core.eventdata import EventFired, PluginEntities, StateChanged
 from bridge.core.payload import dumps
-from bridge.core.services import ServiceCall, ServiceError
+from bridge.core.services import ServiceCall, ServiceError, ServiceFuture
 from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message
-from bridge.wasm import trust
-from bridge.wasm.audit import AuditLog
-from bridge.wasm.config import PluginsConfig
-from bridge.wasm.host import HostServices, Plugin
-from bridge.wasm.manifest import MANIFEST, Manifest, ManifestError, load_manifest
-from bridge.wasm.permissions import Permissions
-from bridge.wasm.runtime import Runtime, check_module
+from bridge.plugins import trust
+from bridge.plugins.audit import AuditLog
+from bridge.plugins.config import PluginsConfig
+from bridge.plugins.host import HostServices, Plugin
+from bridge.plugins.manifest import MANIFEST, Manifest, ManifestError, load_manifest
+from bridge.plugins.permissions import Permissions
+from bridge.plugins.runtime import Runtime, check_module
 
 MAX_MODULE_BYTES = 16 * 1024 * 1024
 TICK = 1.0  # seconds between time_changed events
@@ -57,13 +59,13 @@ class PluginError(Exception):
     """A plugin that cannot be loaded; str() names its directory and the cause."""
 
 
-class PluginsExtension(Extension):
+class PluginsExtension(Extension[PluginsConfig]):
     name = "plugins"
     Config = PluginsConfig
 
-    def start(self, ctx: ExtensionContext) -> None:
+    def start(self, ctx: ExtensionContext[PluginsConfig]) -> None:
         self.ctx = ctx
-        self.cfg: PluginsConfig = ctx.config
+        self.cfg = ctx.config
         self.topics = ctx.topics
         self.runtime = Runtime(Path(self.cfg.cache_dir).expanduser())
         ctx.spawn("epoch", lambda: self.runtime.tick(ctx.stopping))
@@ -81,15 +83,18 @@ class PluginsExtension(Extension):
         if self.cfg.allow_unsigned:
             ctx.log.warning("plugins: plugins.allow_unsigned is ON: unsigned and untrusted plugins run "
                             "(development only)")
+        # A plugin's host imports run on its own worker; what they change here hops onto this
+        # extension's inbox (`_here`), so the plugins' shared tables have one thread.
         self.services = HostServices(
             get_state=self._get_state, set_state=self._set_state, fire_event=self._fire_event,
-            call_service=self._call_service, register_entity=self._register_entity, publish=self._publish,
-            subscribe=self._subscribe, publish_status=self._publish_status, audit=self._audit,
+            call_service=self._call_service, register_entity=self._here(self._register_entity),
+            publish=self._publish, subscribe=self._here(self._subscribe),
+            publish_status=self._here(self._publish_status), audit=self._audit,
             schedule=lambda delay, fn: ctx.call_later(delay, fn), new_inbox=ctx.new_inbox,
             close_inbox=ctx.close_inbox, config_entry=self._config_entry, max_crashes=self.cfg.max_crashes,
             crash_window=self.cfg.crash_window, backoff=self.cfg.restart_backoff)
-        ctx.listen("state_changed", self._on_state_changed)
-        ctx.listen("event", self._on_event)
+        ctx.listen(StateChanged, self._on_state_changed)
+        ctx.listen(EventFired, self._on_event)
         for verb, handler in (("plugin/list", self._req_list), ("plugin/load", self._req_load),
                               ("plugin/unload", self._req_unload), ("plugin/reload", self._req_reload)):
             ctx.register_request(verb, handler, scope="instance")
@@ -212,7 +217,7 @@ class PluginsExtension(Extension):
         # that comes meanwhile waits on the plugin's worker behind the start.
         for service in manifest.registered_services:
             domain, _, name = service.partition(".")
-            self.ctx.register_service(domain, name, lambda call, p=plugin: self._plugin_service(p, call))
+            self.ctx.register_service(domain, name, partial(self._plugin_service, plugin))
         started.wait(max(1.0, manifest.limits.time_per_call_ms / 1000 * 3))
         for topic_filter in manifest.subscriptions:  # once running, so that retained messages reach it
             self._subscribe(plugin, topic_filter)
@@ -247,7 +252,7 @@ class PluginsExtension(Extension):
             self.ctx.unregister_service(*service.split(".", 1))
         plugin.stop(reason)
         self.entities.pop(domain, None)
-        self.ctx.emit("plugin_entities", {"plugin": domain, "entities": []})
+        self.ctx.emit(PluginEntities(domain, domain))
         self.ctx.modules.remove(plugin.manifest.cog_id or domain)
         self._audit(domain, "unload", reason=reason)
         return True
@@ -332,32 +337,32 @@ class PluginsExtension(Extension):
 
     # ------------------------------------------------------------ events into plugins (on this inbox)
 
-    def _on_state_changed(self, _name: str, change: dict[str, Any]) -> None:
-        if not self._alone and change.get("origin") != "LOCAL":
+    def _on_state_changed(self, change: StateChanged) -> None:
+        if not self._alone and change.origin != "LOCAL":
             return
-        entity_id = change["entity_id"]
+        entity_id = change.entity_id
         data = None
         for plugin in list(self.plugins.values()):
             globs = plugin.manifest.subscribed_state_entities
             if globs and plugin.permissions.allows("state:read", entity_id) and \
                     any(fnmatchcase(entity_id, g) for g in globs):
                 if data is None:
-                    old, new = change.get("old_state"), change.get("new_state")
+                    old, new = change.old_state, change.new_state
                     data = orjson.dumps({"entity_id": entity_id, "old_state": old.as_dict() if old else None,
                                          "new_state": new.as_dict() if new else None})
                 plugin.deliver("state_changed", data)
 
-    def _on_event(self, _name: str, event: dict[str, Any]) -> None:
-        if not self._alone and event.get("origin") != "LOCAL":
+    def _on_event(self, event: EventFired) -> None:
+        if not self._alone and event.origin != "LOCAL":
             return
-        event_type = event.get("event_type", "")
+        event_type = event.event_type
         data = None
         for plugin in list(self.plugins.values()):
             wanted = plugin.manifest.subscribed_events
             if event_type in wanted or ("*" in wanted and event_type != "time_changed"):
-                if event.get("data", {}).get("plugin") == plugin.domain:
+                if event.data.get("plugin") == plugin.domain:
                     continue  # its own event, back
-                data = data or orjson.dumps(event)
+                data = data or orjson.dumps(event.as_dict())
                 plugin.deliver(event_type, data)
 
     def _on_mqtt(self, plugin: Plugin, msg: Message) -> None:
@@ -376,6 +381,15 @@ class PluginsExtension(Extension):
 
     # ------------------------------------------------------------ what host imports reach (plugin workers)
 
+    def _here(self, fn: Any) -> Any:
+        """fn, run on this extension's inbox whichever plugin worker asks for it."""
+        def hop(*args: Any) -> None:
+            if self.ctx.inbox.on_worker:
+                fn(*args)
+            else:
+                self.ctx.inbox.put(fn, *args)
+        return hop
+
     def _get_state(self, entity_id: str) -> dict[str, Any] | None:
         state = self.ctx.states.get(entity_id)
         return {"state": state.state, "attributes": state.attributes,
@@ -387,26 +401,25 @@ class PluginsExtension(Extension):
     def _fire_event(self, event_type: str, data: dict[str, Any]) -> None:
         self.ctx.events.fire(event_type, data)
 
-    def _call_service(self, domain: str, service: str, data: dict[str, Any]) -> Any:
+    def _call_service(self, domain: str, service: str, data: dict[str, Any]) -> ServiceFuture:
+        """Queue the call on the service's own inbox; LookupError for a service nobody offers.
+        The plugin does not wait for the answer (its call has a deadline of its own)."""
         try:
             return self.ctx.call_service(domain, service, data)
         except ServiceError as exc:
-            if str(exc).startswith("unknown service"):
-                raise LookupError(str(exc)) from None
-            raise
+            raise LookupError(str(exc)) from None
 
     def _register_entity(self, domain: str, config: dict[str, Any]) -> None:
         entities = self.entities.setdefault(domain, {})
         entities[config["entity_id"]] = dict(config)
         title = self.plugins[domain].manifest.name if domain in self.plugins else domain
-        self.ctx.emit("plugin_entities", {"plugin": domain, "title": title, "entities": list(entities.values())})
+        self.ctx.emit(PluginEntities(domain, title, tuple(entities.values())))
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         return self.ctx.mqtt.publish(topic, payload, qos, retain)
 
     def _subscribe(self, plugin: Plugin, topic_filter: str) -> None:
-        route = self.ctx.mqtt.subscribe(self.topics.shared(topic_filter),
-                                        lambda msg, p=plugin: self._on_mqtt(p, msg))
+        route = self.ctx.mqtt.subscribe(self.topics.shared(topic_filter), partial(self._on_mqtt, plugin))
         self._routes.setdefault(plugin.domain, []).append(route)
 
     def _publish_status(self, plugin: Plugin) -> None:
@@ -487,7 +500,8 @@ def _manifest_or_none(directory: Path) -> Manifest | None:
 
 def _dependency_order(candidates: dict[str, tuple[Path, Manifest]], loaded: set[str], refuse) -> list[str]:
     """Domains in an order where each comes after its dependencies; the rest refused with the reason."""
-    order, state = [], {}
+    order: list[str] = []
+    state: dict[str, str] = {}
 
     def visit(domain: str, chain: tuple[str, ...]) -> bool:
         if domain in loaded:

@@ -26,7 +26,7 @@ import orjson
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
-from bridge.wasm.manifest import Manifest
+from bridge.plugins.manifest import Manifest
 
 DOMAIN_TAG = b"ruview-plugin-v1\0"
 PRIVATE_PREFIX = "ed25519-private:"

@@ -1,0 +1,296 @@
+"""The node pipeline: datagrams in, privacy-gated node state, availability and events out.
+
+Per datagram (on the udp-ingest or serial thread, never paho's): decode (CRC) -> registry
+(loss, reboots, liveness) -> privacy gate -> the node's state (nodestate.py: latest frames,
+presence engine) -> events. State goes out retained on `<base>/node/<name>` at once when
+presence, occupancy, motion, fall or calibrating change; every node's other changes go out
+together on the beat (`flush_due`), which the extension runs on its inbox.
+
+Lock ownership: `lock` is this pipeline's, and guards everything it holds (registry, views,
+counters). The ingest threads take it per batch; the nodes inbox takes it for the beat, the
+offline check, and each change a request or a retained state asks for (every public method
+below takes it). Nothing else reads the pipeline's state: other features see the node
+directory (core/directory.py), already gated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from bridge import names
+from bridge.core.directory import NodeDirectory, NodeInfo
+from bridge.core.payload import dumps
+from bridge.extension import ExtensionContext
+from bridge.nodes.codec import DecodeError, decode
+from bridge.nodes.config import NodesConfig
+from bridge.nodes.nodestate import URGENT, Flags, NodeState
+from bridge.nodes.presence import THRESHOLD_RANGES, PresenceEngine, PresenceSettings
+from bridge.nodes.registry import Node, NodeRegistry
+from bridge.nodes.schedule import ExpectedHours
+from bridge.nodes.udp import Batch
+from bridge.privacy import PrivacyGate
+
+log = logging.getLogger("bridge.nodes")
+
+HOME_STATE_KEYS = ("presence", "occupancy", "motion")  # binary_sensor.<name>_<key> in home state
+SAY_EVERY = 10.0  # at most one console line per node per this many seconds about its presence
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+class NodePipeline:
+    def __init__(self, ctx: ExtensionContext[NodesConfig], gate: PrivacyGate, registry: NodeRegistry,
+                 directory: NodeDirectory) -> None:
+        self.ctx, self.cfg, self.topics = ctx, ctx.config, ctx.topics
+        self.gate, self.registry, self.directory = gate, registry, directory
+        self.lock = threading.RLock()
+        self.errors: dict[str, Counter[str]] = defaultdict(Counter)  # source ip -> reason -> count
+        self.views: dict[int, NodeState] = {}
+        self._urgent: set[int] = set()
+        self._expected = {n: ExpectedHours(d.expected_hours) for n, d in self.cfg.devices.items()
+                          if d.expected_hours}
+        self._serial_node: dict[str, int] = {}  # serial link label -> node id last seen on it
+        self._said: dict[int, tuple[float, int]] = {}  # node id -> (last presence line, lines held back)
+
+    # ------------------------------------------------------------ the hot path (ingest threads)
+
+    def handle(self, batch: Batch) -> None:
+        """Run a batch through the pipeline; UDP and serial readers may call it concurrently.
+
+        The loop is the per-frame path (100,000 frames/s and more), so what it calls on every frame
+        is bound once per batch and what happens rarely (a node joining, coming back, rebooting)
+        is in `_heard`."""
+        with self.lock:
+            now = time.time()
+            errors, views, observe, admit = self.errors, self.views, self.registry.observe, self.gate.admit
+            for data, (host, port) in batch:
+                try:
+                    frame = decode(data)
+                except DecodeError as exc:
+                    errors[host][exc.reason] += 1
+                    continue
+                node, is_new, rebooted = observe(frame, host, port, now)
+                if is_new or rebooted or not node.online:
+                    self._heard(node, is_new, rebooted)
+                if not admit(frame.kind):
+                    continue
+                view = views.get(node.node_id) or self._view(node.node_id)
+                before = view.flags
+                after = view.flags = view.add(frame, now)
+                if after != before:
+                    self._edges(node, view, before, after, now)
+            for node_id in self._urgent:
+                self._publish_state(node_id, now)
+            self._urgent.clear()
+
+    def handle_serial(self, batch: Batch) -> None:
+        with self.lock:
+            for data, (source, _) in batch:  # deframed, so decoding cannot fail here
+                self._serial_node[source.split(":", 1)[1]] = decode(data).node_id
+        self.handle(batch)
+
+    def log_line(self, label: str, text: str) -> None:
+        """A node's console line from its serial link, on `<base>/node/<name>/log`."""
+        with self.lock:
+            node = self.registry.get(self._serial_node.get(label, -1))
+        if node is not None:
+            self.ctx.mqtt.publish(self.topics.node_log(node.name), dumps(
+                {"line": text, "level": text[:1] if text[:2] in ("E ", "W ", "I ", "D ", "V ") else None}),
+                qos=0)
+
+    def _heard(self, node: Node, is_new: bool, rebooted: bool) -> None:
+        """A node heard for the first time in this run, again after silence, or after a reboot."""
+        if is_new or not node.online:
+            node.online = True
+            self._availability(node)
+            if is_new:
+                if not node.remembered:
+                    self.ctx.mqtt.publish(self.topics.bridge_event, dumps(
+                        {"type": "node_joined", "data": node.summary()}), qos=0)
+                    log.info("node %s (%d) joined from %s", node.name, node.node_id, node.address)
+                self._changed(node)
+        if rebooted:
+            self._event(node, "node_rebooted", {"reboots": node.reboots})
+
+    def _edges(self, node: Node, view: NodeState, before: Flags, after: Flags, now: float) -> None:
+        """Events and immediate publishing when a flag changes."""
+        if any(getattr(before, k) != getattr(after, k) for k in URGENT):
+            self._urgent.add(node.node_id)
+        if after.fall and not before.fall:
+            self._event(node, "fall_detected", {})
+        if after.anomaly and not before.anomaly:
+            self._event(node, "unrecognized_activity_pattern",
+                        {"anomaly_score": view.fields().get("anomaly_score")})
+        if before.presence is not None and after.presence != before.presence:
+            score = view.engine.decision(view.clock or 0.0).smoothed
+            self._event(node, "unknown_presence" if after.presence else "presence_cleared",
+                        {"presence_score": score, "node_time": round(view.clock or 0.0, 3)})
+            self._say_presence(node, bool(after.presence), now)
+        if after.occupancy and not before.occupancy:
+            hours = self._expected.get(node.node_id)
+            if hours is not None and not hours.expects(datetime.fromtimestamp(now)):
+                self._event(node, "unexpected_occupancy",
+                            {"expected_hours": hours.text, "room": node.room})
+
+    def _say_presence(self, node: Node, present: bool, now: float) -> None:
+        """One console line per change, at most one per node every SAY_EVERY seconds."""
+        last, held = self._said.get(node.node_id, (0.0, 0))
+        if now - last < SAY_EVERY:
+            self._said[node.node_id] = (last, held + 1)
+            return
+        more = f" ({held} more change{'s' if held != 1 else ''} in the last {SAY_EVERY:.0f} s)" if held else ""
+        log.info("%s: %s%s", node.name, "presence" if present else "presence cleared", more)
+        self._said[node.node_id] = (now, 0)
+
+    def _view(self, node_id: int) -> NodeState:
+        settings = PresenceSettings.merged(self.cfg.presence.model_dump(), self.cfg.device(node_id).overrides())
+        view = self.views[node_id] = NodeState(PresenceEngine(settings))
+        return view
+
+    def engine(self, node_id: int) -> PresenceEngine:
+        with self.lock:
+            return (self.views.get(node_id) or self._view(node_id)).engine
+
+    # ------------------------------------------------------------ the beat and the offline check (inbox)
+
+    def flush_due(self, now: float) -> None:
+        """Publish every node with a pending change (the beat)."""
+        with self.lock, self.ctx.mqtt.burst():
+            for node_id, view in list(self.views.items()):
+                if view.dirty_since is not None:
+                    self._publish_state(node_id, now)
+
+    def mark_silent_offline(self, now: float) -> None:
+        with self.lock:
+            for node in self.registry.all():
+                if node.online is not False and now - node.last_seen > self.cfg.offline_after:
+                    node.online = False
+                    self._availability(node)
+                    if node.heard:
+                        log.info("node %s (%d) went offline: nothing heard for %.0f s", node.name,
+                                 node.node_id, now - node.last_seen)
+
+    # ------------------------------------------------------------ changes asked for (inbox)
+
+    def calibrate(self, node: Node) -> float:
+        """Start calibrating; the seconds it takes."""
+        with self.lock:
+            view = self.views.get(node.node_id) or self._view(node.node_id)
+            view.engine.calibrate(view.clock or 0.0)
+            view.flags = view.flags._replace(calibrating=True)
+            self._publish_state(node.node_id, time.time())
+            return view.engine.settings.calibration
+
+    def set_thresholds(self, node: Node, body: dict[str, Any]) -> None:
+        """Thresholds from `/set` (HA number entities): checked like config, kept until restart."""
+        with self.lock:
+            settings = self.engine(node.node_id).settings
+            for key, (lo, hi) in THRESHOLD_RANGES.items():
+                if key not in body:
+                    continue
+                value = body[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                    log.warning("ignored %s for %s: %r is not a number %g..%g", key, node.name, value, lo, hi)
+                    continue
+                setattr(settings, key, float(value))
+            if settings.exit_ratio > settings.enter_ratio:
+                log.warning("%s: exit_ratio %.2f above enter_ratio %.2f; using enter_ratio for both",
+                            node.name, settings.exit_ratio, settings.enter_ratio)
+                settings.exit_ratio = settings.enter_ratio
+            self._publish_state(node.node_id, time.time())
+
+    def rename(self, node: Node, new: str) -> None:
+        with self.lock:
+            self._clear(node)
+            self.registry.rename(node.node_id, new)
+            self._availability(node)
+            self._changed(node)
+            self._publish_state(node.node_id, time.time())
+
+    def remove(self, node: Node) -> None:
+        with self.lock:
+            self._clear(node)
+            self.registry.remove(node.node_id)
+            self.views.pop(node.node_id, None)
+            self.directory.remove(node.node_id)
+
+    def republish(self, node: Node) -> None:
+        """Say again what a node is, and its state (after its class or room changed)."""
+        with self.lock:
+            self._changed(node)
+            self._publish_state(node.node_id, time.time())
+
+    def changed(self, node: Node) -> None:
+        with self.lock:
+            self._changed(node)
+
+    # ------------------------------------------------------------ what goes out (caller holds the lock)
+
+    def _publish_state(self, node_id: int, now: float) -> None:
+        node, view = self.registry.get(node_id), self.views.get(node_id)
+        if node is None or view is None:
+            return
+        view.dirty_since = None
+        fields = self.gate.redact(node_id, view.fields())
+        state = {"node_id": node_id, "name": node.name, "room": node.room,
+                 "privacy_class": self.gate.class_of(node_id).label, **fields,
+                 **({"bridge": self.topics.instance} if self.topics.share_group else {}),
+                 "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLD_RANGES},
+                 "rssi": node.rssi, "last_seen": _iso(node.last_seen),
+                 "frames": dict(node.frames), "packet_loss": node.packet_loss}
+        self.ctx.mqtt.publish(self.topics.node(node.name), dumps(state), qos=1, retain=True)
+        for key in HOME_STATE_KEYS:
+            if fields.get(key) is not None:
+                self.ctx.states.set(names.node_entity_id("binary_sensor", node.name, key),
+                                    "on" if fields[key] else "off", {"node_id": node_id, "room": node.room})
+        self.directory.update(node_id, state=state)
+
+    def _availability(self, node: Node) -> None:
+        self.ctx.mqtt.publish(self.topics.node_availability(node.name), dumps(
+            {"state": "online" if node.online else "offline"}), qos=1, retain=True)
+        self.directory.update(node.node_id, online=bool(node.online))
+        if not node.online:  # as in HA: a silent node's entities are unavailable, not their last value
+            for key in HOME_STATE_KEYS:
+                entity = names.node_entity_id("binary_sensor", node.name, key)
+                if self.ctx.states.get(entity) is not None:
+                    self.ctx.states.set(entity, "unavailable", {"node_id": node.node_id, "room": node.room})
+
+    def _event(self, node: Node, event_type: str, data: dict[str, Any]) -> None:
+        data = self.gate.redact(node.node_id, data)  # Restricted events cross without their scores
+        event = {"event_type": event_type, "node": node.name, "time": _iso(time.time()), **data}
+        self.ctx.mqtt.publish(self.topics.node_event(node.name), dumps(event), qos=1)
+        self.directory.event(node.node_id, event)
+
+    def _clear(self, node: Node) -> None:
+        for topic in (self.topics.node(node.name), self.topics.node_availability(node.name)):
+            self.ctx.mqtt.publish(topic, b"", qos=1, retain=True)
+        for key in HOME_STATE_KEYS:
+            self.ctx.states.remove(names.node_entity_id("binary_sensor", node.name, key))
+
+    def _changed(self, node: Node) -> None:
+        """Tell other features (through the node directory) what a node is now."""
+        current = self.directory.get(node.node_id)
+        hours = self._expected.get(node.node_id)
+        self.directory.put(NodeInfo(node.node_id, node.name, node.room, self.gate.class_of(node.node_id),
+                                    node.mode, bool(node.online), known_only=not node.heard,
+                                    offline_after=self.cfg.offline_after,
+                                    expected_hours=tuple(hours.text) if hours else (),
+                                    state=current.state if current else None))
+
+    # ------------------------------------------------------------ reporting
+
+    def counters(self) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, Any]], int]:
+        """Decode errors by source, per-node counters, node count: copied under the lock, as the
+        ingest threads write them."""
+        with self.lock:
+            errors = {src: dict(c) for src, c in self.errors.items()}
+            per_node = {n.name: {"frames": dict(n.frames), "lost": n.lost, "reboots": n.reboots,
+                                 "online": n.online} for n in self.registry.all()}
+            return errors, per_node, len(self.registry)
