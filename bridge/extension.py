@@ -116,10 +116,14 @@ class ExtensionMqtt:
         return self._client.burst()
 
     def subscribe(self, topic_filter: str, handler: Handler, *, accept_retained: bool = True,
-                  no_local: bool = False) -> Route:
-        route = self._client.subscribe(topic_filter, self._ctx.checked(handler, f"MQTT {topic_filter}"),
-                                       accept_retained=accept_retained, no_local=no_local,
-                                       inbox=self._ctx.inbox)
+                  no_local: bool = False, inbox: Inbox | None = None) -> Route:
+        """Messages on `topic_filter` to handler, on this extension's inbox (or on another inbox it
+        made with `new_inbox`: a plugin host delivers each plugin's messages on that plugin's)."""
+        target = inbox or self._ctx.inbox
+        if target is not self._ctx.inbox and target not in self._ctx.inboxes():
+            raise ValueError("subscribe delivers on this extension's own inboxes only")
+        route = self._client.subscribe(topic_filter, self._ctx.checked(handler, f"MQTT {topic_filter}", target),
+                                       accept_retained=accept_retained, no_local=no_local, inbox=target)
         self._ctx._undo(("subscription", route), lambda: self._client.unsubscribe(route))
         return route
 
@@ -156,11 +160,12 @@ class ExtensionContext(Generic[C]):
 
     # ------------------------------------------------------------ the inbox rule
 
-    def checked(self, fn: F, what: str) -> F:
-        """fn, failing loudly (with thread checks on) if it is ever run off this extension's inbox."""
+    def checked(self, fn: F, what: str, inbox: Inbox | None = None) -> F:
+        """fn, failing loudly (with thread checks on) if it is ever run off this extension's inbox
+        (or off `inbox`, one it made)."""
         if not CHECK_THREADS:
             return fn
-        inbox = self.inbox
+        inbox = inbox or self.inbox
 
         def on_inbox(*args: Any) -> Any:
             inbox.assert_on(f"{self.name}: {what}")
@@ -192,6 +197,10 @@ class ExtensionContext(Generic[C]):
 
     def has_service(self, domain: str, service: str) -> bool:
         return self._core.services.has(domain, service)
+
+    def service_names(self) -> list[str]:
+        """Every service registered now, as "domain.service"."""
+        return self._core.services.names()
 
     def register_request(self, verb: str, handler: Callable[[dict[str, Any]], Any], *,
                          scope: str = "shared") -> None:

@@ -264,6 +264,10 @@ def test_services_answer_always_and_validate_what_callers_name(core):
     assert services.call("math", "add", {"a": 1, "b": 2}).answer() == 3
     with pytest.raises(ServiceError):
         services.call("no", "such")
+    with pytest.raises(ValueError, match="math.add is already registered"):
+        services.register("math", "add", lambda call: 0)  # a name has one owner: never replaced
+    assert services.call("math", "add", {"a": 1, "b": 2}).answer() == 3
+    services.unregister("math", "add")
     reg = services.register("math", "add", lambda call: 0)
     services.unregister("math", "add", object())  # not the current registration: kept
     assert services.has("math", "add")

@@ -16,6 +16,7 @@ instance (`restart`, `info`) are only taken from that per-instance topic.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -29,13 +30,15 @@ from bridge.topics import Topics
 log = logging.getLogger(__name__)
 
 Scope = Literal["shared", "instance"]
+LATER_TIMEOUT = 60.0  # seconds an in-process caller waits for a verb that answers later
 
 
 class ApiError(Exception):
     """Raised by a verb handler: becomes a `status: error` answer with this message."""
 
 
-Handler = Callable[[dict[str, Any]], dict[str, Any] | None]
+# A verb answers now (a dict, or None for {}), or later: a Future of the dict, answered when done.
+Handler = Callable[[dict[str, Any]], "dict[str, Any] | None | Future[dict[str, Any]]"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +77,33 @@ class BridgeApi:
         return sorted(self._verbs)
 
     def handle(self, verb: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Run a verb and build the response body (also used in-process and by tests)."""
+        """Run a verb and build the response body (in process and in tests: waits for a verb
+        that answers later, up to LATER_TIMEOUT). The handler runs on its feature's inbox, as
+        one that comes over MQTT does."""
+        entry = self._verbs.get(verb)
+        inbox = entry.inbox if entry is not None else None
+        if inbox is not None and not inbox.on_worker:
+            hop: Future[tuple[dict[str, Any], Future[Any] | None]] = Future()
+            if not inbox.put(lambda: hop.set_result(self._begin(verb, request))):
+                return self._counted({"status": "error", "data": {}, "error": f"{verb}: the bridge is too busy"})
+            try:
+                response, later = hop.result(LATER_TIMEOUT)
+            except TimeoutError:
+                return self._counted({"status": "error", "data": {},
+                                      "error": f"{verb} did not finish within {LATER_TIMEOUT:g} s"})
+        else:
+            response, later = self._begin(verb, request)
+        if later is not None:
+            try:
+                later.result(LATER_TIMEOUT)
+            except Exception:
+                pass  # _finish reads the outcome
+            return self._finish(verb, response, later)
+        return self._counted(response)
+
+    def _begin(self, verb: str, request: dict[str, Any]) -> tuple[dict[str, Any], Future[Any] | None]:
+        """Start a verb: the response so far, and the future of a verb that answers later (one
+        that has work to do off its inbox, such as compiling a plugin)."""
         response: dict[str, Any] = {"status": "ok", "data": {}}
         if "transaction" in request:
             response["transaction"] = request["transaction"]
@@ -82,12 +111,31 @@ class BridgeApi:
         try:
             if entry is None:
                 raise ApiError(f"unknown request '{verb[:100]}' (known: {', '.join(self.verbs())})")
-            response["data"] = entry.handler(request) or {}
+            result = entry.handler(request)
+            if isinstance(result, Future):
+                return response, result
+            response["data"] = result or {}
         except ApiError as exc:
             response.update(status="error", error=str(exc))
         except Exception as exc:
             log.exception("bridge request %s failed", verb)
             response.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        return response, None
+
+    def _finish(self, verb: str, response: dict[str, Any], later: Future[Any]) -> dict[str, Any]:
+        if not later.done():
+            response.update(status="error", error=f"{verb} did not finish within {LATER_TIMEOUT:g} s")
+        elif isinstance(later.exception(), ApiError):
+            response.update(status="error", error=str(later.exception()))
+        elif later.exception() is not None:
+            exc = later.exception()
+            log.error("bridge request %s failed: %s: %s", verb, type(exc).__name__, exc)
+            response.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        else:
+            response["data"] = later.result() or {}
+        return self._counted(response)
+
+    def _counted(self, response: dict[str, Any]) -> dict[str, Any]:
         if response["status"] == "error":
             self.errors += 1
         return response
@@ -122,4 +170,9 @@ class BridgeApi:
             self._run(msg, verb, request, reply_to)
 
     def _run(self, msg: Message, verb: str, request: dict[str, Any], reply_to: str) -> None:
-        answer(self._mqtt, msg, reply_to, self.handle(verb, request))
+        response, later = self._begin(verb, request)
+        if later is None:
+            answer(self._mqtt, msg, reply_to, self._counted(response))
+        else:  # answered when done, from whichever thread finishes it (publishing is thread-safe)
+            later.add_done_callback(lambda done: answer(self._mqtt, msg, reply_to,
+                                                        self._finish(verb, response, done)))

@@ -16,6 +16,7 @@ must have the answer waits for it with a timeout (`answer()`), never forever.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -78,6 +79,7 @@ class ServiceRegistry:
     def __init__(self, mqtt: MqttClient, topics: Topics) -> None:
         self._mqtt, self._topics = mqtt, topics
         self._handlers: dict[tuple[str, str], Registration] = {}
+        self._lock = threading.Lock()  # features register and unregister from their own inboxes
         self.calls = 0
         self.failures = 0
 
@@ -86,17 +88,23 @@ class ServiceRegistry:
                              accept_retained=False)
 
     def register(self, domain: str, service: str, handler: Handler, inbox: Inbox | None = None) -> Registration:
+        """Add a service; ValueError if the name is invalid or already taken (a name has one owner:
+        nobody replaces another's service, a plugin's light.turn_on least of all)."""
         if not (is_identifier(domain) and is_identifier(service)):
             raise ValueError(f"invalid service name {domain}.{service}: use {IDENTIFIER_RULE}")
         reg = Registration(domain, service, handler, inbox)
-        self._handlers[(domain, service)] = reg
+        with self._lock:
+            if (domain, service) in self._handlers:
+                raise ValueError(f"{domain}.{service} is already registered by someone else")
+            self._handlers[(domain, service)] = reg
         return reg
 
     def unregister(self, domain: str, service: str, registration: Registration | None = None) -> None:
         """Remove a service (only if it is still `registration`, when one is given)."""
-        current = self._handlers.get((domain, service))
-        if current is not None and (registration is None or current is registration):
-            del self._handlers[(domain, service)]
+        with self._lock:
+            current = self._handlers.get((domain, service))
+            if current is not None and (registration is None or current is registration):
+                del self._handlers[(domain, service)]
 
     def has(self, domain: str, service: str) -> bool:
         return (domain, service) in self._handlers

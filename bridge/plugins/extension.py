@@ -7,6 +7,11 @@ against the ABI, imports against `host_imports_required` -> subscriptions, servi
 dependencies against the manifest's permissions -> instantiate and `setup_entry` on the plugin's
 own worker. A plugin that fails any step is `rejected` with the reason on its status topic.
 
+Verifying and compiling run on the host's `loader` inbox, so a large module being compiled never
+holds up events for the plugins already running; activation comes back to this inbox. One owner
+per name: a plugin's domain may not be one the bridge or another feature uses (RESERVED_DOMAINS,
+or any domain with services already registered), and a service name is never replaced.
+
 With `bridge.share_group`, several bridges run the same plugins; each state change and event is
 delivered only on the bridge that made it (origin LOCAL), and MQTT subscriptions are shared, so
 one presence change turns a light on once.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
@@ -31,16 +37,29 @@ from bridge.core.payload import dumps
 from bridge.core.services import ServiceCall, ServiceError, ServiceFuture
 from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message
-from bridge.plugins import trust
+from bridge.plugins import abi, trust
 from bridge.plugins.audit import AuditLog
 from bridge.plugins.config import PluginsConfig
 from bridge.plugins.host import HostServices, Plugin
+from bridge.plugins.files import PluginFileError, read_bounded
 from bridge.plugins.manifest import MANIFEST, Manifest, ManifestError, load_manifest
 from bridge.plugins.permissions import Permissions
 from bridge.plugins.runtime import Runtime, check_module
 
 MAX_MODULE_BYTES = 16 * 1024 * 1024
 TICK = 1.0  # seconds between time_changed events
+REASON_MAX = 1000  # characters of a rejection reason kept, published and audited
+# Domains a plugin may not take: Home Assistant's (its services are the bridge's devices') and the
+# bridge's own features and topic levels.
+RESERVED_DOMAINS = frozenset({
+    "homeassistant", "light", "switch", "fan", "cover", "lock", "climate", "sensor", "binary_sensor",
+    "number", "button", "select", "text", "scene", "script", "automation", "input_boolean",
+    "input_number", "input_select", "input_text", "input_button", "media_player", "vacuum",
+    "alarm_control_panel", "camera", "device_tracker", "person", "zone", "sun", "weather", "notify",
+    "event", "update", "siren", "valve", "water_heater", "humidifier", "lawn_mower", "image", "todo",
+    "calendar", "conversation", "intent", "assist_satellite", "group", "timer", "counter", "tts", "stt",
+    "bridge", "node", "nodes", "plugin", "plugins", "assist", "http", "homekit", "mqtt", "state",
+    "service", "ruview"})
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
@@ -77,6 +96,8 @@ class PluginsExtension(Extension[PluginsConfig]):
         self._seen: dict[str, Fingerprint] = {}  # plugin directory -> its files as last read, for the watcher
         self._settling: dict[str, Fingerprint] = {}  # plugin directory -> a change not yet acted on
         self._alone = not ctx.topics.share_group
+        self.loader = ctx.new_inbox("loader", 64)  # verify and compile here, off the delivery path
+        self._loading: set[str] = set()  # directories the loader has now
         if not self.cfg.trusted_keys and not self.cfg.allow_unsigned:
             ctx.log.warning("plugins: plugins.trusted_keys is empty, so no plugin can load; add the "
                             "public key `ruview-bridge plugin keygen` printed")
@@ -88,7 +109,7 @@ class PluginsExtension(Extension[PluginsConfig]):
         self.services = HostServices(
             get_state=self._get_state, set_state=self._set_state, fire_event=self._fire_event,
             call_service=self._call_service, register_entity=self._here(self._register_entity),
-            publish=self._publish, subscribe=self._here(self._subscribe),
+            publish=self._publish, reserved=self._reserved, subscribe=self._here(self._subscribe),
             publish_status=self._here(self._publish_status), audit=self._audit,
             schedule=lambda delay, fn: ctx.call_later(delay, fn), new_inbox=ctx.new_inbox,
             close_inbox=ctx.close_inbox, config_entry=self._config_entry, max_crashes=self.cfg.max_crashes,
@@ -151,19 +172,57 @@ class PluginsExtension(Extension[PluginsConfig]):
         return str(plugin.directory) if plugin else "?"
 
     def load(self, directory: Path) -> Plugin:
-        """Verify and start the plugin in `directory`; PluginError (and nothing changed) if it may not run."""
-        prepared = self._prepare(directory)
-        domain = prepared.manifest.domain
-        if domain in self.plugins:
-            raise PluginError(f"{directory}: domain {domain} is already loaded from "
-                              f"{self.plugins[domain].directory} (unload it first)")
-        return self._activate(directory, prepared)
+        """Verify and start the plugin in `directory` here and now (at start); PluginError (and
+        nothing changed) if it may not run."""
+        return self._activate(directory, self._prepare(directory))
+
+    def load_later(self, directory: Path, replacing: str | None = None) -> "Future[Plugin]":
+        """Verify and compile on the loader, then activate on this inbox; the future holds the plugin
+        or the PluginError (whose cause is also said in a status, as with `load`)."""
+        done: Future[Plugin] = Future()
+
+        def prepare() -> None:
+            try:
+                prepared = self._prepare(directory, replacing)
+            except PluginError as exc:
+                self.ctx.inbox.put(self._refused, directory, replacing, exc, done)
+                return
+            self.ctx.inbox.put(self._prepared, directory, replacing, prepared, done)
+
+        if not self.loader.put(prepare):
+            done.set_exception(PluginError(f"{directory}: the loader is busy; try again"))
+        return done
+
+    def _prepared(self, directory: Path, replacing: str | None, prepared: Prepared,
+                  done: "Future[Plugin]") -> None:
+        try:
+            if replacing is not None:
+                if replacing not in self.plugins:
+                    raise PluginError(f"no plugin {replacing!r} is loaded (it was unloaded meanwhile)")
+                self.unload(replacing, "reloading")
+            done.set_result(self._activate(directory, prepared))
+        except PluginError as exc:
+            self._refused(directory, None, exc, done)
+
+    def _refused(self, directory: Path, replacing: str | None, exc: PluginError,
+                 done: "Future[Plugin]") -> None:
+        plugin = self.plugins.get(replacing) if replacing else None
+        if plugin is not None:  # an update refused: the old version runs on, its status says why
+            plugin.reason = f"the changed files were refused, still running {plugin.manifest.version}: {exc}"
+            self.ctx.log.error("plugins: %s", plugin.reason[:REASON_MAX])
+            self._audit(plugin.domain, "reject", reason=str(exc)[:REASON_MAX])
+            self._publish_status(plugin)
+        else:
+            self._reject(directory, _manifest_or_none(directory), str(exc))
+        done.set_exception(exc)
 
     def _prepare(self, directory: Path, replacing: str | None = None) -> Prepared:
-        """Everything short of running it: manifest, trust, permissions, compile, ABI.
+        """Everything short of running it: manifest, trust, permissions, compile, ABI. Runs on
+        the loader (or at start); reads nothing this inbox owns.
 
         The files' fingerprint is taken before they are read, so a change that lands while they
-        are verified or compiled is one the watcher still sees.
+        are verified or compiled is one the watcher still sees. The module is read once, bounded,
+        and those bytes are what is verified and compiled.
         """
         files = _fingerprint(directory)
         source = str(directory / MANIFEST)
@@ -174,16 +233,11 @@ class PluginsExtension(Extension[PluginsConfig]):
         if replacing is not None and manifest.domain != replacing:
             raise PluginError(f"{source}: the domain changed from {replacing} to {manifest.domain} "
                               "(unload the old plugin first)")
-        missing = [d for d in manifest.dependencies if d not in self.plugins]
-        if missing:
-            raise PluginError(f"{source}: needs plugin {', '.join(missing)}, which is not loaded")
         module_path = directory / manifest.wasm_module
         try:
-            if module_path.stat().st_size > MAX_MODULE_BYTES:
-                raise PluginError(f"{module_path}: larger than {MAX_MODULE_BYTES >> 20} MiB")
-            module_bytes = module_path.read_bytes()
-        except OSError as exc:
-            raise PluginError(f"{module_path}: cannot read it: {exc.strerror}") from None
+            module_bytes = read_bounded(module_path, MAX_MODULE_BYTES)
+        except PluginFileError as exc:
+            raise PluginError(str(exc)) from None
         try:
             verdict = trust.verify(manifest, module_bytes, source, trusted_keys=self.cfg.trusted_keys,
                                    allow_unsigned=self.cfg.allow_unsigned,
@@ -206,18 +260,37 @@ class PluginsExtension(Extension[PluginsConfig]):
 
     def _activate(self, directory: Path, prepared: Prepared) -> Plugin:
         manifest, module, verdict, compiled, digest, files = prepared
+        source = directory / MANIFEST
+        if manifest.domain in self.plugins:
+            raise PluginError(f"{directory}: domain {manifest.domain} is already loaded from "
+                              f"{self.plugins[manifest.domain].directory} (unload it first)")
+        missing = [d for d in manifest.dependencies if d not in self.plugins]
+        if missing:
+            raise PluginError(f"{source}: needs plugin {', '.join(missing)}, which is not loaded")
+        taken = self._domain_taken(manifest.domain)
+        if taken:
+            raise PluginError(f"{source}: domain {manifest.domain} {taken}; choose another")
         plugin = Plugin(directory, manifest, module, self.runtime, self.services, trust=verdict.how,
                         compiled=compiled)
+        # Registered before it starts, so they exist by the time its status says running; a call
+        # that comes meanwhile waits on the plugin's worker behind the start. A name someone else
+        # holds is never replaced: the plugin is refused instead.
+        registered: list[str] = []
+        for service in manifest.registered_services:
+            domain, _, name = service.partition(".")
+            try:
+                self.ctx.register_service(domain, name, partial(self._plugin_service, plugin))
+            except ValueError as exc:
+                for done in registered:
+                    self.ctx.unregister_service(*done.split(".", 1))
+                self.ctx.close_inbox(plugin.inbox)
+                raise PluginError(f"{source}: registered_services: {exc}") from None
+            registered.append(service)
         self.plugins[manifest.domain] = plugin
-        self.rejected.pop(manifest.domain, None)
+        self._forget_rejected(manifest.domain)
         self._seen[str(directory)] = files
         started = threading.Event()
         plugin.start(started)
-        # Registered while it starts, so they exist by the time its status says running; a call
-        # that comes meanwhile waits on the plugin's worker behind the start.
-        for service in manifest.registered_services:
-            domain, _, name = service.partition(".")
-            self.ctx.register_service(domain, name, partial(self._plugin_service, plugin))
         started.wait(max(1.0, manifest.limits.time_per_call_ms / 1000 * 3))
         for topic_filter in manifest.subscriptions:  # once running, so that retained messages reach it
             self._subscribe(plugin, topic_filter)
@@ -228,6 +301,14 @@ class PluginsExtension(Extension[PluginsConfig]):
         self.ctx.log.info("plugins: loaded %s %s from %s (%s, %s)", manifest.domain, manifest.version,
                           directory, verdict.how, compiled)
         return plugin
+
+    def _domain_taken(self, domain: str) -> str | None:
+        """Why a plugin may not take `domain`, if it may not: one owner per name."""
+        if domain in RESERVED_DOMAINS:
+            return "is reserved (Home Assistant's or the bridge's own)"
+        if any(name.split(".", 1)[0] == domain for name in self.ctx.service_names()):
+            return "already has services registered by the bridge or another feature"
+        return None
 
     def _grant_problem(self, manifest: Manifest) -> str | None:
         granted = Permissions(manifest.homecore_permissions)
@@ -251,6 +332,8 @@ class PluginsExtension(Extension[PluginsConfig]):
         for service in plugin.manifest.registered_services:
             self.ctx.unregister_service(*service.split(".", 1))
         plugin.stop(reason)
+        if reason != "reloading":
+            self._say_status(domain, plugin.status())
         self.entities.pop(domain, None)
         self.ctx.emit(PluginEntities(domain, domain))
         self.ctx.modules.remove(plugin.manifest.cog_id or domain)
@@ -258,13 +341,28 @@ class PluginsExtension(Extension[PluginsConfig]):
         return True
 
     def _reject(self, directory: Path, manifest: Manifest | None, reason: str) -> None:
-        key = manifest.domain if manifest else names.slugify(directory.name)
+        """Say why a directory's plugin may not run: on its domain's status topic, unless that
+        domain runs from another directory (its status is the running plugin's, never the loser's)."""
+        reason = reason[:REASON_MAX]
+        domain = manifest.domain if manifest else names.slugify(directory.name)
+        running = self.plugins.get(domain)
+        owns_status = running is None or running.directory == directory
+        key = domain if owns_status else f"{domain}@{directory}"
         status = {"state": "rejected", "reason": reason, "directory": str(directory),
-                  **(manifest.description() if manifest else {"domain": key})}
+                  **(manifest.description() if manifest else {"domain": domain})}
         self.rejected[key] = status
         self.ctx.log.error("plugins: rejected %s", reason)
-        self._audit(key, "reject", reason=reason)
-        self.ctx.mqtt.publish(self.topics.plugin_status(key), dumps(status), qos=1, retain=True)
+        self._audit(domain, "reject", reason=reason, directory=str(directory)[:REASON_MAX])
+        if owns_status:
+            self._say_status(domain, status)
+
+    def _forget_rejected(self, domain: str) -> None:
+        self.rejected.pop(domain, None)
+
+    def _say_status(self, domain: str, status: dict[str, Any] | None) -> None:
+        """The one place a plugin status topic is written (None: cleared)."""
+        self.ctx.mqtt.publish(self.topics.plugin_status(domain), dumps(status) if status else b"",
+                              qos=1, retain=True)
 
     # ------------------------------------------------------------ the watcher and the clock
 
@@ -282,7 +380,8 @@ class PluginsExtension(Extension[PluginsConfig]):
             for key, status in list(self.rejected.items()):
                 if status.get("directory") and status["directory"] not in present:
                     del self.rejected[key]  # nothing left to say about it
-                    self.ctx.mqtt.publish(self.topics.plugin_status(key), b"", qos=1, retain=True)
+                    if "@" not in key and key not in self.plugins:  # it held the status topic
+                        self._say_status(key, None)
             loaded = {str(p.directory): domain for domain, p in self.plugins.items()}
             for key, directory in present.items():
                 files = _fingerprint(directory)
@@ -294,44 +393,33 @@ class PluginsExtension(Extension[PluginsConfig]):
                     continue
                 self._settling.pop(key, None)
                 self._seen[key] = files
+                if key in self._loading:
+                    continue  # still being verified or compiled: looked at again when done
                 if key in loaded:
                     self.ctx.log.info("plugins: %s changed; reloading", directory)
-                    try:
-                        self.reload(loaded[key])
-                    except PluginError:
-                        pass  # the old version runs on; its status says why
-                    continue
-                try:
-                    self.load(directory)
-                except PluginError as exc:
-                    self._reject(directory, _manifest_or_none(directory), str(exc))
+                self._loading.add(key)
+                self.load_later(directory, replacing=loaded.get(key)).add_done_callback(
+                    partial(self._loaded, key))
         finally:
             if not self.ctx.stopping.is_set():
                 self.ctx.call_later(self.cfg.watch_interval, self._watch)
 
-    def reload(self, domain: str) -> Plugin:
+    def _loaded(self, key: str, _done: "Future[Plugin]") -> None:
+        self.ctx.inbox.put(self._loading.discard, key)  # the watcher may look at it again
+
+    def reload(self, domain: str) -> "Future[Plugin]":
         """The plugin again from its files. The new files are verified first: if they may not run,
         the old plugin keeps running (its status says why the update was refused)."""
         plugin = self.plugins.get(domain)
         if plugin is None:
             raise PluginError(f"no plugin {domain!r} is loaded")
-        directory = plugin.directory
-        try:
-            prepared = self._prepare(directory, replacing=domain)
-        except PluginError as exc:
-            plugin.reason = f"the changed files were refused, still running {plugin.manifest.version}: {exc}"
-            self.ctx.log.error("plugins: %s", plugin.reason)
-            self._audit(domain, "reject", reason=str(exc))
-            self._publish_status(plugin)
-            raise
-        self.unload(domain, "reloading")
-        return self._activate(directory, prepared)
+        return self.load_later(plugin.directory, replacing=domain)
 
     def _tick(self) -> None:
         data = orjson.dumps({"now": round(time.time(), 3)})
         for plugin in list(self.plugins.values()):
             if "time_changed" in plugin.manifest.subscribed_events:
-                plugin.deliver("time_changed", data)
+                plugin.deliver("time_changed", data, "time")
         if not self.ctx.stopping.is_set():
             self.ctx.call_later(TICK, self._tick)
 
@@ -350,7 +438,7 @@ class PluginsExtension(Extension[PluginsConfig]):
                     old, new = change.old_state, change.new_state
                     data = orjson.dumps({"entity_id": entity_id, "old_state": old.as_dict() if old else None,
                                          "new_state": new.as_dict() if new else None})
-                plugin.deliver("state_changed", data)
+                plugin.deliver("state_changed", data, "state")
 
     def _on_event(self, event: EventFired) -> None:
         if not self._alone and event.origin != "LOCAL":
@@ -363,20 +451,29 @@ class PluginsExtension(Extension[PluginsConfig]):
                 if event.data.get("plugin") == plugin.domain:
                     continue  # its own event, back
                 data = data or orjson.dumps(event.as_dict())
-                plugin.deliver(event_type, data)
+                plugin.deliver(event_type, data, "event")
 
-    def _on_mqtt(self, plugin: Plugin, msg: Message) -> None:
+    @staticmethod
+    def _on_mqtt(plugin: Plugin, msg: Message) -> None:
+        """On the plugin's own inbox (its subscriptions are delivered there, one hop from paho's
+        thread): the message as JSON, text as text, anything else as hex; over the delivery limit
+        it is dropped and counted against MQTT, never cut and never the plugin's crash."""
+        if len(msg.payload) > abi.MAX_BUFFER:  # cannot fit whatever its encoding
+            plugin.oversized("mqtt")
+            return
         try:
             body: dict[str, Any] = {"topic": msg.topic, "payload": msg.payload.decode("utf-8")}
         except UnicodeDecodeError:
-            body = {"topic": msg.topic, "payload": None, "payload_hex": msg.payload[:32768].hex()}
+            body = {"topic": msg.topic, "payload": None, "payload_hex": msg.payload.hex()}
         body["retain"] = bool(msg.retain)
-        plugin.deliver("mqtt_message", orjson.dumps(body))
+        plugin.receive_now(b"mqtt_message", orjson.dumps(body), "mqtt")
 
     def _plugin_service(self, plugin: Plugin, call: ServiceCall) -> dict[str, Any]:
         if plugin.state not in ("running", "starting"):
             raise ServiceError(f"plugin {plugin.domain} is {plugin.state}")
-        plugin.call_service(call.service, call.data)
+        if not plugin.call_service(call.service, call.data):
+            raise ServiceError(f"plugin {plugin.domain} did not take the call: its data is over "
+                               f"{abi.MAX_BUFFER >> 10} KiB, or its queue is full")
         return {"queued": True}
 
     # ------------------------------------------------------------ what host imports reach (plugin workers)
@@ -419,11 +516,31 @@ class PluginsExtension(Extension[PluginsConfig]):
         return self.ctx.mqtt.publish(topic, payload, qos, retain)
 
     def _subscribe(self, plugin: Plugin, topic_filter: str) -> None:
-        route = self.ctx.mqtt.subscribe(self.topics.shared(topic_filter), partial(self._on_mqtt, plugin))
+        if self.plugins.get(plugin.domain) is not plugin:
+            return  # unloaded or replaced since it asked
+        route = self.ctx.mqtt.subscribe(self.topics.shared(topic_filter), partial(self._on_mqtt, plugin),
+                                        inbox=plugin.inbox)
         self._routes.setdefault(plugin.domain, []).append(route)
 
+    def _reserved(self, topic: str) -> str | None:
+        """The reserved part of the bridge's topics that `topic` lies under, if any: a plugin's
+        wide mqtt:publish grant does not reach it (permissions.py). The bridge's API, statuses,
+        node, home state, events and service calls, assist, and Home Assistant's discovery and
+        Hermes; topics other plugins listen on are not reserved (plugins may talk to each other)."""
+        base = self.topics.base + "/"
+        for level in ("bridge/", "plugin/", "node/", "state/", "event/", "service/", "assist/"):
+            if topic.startswith(base + level):
+                return base + level
+        for prefix in ("homeassistant/", "hermes/"):
+            if topic.startswith(prefix):
+                return prefix
+        return None
+
     def _publish_status(self, plugin: Plugin) -> None:
-        self.ctx.mqtt.publish(self.topics.plugin_status(plugin.domain), dumps(plugin.status()), qos=1, retain=True)
+        """A plugin's status, only while it is the one running for its domain."""
+        if self.plugins.get(plugin.domain) is not plugin:
+            return
+        self._say_status(plugin.domain, plugin.status())
         if plugin.domain in self.plugins:
             self.ctx.modules.put(plugin.manifest.cog_id or plugin.domain,
                                  {**plugin.manifest.description(), "state": plugin.state})
@@ -449,31 +566,37 @@ class PluginsExtension(Extension[PluginsConfig]):
             raise ApiError(f"no plugin {str(domain)[:64]!r} is loaded (loaded: {', '.join(sorted(self.plugins)) or 'none'})")
         return domain
 
-    def _req_load(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _req_load(self, request: dict[str, Any]) -> "Future[dict[str, Any]]":
         path = request.get("path", request.get("value"))
         if not isinstance(path, str) or not path:
             raise ApiError('give the plugin\'s directory: {"path": "/path/to/plugin"}')
         directory = Path(path).expanduser()
         if not (directory / MANIFEST).is_file():
             raise ApiError(f"{directory}: no {MANIFEST} there")
-        try:
-            plugin = self.load(directory)
-        except PluginError as exc:
-            self._reject(directory, _manifest_or_none(directory), str(exc))
-            raise ApiError(str(exc)) from None
-        return plugin.status()
+        return _status_later(self.load_later(directory))
 
     def _req_unload(self, request: dict[str, Any]) -> dict[str, Any]:
         domain = self._domain_arg(request)
         self.unload(domain, "unloaded by request")
         return {"domain": domain, "state": "stopped"}
 
-    def _req_reload(self, request: dict[str, Any]) -> dict[str, Any]:
-        domain = self._domain_arg(request)
-        try:
-            return self.reload(domain).status()
-        except PluginError as exc:
-            raise ApiError(str(exc)) from None
+    def _req_reload(self, request: dict[str, Any]) -> "Future[dict[str, Any]]":
+        return _status_later(self.reload(self._domain_arg(request)))
+
+
+def _status_later(loading: "Future[Plugin]") -> "Future[dict[str, Any]]":
+    """The answer to a load or reload request, once the loader and this inbox are done with it."""
+    answer: Future[dict[str, Any]] = Future()
+
+    def done(finished: "Future[Plugin]") -> None:
+        exc = finished.exception()
+        if exc is not None:
+            answer.set_exception(ApiError(str(exc)) if isinstance(exc, PluginError) else exc)
+        else:
+            answer.set_result(finished.result().status())
+
+    loading.add_done_callback(done)
+    return answer
 
 
 def _fingerprint(directory: Path) -> Fingerprint:

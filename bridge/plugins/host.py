@@ -2,8 +2,12 @@
 
 Everything a plugin does runs on its own inbox (one worker thread, a bounded queue whose
 overflow is dropped and counted), so a plugin that loops until its deadline stalls only itself.
-Each host import checks the plugin's permissions and bounds before it touches anything; a denial
-answers -3, is counted, audited, and said on `ruview/plugin/<domain>/audit`. A call that traps,
+Each host import pays from the plugin's call budget first (a denied call too), then checks the
+plugin's permissions and bounds before it touches anything; a denial answers -3, is counted,
+audited (repeats of the same denial within AUDIT_WINDOW coalesce into one record with a count),
+and said on `ruview/plugin/<domain>/audit`. What others send the plugin — a state, an event, an
+MQTT message, a service call — that is over abi.MAX_BUFFER is dropped and counted by its source,
+never delivered and never the plugin's crash. A call that traps,
 runs out of fuel or past its deadline ends that call: the instance is dropped (its memory may be
 half-written) and made again after a backoff; after `max_crashes` within `crash_window` the
 plugin is disabled until it is reloaded.
@@ -16,7 +20,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,11 +33,14 @@ from bridge.topics import InvalidTopic, check_filter, check_topic
 from bridge.plugins import abi
 from bridge.plugins.manifest import Manifest
 from bridge.plugins.permissions import Permissions
-from bridge.plugins.runtime import Instance, PluginTrap, Runtime
+from bridge.plugins.runtime import DeliveryTooLarge, Instance, PluginTrap, Runtime, as_plugin_trap
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds before re-instantiating after a crash
+AUDIT_WINDOW = 10.0  # seconds: the same denial again within this is counted, not recorded again
+AUDIT_KEYS = 256  # distinct denials tracked at once; past that, they coalesce under one key
+REASON_MAX = 1000  # characters of a reason in a status or an audit record
 
 
 @dataclass
@@ -46,6 +53,9 @@ class Counters:
     host_calls: int = 0
     crashes: int = 0
     fuel: int = 0
+    subscriptions_refused: int = 0
+    retained_refused: int = 0
+    oversize: dict[str, int] = field(default_factory=dict)  # source -> deliveries dropped as too large
 
 
 @dataclass
@@ -58,6 +68,7 @@ class HostServices:
     call_service: Callable[[str, str, dict[str, Any]], Future[Any]]  # queued on the service's inbox
     register_entity: Callable[[str, dict[str, Any]], None]  # (plugin domain, config)
     publish: Callable[[str, bytes, int, bool], bool]
+    reserved: Callable[[str], str | None]  # the reserved prefix a topic lies under (permissions.py), if any
     subscribe: Callable[["Plugin", str], None]
     publish_status: Callable[["Plugin"], None]
     audit: Callable[..., None]  # (plugin, action, **detail)
@@ -89,6 +100,9 @@ class Plugin:
         self._bucket = TokenBucket(manifest.limits.host_calls_per_s)
         self.inbox = services.new_inbox(f"plugin-{self.domain}", manifest.limits.queue)
         self.subscriptions: list[str] = []
+        self.retained: set[str] = set()  # topics it published retained (capped: limits.retained_topics)
+        self.retired = False  # unloaded or replaced: nothing it still does may speak for the domain
+        self._denials: dict[tuple[str, str], tuple[float, int]] = {}  # (kind, subject) -> (window start, repeats)
 
     # ------------------------------------------------------------ lifecycle (queued on the plugin's worker)
 
@@ -102,7 +116,7 @@ class Plugin:
 
     def _start(self, done: threading.Event | None) -> None:
         try:
-            if self.disabled:
+            if self.disabled or self.retired:
                 return
             began = time.perf_counter()
             limits = self.manifest.limits
@@ -110,7 +124,10 @@ class Plugin:
                 self._instance = Instance(self.runtime, self.module, self._imports(),
                                           memory_bytes=limits.memory_mb << 20, table_elements=limits.table_elements,
                                           fuel=limits.fuel_per_call, time_ms=limits.time_per_call_ms)
-            except (wasmtime.WasmtimeError, wasmtime.Trap, ValueError) as exc:
+            except wasmtime.Trap as trap:  # its start function: say why (fuel, time, the trap)
+                self._crashed(as_plugin_trap(trap), "instantiate")
+                return
+            except (wasmtime.WasmtimeError, ValueError) as exc:
                 self._crashed(PluginTrap(f"cannot instantiate: {str(exc).splitlines()[0]}", "trap"), "instantiate")
                 return
             except PluginTrap as trap:
@@ -118,7 +135,15 @@ class Plugin:
                 return
             self.started_ms = (time.perf_counter() - began) * 1000
             entry = orjson.dumps(self.services.config_entry(self.manifest))
-            if not self._call("setup_entry", entry):
+            code = self._call("setup_entry", entry)
+            if code is None:
+                return
+            if code < 0:  # it said no: not running, and not a crash to retry
+                self._instance = None
+                self.state = "failed"
+                self.reason = f"setup_entry answered {code} ({abi.CODES.get(code, 'its own error code')})"
+                log.error("plugin %s: %s", self.domain, self.reason)
+                self.services.publish_status(self)
                 return
             self.state, self.reason = "running", None
             self.services.publish_status(self)
@@ -127,11 +152,13 @@ class Plugin:
                 done.set()
 
     def stop(self, reason: str = "unloaded") -> None:
-        """Tear down (teardown export, if any) and stop the worker; waits for it."""
+        """Tear down (teardown export, if any) and stop the worker (waits for it, up to 2 s: a
+        call still running after that ends on its own, and is no longer this domain's voice)."""
+        self.retired = True
+        self.inbox.put(self._flush_denials)
         self.inbox.put(self._teardown)
         self.services.close_inbox(self.inbox)
         self.state, self.reason = "stopped", reason
-        self.services.publish_status(self)
 
     def _teardown(self) -> None:
         if self._instance is not None and "teardown" in self._instance.calls:
@@ -143,46 +170,77 @@ class Plugin:
 
     # ------------------------------------------------------------ events in
 
-    def deliver(self, event_type: str, data: bytes) -> None:
+    def deliver(self, event_type: str, data: bytes, source: str) -> None:
         """Queue an event for receive_event (never blocks; a full queue drops it, counted)."""
+        if len(data) > abi.MAX_BUFFER:
+            self.oversized(source)
+            return
         if self.state != "running":
             self.counters.dropped += 1  # crashed and waiting to restart, or disabled
             return
         if not self.inbox.put(self._receive, event_type.encode(), data):
             self.counters.dropped += 1
 
+    def receive_now(self, event_type: bytes, data: bytes, source: str) -> None:
+        """On this plugin's inbox already (its MQTT subscriptions are delivered there): no hop."""
+        if len(data) > abi.MAX_BUFFER:
+            self.oversized(source)
+        elif self.state != "running":
+            self.counters.dropped += 1
+        else:
+            self._receive(event_type, data)
+
+    def oversized(self, source: str) -> None:
+        """A delivery over the limit: the sender's fault, counted by where it came from."""
+        self.counters.oversize[source] = self.counters.oversize.get(source, 0) + 1
+
     def _receive(self, event_type: bytes, data: bytes) -> None:
         if self._instance is not None:
             self.counters.events += 1
             self._call("receive_event", event_type, data)
 
-    def call_service(self, service: str, data: dict[str, Any]) -> None:
-        self.inbox.put(self._service, service.encode(), orjson.dumps(data))
+    def call_service(self, service: str, data: dict[str, Any]) -> bool:
+        """Queue a call of one of its services; False when it is too large or the queue is full."""
+        body = orjson.dumps(data)
+        if len(body) > abi.MAX_BUFFER:
+            self.oversized("service")
+            return False
+        if not self.inbox.put(self._service, service.encode(), body):
+            self.counters.dropped += 1
+            return False
+        return True
 
     def _service(self, service: bytes, data: bytes) -> None:
         if self._instance is not None:
             self._call("call_service_handler", self.domain.encode(), service, data)
 
-    def _call(self, export: str, *buffers: bytes) -> bool:
+    def _call(self, export: str, *buffers: bytes) -> int | None:
+        """What the export answered, or None when it did not return (a crash) or was not called."""
         instance = self._instance
         if instance is None:
-            return False
+            return None
         try:
-            instance.call_with(export, *buffers)
+            code = instance.call_with(export, *buffers)
             self.counters.fuel += instance.fuel_used()
-            return True
+            return code
+        except DeliveryTooLarge:
+            self.oversized(export)
+            return None
         except PluginTrap as trap:
             self._crashed(trap, export)
-            return False
+            return None
 
     def _crashed(self, trap: PluginTrap, where: str) -> None:
         self._instance = None
         self.counters.crashes += 1
+        if self.retired:  # a call that outlived its unload or reload: not this domain's news
+            log.info("plugin %s (replaced): %s: %s", self.domain, where, trap)
+            return
         now = time.monotonic()
         self._crash_times.append(now)
         while self._crash_times and now - self._crash_times[0] > self.services.crash_window:
             self._crash_times.popleft()
-        reason = f"{where}: {trap}"
+        reason = f"{where}: {trap}"[:REASON_MAX]
         self.services.audit(self.domain, "crash", kind=trap.kind, reason=reason)
         if len(self._crash_times) >= self.services.max_crashes:
             self.disabled = True
@@ -231,9 +289,28 @@ class Plugin:
         return value if isinstance(value, dict) else abi.INVALID
 
     def _deny(self, kind: str, subject: str) -> int:
+        """Count it; the first of a kind and subject in AUDIT_WINDOW is audited, the repeats are
+        said as one record with their count when the next window opens."""
         self.counters.denied += 1
-        self.services.audit(self.domain, "deny", permission=kind, subject=subject[:256])
+        now = time.monotonic()
+        key = (kind, subject[:256]) if len(self._denials) < AUDIT_KEYS else (kind, "*")
+        began, repeats = self._denials.get(key, (0.0, 0))
+        if now - began < AUDIT_WINDOW:
+            self._denials[key] = (began, repeats + 1)
+            return abi.DENIED
+        if repeats:
+            self.services.audit(self.domain, "deny", permission=kind, subject=key[1], repeated=repeats,
+                                within_s=AUDIT_WINDOW)
+        self._denials[key] = (now, 0)
+        self.services.audit(self.domain, "deny", permission=kind, subject=key[1])
         return abi.DENIED
+
+    def _flush_denials(self) -> None:
+        for (kind, subject), (_, repeats) in self._denials.items():
+            if repeats:
+                self.services.audit(self.domain, "deny", permission=kind, subject=subject, repeated=repeats,
+                                    within_s=AUDIT_WINDOW)
+        self._denials.clear()
 
     def _allowed(self, kind: str, subject: str) -> bool:
         return self.permissions.allows(kind, subject)
@@ -255,21 +332,24 @@ class Plugin:
         return out
 
     def hc_log(self, level: int, ptr: int, length: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         text = self._args((ptr, length))
         if isinstance(text, int):
             return text
-        if not self._budget():
-            return abi.RATE_LIMITED
         log.log(level if level in (10, 20, 30, 40, 50) else 20, "plugin %s: %s", self.domain,
                 text[0][:1000].replace("\n", " "))
         return abi.OK
 
     def hc_state_get(self, ptr: int, length: int, out: int, cap: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         args = self._args((ptr, length))
         if isinstance(args, int):
             return args
         entity_id = args[0]
-        if self._instance is None or not self._instance.holds(out, cap):
+        instance = self._instance
+        if instance is None or out <= 0 or not instance.holds(out, cap):
             self.counters.bad_pointers += 1
             return abi.BAD_POINTER
         if not names.valid_entity_id(entity_id):
@@ -280,12 +360,18 @@ class Plugin:
         if state is None:
             return abi.NOT_FOUND
         data = orjson.dumps(state)
-        if len(data) > cap:
+        if len(data) > cap:  # say how much it needs, in the buffer's first 4 bytes (little-endian)
+            if cap >= 4:
+                instance.write(out, len(data).to_bytes(4, "little"))
             return abi.BUFFER_TOO_SMALL
-        self._instance.write(out, data)
+        if not instance.write(out, data):
+            self.counters.bad_pointers += 1
+            return abi.BAD_POINTER
         return len(data)
 
     def hc_state_set(self, ep: int, el: int, sp: int, sl: int, ap: int, al: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         args = self._args((ep, el), (sp, sl))
         if isinstance(args, int):
             return args
@@ -297,12 +383,12 @@ class Plugin:
             return abi.INVALID
         if not self._allowed("state:write", entity_id):
             return self._deny("state:write", entity_id)
-        if not self._budget():
-            return abi.RATE_LIMITED
         self.services.set_state(entity_id, value, attributes)
         return abi.OK
 
     def hc_event_fire(self, tp: int, tl: int, dp: int, dl: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         args = self._args((tp, tl))
         if isinstance(args, int):
             return args
@@ -313,12 +399,12 @@ class Plugin:
             return abi.INVALID
         if not self._allowed("event:fire", event_type):
             return self._deny("event:fire", event_type)
-        if not self._budget():
-            return abi.RATE_LIMITED
         self.services.fire_event(event_type, {**data, "plugin": self.domain})
         return abi.OK
 
     def hc_service_call(self, dp: int, dl: int, sp: int, sl: int, datap: int, datal: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         args = self._args((dp, dl), (sp, sl))
         if isinstance(args, int):
             return args
@@ -330,8 +416,6 @@ class Plugin:
             return abi.INVALID
         if not self._allowed("service:call", f"{domain}.{service}"):
             return self._deny("service:call", f"{domain}.{service}")
-        if not self._budget():
-            return abi.RATE_LIMITED
         try:
             answer = self.services.call_service(domain, service, data)
         except LookupError:
@@ -347,6 +431,8 @@ class Plugin:
             log.info("plugin %s: %s.%s failed: %s", self.domain, domain, service, done.exception())
 
     def hc_entity_register(self, ptr: int, length: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         config = self._json(ptr, length)
         if isinstance(config, int):
             return config
@@ -355,12 +441,12 @@ class Plugin:
             return abi.INVALID  # a plugin announces states (sensor, binary_sensor), never commands
         if not self._allowed("entity:register", config["entity_id"]):
             return self._deny("entity:register", config["entity_id"])
-        if not self._budget():
-            return abi.RATE_LIMITED
         self.services.register_entity(self.domain, config)
         return abi.OK
 
     def hc_mqtt_publish(self, tp: int, tl: int, pp: int, pl: int, qos: int, retain: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         args = self._args((tp, tl))
         if isinstance(args, int):
             return args
@@ -375,13 +461,18 @@ class Plugin:
             return abi.INVALID
         if qos not in (0, 1) or retain not in (0, 1):
             return abi.INVALID
-        if not self._allowed("mqtt:publish", topic):
+        if not self.permissions.allows("mqtt:publish", topic, self.services.reserved(topic)):
             return self._deny("mqtt:publish", topic)
-        if not self._budget():
-            return abi.RATE_LIMITED
+        if retain and topic not in self.retained:
+            if len(self.retained) >= self.manifest.limits.retained_topics:  # the bridge keeps each one
+                self.counters.retained_refused += 1
+                return abi.FAILED
+            self.retained.add(topic)
         return abi.OK if self.services.publish(topic, payload, qos, bool(retain)) else abi.FAILED
 
     def hc_mqtt_subscribe(self, ptr: int, length: int) -> int:
+        if not self._budget():  # every call pays, a denied one too
+            return abi.RATE_LIMITED
         args = self._args((ptr, length))
         if isinstance(args, int):
             return args
@@ -393,6 +484,9 @@ class Plugin:
         if not self._allowed("mqtt:subscribe", topic_filter):
             return self._deny("mqtt:subscribe", topic_filter)
         if topic_filter not in self.subscriptions:
+            if len(self.subscriptions) >= self.manifest.limits.subscriptions:  # each is a broker subscription
+                self.counters.subscriptions_refused += 1
+                return abi.FAILED
             self.subscriptions.append(topic_filter)
             self.services.subscribe(self, topic_filter)
         return abi.OK
@@ -400,13 +494,15 @@ class Plugin:
     # ------------------------------------------------------------ what others see
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, **self.manifest.description(),
+        return {"state": self.state, "reason": self.reason[:REASON_MAX] if self.reason else None, **self.manifest.description(),
                 "trust": self.trust, "directory": str(self.directory)}
 
     def health(self) -> dict[str, Any]:
         c = self.counters
-        return {"state": self.state, "events": c.events, "dropped": c.dropped + self.inbox.dropped,
+        return {"state": self.state, "events": c.events, "dropped": c.dropped, "oversize": dict(c.oversize),
                 "denied": c.denied, "bad_pointers": c.bad_pointers, "rate_limited": c.rate_limited,
                 "host_calls": c.host_calls, "crashes": c.crashes, "fuel": c.fuel,
+                "subscriptions": len(self.subscriptions), "subscriptions_refused": c.subscriptions_refused,
+                "retained_topics": len(self.retained), "retained_refused": c.retained_refused,
                 "queued": self.inbox.backlog}
 

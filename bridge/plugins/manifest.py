@@ -16,8 +16,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridge import names
-from bridge.topics import InvalidTopic, check_filter
 from bridge.plugins.abi import IMPORTS
+from bridge.plugins.files import PluginFileError, read_bounded
+from bridge.topics import InvalidTopic, check_filter
 
 MANIFEST = "manifest.json"
 # a plugin's domain (`ruview/plugin/<domain>/…`): the one rule, for the manifest and `plugin new`
@@ -53,6 +54,13 @@ class Limits(BaseModel):
     queue: int = Field(1000, ge=1, le=100_000)  # events waiting for the plugin, then dropped (counted)
     host_calls_per_s: int = Field(200, ge=1, le=100_000)  # publishes/writes/calls; bursts of twice that
     table_elements: int = Field(10_000, ge=0, le=1_000_000)
+    subscriptions: int = Field(32, ge=0, le=1000)  # MQTT filters the plugin may hold (hc_mqtt_subscribe)
+    retained_topics: int = Field(64, ge=0, le=10_000)  # distinct topics it may publish retained
+
+
+# Limits added after plugins were first signed: signed only when set, so that every signature made
+# before they existed still verifies (a manifest without them gets the default, as before).
+LATER_LIMITS = ("subscriptions", "retained_topics")
 
 
 class Manifest(BaseModel):
@@ -195,6 +203,9 @@ class Manifest(BaseModel):
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Limits):
+        return {k: v for k, v in value.model_dump().items()
+                if k not in LATER_LIMITS or k in value.model_fields_set}
     return value.model_dump() if isinstance(value, BaseModel) else value
 
 
@@ -231,19 +242,28 @@ def parse_manifest(data: bytes, source: str) -> Manifest:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors(include_url=False):
+        errors = exc.errors(include_url=False)
+        for err in errors:
             field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            message = err["msg"].removeprefix("Value error, ")
+            if len(field) > 80:  # a field name is the manifest's words: never echoed at length
+                field = field[:77] + "..."
+            message = err["msg"].removeprefix("Value error, ")[:200]
             if err["type"] == "extra_forbidden":
                 message = "unknown field"
             lines.append(f"{source}: {field}: {message}")
+            if len(lines) == 20 and len(errors) > 20:
+                lines.append(f"{source}: ... and {len(errors) - 20} more")
+                break
         raise ManifestError("\n".join(lines)) from None
+
+
+MAX_MANIFEST_BYTES = 64 * 1024
 
 
 def load_manifest(directory: str | Path) -> Manifest:
     path = Path(directory) / MANIFEST
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot read it: {exc.strerror}") from None
+        data = read_bounded(path, MAX_MANIFEST_BYTES)
+    except PluginFileError as exc:
+        raise ManifestError(str(exc)) from None
     return parse_manifest(data, str(path))

@@ -6,9 +6,11 @@ wasmtime-py's `Func.__call__` re-reads the function's type and converts every va
 call, about five times the cost of the call itself. That is only safe when the export's type
 is what we pass, so `Instance` checks every export's signature against abi.EXPORTS at load.
 
-A .cwasm is native code. The cache only loads files it wrote itself: each carries an HMAC-SHA256
-under a key that lives, 0600, in the cache directory (0700), and a file whose tag does not match
-is ignored and rewritten.
+A .cwasm is native code. The cache only loads files it wrote itself, for the module they were
+compiled from: each carries an HMAC-SHA256, under a key that lives 0600 in the cache directory
+(0700), over the module's digest, the wasmtime version, the engine settings and the native code.
+Plugin B's entry copied over plugin A's does not verify as A's, so A is compiled again from its
+verified .wasm instead of running B's code under A's signature and permissions.
 """
 
 from __future__ import annotations
@@ -28,12 +30,18 @@ import wasmtime
 from wasmtime import _bindings, _ffi as ffi
 
 from bridge.plugins import abi
+from bridge.plugins.files import read_bounded
 
 log = logging.getLogger(__name__)
 
 EPOCH_TICK = 0.01  # seconds per epoch: the resolution of time_per_call_ms
 ENGINE_SETTINGS = "fuel+epoch;cranelift-speed"
 _KEY_FILE = "cache.key"
+MAX_CACHE_BYTES = 256 << 20  # a compiled module is a few times its .wasm (at most 16 MiB)
+
+
+class DeliveryTooLarge(ValueError):
+    """A delivery over abi.MAX_BUFFER: the sender's doing, never counted as the plugin's crash."""
 
 
 class PluginTrap(Exception):
@@ -116,15 +124,21 @@ class ModuleCache:
         tag = hashlib.sha256(f"{self.runtime.version};{ENGINE_SETTINGS}".encode()).hexdigest()[:16]
         return self.dir / f"{module_digest[7:]}-{tag}.cwasm"
 
+    def _tag(self, key: bytes, module_digest: str, body: bytes) -> bytes:
+        """What binds an entry to its module: digest, wasmtime version, engine settings, code."""
+        bound = hmac.new(key, f"{module_digest};{self.runtime.version};{ENGINE_SETTINGS};".encode(), "sha256")
+        bound.update(body)
+        return bound.digest()
+
     def load(self, module_digest: str) -> wasmtime.Module | None:
         path = self._path(module_digest)
         try:
             key = self._ready()
-            data = path.read_bytes()
+            data = read_bounded(path, MAX_CACHE_BYTES)
         except OSError:
             return None
         body, mac = data[:-32], data[-32:]
-        if len(data) < 32 or not hmac.compare_digest(mac, hmac.new(key, body, "sha256").digest()):
+        if len(data) < 32 or not hmac.compare_digest(mac, self._tag(key, module_digest, body)):
             log.warning("plugins: ignoring %s: not a cache file this bridge wrote", path)
             return None
         try:
@@ -135,12 +149,12 @@ class ModuleCache:
     def store(self, module_digest: str, module: wasmtime.Module) -> None:
         try:
             key = self._ready()
-            body = module.serialize()
+            body = bytes(module.serialize())
             path = self._path(module_digest)
             tmp = path.with_suffix(".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
-                f.write(body + hmac.new(key, body, "sha256").digest())
+                f.write(body + self._tag(key, module_digest, body))
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("plugins: cannot write the compile cache in %s: %s", self.dir, exc.strerror)
@@ -250,7 +264,7 @@ class Instance:
         try:
             return self.calls[name](*args)
         except wasmtime.Trap as trap:
-            raise _as_plugin_trap(trap) from None
+            raise as_plugin_trap(trap) from None
         except wasmtime.WasmtimeError as exc:
             raise PluginTrap(f"{name}: {str(exc).splitlines()[0]}", "trap") from None
 
@@ -283,10 +297,10 @@ class Instance:
         once (and again, larger, when a delivery does not fit), kept across calls and given back
         with `dealloc` when the instance goes. So an event costs one call into the plugin, not three.
         """
+        if any(len(b) > abi.MAX_BUFFER for b in buffers):
+            raise DeliveryTooLarge(f"{name}: a buffer over {abi.MAX_BUFFER >> 10} KiB")
         joined = b"".join(buffers)
         total = len(joined)
-        if any(len(b) > abi.MAX_BUFFER for b in buffers):
-            raise PluginTrap(f"{name}: a buffer over 64 KiB", "trap")
         try:
             self._arm()
             ptr = self._buffer(total) if total else 0
@@ -303,7 +317,7 @@ class Instance:
                 at += size
             return self.calls[name](*flat)
         except wasmtime.Trap as trap:
-            raise _as_plugin_trap(trap) from None
+            raise as_plugin_trap(trap) from None
         except wasmtime.WasmtimeError as exc:
             raise PluginTrap(f"{name}: {str(exc).splitlines()[0]}", "trap") from None
 
@@ -332,7 +346,7 @@ def _host(fn: HostFunction) -> Callable[..., int]:
     return call
 
 
-def _as_plugin_trap(trap: wasmtime.Trap) -> PluginTrap:
+def as_plugin_trap(trap: wasmtime.Trap) -> PluginTrap:
     code = trap.trap_code
     if code == wasmtime.TrapCode.OUT_OF_FUEL:
         return PluginTrap("ran out of fuel (limits.fuel_per_call)", "out_of_fuel")

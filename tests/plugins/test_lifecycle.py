@@ -225,8 +225,9 @@ def test_a_plugin_on_node_topics_sees_a_restricted_node_without_its_vitals(mosqu
                                                   "entries": ENTRY},
                                       nodes={"devices": {1: {"privacy_class": "restricted"}}})
     overreach = host.plugins["threshold_alert"]
-    original = overreach.deliver
-    overreach.deliver = lambda kind, data: (received.append((kind, orjson.loads(data))), original(kind, data))
+    original = overreach.receive_now  # its MQTT messages arrive on its own inbox, no second hop
+    overreach.receive_now = lambda kind, data, source: (received.append((kind.decode(), orjson.loads(data))),
+                                                        original(kind, data, source))
     from firmware_tools.simulate import generate, make_nodes, send_udp
     send_udp(generate(make_nodes(1, "visit", 20), 20), "127.0.0.1", udp, speed=0)
     assert wait_until(lambda: any(k == "mqtt_message" for k, _ in received), 10)
