@@ -17,6 +17,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosqu
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null || missing+=(nodejs npm)
+command -v systemd-analyze >/dev/null || [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} with apt-get"
   as_root apt-get update -qq

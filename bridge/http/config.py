@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr
 
 from bridge.config import ExtensionSection, Problem
-from bridge.config.types import Bool, Int, IPAddress, ReadableFile, Secret, Text
+from bridge.config.types import Bool, Int, IPAddress, Number, ReadableFile, Secret, Text
 
 
 class HttpConfig(ExtensionSection):
@@ -22,6 +22,14 @@ class HttpConfig(ExtensionSection):
     max_body: Annotated[int, Int(1024, 16 * 1024 * 1024)] = 64 * 1024  # bytes a request body may have
     rate_limit: Annotated[int, Int(1, 100_000)] = 200  # requests per second per client address (burst: twice that)
     access_log: Bool = False
+    # the edge against clients that hold connections: what no answer may wait for, and how many at once
+    header_timeout: Annotated[float, Number(0.5, 600)] = 10.0  # seconds from a request's first byte to its last header
+    body_timeout: Annotated[float, Number(0.5, 3600)] = 30.0  # seconds for a request's body, once its headers are in
+    keepalive_timeout: Annotated[float, Number(1, 3600)] = 30.0  # seconds an idle connection waits for another request
+    max_connections: Annotated[int, Int(1, 100_000)] = 256  # open connections in all; more are refused with 503
+    max_connections_per_client: Annotated[int, Int(1, 100_000)] = 32  # open connections from one client address
+    max_stream_clients: Annotated[int, Int(1, 100_000)] = 32  # event-stream clients at once; more get 503
+    log_interval: Annotated[float, Number(1, 86_400)] = 60.0  # seconds: a log line per kind of client trouble, counted
 
     def check(self, root: Any) -> list[Problem]:
         problems = []

@@ -3,6 +3,7 @@ and the status page, all from the node directory — the same gated state MQTT p
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections import deque
 from typing import Any
@@ -16,6 +17,18 @@ from bridge.http.stream import Stream
 
 RECENT_EVENTS = 50
 STATE_COALESCE = 0.25  # seconds: a node's state on the stream at most this often (it changes per frame)
+
+
+def _cannot_listen(bind: str, port: int, exc: RuntimeError) -> str:
+    """The server's error in the words an operator acts on: what, why, which key."""
+    cause = exc.__context__
+    why = {errno.EADDRINUSE: ("address in use", "set http.port"),
+           errno.EACCES: ("permission denied", "set http.port to 1024 or above"),
+           errno.EADDRNOTAVAIL: ("not an address of this host", "set http.bind")}.get(
+        getattr(cause, "errno", None) or 0)
+    if why is None:
+        return str(exc)
+    return f"cannot listen on {bind}:{port}: {why[0]}; {why[1]}"
 
 
 class HttpExtension(Extension[HttpConfig]):
@@ -34,7 +47,12 @@ class HttpExtension(Extension[HttpConfig]):
         self.stream = Stream()
         self.api = Api(self, cfg, self.stream)
         self.server = HttpServer(self.api.app(), cfg.bind, cfg.port, cfg.access_log)
-        self.server.start()  # a port that is taken fails this extension's start, and only it
+        self._serving = False
+        try:
+            self.server.start()  # a port that is taken fails this extension's start, and only it
+        except RuntimeError as exc:
+            raise RuntimeError(_cannot_listen(cfg.bind, cfg.port, exc)) from None
+        self._serving = True
         ctx.log.info("sensing HTTP API and status page on http://%s:%d/%s", cfg.bind, self.server.port,
                      " (bearer token required)" if cfg.token is not None else "")
         ctx.nodes.watch(self._on_node)
@@ -43,10 +61,12 @@ class HttpExtension(Extension[HttpConfig]):
                                       "token_required": cfg.token is not None})
         ctx.add_health("http", lambda: {"stream_clients": self.stream.clients, "stream_dropped": self.stream.dropped,
                                         "rate_limited": self.api.limiter.refused,
-                                        "unauthorized": self.api.unauthorized})
+                                        "unauthorized": self.api.unauthorized, **self.api.edge.stats()})
 
     def stop(self) -> None:
-        self.server.stop()
+        if getattr(self, "_serving", False):  # after a failed start its loop is stopped already
+            self._serving = False
+            self.server.stop()
 
     # ------------------------------------------------------------ what the server reads (any thread)
 

@@ -3,6 +3,8 @@
 `curl -N http://127.0.0.1:3000/api/v1/events/stream` prints one `event:` /
 `data:` pair per change. Every client has a bounded queue: a client that
 reads too slowly loses its oldest items (counted), never the bridge's time.
+The clients are capped too (`http.max_stream_clients`): a place is taken
+before the first await, so concurrent requests cannot both get the last one.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ MAX_QUEUED = 1000
 HEARTBEAT = 15.0  # seconds between keep-alive comments, so proxies keep the stream open
 
 
+Client = tuple[asyncio.Queue, str | None]  # a client's queue, and the one node it follows (None: all)
+
+
 class Stream:
     """Lives on the HTTP server's loop; `publish` is called there (via call_soon_threadsafe)."""
 
     def __init__(self) -> None:
-        self._clients: set[tuple[asyncio.Queue, str | None]] = set()
+        self._clients: set[Client] = set()
         self.dropped = 0
         self.sent = 0
 
@@ -38,11 +43,20 @@ class Stream:
                 self.dropped += 1
             queue.put_nowait(item)
 
-    async def serve(self, response, node_filter: str | None) -> None:
-        """Write the stream to one client until it goes away."""
-        queue: asyncio.Queue = asyncio.Queue(MAX_QUEUED)
-        entry = (queue, node_filter)
-        self._clients.add(entry)
+    def join(self, node_filter: str | None, limit: int) -> Client | None:
+        """A place for one more client, or None when `limit` are connected; `leave` gives it back."""
+        if len(self._clients) >= limit:
+            return None
+        client: Client = (asyncio.Queue(MAX_QUEUED), node_filter)
+        self._clients.add(client)
+        return client
+
+    def leave(self, client: Client) -> None:
+        self._clients.discard(client)
+
+    async def serve(self, response, client: Client) -> None:
+        """Write the stream to one client until it goes away (its handler is cancelled then)."""
+        queue = client[0]
         try:
             await response.write(b": connected to ruview-bridge\n\n")
             while True:
@@ -52,7 +66,7 @@ class Stream:
                     item = b": keep-alive\n\n"
                 await response.write(item)
                 self.sent += 1
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             pass
         finally:
-            self._clients.discard(entry)
+            self.leave(client)

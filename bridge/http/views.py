@@ -40,7 +40,7 @@ def resolve(nodes, ref: str, default: str | None) -> NodeInfo:
                 return everyone[0]
             raise NodeNotFound(f"'default' means http.default_node, or the only node; there are "
                                f"{len(everyone)}: {_names(everyone)}")
-    node = nodes.get(int(ref)) if ref.isdigit() and len(ref) < 12 else None
+    node = nodes.get(int(ref)) if ref.isascii() and ref.isdigit() and len(ref) < 12 else None  # "²" is a digit too
     node = node or nodes.by_name(ref)
     if node is None:
         raise NodeNotFound(f"no node {ref[:64]!r} (a name or an id; known: {_names(nodes.all())})")

@@ -134,6 +134,7 @@ class Deframer:
         self._buf = bytearray()
         self._line = bytearray()
         self._resync = False  # after a failed candidate: drop text up to the next line break
+        self._overlong = False  # the rest of a line already dropped as too long: dropped up to its end
         self.frames = 0
         self.lines = 0
         self.skipped_bytes = 0  # bytes dropped while resynchronising (failed candidates, not text)
@@ -207,9 +208,13 @@ class Deframer:
         self.skipped_bytes += 1
         del self._buf[:1]
         self._resync = True
+        self._overlong = False  # the resync's \n ends that line too
         self._line.clear()
 
     def _text(self, data: bytes | bytearray, out: list) -> None:
+        """Text between frames, cut into lines. A line longer than MAX_LINE is dropped up to its
+        own end (a \\r or \\n, whichever comes first once it is too long), and no further: the
+        line after it comes out whole however the bytes were split into reads."""
         data = bytes(data)
         if self._resync:
             newline = data.find(b"\n")
@@ -220,18 +225,25 @@ class Deframer:
             data = data[newline + 1:]
             self._resync = False
         for byte_line in data.splitlines(keepends=True):
+            ended = byte_line.endswith((b"\r", b"\n"))
+            if self._overlong:
+                self._overlong = not ended
+                continue
             self._line += byte_line
             if self._line.endswith(b"\n"):
                 self._emit_line(out)
-            elif len(self._line) > MAX_LINE:
+            elif len(self._line.rstrip(b"\r")) > MAX_LINE:
                 self.dropped_lines += 1
                 self._line.clear()
-                self._resync = True  # the rest of this "line" is garbage too
+                self._overlong = not ended
 
     def _emit_line(self, out: list) -> None:
         raw = bytes(self._line)
         self._line.clear()
         if not raw.strip():
+            return
+        if len(raw.rstrip(b"\r\n")) > MAX_LINE:  # arrived in one read: as long as one cut short
+            self.dropped_lines += 1
             return
         text = log_line(raw) if self._log_lines_only else _printable_line(raw)
         if text is None:

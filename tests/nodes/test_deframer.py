@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bridge.nodes import codec
-from bridge.nodes.deframer import Deframer, LogLine, SerialFrame
+from bridge.nodes.deframer import MAX_LINE, Deframer, LogLine, SerialFrame
 from tests.nodes.test_codec import FEATURE_STATE_HEX, MESH_DELTA_HEX, TIME_SYNC_HEX
 
 FS = bytes.fromhex(FEATURE_STATE_HEX)
@@ -205,3 +205,46 @@ def test_what_resynchronising_skips_is_counted_to_the_byte():
     assert [i.text for i in items if isinstance(i, LogLine)] == ["I (1) a: after"]
     assert d.skipped_bytes == len(FS) + 1  # the failed frame and the line break that ends the resync
     assert d.dropped_lines == 0 and d.frames == 0 and d.lines == 1
+
+
+# ---------------------------------------------------------------- over-long lines: dropped, and only they
+
+LONG = b"I (5) csi: " + b"x" * (MAX_LINE + 100)  # a logger's line, but longer than any is passed on
+
+
+def test_a_line_too_long_that_ends_in_a_carriage_return_costs_only_itself():
+    """Issue 34: the resynchronisation after an over-long line outlived it, so the next line lost its
+    text up to its first \\n, or was spliced onto the line after it."""
+    d = Deframer()
+    items = d.feed(LONG + b"\rI (2) a: b") + d.feed(b"c\nI (3) d: e\n")
+    assert [i.text for i in items] == ["I (2) a: bc", "I (3) d: e"]
+    d = Deframer()
+    items = d.feed(LONG + b"\rI (2) a: b\n") + d.feed(b"I (3) d: e\n")
+    assert [i.text for i in items] == ["I (2) a: b", "I (3) d: e"]
+    assert d.dropped_lines == 1 and d.skipped_bytes == 0  # the long line is counted as text, not as skipped bytes
+
+
+_WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz :=.", max_size=40)
+_LOG_LINES = st.builds(lambda n, w: f"I ({n}) tag: {w}".rstrip().encode(), st.integers(0, 10**6), _WORDS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("log"), _LOG_LINES, st.sampled_from([b"\n", b"\r\n"])),
+                          st.tuples(st.just("long"), st.integers(MAX_LINE + 1, MAX_LINE + 400).map(lambda n: b"y" * n),
+                                    st.sampled_from([b"\r", b"\n", b"\r\n"])),
+                          st.tuples(st.just("long"), st.integers(MAX_LINE - 10, MAX_LINE + 400).map(
+                              lambda n: LONG[:n]), st.sampled_from([b"\n", b"\r\n"]))),
+                max_size=12),
+       st.lists(st.integers(0, 20_000), max_size=8))
+@example([("long", LONG, b"\r"), ("log", b"I (2) a: b", b"\n"), ("log", b"I (3) d: e", b"\n")], [len(LONG) + 5])
+def test_however_the_bytes_arrive_every_short_log_line_comes_out_whole_and_every_long_one_is_dropped(lines, cuts):
+    stream = b"".join(text + end for _, text, end in lines)
+    d = Deframer()
+    items = []
+    edges = [0, *sorted(c for c in cuts if c < len(stream)), len(stream)]
+    for a, b in zip(edges, edges[1:]):
+        items += d.feed(stream[a:b])
+    items += d.idle()
+    short = [text.decode() for kind, text, _ in lines if len(text) <= MAX_LINE]
+    assert [i.text for i in items] == short
+    assert d.dropped_lines == sum(len(text) > MAX_LINE for _, text, _ in lines)
