@@ -5,8 +5,10 @@ request API, the event bus, the node directory and the thread supervisor.
 Features are `Extension`s; each is started with its own `ExtensionContext`
 (bridge/extension.py), guarded: one that fails to start is logged, shown in
 `bridge/health` and `bridge/info`, its registrations undone, and the others
-run. `build_bridge(config)` is the one way to make a bridge, for the CLI and
-the tests alike; which features run comes from config (catalog.py).
+run; `unstartable` lists those not in `bridge.keep_running_without`, and
+`ruview-bridge run` stops on them (exit 2). `build_bridge(config)` is the one
+way to make a bridge, for the CLI and the tests alike; which features run comes
+from config (catalog.py).
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from bridge import __version__, catalog
-from bridge.config import redacted
-from bridge.core.api import BridgeApi
+from bridge import __version__, catalog, console
+from bridge.config import redacted, secret_values
+from bridge.core.api import ApiError, BridgeApi
 from bridge.core.bus import EventBus
 from bridge.core.context import utc_now_iso
 from bridge.core.directory import NodeDirectory
 from bridge.core.events import EventChannel
 from bridge.core.inbox import Inbox
+from bridge.core.logs import MqttLogHandler
 from bridge.core.modules import EdgeModules
 from bridge.core.payload import dumps
 from bridge.core.services import ServiceRegistry
@@ -51,14 +54,28 @@ def connection_settings(config: Any, url: str) -> ConnectionSettings:
         client_id=m.client_id or f"ruview-bridge-{os.urandom(4).hex()}",
         protocol=m.protocol, keepalive=m.keepalive,
         min_delay=m.reconnect.min_delay, max_delay=m.reconnect.max_delay,
-        outbox_size=m.outbox_size, max_payload=m.max_payload)
+        outbox_size=m.outbox_size, max_payload=m.max_payload,
+        fallbacks=tuple(parse_broker_url(u)[:2] for u in m.fallback_urls if u != url),
+        share_group=config.bridge.share_group)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a feature cannot start, in the words its error chose: an extension raises RuntimeError
+    (or lets an OSError through) saying what failed and which key to change."""
+    if isinstance(exc, RuntimeError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}{f': {exc.filename}' if exc.filename else ''}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Bridge:
     def __init__(self, config: Any, broker_url: str | None = None, *,
                  embedded_broker: bool = False, force_protocol: str | None = None,
-                 mqtt: Callable[[Router, str, Supervisor], MqttClient] | None = None) -> None:
+                 mqtt: Callable[[Router, str, Supervisor], MqttClient] | None = None,
+                 log_level: str | None = None) -> None:
         self.config = config
+        self.log_level = log_level or config.bridge.log_level
         self.embedded_broker = embedded_broker
         self.supervisor = Supervisor()
         self.core_inbox = Inbox("mqtt-handlers", self.supervisor)
@@ -86,12 +103,20 @@ class Bridge:
         self.extension_state: dict[str, dict[str, Any]] = {}
         self.info_providers: dict[str, Callable[[], Any]] = {}
         self.health_providers: dict[str, Callable[[], Any]] = {}
+        self.unstartable: list[str] = []  # "<feature>: <why>" for each enabled feature that could not start
         self.restart_requested = threading.Event()
         self.started_at = 0.0
         self._stop = threading.Event()
+        self._info_lock = threading.Lock()  # info is read and published in one step: the newest goes last
+        self.log_handler = MqttLogHandler(
+            lambda payload: self.mqtt.publish(self.topics.bridge_log, payload, qos=0),
+            self.core_inbox.put, self.core_inbox.call_later, self.log_level.upper(), secret_values(config))
+        self._root_level: int | None = None  # the root logger's level before start
         self.api.register("health_check", lambda _req: {"healthy": self.mqtt.connected})
         self.api.register("info", lambda _req: self.info(), scope="instance")
         self.api.register("restart", self._request_restart, scope="instance")
+        self.api.register("log_level", self._request_log_level, scope="instance")
+        self.mqtt.on_fatal = self.restart_requested.set  # the broker cannot do what the config needs
         self.mqtt.on_session(self.publish_info)
         self.mqtt.on_session(self.publish_health)
         self.core = CoreServices(
@@ -129,12 +154,25 @@ class Bridge:
         try:
             ext.start(ctx)
         except Exception as exc:
-            log.exception("extension %s failed to start; the bridge runs without it", ext.name)
+            self._failed_to_start(ext.name, exc)
             self.extension_state[ext.name] = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
             self._close(ext, ctx)
             return
         self.extension_state[ext.name] = {"state": "running",
                                           "start_seconds": round(time.monotonic() - began, 3)}
+
+    def _failed_to_start(self, name: str, exc: Exception) -> None:
+        """One line naming the feature, the cause and the key to change. An error the feature
+        worded (RuntimeError, OSError) has no traceback; anything else is a bug and keeps it."""
+        reason = _reason(exc)
+        bug = not isinstance(exc, (RuntimeError, OSError))
+        if name in self.config.bridge.keep_running_without:
+            log.warning("%s: %s; running without %s (bridge.keep_running_without)", name, reason, name,
+                        exc_info=bug)
+            return
+        line = f"{name}: {reason}"
+        self.unstartable.append(line)
+        log.error("%s (or list %s in bridge.keep_running_without to run without it)", line, name, exc_info=bug)
 
     def stop_extension(self, name: str) -> None:
         """Stop one running extension and undo everything it registered; the rest keep running."""
@@ -158,6 +196,9 @@ class Bridge:
 
     def start(self) -> None:
         self.started_at = time.time()
+        self._start_logging()
+        for ext in self.extensions:  # what bridge/info says until each has started (or failed)
+            self.extension_state[ext.name] = {"state": "starting"}
         self.core_inbox.start()
         self.states.start()
         self.events.start()
@@ -176,6 +217,43 @@ class Bridge:
                 self.stop_extension(ext.name)
         self.mqtt.stop(self.config.bridge.shutdown_timeout)
         self.core_inbox.stop()
+        self._stop_logging()
+
+    # ------------------------------------------------------------ the log on MQTT
+
+    def _start_logging(self) -> None:
+        """Every record at or above the bridge's level goes to `<base>/bridge/log` as well."""
+        root = logging.getLogger()
+        self._root_level = root.level  # put back at stop (the log_level request may change it)
+        if root.getEffectiveLevel() > self.log_handler.level:  # not set up by the CLI (tests, embedding)
+            root.setLevel(self.log_handler.level)
+        root.addHandler(self.log_handler)
+
+    def _stop_logging(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.log_handler)
+        if self._root_level is not None:
+            root.setLevel(self._root_level)
+            self._root_level = None
+
+    def set_log_level(self, level: str) -> None:
+        """The level from now on, on MQTT, the console and the log file (until a restart)."""
+        if level not in console.LEVELS:
+            raise ValueError(f"expected one of {', '.join(console.LEVELS)}")
+        # said at the level it leaves, so that it is seen whichever way it goes
+        log.log(logging.getLevelName(self.log_level.upper()), "log level %s -> %s (until the bridge restarts)",
+                self.log_level, level)
+        self.log_level = level
+        console.set_level(level)
+        self.log_handler.setLevel(level.upper())
+
+    def _request_log_level(self, request: dict[str, Any]) -> dict[str, Any]:
+        level = request.get("level", request.get("value"))
+        if not isinstance(level, str) or level.lower() not in console.LEVELS:
+            raise ApiError(f"level: expected one of {', '.join(console.LEVELS)}, got {str(level)[:40]!r} "
+                           '(send {"level": "debug"})')
+        self.set_log_level(level.lower())
+        return {"level": self.log_level}
 
     def _request_restart(self, _request: dict[str, Any]) -> dict[str, Any]:
         # answer first; the CLI restarts us once the response is on its way
@@ -230,7 +308,8 @@ class Bridge:
         return info
 
     def publish_info(self) -> None:
-        self.mqtt.publish(self.topics.bridge_info, dumps(self.info()), qos=1, retain=True)
+        with self._info_lock:  # a session's info and start()'s cannot overtake each other
+            self.mqtt.publish(self.topics.bridge_info, dumps(self.info()), qos=1, retain=True)
 
     def health(self) -> dict[str, Any]:
         health = {
@@ -246,6 +325,7 @@ class Bridge:
                                               if name in self.contexts else {})}
                            for name, state in self.extension_state.items()},
             "threads": self.supervisor.stats(),
+            "log": self.log_handler.stats(),
             "os_threads": threading.active_count(),  # flat while the bridge runs: no thread per timer
         }
         for key, provider in list(self.health_providers.items()):
@@ -271,9 +351,10 @@ def _safely(provider: Callable[[], Any], key: str) -> Any:
 
 def build_bridge(config: Any, *, broker_url: str | None = None, embedded_broker: bool = False,
                  force_protocol: str | None = None,
-                 extensions: Iterable[Extension] | None = None) -> Bridge:
+                 extensions: Iterable[Extension] | None = None, log_level: str | None = None) -> Bridge:
     """The bridge with the extensions config enables (or exactly `extensions`), not started."""
-    bridge = Bridge(config, broker_url, embedded_broker=embedded_broker, force_protocol=force_protocol)
+    bridge = Bridge(config, broker_url, embedded_broker=embedded_broker, force_protocol=force_protocol,
+                    log_level=log_level)
     for ext in catalog.enabled(config) if extensions is None else extensions:
         bridge.add(ext)
     return bridge

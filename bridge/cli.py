@@ -1,7 +1,9 @@
 """`ruview-bridge`: run the bridge, check a config, print the version.
 
 Exit codes: 0 clean stop, 1 runtime failure (e.g. broker port taken),
-2 bad configuration or usage — so scripts and systemd can tell them apart.
+2 bad configuration or usage, or an enabled feature that cannot start (its port
+taken, no network for HomeKit) and is not in `bridge.keep_running_without` —
+so scripts and systemd can tell them apart.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from bridge.homekit import commands as homekit_commands
 from bridge.plugins import commands as plugin_commands
 from bridge.app import Bridge, build_bridge
 from bridge.config import ConfigError, secret_values
-from bridge.console import StatusLine, setup_logging
+from bridge.console import StatusLine, file_handler, set_level, setup_logging
 from bridge.core.rate import RateMeter
 from bridge.mqtt.embedded import EmbeddedBroker, broker_answers
 from bridge.stop_signals import on_stop_signals
@@ -113,7 +115,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     level = args.log_level or config.bridge.log_level
     status = None
     interactive = sys.stderr.isatty() and not args.no_status
-    setup_logging(level, secret_values(config))
+    log_file = None
+    if config.bridge.log_file:
+        b = config.bridge
+        try:
+            log_file = file_handler(b.log_file, b.log_file_max_bytes, b.log_file_backups, secret_values(config))
+        except OSError as exc:
+            print(f"ruview-bridge: {path or '(built-in defaults)'}: bridge.log_file: cannot write "
+                  f"{b.log_file}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    setup_logging(level, secret_values(config), log_file=log_file)
 
     stop = threading.Event()
     running: list[Bridge] = []
@@ -130,18 +141,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (RuntimeError, ValueError) as exc:
         log.error("%s (is another program using that port? set mqtt.embedded.port or mqtt.url)", exc)
         return 1
+    code = 0
     try:
         while True:
-            bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None)
+            bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None, log_level=level)
             print(_summary(bridge, path), file=sys.stderr, flush=True)
             if interactive:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))
-                setup_logging(level, secret_values(config), status)
+                setup_logging(level, secret_values(config), status, log_file=log_file)
                 status.start()
             running[:] = [bridge]
             bridge.start()
+            if bridge.unstartable:  # each said in one line, with the key to change: a service manager sees exit 2
+                stop.set()
+                code = 2
             if not stop.is_set():
                 bridge.restart_requested.wait()
+            fatal = getattr(bridge.mqtt, "fatal", None)
+            if fatal:  # the broker cannot give what the config needs (said in one line already)
+                stop.set()
+                code = 2
             log.info("stopping" if stop.is_set() else "restarting on request")
             if status:
                 status.stop()
@@ -152,11 +171,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 config, path = _load(args.config)
             except ConfigError as exc:
                 log.error("restart keeps the running configuration: %s", exc)
+            level = args.log_level or config.bridge.log_level
+            set_level(level)
     finally:
         if embedded:
             embedded.stop()
-    log.info("stopped")
-    return 0
+    if code and getattr(bridge.mqtt, "fatal", None):
+        log.info("stopped: %s", bridge.mqtt.fatal)
+    elif code:
+        log.info("stopped: %s could not start", ", ".join(line.split(":", 1)[0] for line in bridge.unstartable))
+    else:
+        log.info("stopped")
+    if log_file is not None:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -79,6 +79,8 @@ class Topics:
         self.bridge_state = f"{own}/state"
         self.bridge_info = f"{own}/info"
         self.bridge_health = f"{own}/health"
+        self.bridge_nodes = f"{own}/nodes"  # every node, retained (Zigbee2MQTT's bridge/devices)
+        self.bridge_log = f"{own}/log"  # the bridge's log lines (Zigbee2MQTT's bridge/logging)
         self.bridge_event = f"{base}/bridge/event"
         self.bridge_request_filter = f"{base}/bridge/request/#"
         self.instance_request_filter = f"{own}/request/#" if share_group else None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from bridge import names
 from bridge.config.section import Problem, Section
@@ -29,6 +30,29 @@ def _broker_url(v: Any) -> str:
 BrokerUrl: TypeAlias = Annotated[str, Check(_broker_url)]
 MqttProtocol: TypeAlias = Literal["auto", "3.1.1", "5"]
 LogLevel: TypeAlias = Literal["debug", "info", "warning", "error"]
+
+
+def _feature_names(v: Any) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(n, str) and names.is_slug(n) for n in v):
+        raise expected("a list of feature names, such as [http, homekit]")
+    return v
+
+
+FeatureNames: TypeAlias = Annotated[list[str], Check(_feature_names)]
+
+
+def _log_file(v: Any) -> str:
+    if not isinstance(v, str) or not v or "\0" in v:
+        raise expected("a file path")
+    path = Path(v).expanduser()
+    if path.is_dir():
+        raise expected("a file path (this is a directory)")
+    folder = path.parent
+    if not folder.is_dir():
+        raise expected(f"a file in a directory that exists ({folder} does not)")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise expected("a file this user can write (permission denied)")
+    return str(path)
 
 
 def _instance(v: Any) -> str:
@@ -66,7 +90,8 @@ class EmbeddedConfig(Section):
 
 
 class MqttConfig(Section):
-    url: BrokerUrl = "auto"
+    url: BrokerUrl = "auto"  # or a list: the brokers of one cluster, the first preferred
+    fallback_urls: list[BrokerUrl] = []  # the rest of a list given as `url`
     username: Annotated[str | None, Text(what="a user name", optional=True, max_len=256)] = Field(
         None, json_schema_extra={"env": "RUVIEW_MQTT_USERNAME"})
     password: Secret = Field(None, json_schema_extra={"env": "RUVIEW_MQTT_PASSWORD"})
@@ -82,8 +107,19 @@ class MqttConfig(Section):
     max_payload: Annotated[int, Int(1024, 256 * 1024 * 1024)] = 256 * 1024
     embedded: EmbeddedConfig = EmbeddedConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _url_list(cls, data: Any) -> Any:
+        """`url: [mqtt://a, mqtt://b]`: the first is `url`, the others are tried in turn on failover."""
+        if isinstance(data, dict) and isinstance(data.get("url"), list) and data["url"]:
+            data = {**data, "url": data["url"][0], "fallback_urls": list(data["url"][1:])}
+        return data
+
     def check(self, root: Any) -> list[Problem]:
         problems = []
+        if self.fallback_urls and (self.url == "auto" or any(
+                u.split(":", 1)[0] != self.url.split(":", 1)[0] for u in self.fallback_urls)):
+            problems.append(("url", "a list of brokers must all be mqtt:// or all mqtts:// (no auto)"))
         if self.password_file and self.password is None:
             try:
                 text = Path(self.password_file).read_text(encoding="utf-8").strip()
@@ -114,6 +150,18 @@ class BridgeConfig(Section):
                                             max_len=64)] = None
     # what the bridge keeps (HomeKit pairings)
     state_dir: Annotated[str, Text(what="a directory")] = "~/.local/state/ruview-bridge"
+    # features that may fail to start (a port taken, no network) while the bridge runs on;
+    # any other enabled feature that cannot start stops `ruview-bridge run` (exit 2)
+    keep_running_without: FeatureNames = Field(default_factory=list)
+    # a rotating log file (0600) besides the console; null: none
+    log_file: Annotated[str | None, Check(_log_file, optional=True)] = None
+    log_file_max_bytes: Annotated[int, Int(4096, 1 << 40)] = 10 * 1024 * 1024
+    log_file_backups: Annotated[int, Int(0, 100)] = 3
+
+    def check(self, root: Any) -> list[Problem]:
+        features = sorted(name for name in type(root).model_fields if name not in ("mqtt", "bridge"))
+        return [("keep_running_without", f"{name!r} is not a feature (one of {', '.join(features)})")
+                for name in self.keep_running_without if name not in features]
 
     @property
     def instance_name(self) -> str:

@@ -13,6 +13,7 @@ which fails 3 pairings in 256.
 
 from __future__ import annotations
 
+import errno
 import sys
 from typing import Any
 
@@ -52,9 +53,18 @@ class HomeKitExtension(Extension[HomeKitConfig]):
         self.files = pairing.PairingFiles(ctx.state_dir)
         setup = self.files.setup()
         address = self.cfg.address or None
-        self.driver = Driver(port=self.cfg.port, address=address, persist_file=str(self.files.state),
-                             pincode=setup.pincode.encode(), loader=make_loader(),
-                             interface_choice=self.cfg.interfaces, advertise=self.cfg.advertise)
+        self._serving = False
+        try:
+            self.driver = Driver(port=self.cfg.port, address=address, persist_file=str(self.files.state),
+                                 pincode=setup.pincode.encode(), loader=make_loader(),
+                                 interface_choice=self.cfg.interfaces, advertise=self.cfg.advertise)
+        except OSError as exc:
+            if address is not None:
+                raise
+            # HAP-python finds "this host's address" by routing toward 8.8.8.8: no default route
+            # (an offline host, a container without one) is ENETUNREACH here
+            raise RuntimeError(f"cannot find this host's address to announce to HomeKit controllers "
+                               f"({exc.strerror or exc}: no default route?); set homekit.address") from None
         self.driver.state.setup_id = setup.setup_id
         self.bridge = SensingBridge(self.driver, self.cfg.name, self._say_how_to_pair)
         self.bridge.set_info_service(manufacturer="RuView", model="ruview-bridge", serial_number="ruview-bridge")
@@ -83,10 +93,25 @@ class HomeKitExtension(Extension[HomeKitConfig]):
         try:
             self._loop.start(self.driver.async_start, timeout=15)
         except Exception as exc:
-            reason = getattr(exc, "strerror", None) or exc
-            raise RuntimeError(f"cannot serve HomeKit on port {self.cfg.port}: {reason} (set homekit.port)") from None
+            try:  # LoopThread.start stopped the loop; HAP-python's executor and loop go with it
+                self.driver.loop.close()
+                if self.driver.executor is not None:
+                    self.driver.executor.shutdown(wait=False)
+            except RuntimeError:
+                pass  # the loop did not stop in time: a daemon thread, gone with the process
+            if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                reason = "address in use"
+            else:
+                reason = getattr(exc, "strerror", None) or str(exc)
+            raise RuntimeError(f"cannot listen for HomeKit controllers on port {self.cfg.port}: {reason}; "
+                               "set homekit.port") from None
+        self._serving = True
 
     def stop(self) -> None:
+        """Stop the HAP server; called after a failed start too, with whatever start got to."""
+        if not getattr(self, "_serving", False):  # never served: no loop to stop, maybe no driver
+            return
+        self._serving = False
         if self.driver.loop.is_closed():
             return
         if not self._loop.stop(self.driver.async_stop, timeout=10):

@@ -13,7 +13,8 @@ A node the bridge knows — configured in `nodes.devices`, or with retained stat
 under `<base>/node/+` from an earlier run — exists from the start (offline until
 it speaks), so a restart while it is quiet keeps its Home Assistant entities;
 only `node/remove`, a rename or the privacy class clears them. A node that goes
-offline has its home-state entities read `unavailable`, as HA's do.
+offline has its home-state entities read `unavailable`, as HA's do; at a clean stop
+every node goes offline, before the bridge does.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class NodesExtension(Extension[NodesConfig]):
         self.udp = UdpIngest(cfg.udp.bind, cfg.udp.port, self.pipeline.handle, cfg.udp.queue,
                              spawn=spawn) if cfg.udp.enabled else None
         self.serial = [SerialIngest(label, link.url, link.baudrate, self.pipeline.handle_serial,
-                                    self.pipeline.log_line if link.log else None, spawn=spawn)
+                                    self.pipeline.log_line, spawn=spawn)  # the boot log says the firmware
                        for label, link in cfg.serial.items()]
         self._fps = RateMeter(lambda: self.frames_received)
         ctx.add_health("nodes", self.health)
@@ -79,10 +80,15 @@ class NodesExtension(Extension[NodesConfig]):
         ctx.call_later(0.0, lambda: self._check(clock))
 
     def stop(self) -> None:
-        if self.udp:
-            self.udp.stop()
-        for link in self.serial:
+        """Stop ingest, then say every node is offline: a clean stop leaves none `online`
+        (this runs before the core stops MQTT, which then publishes the bridge's own `offline`)."""
+        udp: UdpIngest | None = getattr(self, "udp", None)  # (after a failed start, what it got to)
+        if udp is not None:
+            udp.stop()
+        for link in getattr(self, "serial", []):
             link.stop()
+        if hasattr(self, "pipeline"):
+            self.pipeline.all_offline()
 
     @property
     def frames_received(self) -> int:

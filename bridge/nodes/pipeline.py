@@ -1,10 +1,13 @@
 """The node pipeline: datagrams in, privacy-gated node state, availability and events out.
 
 Per datagram (on the udp-ingest or serial thread, never paho's): decode (CRC) -> registry
-(loss, reboots, liveness) -> privacy gate -> the node's state (nodestate.py: latest frames,
-presence engine) -> events. State goes out retained on `<base>/node/<name>` at once when
-presence, occupancy, motion, fall or calibrating change; every node's other changes go out
-together on the beat (`flush_due`), which the extension runs on its inbox.
+(loss, reboots, liveness, two boards with one id) -> privacy gate -> the node's state
+(nodestate.py: latest frames, presence engine) -> events. State goes out retained on
+`<base>/node/<name>` at once when presence, occupancy, motion, fall or calibrating change;
+every node's other changes go out together on the beat (`flush_due`), which the extension runs
+on its inbox. The node list (`<base>/bridge/nodes`, retained) goes out on the beat too, when a
+node came, went, or changed its identity or availability; never for a state alone. At a clean
+stop every node's availability goes `offline` (`all_offline`), before the bridge's own.
 
 Lock ownership: `lock` is this pipeline's, and guards everything it holds (registry, views,
 counters). The ingest threads take it per batch; the nodes inbox takes it for the beat, the
@@ -16,6 +19,7 @@ directory (core/directory.py), already gated.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import Counter, defaultdict
@@ -38,6 +42,7 @@ from bridge.privacy import PrivacyGate
 log = logging.getLogger("bridge.nodes")
 
 HOME_STATE_KEYS = ("presence", "occupancy", "motion")  # binary_sensor.<name>_<key> in home state
+APP_VERSION = re.compile(r"App version:\s+(\S{1,64})")  # ESP-IDF's boot log: "I (31) app_init: App version:  v1.2"
 SAY_EVERY = 10.0  # at most one console line per node per this many seconds about its presence
 
 
@@ -57,7 +62,10 @@ class NodePipeline:
         self._expected = {n: ExpectedHours(d.expected_hours) for n, d in self.cfg.devices.items()
                           if d.expected_hours}
         self._serial_node: dict[str, int] = {}  # serial link label -> node id last seen on it
+        self._serial_firmware: dict[str, str] = {}  # serial link label -> version its boot log said
+        self._serial_log = {label: link.log for label, link in self.cfg.serial.items()}  # publish its lines?
         self._said: dict[int, tuple[float, int]] = {}  # node id -> (last presence line, lines held back)
+        self._list_dirty = True  # <base>/bridge/nodes is due (the first beat publishes the list, [] too)
 
     # ------------------------------------------------------------ the hot path (ingest threads)
 
@@ -89,21 +97,59 @@ class NodePipeline:
             for node_id in self._urgent:
                 self._publish_state(node_id, now)
             self._urgent.clear()
+            if self.registry.changed:
+                self._conflicts()
 
     def handle_serial(self, batch: Batch) -> None:
         with self.lock:
             for data, (source, _) in batch:  # deframed, so decoding cannot fail here
                 self._serial_node[source.split(":", 1)[1]] = decode(data).node_id
         self.handle(batch)
+        if self._serial_firmware:
+            with self.lock:
+                for label, version in list(self._serial_firmware.items()):
+                    if label in self._serial_node:
+                        del self._serial_firmware[label]
+                        self._firmware(self._serial_node[label], version)
 
     def log_line(self, label: str, text: str) -> None:
-        """A node's console line from its serial link, on `<base>/node/<name>/log`."""
+        """A node's console line from its serial link: its firmware version from the boot log, and
+        the line on `<base>/node/<name>/log` when the link says `log: true`."""
+        found = APP_VERSION.search(text) if "App version" in text else None
         with self.lock:
-            node = self.registry.get(self._serial_node.get(label, -1))
-        if node is not None:
+            node_id = self._serial_node.get(label)
+            if found:
+                if node_id is None:
+                    self._serial_firmware[label] = found.group(1)  # said once its first frame names it
+                else:
+                    self._firmware(node_id, found.group(1))
+            node = self.registry.get(node_id if node_id is not None else -1)
+        if node is not None and self._serial_log.get(label, True):
             self.ctx.mqtt.publish(self.topics.node_log(node.name), dumps(
                 {"line": text, "level": text[:1] if text[:2] in ("E ", "W ", "I ", "D ", "V ") else None}),
                 qos=0)
+
+    def _firmware(self, node_id: int, version: str) -> None:
+        node = self.registry.set_firmware(node_id, version)
+        if node is not None:
+            log.info("node %s (%d) runs firmware %s", node.name, node_id, version)
+            self._list_dirty = True
+
+    def _conflicts(self) -> None:
+        """Say once that two boards send with one node id: the event, a warning naming both."""
+        changed, self.registry.changed = self.registry.changed, []
+        for node in changed:
+            first, second = node.conflict_addresses
+            where = f"from {first} and {second}" if first != second else f"both from {first}"
+            how = ("their frames interleave" if first != second
+                   else "their counters and clocks jump back and forth")
+            log.warning("node %s (%d): two boards send as node id %d, %s (%s); its presence, reboots and "
+                        "loss are unreliable until one stops. Give one board another id: "
+                        "ruview-node provision --node-id <1..255>", node.name, node.node_id, node.node_id,
+                        where, how)
+            self._event(node, "node_conflict", {"node_id": node.node_id, "addresses": sorted({first, second}),
+                                                "reason": how})
+            self._list_dirty = True
 
     def _heard(self, node: Node, is_new: bool, rebooted: bool) -> None:
         """A node heard for the first time in this run, again after silence, or after a reboot."""
@@ -161,11 +207,13 @@ class NodePipeline:
     # ------------------------------------------------------------ the beat and the offline check (inbox)
 
     def flush_due(self, now: float) -> None:
-        """Publish every node with a pending change (the beat)."""
+        """Publish every node with a pending change (the beat), and the node list if it changed."""
         with self.lock, self.ctx.mqtt.burst():
             for node_id, view in list(self.views.items()):
                 if view.dirty_since is not None:
                     self._publish_state(node_id, now)
+            if self._list_dirty:
+                self._publish_list()
 
     def mark_silent_offline(self, now: float) -> None:
         with self.lock:
@@ -176,6 +224,19 @@ class NodePipeline:
                     if node.heard:
                         log.info("node %s (%d) went offline: nothing heard for %.0f s", node.name,
                                  node.node_id, now - node.last_seen)
+            for node in self.registry.end_conflicts(now):
+                log.info("node %s (%d): one board again (from %s); its reboots and loss count again",
+                         node.name, node.node_id, node.address)
+                self._list_dirty = True
+
+    def all_offline(self) -> None:
+        """At a clean stop: every node's availability `offline`, and the list saying so."""
+        with self.lock, self.ctx.mqtt.burst():
+            for node in self.registry.all():
+                if node.online is not False:  # online, or remembered (an earlier run may have left it online)
+                    node.online = False
+                    self._availability(node)
+            self._publish_list()
 
     # ------------------------------------------------------------ changes asked for (inbox)
 
@@ -220,6 +281,7 @@ class NodePipeline:
             self.registry.remove(node.node_id)
             self.views.pop(node.node_id, None)
             self.directory.remove(node.node_id)
+            self._list_dirty = True
 
     def republish(self, node: Node) -> None:
         """Say again what a node is, and its state (after its class or room changed)."""
@@ -253,6 +315,7 @@ class NodePipeline:
         self.directory.update(node_id, state=state)
 
     def _availability(self, node: Node) -> None:
+        self._list_dirty = True
         self.ctx.mqtt.publish(self.topics.node_availability(node.name), dumps(
             {"state": "online" if node.online else "offline"}), qos=1, retain=True)
         self.directory.update(node.node_id, online=bool(node.online))
@@ -274,8 +337,22 @@ class NodePipeline:
         for key in HOME_STATE_KEYS:
             self.ctx.states.remove(names.node_entity_id("binary_sensor", node.name, key))
 
+    def _publish_list(self) -> None:
+        """`<base>/bridge/nodes`: every node, what it is and whether it is online (retained)."""
+        self._list_dirty = False
+        self.ctx.mqtt.publish(self.topics.bridge_nodes, dumps(
+            [self._listed(n) for n in sorted(self.registry.all(), key=lambda n: n.node_id)]), qos=1, retain=True)
+
+    def _listed(self, node: Node) -> dict[str, Any]:
+        return {"node_id": node.node_id, "name": node.name, "room": node.room,
+                "privacy_class": self.gate.class_of(node.node_id).label, "online": bool(node.online),
+                "last_seen": _iso(node.last_seen) if node.heard else None,
+                "address": node.address if node.heard else None, "firmware": node.firmware,
+                "conflict": node.conflict}
+
     def _changed(self, node: Node) -> None:
         """Tell other features (through the node directory) what a node is now."""
+        self._list_dirty = True
         current = self.directory.get(node.node_id)
         hours = self._expected.get(node.node_id)
         self.directory.put(NodeInfo(node.node_id, node.name, node.room, self.gate.class_of(node.node_id),
@@ -292,5 +369,6 @@ class NodePipeline:
         with self.lock:
             errors = {src: dict(c) for src, c in self.errors.items()}
             per_node = {n.name: {"frames": dict(n.frames), "lost": n.lost, "reboots": n.reboots,
-                                 "online": n.online} for n in self.registry.all()}
+                                 "online": n.online, "conflicts": n.conflicts, "conflict": n.conflict}
+                        for n in self.registry.all()}
             return errors, per_node, len(self.registry)

@@ -3,6 +3,16 @@
 A node exists from its first valid frame. Sequence numbers give packet loss
 (gaps, with wrap-around) and reboots (a counter or device clock going
 backwards). Silence makes a node unavailable; it never means "room empty".
+
+Two boards with one node id (a copied config, a spare flashed alike) interleave
+their frames: each frame of one looks like a reboot or a gap of the other. Such a
+second sender shows as *returns*: frames from a source address the node left a
+moment ago, or counters and clocks that jump back to where the node was before
+its last "reboot" (the other board's timeline). One board never does that — a
+reboot starts a new timeline, and a new address (DHCP, a reboot's new port) is
+not left and returned to — so RETURNS_FOR_CONFLICT returns within RETURN_WINDOW
+make a conflict: said once (`conflicts`, `changed`), with no reboot counted and no
+loss while it lasts, until RETURN_WINDOW passes without a return (`end_conflicts`).
 """
 
 from __future__ import annotations
@@ -45,6 +55,14 @@ _UNTRACKED = _Tracked(None, 1, None, 0, None, None)
 _SEQ_KINDS = tuple(kind for kind, spec in _TRACKED.items() if spec.seq is not None)
 
 _REORDER_WINDOW = 8  # a few late datagrams are reordering, not a reboot
+_JUMP_US = 2_000_000  # a device clock jumping forward this far may be another board's
+_RETURN_US = 5_000_000  # a clock within this much of the timeline left at a "reboot" returns to it
+_RETURN_SEQ = 64  # a counter within this many of the timeline left returns to it
+RETURN_WINDOW = 30.0  # seconds: returns this close together are one board's traffic interleaving another's
+RETURNS_FOR_CONFLICT = 3  # returns within RETURN_WINDOW that make a conflict (two are a late datagram at most)
+_SOURCES = 8  # source addresses a node remembers having left
+
+NOTHING, REBOOTED, RETURNED = 0, 1, 2  # what a frame says of its node's timeline (_track)
 
 
 @dataclass(slots=True)
@@ -64,8 +82,19 @@ class Node:
     frames: dict[str, int] = field(default_factory=dict)  # a plain dict: the per-frame path is faster on one
     lost: int = 0
     reboots: int = 0
+    firmware: str | None = None  # from its boot log on a serial link, when there is one
+    conflict: bool = False  # two boards send with this id now
+    conflicts: int = 0  # times that started, in this run
+    conflict_addresses: tuple[str, str] = ("", "")  # the two senders' addresses (alike when one address)
     _last_seq: dict[str, int] = field(default_factory=dict)
     _last_clock: dict[str, int] = field(default_factory=dict)
+    _prev_seq: dict[str, int] = field(default_factory=dict)  # the timeline left at the last reboot
+    _prev_clock: dict[str, int] = field(default_factory=dict)
+    _left: dict[str, float] = field(default_factory=dict)  # source address -> when the node last sent from it
+    _other: str = ""  # the address before the current one
+    _returns: int = 0  # returns since _returns_since
+    _returns_since: float = 0.0
+    _last_return: float = 0.0
 
     @property
     def packet_loss(self) -> float:
@@ -86,6 +115,7 @@ class NodeRegistry:
         self._devices = devices
         self._nodes: dict[int, Node] = {}
         self._lock = threading.Lock()
+        self.changed: list[Node] = []  # nodes whose conflict started since the caller last emptied it
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -123,7 +153,10 @@ class NodeRegistry:
                             dev.get("room"), first_seen=now)
                 self._nodes[frame.node_id] = node
         node.heard = True
-        node.host, node.port, node.last_seen = host, port, now
+        returned = False
+        if host != node.host or port != node.port:
+            returned = self._moved(node, host, port, now)
+        node.last_seen = now
         kind = frame.kind
         frames = node.frames
         frames[kind] = frames.get(kind, 0) + 1
@@ -135,43 +168,114 @@ class NodeRegistry:
             rssi = row[spec.rssi]
             if rssi is not None and rssi < 0:
                 node.rssi = rssi
-        rebooted = self._track(node, kind, frame, spec)
-        return node, is_new, rebooted
+        event = self._track(node, kind, frame, spec)
+        if event or returned:  # rare: a reboot, or a second sender
+            if returned or event == RETURNED:
+                self._returned(node, now, returned)
+            elif not node.conflict:
+                node.reboots += 1
+                return node, is_new, True
+        return node, is_new, False
 
     @staticmethod
-    def _track(node: Node, kind: str, frame: Frame, spec: _Tracked) -> bool:
-        rebooted = False
+    def _track(node: Node, kind: str, frame: Frame, spec: _Tracked) -> int:
+        """NOTHING, REBOOTED (the frame starts a new timeline), or RETURNED (it continues the
+        timeline the node left at its last reboot: another board's)."""
+        event = NOTHING
         row: tuple[Any, ...] = frame  # fields read by the indexes in spec: their types vary by kind
+        clock = before = None
         if spec.clock is not None:
             clock = row[spec.clock] * spec.clock_us
-            last = node._last_clock.get(kind)
-            if last is not None and clock + 1_000_000 < last:  # device clock went back > 1 s
-                rebooted = True
+            before = node._last_clock.get(kind)
+            if before is not None and (clock + 1_000_000 < before or clock > before + _JUMP_US):
+                # back more than 1 s (a reboot?) or far forward (a gap?): or the other timeline
+                prev = node._prev_clock.get(kind)
+                if prev is not None and prev - 1_000_000 <= clock <= prev + _RETURN_US:
+                    _swap(node)
+                    event = RETURNED
+                elif clock < before:
+                    event = REBOOTED
             node._last_clock[kind] = clock
+        seq = None
         if spec.seq is not None:
             seq, modulo = row[spec.seq], spec.modulo
             last = node._last_seq.get(kind)
-            if last is not None and not rebooted:
+            if last is not None and event != REBOOTED:
                 step = (seq - last) % modulo
                 if step > modulo - _REORDER_WINDOW or step == 0:
-                    return False  # duplicate or slightly late: neither loss nor reboot, nor the newest
+                    return event  # duplicate or slightly late: neither loss nor reboot, nor the newest
+                if step > 1 and event == NOTHING:  # a gap or a restart: or the other timeline
+                    prev_seq = node._prev_seq.get(kind)
+                    if prev_seq is not None and (seq - prev_seq) % modulo <= _RETURN_SEQ:
+                        _swap(node)
+                        node._last_seq[kind] = seq
+                        if clock is not None:
+                            node._last_clock[kind] = clock
+                        return RETURNED
                 if step > modulo // 2:
-                    rebooted = True  # far backwards: the counter restarted
-                else:
+                    event = REBOOTED  # far backwards: the counter restarted
+                elif not node.conflict:
                     node.lost += step - 1
             node._last_seq[kind] = seq
-        if rebooted:
+        if event == REBOOTED:
             # one reboot, one event: every kind restarts with it, so start each kind afresh
-            # (else vitals arriving just after feature state would report the same reboot)
-            node.reboots += 1
-            keep_clock, keep_seq = node._last_clock.get(kind), node._last_seq.get(kind)
-            node._last_clock.clear()
-            node._last_seq.clear()
-            if keep_clock is not None:
-                node._last_clock[kind] = keep_clock
-            if keep_seq is not None:
-                node._last_seq[kind] = keep_seq
-        return rebooted
+            # (else vitals arriving just after feature state would report the same reboot);
+            # the timeline left behind is kept, to know it if frames continue it (a second board)
+            left_clock, left_seq = node._last_clock, node._last_seq
+            if before is not None:
+                left_clock[kind] = before
+            if seq is not None and last is not None:
+                left_seq[kind] = last
+            node._prev_clock, node._prev_seq = left_clock, left_seq
+            node._last_clock = {kind: clock} if clock is not None else {}
+            node._last_seq = {kind: seq} if seq is not None else {}
+        return event
+
+    @staticmethod
+    def _moved(node: Node, host: str, port: int, now: float) -> bool:
+        """The node sends from another address: True when it is one it left within RETURN_WINDOW."""
+        if node.host:
+            left = node._left
+            left[node.address] = node.last_seen
+            if len(left) > _SOURCES:
+                del left[min(left, key=left.__getitem__)]
+            node._other = node.address
+        node.host, node.port = host, port
+        since = node._left.get(node.address)
+        return since is not None and now - since <= RETURN_WINDOW
+
+    def _returned(self, node: Node, now: float, by_address: bool) -> None:
+        """A frame from the address or timeline the node left: another board, if it goes on."""
+        if now - node._returns_since > RETURN_WINDOW:
+            node._returns, node._returns_since = 0, now
+        node._returns += 1
+        node._last_return = now
+        if not node.conflict and node._returns >= RETURNS_FOR_CONFLICT:
+            node.conflict = True
+            node.conflicts += 1
+            node.conflict_addresses = (node._other if by_address else node.address, node.address)
+            self.changed.append(node)
+
+    def end_conflicts(self, now: float) -> list[Node]:
+        """Nodes whose conflict is over: no return for RETURN_WINDOW. The one board left starts
+        afresh (its next frame is neither a reboot nor loss)."""
+        ended = []
+        for node in list(self._nodes.values()):
+            if node.conflict and now - node._last_return > RETURN_WINDOW:
+                node.conflict = False
+                node._returns = 0
+                node._last_clock, node._last_seq, node._prev_clock, node._prev_seq = {}, {}, {}, {}
+                node._left.clear()
+                ended.append(node)
+        return ended
+
+    def set_firmware(self, node_id: int, version: str) -> Node | None:
+        """A node's firmware version (from its boot log); the node if that changed what is known."""
+        node = self._nodes.get(node_id)
+        if node is None or node.firmware == version:
+            return None
+        node.firmware = version
+        return node
 
     def rename(self, node_id: int, name: str) -> Node:
         with self._lock:
@@ -199,3 +303,9 @@ class NodeRegistry:
 
     def by_name(self, name: str) -> Node | None:
         return next((n for n in self._nodes.values() if n.name == name), None)
+
+
+def _swap(node: Node) -> None:
+    """The node's frames continue the other timeline: it becomes the current one, and this the other."""
+    node._last_clock, node._prev_clock = node._prev_clock, node._last_clock
+    node._last_seq, node._prev_seq = node._prev_seq, node._last_seq

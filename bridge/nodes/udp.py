@@ -75,8 +75,9 @@ class UdpIngest:
             sock.bind((self.bind, self.port))
         except OSError as exc:
             sock.close()
-            raise RuntimeError(f"cannot listen for nodes on UDP {self.bind}:{self.port}: "
-                               f"{exc.strerror} (set nodes.udp.port)") from None
+            why = "address in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+            key = "nodes.udp.bind" if exc.errno == errno.EADDRNOTAVAIL else "nodes.udp.port"
+            raise RuntimeError(f"cannot listen for nodes on UDP {self.bind}:{self.port}: {why}; set {key}") from None
         # Blocking receives that give up after RECEIVE_TIMEOUT (the kernel's timer, not Python's
         # settimeout, which polls before every receive); stop() wakes a waiting one at once.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(RECEIVE_TIMEOUT))
