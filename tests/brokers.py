@@ -120,3 +120,31 @@ class Embedded(BrokerProcess):
 
 def mosquitto_available() -> bool:
     return bool(shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"))
+
+
+class Nats(BrokerProcess):
+    """NATS with its MQTT gateway (3.1.1 only, on JetStream): the server people run as a cluster.
+
+    It has no shared subscriptions: it grants `$share/...` and matches the filter literally."""
+
+    kind = "nats"
+    supports_v5 = False
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port)
+        self.client_port = free_port()
+
+    def command(self) -> list[str]:
+        conf = self.workdir / "nats.conf"
+        conf.write_text(f'listen: "127.0.0.1:{self.client_port}"\nserver_name: "ruview-test-{self.port}"\n'
+                        f'jetstream {{ store_dir: "{self.workdir / "js"}" }}\n'
+                        f'mqtt {{ listen: "127.0.0.1:{self.port}" }}\n')
+        return [nats_server(), "-c", str(conf)]
+
+
+def nats_server() -> str:
+    return shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def nats_available() -> bool:
+    return os.path.exists(nats_server())

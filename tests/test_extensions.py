@@ -184,7 +184,7 @@ def test_an_extension_publishing_to_an_invalid_topic_gets_an_error_and_the_bridg
 
 def test_an_exception_in_the_network_loop_reconnects_instead_of_killing_it(mosquitto, make_bridge, make_probe):
     bridge = make_bridge(mosquitto)
-    real_loop = bridge.mqtt._paho.loop
+    real_loop = bridge.mqtt._paho.loop_misc  # called on every turn of the network loop
     calls = {"n": 0}
 
     def loop_that_fails_once(*args, **kwargs):
@@ -193,7 +193,7 @@ def test_an_exception_in_the_network_loop_reconnects_instead_of_killing_it(mosqu
             raise RuntimeError("surprise inside paho")
         return real_loop(*args, **kwargs)
 
-    bridge.mqtt._paho.loop = loop_that_fails_once
+    bridge.mqtt._paho.loop_misc = loop_that_fails_once
     assert wait_until(lambda: bridge.mqtt.stats()["network_errors"] == 1, 5)
     assert wait_until(lambda: bridge.mqtt.stats()["connects"] == 2 and bridge.mqtt.connected, 10)
     served(make_probe(mosquitto), bridge)

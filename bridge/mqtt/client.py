@@ -1,8 +1,11 @@
 """The bridge's one MQTT connection: paho-mqtt 2.x with our own network thread.
 
-We drive paho's `loop()` ourselves rather than `loop_start()` so that the
-reconnect policy (exponential backoff with jitter, protocol fallback) and the
-order of work after a reconnect are ours: re-subscribe, publish online,
+We drive paho ourselves rather than with `loop_start()`, through paho's public
+API for an outside loop (`socket`, `want_write`, `loop_read`, `loop_write`,
+`loop_misc`, as aiomqtt and Home Assistant do), so that the reconnect policy
+(exponential backoff with jitter, protocol fallback) and the order of work
+after a reconnect are ours, and no private attribute of paho is touched (our
+own socket pair wakes the thread; in-flight messages are counted by us): re-subscribe, publish online,
 re-publish retained state from the cache, then drain the outbox — and only
 then let new publishes through, so nothing overtakes what was queued.
 paho's own resend of in-flight QoS 1 messages runs inside the CONNACK
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import random
+import select
 import socket
 import ssl
 import threading
@@ -55,6 +59,33 @@ CONNACK_TIMEOUT = 5.0
 IDLE_LOOP = 1.0
 ONLINE = b'{"state":"online"}'
 OFFLINE = b'{"state":"offline"}'
+SHARED_TEST_SECONDS = 3.0  # how long a 3.1.1 broker has to deliver our shared-subscription probe
+STABLE_SECONDS = 30.0  # a session that lasts this long resets the reconnect backoff
+STRIKES = 3  # sessions in a row the broker closed right after one message: that message goes
+TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our client id
+
+
+@dataclass(frozen=True)
+class BrokerTraits:
+    """What the broker said it can do (MQTT 5 CONNACK properties; None: not said, as on 3.1.1)."""
+
+    max_packet: int | None = None
+    shared_subscriptions: bool | None = None
+    retain: bool | None = None
+    wildcards: bool | None = None
+    max_qos: int | None = None
+
+    @classmethod
+    def from_connack(cls, properties: Any) -> "BrokerTraits":
+        def said(name: str) -> Any:
+            return getattr(properties, name, None) if properties is not None else None
+
+        def flag(name: str) -> bool | None:
+            value = said(name)
+            return None if value is None else bool(value)
+
+        return cls(said("MaximumPacketSize"), flag("SharedSubscriptionAvailable"), flag("RetainAvailable"),
+                   flag("WildcardSubscriptionAvailable"), said("MaximumQoS"))
 
 
 @dataclass(frozen=True)
@@ -75,16 +106,31 @@ class ConnectionSettings:
     max_delay: float = 30.0
     outbox_size: int = 10000
     max_payload: int = 256 * 1024
+    fallbacks: tuple[tuple[str, int], ...] = ()  # more brokers of the same cluster, tried in turn
+    share_group: str | None = None  # bridge.share_group: the broker must deliver $share/<group>/...
 
     @property
     def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+        return _url(self.tls, self.host, self.port)
+
+    def brokers(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), *self.fallbacks]
+
+
+def _url(tls: bool, host: str, port: int) -> str:
+    return f"{'mqtts' if tls else 'mqtt'}://{host}:{port}"
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url)
     tls = parts.scheme == "mqtts"
     return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
+
+
+def _packet_size(out: Outgoing) -> int:
+    """A PUBLISH's size on the wire, near enough from above (fixed header, topic, id, properties)."""
+    properties = len(out.response_topic or "") + len(out.correlation_data or b"") + (5 if out.expiry else 0) + 16
+    return 5 + 2 + len(out.topic.encode()) + 2 + properties + len(out.payload)
 
 
 def _no_delay(sock: Any) -> None:
@@ -103,6 +149,8 @@ class Counters:
     acked: int = 0
     dropped_offline_qos0: int = 0
     dropped_oversize: int = 0
+    dropped_too_large: int = 0  # larger than the broker's Maximum Packet Size: never sent
+    dropped_refused: int = 0  # the broker closed the link after it, session after session
     connects: int = 0
     network_errors: int = 0
     send_errors: int = 0
@@ -148,10 +196,28 @@ class MqttClient:
         self._subscription_changes: dict[str, FilterOptions | None] = {}
         self._stop_deadline = 0.0
         self._thread: Supervised | None = None
+        self._inflight: dict[int, Outgoing] = {}  # QoS >= 1 handed to paho, not yet acknowledged (by mid)
+        self.broker = BrokerTraits()
+        self._session_began = 0.0
+        self._disconnect_reason: Any = None
+        self._last_sent: Outgoing | None = None  # the last message given to paho in this session
+        self._short_sessions = 0  # sessions in a row that ended before STABLE_SECONDS
+        self._suspect: Outgoing | None = None  # the message the last short sessions ended after
+        self._suspect_count = 0
+        self._told_too_large: set[str] = set()
+        self._sub_mids: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters, to name a refusal
+        self.fatal: str | None = None  # why the bridge cannot work with this broker at all (it stopped)
+        self.on_fatal: Callable[[], None] = lambda: None  # the Bridge hears of it (the CLI exits 2)
+        self._shared_ok = False
+        self._wake_r, self._wake_w = socket.socketpair()  # ours: ends the network thread's wait
+        for end in (self._wake_r, self._wake_w):
+            end.setblocking(False)
         self._session_callbacks: list[SessionCallback] = []
         self._delay = settings.min_delay
         self._first_attempt = True
         self._protocol = paho.MQTTv311 if settings.protocol == "3.1.1" else paho.MQTTv5
+        self._broker_index = 0  # which of settings.brokers() we use now
+        self._tried = 0  # brokers tried since the last session
         self._paho = self._new_paho()
         self.broker_url = settings.url
 
@@ -321,6 +387,8 @@ class MqttClient:
             "outbox_superseded": self._outbox.superseded,
             "dropped_offline_qos0": c.dropped_offline_qos0,
             "dropped_oversize": c.dropped_oversize,
+            "dropped_too_large": c.dropped_too_large,
+            "dropped_refused": c.dropped_refused,
             "connects": c.connects,
             "network_errors": c.network_errors,
             "send_errors": c.send_errors,
@@ -354,10 +422,11 @@ class MqttClient:
         # Registering this (paho's hook for external loops) stops publish() from writing to
         # the socket in the caller's thread; it queues, wakes our loop, and the loop writes.
         client.on_socket_register_write = lambda *_: None
+        host, port = s.brokers()[self._broker_index]
         if self._protocol == paho.MQTTv5:
-            client.connect_async(s.host, s.port, s.keepalive, clean_start=True)
+            client.connect_async(host, port, s.keepalive, clean_start=True)
         else:
-            client.connect_async(s.host, s.port, s.keepalive)
+            client.connect_async(host, port, s.keepalive)
         return client
 
     def _sub_args(self, filters: dict[str, FilterOptions]) -> tuple:
@@ -367,6 +436,9 @@ class MqttClient:
         return ([(f, 1) for f in filters],)
 
     def _send(self, out: Outgoing) -> paho.MQTTMessageInfo:
+        limit = self.broker.max_packet
+        if limit is not None and _packet_size(out) > limit:
+            return self._too_large(out, limit)
         props = None
         if self.is_v5 and (out.expiry or out.response_topic or out.correlation_data):
             props = Properties(PacketTypes.PUBLISH)
@@ -377,7 +449,25 @@ class MqttClient:
             if out.correlation_data:
                 props.CorrelationData = out.correlation_data
         self.counters.published += 1
-        return self._paho.publish(out.topic, out.payload, out.qos, out.retain, properties=props)
+        info = self._paho.publish(out.topic, out.payload, out.qos, out.retain, properties=props)
+        if out.qos and info.rc == paho.MQTT_ERR_SUCCESS:
+            self._inflight[info.mid] = out
+        self._last_sent = out
+        return info
+
+    def _too_large(self, out: Outgoing, limit: int) -> paho.MQTTMessageInfo:
+        """Never send what the broker said it will not take (it would close the link, and we
+        would send it again after every reconnect): dropped, counted, named once."""
+        self.counters.dropped_too_large += 1
+        if self._retained.get(out.topic) is out:
+            del self._retained[out.topic]
+        if out.topic not in self._told_too_large and len(self._told_too_large) < 1000:
+            self._told_too_large.add(out.topic)
+            log.error("dropped a %d-byte message to %s: broker %s takes packets of at most %d bytes "
+                      "(its MQTT 5 Maximum Packet Size)", len(out.payload), out.topic[:200], self.broker_url, limit)
+        info = paho.MQTTMessageInfo(0)
+        info.rc = paho.MQTT_ERR_PAYLOAD_SIZE
+        return info
 
     def _hand_over(self) -> None:
         """Give paho what was published since the last call (in order; caller holds the lock)."""
@@ -386,16 +476,48 @@ class MqttClient:
             self._send(handoff.popleft())
 
     def _wake_network_thread(self) -> None:
-        """End the network thread's wait now; paho wakes it this way for its own publishes."""
-        wake = getattr(self._paho, "_sockpairW", None)  # paho has no public call for this
-        if wake is not None:
-            try:
-                wake.send(b"\0")
-            except OSError:
-                pass
+        """End the network thread's wait now (a full socket buffer means it is awake already)."""
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
 
     def _unacked(self) -> int:
-        return len(self._paho._out_messages)  # paho exposes no public accessor
+        return len(self._inflight)
+
+    def _pump(self, timeout: float) -> int:
+        """One turn of paho's outside loop: wait for the socket or a wake-up, then read, write and
+        keep the session alive. Returns paho's error code."""
+        sock = self._paho.socket()
+        if sock is None:
+            return paho.MQTT_ERR_NO_CONN
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted wait in the SSL object
+        if pending is not None and pending():
+            timeout = 0.0
+        poller = select.poll()  # not select(): a descriptor past 1023 (a busy HTTP edge) is fine here
+        poller.register(sock, select.POLLIN | (select.POLLOUT if self._paho.want_write() else 0))
+        poller.register(self._wake_r, select.POLLIN)
+        try:
+            ready = dict(poller.poll(timeout * 1000))
+        except (OSError, ValueError):
+            return paho.MQTT_ERR_CONN_LOST
+        fd = sock.fileno()
+        readable = ready.get(fd, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR)
+        writable = ready.get(fd, 0) & select.POLLOUT
+        if ready.get(self._wake_r.fileno(), 0):
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except OSError:
+                pass
+        rc = paho.MQTT_ERR_SUCCESS
+        if readable or (pending is not None and pending()):
+            rc = self._paho.loop_read()
+        if rc == paho.MQTT_ERR_SUCCESS and (writable or self._paho.want_write()):
+            rc = self._paho.loop_write()
+        if rc == paho.MQTT_ERR_SUCCESS:
+            rc = self._paho.loop_misc()
+        return rc
 
     # ------------------------------------------------------------ paho callbacks (network thread)
 
@@ -403,15 +525,19 @@ class MqttClient:
         if reason.is_failure:
             self._connack_failed = reason
         else:
+            self.broker = BrokerTraits.from_connack(properties)
             self._session_pending = True
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         self._link_up = False
+        if reason is not None and int(getattr(reason, "value", None) or 0):
+            self._disconnect_reason = reason
 
     def _subscribe(self, filters: dict[str, FilterOptions]) -> None:
         """Send SUBSCRIBE (caller holds the lock); `connected` waits for its SUBACK."""
         rc, mid = self._paho.subscribe(*self._sub_args(filters))
         if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+            self._sub_mids[mid] = list(filters)
             with self._suback_lock:
                 if mid in self._early_subacks:
                     self._early_subacks.discard(mid)
@@ -427,12 +553,16 @@ class MqttClient:
                 self._early_subacks.add(mid)
             if not self._pending_subacks and self._online and not self._subscription_changes:
                 self._connected_event.set()
-        for code in reason_codes or ():
-            if getattr(code, "is_failure", False):
-                log.warning("the broker refused a subscription: %s", code)
+        asked = self._sub_mids.pop(mid, [])
+        for n, code in enumerate(reason_codes or ()):
+            if getattr(code, "is_failure", False) or int(getattr(code, "value", 0)) >= 0x80:
+                topic_filter = asked[n] if n < len(asked) else "?"
+                log.warning("broker %s refused the subscription to %s: %s", self.broker_url, topic_filter[:200],
+                            code)
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         self.counters.acked += 1
+        self._inflight.pop(mid, None)
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
         self.counters.received += 1
@@ -472,7 +602,7 @@ class MqttClient:
             self._hand_over()
             info = self._send(Outgoing(self.state_topic, OFFLINE, 1, True))
         while time.monotonic() < self._stop_deadline and self._unacked() > 0 and self._link_up:
-            if self._paho.loop(timeout=0.01) != paho.MQTT_ERR_SUCCESS:
+            if self._pump(0.01) != paho.MQTT_ERR_SUCCESS:
                 break
         if info.rc != paho.MQTT_ERR_SUCCESS or not info.is_published():
             log.warning("could not confirm the offline state with the broker")
@@ -483,7 +613,7 @@ class MqttClient:
     def _step(self) -> None:
         if not self._link_up:
             self._go_offline()
-            if not self._first_attempt:
+            if not self._first_attempt and not self._next_broker():
                 wait = self._delay * random.uniform(0.5, 1.0)
                 log.info("reconnecting to %s in %.1f s", self.broker_url, wait)
                 if self._stopping.wait(wait):
@@ -492,18 +622,20 @@ class MqttClient:
             self._first_attempt = False
             if not self._open_link():
                 return
+        if self._online and self._delay != self.settings.min_delay and \
+                time.monotonic() - self._session_began > STABLE_SECONDS:
+            self._delay = self.settings.min_delay  # only a session that lasted resets the backoff
         if self._handoff or self._subscription_changes:
             with self._lock:
                 if self._online:
                     self._send_subscription_changes()
                     self._hand_over()
-        rc = self._paho.loop(timeout=IDLE_LOOP)
+        rc = self._pump(IDLE_LOOP)
         if self._connack_failed is not None:
             self._handle_refusal()
             return
         if self._session_pending:
             self._session_pending = False
-            self._delay = self.settings.min_delay
             self._session_ready()
         elif not self._online and (rc != paho.MQTT_ERR_SUCCESS or
                                    time.monotonic() - self._link_opened > CONNACK_TIMEOUT):
@@ -524,7 +656,7 @@ class MqttClient:
         """Queue DISCONNECT and let paho's loop write it (publish no longer writes inline)."""
         self._paho.disconnect()
         for _ in range(20):
-            if self._paho.loop(timeout=0.05) != paho.MQTT_ERR_SUCCESS:
+            if self._pump(0.05) != paho.MQTT_ERR_SUCCESS:
                 break
 
     def _open_link(self) -> bool:
@@ -567,26 +699,141 @@ class MqttClient:
                   or "password" in str(reason).lower() else "")
 
     def _switch_protocol(self, protocol: paho.MQTTProtocolVersion) -> None:
-        held = self._paho
         self._protocol = protocol
         self._paho = self._new_paho()
-        with held._out_message_mutex:  # carry over anything paho was still holding
-            leftovers = list(held._out_messages.values())
-        for m in leftovers:
-            self._outbox.append(Outgoing(m.topic, bytes(m.payload), m.qos, m.retain))
+        leftovers, self._inflight = list(self._inflight.values()), {}  # carried over to the new client
+        for out in leftovers:
+            self._outbox.append(out)
+
+    def _next_broker(self) -> bool:
+        """After a link is lost, the next broker of the cluster at once, without waiting; False
+        when every one has been tried since the last session (then the backoff applies)."""
+        brokers = self.settings.brokers()
+        if len(brokers) < 2 or self._tried >= len(brokers):
+            self._tried = 0
+            return False
+        self._tried += 1
+        self._broker_index = (self._broker_index + 1) % len(brokers)
+        host, port = brokers[self._broker_index]
+        self.broker_url = _url(self.settings.tls, host, port)
+        if self.is_v5:
+            self._paho.connect_async(host, port, self.settings.keepalive, clean_start=True)
+        else:
+            self._paho.connect_async(host, port, self.settings.keepalive)
+        log.info("trying MQTT broker %s", self.broker_url)
+        return True
 
     def _go_offline(self) -> None:
         if self._online and not self._stopping.is_set():
-            log.warning("lost connection to MQTT broker %s", self.broker_url)
+            self._lost()
         with self._lock:
             self._online = False
             while self._handoff:  # published while online, not yet with paho: as if published now
                 self._hold(self._handoff.popleft())
         self._connected_event.clear()
 
+    def _lost(self) -> None:
+        """Say why the link went, and act on what it tells: another client with our id (wait
+        longer), or a message the broker closes the link for, session after session (drop it)."""
+        reason, self._disconnect_reason = self._disconnect_reason, None
+        lasted = time.monotonic() - self._session_began
+        code = int(getattr(reason, "value", 0) or 0)
+        if code == TAKEN_OVER:
+            log.error("MQTT broker %s closed our session: another client uses the client id %r (a copied "
+                      "config?); set mqtt.client_id apart; waiting %.0f s", self.broker_url,
+                      self.settings.client_id, self.settings.max_delay)
+            self._delay = self.settings.max_delay
+            return
+        # A broker handles packets in order: the culprit is the oldest QoS 1 message it never
+        # acknowledged (paho sends those again first, at the next CONNACK), else the last we sent.
+        suspect = next(iter(self._inflight.values()), None) or self._last_sent
+        said = f": {reason}" if reason is not None else ""
+        log.warning("lost connection to MQTT broker %s%s (after %.1f s%s)", self.broker_url, said, lasted,
+                    f"; the oldest message not acknowledged was to {suspect.topic[:200]}" if suspect else "")
+        if lasted > STABLE_SECONDS:
+            self._short_sessions, self._suspect, self._suspect_count = 0, None, 0
+            return
+        self._short_sessions += 1
+        if suspect is not None:  # the same message (not only the same topic) each time
+            self._suspect_count = self._suspect_count + 1 if suspect is self._suspect else 1
+            self._suspect = suspect
+            if self._suspect_count >= STRIKES:
+                self._refused(suspect)
+                return
+        if self._short_sessions == STRIKES + 1:
+            log.error("MQTT broker %s closed our session right after it began %d times in a row: another "
+                      "client may be using the client id %r (a copied config? set mqtt.client_id apart), or "
+                      "the broker refuses what we send (its log says which); waiting %.0f s between tries",
+                      self.broker_url, self._short_sessions, self.settings.client_id, self.settings.max_delay)
+        if self._short_sessions > STRIKES:
+            self._delay = self.settings.max_delay
+
+    def _refused(self, out: Outgoing) -> None:
+        """The broker closed the link right after this message STRIKES sessions in a row: stop
+        sending it (from the retained cache, the outbox and paho's queue), and say so."""
+        self.counters.dropped_refused += 1
+        self._suspect, self._suspect_count = None, 0
+        log.error("dropped the message to %s (%d bytes): broker %s closed the connection right after it "
+                  "%d times in a row (a topic it refuses, or larger than its max_packet_size)",
+                  out.topic[:200], len(out.payload), self.broker_url, STRIKES)
+        with self._lock:
+            if self._retained.get(out.topic) is out:
+                del self._retained[out.topic]
+            keep = [m for m in self._inflight.values() if m is not out]
+            self._inflight = {}
+            self._outbox.remove(out)
+            self._paho = self._new_paho()  # paho would send its own queue again: start a clean one
+            for m in keep:
+                self._outbox.append(m)
+        self._last_sent = None
+
+    def _check_shared_subscriptions(self) -> None:
+        """With a share group, the broker must deliver `$share/<group>/…` as shared subscriptions:
+        some grant the SUBSCRIBE and match the filter literally, and every shared request and
+        service call would go unanswered in silence. MQTT 5 brokers say so in CONNACK; a 3.1.1
+        broker is asked with a probe through a shared subscription of our own."""
+        group = self.settings.share_group
+        if not group or self._shared_ok:
+            return
+        if self.broker.shared_subscriptions is False:
+            self._fail(f"broker {self.broker_url} has no shared subscriptions (its CONNACK says so), so "
+                       f"bridge.share_group: {group} cannot work: remove bridge.share_group and run one bridge, "
+                       "or use a broker with $share (Mosquitto 2, EMQX, HiveMQ, VerneMQ)")
+            return
+        probe = f"{self.base_topic}/bridge/selftest/{random.getrandbits(64):016x}"
+        heard = threading.Event()
+        route = self.router.add(f"$share/{group}/{probe}", lambda _msg: heard.set(), accept_retained=False)
+        self._subscribe({route.topic_filter: FilterOptions(False, False)})
+        self._send(Outgoing(probe, b"probe", 1, False))
+
+        def verdict() -> None:
+            self.router.remove(route)
+            if heard.is_set():
+                self._shared_ok = True
+            else:
+                self._fail(f"broker {self.broker_url} does not deliver shared subscriptions ($share/{group}/…: "
+                           f"a probe sent through one never arrived in {SHARED_TEST_SECONDS:g} s), so "
+                           f"bridge.share_group: {group} cannot work: remove bridge.share_group and run one "
+                           "bridge, or use a broker with $share (Mosquitto 2, EMQX, HiveMQ, VerneMQ)")
+
+        self.router.default_inbox.call_later(SHARED_TEST_SECONDS, verdict)
+
+    def _fail(self, why: str) -> None:
+        """The broker cannot give what the configuration needs: say it once, and stop (the CLI
+        exits 2 with this line); never run on degraded in silence."""
+        if self.fatal is None:
+            self.fatal = why
+            log.error("%s", why)
+            self.on_fatal()
+        self._stopping.set()
+        self._wake_network_thread()
+
     def _session_ready(self) -> None:
         """After CONNACK: subscribe, birth, re-publish retained state, drain outbox, go online."""
         self.counters.connects += 1
+        self._session_began = time.monotonic()
+        self._tried = 0
+        self._last_sent = None
         with self._lock:
             self._subscription_changes.clear()  # a new session subscribes every filter below
         filters = self.router.filters()
@@ -612,6 +859,8 @@ class MqttClient:
                     self._connected_event.set()
         log.info("connected to MQTT broker %s (MQTT %s)", self.broker_url,
                  "5" if self.is_v5 else "3.1.1")
+        with self._lock:
+            self._check_shared_subscriptions()
 
     def _resend(self, out: Outgoing) -> None:
         """Send a held message; one paho refuses is dropped (and counted), not retried forever."""

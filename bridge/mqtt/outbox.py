@@ -50,6 +50,10 @@ class Outbox:
         self._items.popleft()
         self.superseded += 1
 
+    def remove(self, msg: Outgoing) -> None:
+        """Forget one message (the broker will not take it)."""
+        self._items = type(self._items)(m for m in self._items if m is not msg)
+
     def pending_topics(self) -> set[str]:
         return {m.topic for m in self._items}
 
