@@ -23,6 +23,8 @@ from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from bridge import __version__, catalog, console
 from bridge.config import redacted, secret_values
 from bridge.core.api import ApiError, BridgeApi
@@ -39,7 +41,7 @@ from bridge.core.state import StateMachine
 from bridge.core.supervisor import Supervisor
 from bridge.extension import CoreServices, Extension, ExtensionContext
 from bridge.mqtt.client import ConnectionSettings, MqttClient, parse_broker_url
-from bridge.mqtt.router import Router
+from bridge.mqtt.router import Message, Router
 from bridge.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ class Bridge:
         self.health_providers: dict[str, Callable[[], Any]] = {}
         self.unstartable: list[str] = []  # "<feature>: <why>" for each enabled feature that could not start
         self.restart_requested = threading.Event()
+        self.run_id = os.urandom(8).hex()  # this process's run, in bridge/health
+        self.twin: str | None = None  # another live bridge's run heard on our own health topic
+        self._heard_runs: dict[str, int] = {}
         self.started_at = 0.0
         self._stop = threading.Event()
         self._info_lock = threading.Lock()  # info is read and published in one step: the newest goes last
@@ -206,6 +211,7 @@ class Bridge:
         self.api.start()
         self.mqtt.start()
         self.supervisor.spawn("health", self._health_loop, self._stop)
+        self.mqtt.subscribe(self.topics.bridge_health, self._on_health_heard)
         for ext in self.extensions:
             self._start_extension(ext)
         self.publish_info()
@@ -327,10 +333,30 @@ class Bridge:
             "threads": self.supervisor.stats(),
             "log": self.log_handler.stats(),
             "os_threads": threading.active_count(),  # flat while the bridge runs: no thread per timer
+            "run": self.run_id,  # tells this bridge's health from another's on the same topic
+            **({"another_bridge": self.twin} if self.twin else {}),
         }
         for key, provider in list(self.health_providers.items()):
             health[key] = _safely(provider, key)
         return health
+
+    def _on_health_heard(self, msg: Message) -> None:
+        """Another live bridge publishing our own health topic (two bridges on one base topic
+        without a share group, or one instance name twice) would run every call twice: said
+        loudly. One message from another run may be a dead bridge's retained one; a second is live."""
+        try:
+            run = orjson.loads(msg.payload).get("run") if msg.payload else None
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if not isinstance(run, str) or run == self.run_id:
+            return
+        self._heard_runs[run] = self._heard_runs.get(run, 0) + 1
+        if self._heard_runs[run] == 2 and self.twin is None:
+            self.twin = run
+            log.error("another bridge is running on %s (run %s): two bridges on one base topic both execute "
+                      "every service call and request; give each its own mqtt.base_topic, or set the same "
+                      "bridge.share_group and a different bridge.instance on each", self.topics.bridge_health,
+                      run[:16])
 
     def publish_health(self) -> None:
         self.mqtt.publish(self.topics.bridge_health, dumps(self.health()), qos=0, retain=True)

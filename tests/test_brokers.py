@@ -152,3 +152,40 @@ def test_run_exits_2_naming_the_share_group_when_the_broker_cannot_share(nats, t
     assert run.returncode == 2, run.stderr[-2000:]
     assert "does not deliver shared subscriptions" in run.stderr and "bridge.share_group: house" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_two_bridges_on_one_base_topic_without_a_share_group_are_said_loudly(mosquitto, make_config, bridges,
+                                                                               caplog):
+    one, two = (build_bridge(make_config(mosquitto), extensions=[]) for _ in range(2))
+    bridges.extend([one, two])
+    one.start()
+    two.start()
+    assert wait_until(lambda: one.twin == two.run_id and two.twin == one.run_id, 10), \
+        "each hears the other on its own health topic"
+    assert one.health()["another_bridge"] == two.run_id
+    assert any(r.levelname == "ERROR" and "another bridge is running on ruview/bridge/health" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_bridge_alone_hears_no_twin_not_even_its_own_dead_predecessor(mosquitto, make_config, bridges):
+    first = build_bridge(make_config(mosquitto), extensions=[])
+    first.start()
+    assert first.mqtt.wait_connected(10)
+    first.publish_health()
+    first.stop()  # its health stays retained
+    second = build_bridge(make_config(mosquitto), extensions=[])
+    bridges.append(second)
+    second.start()
+    assert second.mqtt.wait_connected(10)
+    for _ in range(3):
+        second.publish_health()
+    assert second.drain() and wait_until(lambda: second._heard_runs.get(first.run_id) == 1, 5)
+    assert second.twin is None
+
+
+def test_mqtt_5_forced_on_a_3_1_1_broker_says_so(nats, make_config, bridges, caplog):
+    bridge = build_bridge(make_config(nats, mqtt={"protocol": "5"}), extensions=[])
+    bridges.append(bridge)
+    bridge.start()
+    assert wait_until(lambda: any("may not speak MQTT 5" in r.getMessage() and "mqtt.protocol" in r.getMessage()
+                                  for r in caplog.records), 15)

@@ -680,8 +680,12 @@ class MqttClient:
         if self.settings.protocol == "auto" and self.is_v5:
             log.info("broker %s did not answer an MQTT 5 CONNECT; using 3.1.1", self.broker_url)
             self._switch_protocol(paho.MQTTv311)
+        elif self.is_v5:
+            log.warning("broker %s closed the connection before accepting it: it may not speak MQTT 5 "
+                        "(mqtt.protocol is 5; set it to auto or 3.1.1)", self.broker_url)
         else:
-            log.warning("broker %s closed the connection before accepting it", self.broker_url)
+            log.warning("broker %s closed the connection before accepting it (its log says why)",
+                        self.broker_url)
 
     def _handle_refusal(self) -> None:
         reason, self._connack_failed = self._connack_failed, None
@@ -694,9 +698,12 @@ class MqttClient:
             log.info("broker %s does not speak MQTT 5; using 3.1.1", self.broker_url)
             self._switch_protocol(paho.MQTTv311)
             return
-        log.error("MQTT broker %s refused the connection: %s%s", self.broker_url, reason,
-                  " (check mqtt.username / mqtt.password)" if "authori" in str(reason).lower()
-                  or "password" in str(reason).lower() else "")
+        hint = ""
+        if "authori" in str(reason).lower() or "password" in str(reason).lower():
+            hint = " (check mqtt.username / mqtt.password)"
+        elif int(getattr(reason, "value", 0)) in (1, 132):
+            hint = " (it may not speak MQTT 5: mqtt.protocol is 5; set it to auto or 3.1.1)"
+        log.error("MQTT broker %s refused the connection: %s%s", self.broker_url, reason, hint)
 
     def _switch_protocol(self, protocol: paho.MQTTProtocolVersion) -> None:
         self._protocol = protocol
