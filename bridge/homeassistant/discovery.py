@@ -46,7 +46,12 @@ def _flag(key: str) -> str:
 
 
 def node_components(topics: Topics, node: NodeInfo, expire_after: int) -> dict[str, dict[str, Any]]:
-    """object id -> component config (full keys, with `platform`) for one node."""
+    """object id -> component config (full keys, with `platform`) for one node.
+
+    Every entity read from the node's state topic expires after `expire_after` seconds without
+    an update (a streaming node's state goes out every beat): if the bridge dies where its Last
+    Will is never published (a cluster node gone; NATS and RabbitMQ do not send a dead client's
+    Will), Home Assistant shows the node unavailable instead of frozen values."""
     state = topics.node(node.name)
     key = node_key(topics, node.node_id)
     built: list[tuple[str, dict[str, Any]]] = []
@@ -58,22 +63,22 @@ def node_components(topics: Topics, node: NodeInfo, expire_after: int) -> dict[s
                                       **extra}))
 
     comp("binary_sensor", "presence", "Presence", ("presence",), device_class="presence",
-         state_topic=state, value_template=_flag("presence"))
+         state_topic=state, expire_after=expire_after, value_template=_flag("presence"))
     comp("binary_sensor", "occupancy", "Occupancy", ("occupancy",), device_class="occupancy",
-         state_topic=state, value_template=_flag("occupancy"))
+         state_topic=state, expire_after=expire_after, value_template=_flag("occupancy"))
     comp("binary_sensor", "motion", "Motion", ("motion",), device_class="motion", state_topic=state,
-         value_template=_flag("motion"))
+         expire_after=expire_after, value_template=_flag("motion"))
     comp("sensor", "presence_score", "Presence score", ("presence_score",), state_topic=state,
-         state_class="measurement", value_template="{{ value_json.presence_score }}",
+         expire_after=expire_after, state_class="measurement", value_template="{{ value_json.presence_score }}",
          suggested_display_precision=2, icon="mdi:radar")
     comp("sensor", "baseline", "Presence baseline", ("baseline",), state_topic=state,
-         state_class="measurement", value_template="{{ value_json.baseline }}",
+         expire_after=expire_after, state_class="measurement", value_template="{{ value_json.baseline }}",
          suggested_display_precision=2, entity_category="diagnostic")
     comp("sensor", "rssi", "Signal strength", ("rssi",), device_class="signal_strength",
          unit_of_measurement="dBm", state_class="measurement", state_topic=state,
-         value_template="{{ value_json.rssi }}", entity_category="diagnostic")
+         expire_after=expire_after, value_template="{{ value_json.rssi }}", entity_category="diagnostic")
     comp("sensor", "packet_loss", "Packet loss", ("packet_loss",), unit_of_measurement="%",
-         state_class="measurement", state_topic=state,
+         state_class="measurement", state_topic=state, expire_after=expire_after,
          value_template="{{ (value_json.packet_loss * 100) | round(2) }}", entity_category="diagnostic")
     comp("event", "event", "Event", state_topic=topics.node_event(node.name),
          event_types=list(privacy.events_for(node.privacy_class)))
