@@ -5,6 +5,7 @@
     ruview-node provision --ssid ... --target-ip ... --node-id N [--register]
     ruview-node monitor                    the node's log, frames decoded inline
     ruview-node simulate                   virtual nodes for testing without hardware
+    ruview-node mock-board start | stop    a stand-in C6 for flash and provision without hardware
 """
 
 from __future__ import annotations
@@ -242,6 +243,38 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_mock_board(args) -> int:
+    from firmware_tools import mock_node
+
+    state = args.state or mock_node.default_state()
+    try:
+        if args.action == "start":
+            board, started = mock_node.start(state, blank=args.blank)
+            print(board.url, flush=True)
+            if started:
+                flash = "erased flash" if args.blank else "RuView's partition table on its flash, NVS empty"
+                _say(f"mock ESP32-C6 at {board.url} (pid {board.pid}; {flash}); use it with "
+                     f"--port {board.url} --before no-reset; `ruview-node mock-board stop` ends it")
+            else:
+                _say(f"a mock board is already running at {board.url} (pid {board.pid})")
+        elif args.action == "stop":
+            stopped = mock_node.stop(state)
+            _say(f"stopped the mock board at {stopped.url}" if stopped else "no mock board is running")
+        elif args.action == "status":
+            running = mock_node.status(state)
+            if running is None:
+                _say("no mock board is running")
+                return EXIT_FAILED
+            print(running.url)
+        else:
+            mock_node.run_foreground(blank=args.blank, say=_say, show_url=lambda url: print(url, flush=True))
+    except mock_node.MockError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 def _target(value: str) -> tuple[str, int]:
@@ -376,6 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--quiet", action="store_true", help="no progress lines")
     sim.set_defaults(func=cmd_simulate)
+
+    mock = sub.add_parser("mock-board", help="a stand-in ESP32-C6 for flash and provision without hardware",
+                          description="An emulated ESP32-C6 ROM bootloader on a free loopback port "
+                                      "(esp32-mock-bootloader, a test dependency: pip install "
+                                      "'esp32-mock-bootloader==0.3.0'). `start` runs it in the background "
+                                      "and prints its socket:// URL for --port (with --before no-reset); "
+                                      "its flash holds RuView's partition table and an empty NVS partition "
+                                      "unless --blank, and lasts until `stop`.")
+    mock.add_argument("action", choices=["start", "stop", "status", "run"],
+                      help="start in the background, stop it, print its URL, or run in the foreground")
+    mock.add_argument("--blank", action="store_true", help="start with erased flash (flash a release first)")
+    mock.add_argument("--state", type=Path, help="where the running board is recorded "
+                                                 "(default ~/.local/state/ruview/mock-board.json)")
+    mock.set_defaults(func=cmd_mock_board)
     return parser
 
 

@@ -13,7 +13,24 @@ def _files(config) -> pairing.PairingFiles:
     return pairing.PairingFiles(Path(config.bridge.state_dir).expanduser())
 
 
+def _config_file(args: argparse.Namespace) -> str | None:
+    """The file the configuration came from, as `ruview-bridge` chose it (None: built-in defaults)."""
+    from bridge.cli import _config_path   # here, not at import: bridge.cli imports this module
+
+    return _config_path(getattr(args, "config", None))
+
+
 def cmd_pair_info(args: argparse.Namespace, config) -> int:
+    if not config.homekit.enabled:
+        path = _config_file(args)
+        where = path or "the built-in defaults (no config.yaml here)"
+        into = path or "a config file"
+        option = f" -c {path or 'FILE'}" if (path or "") != "config.yaml" else ""
+        print(f"ruview-bridge: HomeKit is disabled (homekit.enabled: false in {where}), so there is no setup "
+              f"code to pair with. To enable it, set `homekit.enabled: true` in {into}; then "
+              f"`ruview-bridge homekit pair-info{option}` prints the code, and the bridge it pairs with is "
+              f"`ruview-bridge run{option}` (docs/homekit.md).", file=sys.stderr)
+        return 2
     files = _files(config)
     setup = files.setup()
     clients = files.paired_clients()
