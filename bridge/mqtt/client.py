@@ -599,6 +599,7 @@ class MqttClient:
         """At stop: what was published before goes out, then `offline`; wait for the broker's
         acknowledgements until the stop deadline."""
         with self._lock:
+            self._send_subscription_changes()  # an unsubscribe asked for just before stop goes too
             self._hand_over()
             info = self._send(Outgoing(self.state_topic, OFFLINE, 1, True))
         while time.monotonic() < self._stop_deadline and self._unacked() > 0 and self._link_up:

@@ -53,13 +53,14 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
     return len(f_parts) == len(t_parts)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Route:
     topic_filter: str
     handler: Handler
     accept_retained: bool
     no_local: bool
     inbox: Inbox
+    dropped: int = 0  # messages for this route its full inbox did not take (also in Router.dropped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +71,21 @@ class FilterOptions:
     retain_as_published: bool  # MQTT 5: keep the retain flag, so retained commands can be ignored
 
 
+MATCH_CACHE = 4096  # topics whose matching routes are remembered (cleared when full or routes change)
+
+
 class Router:
-    """Holds routes and hands matched messages to each route's inbox."""
+    """Holds routes and hands matched messages to each route's inbox.
+
+    Which routes a topic matches is worked out once and remembered (a bridge hears the same
+    topics again and again), so a message costs the network thread a dict look-up, not a split
+    and compare per route; adding or removing a route forgets what was remembered."""
 
     def __init__(self, default_inbox: Inbox) -> None:
         self.default_inbox = default_inbox
         self._routes: list[Route] = []
         self._lock = threading.Lock()
+        self._matches: dict[str, tuple[Route, ...]] = {}
         self.dropped = 0
         self.ignored_retained = 0
         self._told_retained: set[str] = set()
@@ -87,12 +96,14 @@ class Router:
         route = Route(topic_filter, handler, accept_retained, no_local, inbox or self.default_inbox)
         with self._lock:
             self._routes.append(route)
+            self._matches = {}
         return route
 
     def remove(self, route: Route) -> None:
         with self._lock:
             if route in self._routes:
                 self._routes.remove(route)
+                self._matches = {}
 
     def __len__(self) -> int:
         return len(self._routes)
@@ -116,15 +127,29 @@ class Router:
     def submit(self, message: Message, *, local: bool = False) -> None:
         """Called from the network thread: match, enqueue, return at once. `local`: the message is
         our own (an in-process loopback delivers those), so No Local routes do not hear it."""
-        with self._lock:
-            matching = [r for r in self._routes if filter_matches(r.topic_filter, message.topic)
-                        and not (local and r.no_local)]
-        routes = [r for r in matching if r.accept_retained or not message.retain]
-        if len(routes) < len(matching):
-            self._ignored(message.topic)
-        for route in routes:
+        topic = message.topic
+        matching = self._matches.get(topic)
+        if matching is None:
+            matching = self._match(topic)
+        if local:
+            matching = tuple(r for r in matching if not r.no_local)
+        if message.retain:
+            routes = [r for r in matching if r.accept_retained]
+            if len(routes) < len(matching):
+                self._ignored(topic)
+            matching = tuple(routes)
+        for route in matching:
             if not route.inbox.put(route.handler, message):
+                route.dropped += 1
                 self.dropped += 1
+
+    def _match(self, topic: str) -> tuple[Route, ...]:
+        with self._lock:
+            matching = tuple(r for r in self._routes if filter_matches(r.topic_filter, topic))
+            if len(self._matches) >= MATCH_CACHE:
+                self._matches = {}
+            self._matches[topic] = matching
+        return matching
 
     def _ignored(self, topic: str) -> None:
         self.ignored_retained += 1

@@ -36,11 +36,11 @@ from bridge.core.eventdata import EventFired, PluginEntities, StateChanged
 from bridge.core.payload import dumps
 from bridge.core.services import ServiceCall, ServiceError, ServiceFuture
 from bridge.extension import Extension, ExtensionContext
-from bridge.mqtt.router import Message
+from bridge.mqtt.router import Message, Route
 from bridge.plugins import abi, trust
 from bridge.plugins.audit import AuditLog
 from bridge.plugins.config import PluginsConfig
-from bridge.plugins.host import HostServices, Plugin
+from bridge.plugins.host import LINGER, HostServices, Plugin
 from bridge.plugins.files import PluginFileError, read_bounded
 from bridge.plugins.manifest import MANIFEST, Manifest, ManifestError, load_manifest
 from bridge.plugins.permissions import Permissions
@@ -48,6 +48,7 @@ from bridge.plugins.runtime import Runtime, check_module
 
 MAX_MODULE_BYTES = 16 * 1024 * 1024
 TICK = 1.0  # seconds between time_changed events
+WATCHERS = 4096  # entity ids whose receiving plugins are remembered (cleared when full or plugins change)
 REASON_MAX = 1000  # characters of a rejection reason kept, published and audited
 # Domains a plugin may not take: Home Assistant's (its services are the bridge's devices') and the
 # bridge's own features and topic levels.
@@ -92,10 +93,12 @@ class PluginsExtension(Extension[PluginsConfig]):
         self.plugins: dict[str, Plugin] = {}
         self.rejected: dict[str, dict[str, Any]] = {}  # status topic key -> status
         self.entities: dict[str, dict[str, dict[str, Any]]] = {}  # plugin domain -> entity id -> config
-        self._routes: dict[str, list] = {}  # plugin domain -> MQTT routes
+        self._routes: dict[str, list[Route]] = {}  # plugin domain -> MQTT routes
         self._seen: dict[str, Fingerprint] = {}  # plugin directory -> its files as last read, for the watcher
         self._settling: dict[str, Fingerprint] = {}  # plugin directory -> a change not yet acted on
         self._alone = not ctx.topics.share_group
+        self._watchers: dict[str, tuple[Plugin, ...]] = {}  # entity id -> the plugins its changes go to
+        ctx.inbox.linger = LINGER  # state changes and events stream in here too (host.py)
         self.loader = ctx.new_inbox("loader", 64)  # verify and compile here, off the delivery path
         self._loading: set[str] = set()  # directories the loader has now
         if not self.cfg.trusted_keys and not self.cfg.allow_unsigned:
@@ -119,7 +122,7 @@ class PluginsExtension(Extension[PluginsConfig]):
         for verb, handler in (("plugin/list", self._req_list), ("plugin/load", self._req_load),
                               ("plugin/unload", self._req_unload), ("plugin/reload", self._req_reload)):
             ctx.register_request(verb, handler, scope="instance")
-        ctx.add_health("plugins", lambda: {d: p.health() for d, p in sorted(self.plugins.items())})
+        ctx.add_health("plugins", lambda: {d: self.health_of(p) for d, p in sorted(self.plugins.items())})
         self.load_all()
         ctx.call_later(TICK, self._tick)
         if self.cfg.watch:
@@ -128,6 +131,13 @@ class PluginsExtension(Extension[PluginsConfig]):
     def stop(self) -> None:
         for domain in list(self.plugins):
             self.unload(domain, "the bridge stopped")
+
+    def health_of(self, plugin: Plugin) -> dict[str, Any]:
+        """A plugin's figures; `dropped` also counts the MQTT messages its full queue did not take
+        (the router counts those on its routes), so each delivery it missed is counted once."""
+        health = plugin.health()
+        health["dropped"] += sum(route.dropped for route in self._routes.get(plugin.domain, ()))
+        return health
 
     # ------------------------------------------------------------ finding and loading
 
@@ -287,6 +297,7 @@ class PluginsExtension(Extension[PluginsConfig]):
                 raise PluginError(f"{source}: registered_services: {exc}") from None
             registered.append(service)
         self.plugins[manifest.domain] = plugin
+        self._watchers = {}
         self._forget_rejected(manifest.domain)
         self._seen[str(directory)] = files
         started = threading.Event()
@@ -327,6 +338,7 @@ class PluginsExtension(Extension[PluginsConfig]):
         plugin = self.plugins.pop(domain, None)
         if plugin is None:
             return False
+        self._watchers = {}
         for route in self._routes.pop(domain, []):
             self.ctx.mqtt.unsubscribe(route)
         for service in plugin.manifest.registered_services:
@@ -429,16 +441,26 @@ class PluginsExtension(Extension[PluginsConfig]):
         if not self._alone and change.origin != "LOCAL":
             return
         entity_id = change.entity_id
-        data = None
-        for plugin in list(self.plugins.values()):
-            globs = plugin.manifest.subscribed_state_entities
-            if globs and plugin.permissions.allows("state:read", entity_id) and \
-                    any(fnmatchcase(entity_id, g) for g in globs):
-                if data is None:
-                    old, new = change.old_state, change.new_state
-                    data = orjson.dumps({"entity_id": entity_id, "old_state": old.as_dict() if old else None,
-                                         "new_state": new.as_dict() if new else None})
+        watchers = self._watchers.get(entity_id)
+        if watchers is None:
+            watchers = self._watching(entity_id)
+        if watchers:
+            old, new = change.old_state, change.new_state
+            data = orjson.dumps({"entity_id": entity_id, "old_state": old.as_dict() if old else None,
+                                 "new_state": new.as_dict() if new else None})
+            for plugin in watchers:
                 plugin.deliver("state_changed", data, "state")
+
+    def _watching(self, entity_id: str) -> tuple[Plugin, ...]:
+        """The plugins an entity's changes go to (subscribed and allowed to read it), remembered:
+        a bridge writes the same entities again and again."""
+        watchers = tuple(p for p in self.plugins.values() if p.manifest.subscribed_state_entities
+                         and p.permissions.allows("state:read", entity_id)
+                         and any(fnmatchcase(entity_id, g) for g in p.manifest.subscribed_state_entities))
+        if len(self._watchers) >= WATCHERS:
+            self._watchers = {}
+        self._watchers[entity_id] = watchers
+        return watchers
 
     def _on_event(self, event: EventFired) -> None:
         if not self._alone and event.origin != "LOCAL":
@@ -557,7 +579,7 @@ class PluginsExtension(Extension[PluginsConfig]):
     # ------------------------------------------------------------ bridge requests
 
     def _req_list(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"plugins": [{**p.status(), **p.health()} for _, p in sorted(self.plugins.items())],
+        return {"plugins": [{**p.status(), **self.health_of(p)} for _, p in sorted(self.plugins.items())],
                 "rejected": [s for _, s in sorted(self.rejected.items())]}
 
     def _domain_arg(self, request: dict[str, Any]) -> str:

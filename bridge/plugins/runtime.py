@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import wasmtime
 from wasmtime import _bindings, _ffi as ffi
@@ -197,16 +197,31 @@ class RawExport:
 
 
 HostFunction = Callable[..., int]
-# The C functions themselves, from a handle of our own on the library (so that giving
-# wasmtime_memory_data a plain address result does not change wasmtime-py's copy).
-_lib = ctypes.CDLL(_bindings.dll._name)
+# The call into the plugin releases the GIL (ctypes.CDLL): it may run until its deadline, the epoch
+# clock that ends it is a Python thread, and the other threads must go on meanwhile. Every other C
+# call on the delivery path returns at once and calls nothing back, so it is made through a handle
+# of our own that keeps the GIL (ctypes.PyDLL, PYFUNCTYPE): each release while another thread wants
+# the GIL hands it over (a wake-up and a context switch each way), and a delivery released it seven
+# times, where now it releases it once. Our own handle also leaves wasmtime-py's copies as they are.
 _call_unchecked = _bindings._wasmtime_func_call_unchecked
-_set_fuel = _bindings._wasmtime_context_set_fuel
-_set_deadline = _bindings._wasmtime_context_set_epoch_deadline
-_memory_data = _lib.wasmtime_memory_data
-_memory_data.restype = ctypes.c_void_p
-_memory_data.argtypes = [ctypes.POINTER(ffi.wasmtime_context_t), ctypes.POINTER(ffi.wasmtime_memory_t)]
-_memory_size = _bindings._wasmtime_memory_data_size
+_held = ctypes.PyDLL(_bindings.dll._name)
+_Context, _MemoryRef = ctypes.POINTER(ffi.wasmtime_context_t), ctypes.POINTER(ffi.wasmtime_memory_t)
+
+
+def _c(name: str, restype: Any, *argtypes: Any) -> Any:
+    fn = getattr(_held, name)
+    fn.restype, fn.argtypes = restype, list(argtypes)
+    return fn
+
+
+_set_fuel = _c("wasmtime_context_set_fuel", ctypes.POINTER(ffi.wasmtime_error_t), _Context, ctypes.c_uint64)
+_get_fuel = _c("wasmtime_context_get_fuel", ctypes.POINTER(ffi.wasmtime_error_t), _Context,
+               ctypes.POINTER(ctypes.c_uint64))
+_set_deadline = _c("wasmtime_context_set_epoch_deadline", None, _Context, ctypes.c_uint64)
+_memory_data = _c("wasmtime_memory_data", ctypes.c_void_p, _Context, _MemoryRef)
+_memory_size = _c("wasmtime_memory_data_size", ctypes.c_size_t, _Context, _MemoryRef)
+_memmove = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)(
+    ctypes._memmove_addr)  # type: ignore[attr-defined]
 
 
 class Instance:
@@ -222,6 +237,8 @@ class Instance:
         self.deadline = max(1, -(-time_ms // int(EPOCH_TICK * 1000)))
         self.store = wasmtime.Store(runtime.engine)
         self._ctx = self.store._context()
+        self._fuel_left = ctypes.c_uint64()
+        self._fuel_left_ref = ctypes.byref(self._fuel_left)
         self.store.set_limits(memory_size=memory_bytes, table_elements=table_elements, instances=1,
                               tables=1, memories=1)
         linker = wasmtime.Linker(runtime.engine)
@@ -269,7 +286,11 @@ class Instance:
             raise PluginTrap(f"{name}: {str(exc).splitlines()[0]}", "trap") from None
 
     def fuel_used(self) -> int:
-        return self.fuel - self.store.get_fuel()
+        """Fuel the last call burnt (read through the C API: this runs once per event)."""
+        error = _get_fuel(self._ctx, self._fuel_left_ref)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        return self.fuel - self._fuel_left.value
 
     # ------------------------------------------------------------ memory (bounds-checked)
 
@@ -287,7 +308,7 @@ class Instance:
         base, size = self._base()
         if ptr <= 0 or len(data) > abi.MAX_BUFFER or ptr + len(data) > size:
             return False
-        ctypes.memmove(base + ptr, data, len(data))
+        _memmove(base + ptr, data, len(data))
         return True
 
     def call_with(self, name: str, *buffers: bytes) -> int:
@@ -297,24 +318,29 @@ class Instance:
         once (and again, larger, when a delivery does not fit), kept across calls and given back
         with `dealloc` when the instance goes. So an event costs one call into the plugin, not three.
         """
-        if any(len(b) > abi.MAX_BUFFER for b in buffers):
-            raise DeliveryTooLarge(f"{name}: a buffer over {abi.MAX_BUFFER >> 10} KiB")
-        joined = b"".join(buffers)
-        total = len(joined)
+        total = 0
+        for data in buffers:
+            if len(data) > abi.MAX_BUFFER:
+                raise DeliveryTooLarge(f"{name}: a buffer over {abi.MAX_BUFFER >> 10} KiB")
+            total += len(data)
         try:
             self._arm()
-            ptr = self._buffer(total) if total else 0
-            if total:
-                base = _memory_data(self._ctx, self._mem) or 0
-                if ptr + total > _memory_size(self._ctx, self._mem):  # memory cannot shrink; be sure anyway
-                    raise PluginTrap(f"{name}: the delivery buffer is outside the plugin's memory", "trap")
-                ctypes.memmove(base + ptr, joined, total)
             flat: list[int] = []
-            at = ptr
-            for data in buffers:
-                size = len(data)
-                flat += (at if size else 0, size)
-                at += size
+            if total:
+                at = self._buffer(total)
+                if at + total > _memory_size(self._ctx, self._mem):  # memory cannot shrink; be sure anyway
+                    raise PluginTrap(f"{name}: the delivery buffer is outside the plugin's memory", "trap")
+                base = _memory_data(self._ctx, self._mem) or 0
+                for data in buffers:
+                    size = len(data)
+                    if size:
+                        _memmove(base + at, data, size)
+                        flat += (at, size)
+                        at += size
+                    else:
+                        flat += (0, 0)
+            else:
+                flat = [0] * (2 * len(buffers))
             return self.calls[name](*flat)
         except wasmtime.Trap as trap:
             raise as_plugin_trap(trap) from None
