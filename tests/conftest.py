@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import time
 
@@ -17,6 +18,24 @@ from bridge.core import inbox as inbox_rule  # noqa: E402
 from bridge.catalog import validate_config  # noqa: E402
 from tests.brokers import Embedded, Mosquitto, free_port, mosquitto_available
 from tests.mqtt_probe import Probe  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Spread the few long tests (marked `slow`) so that each xdist worker starts with one: work
+    stealing first deals each worker an equal run of the collection, and two long tests dealt to
+    one worker would run one after the other, making the whole suite wait for them."""
+    workers = getattr(config, "workerinput", {}).get("workercount") or config.getoption("numprocesses", 0) or 0
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if not isinstance(workers, int) or workers < 2 or not slow:
+        return
+    rest = iter([item for item in items if not item.get_closest_marker("slow")])
+    chunk = max(1, len(items) // workers)
+    ordered: list = []
+    for k in range(workers):  # slow[k] opens worker k's run
+        head = slow[k:k + 1]
+        ordered.extend(head)
+        ordered.extend(itertools.islice(rest, chunk - len(head)))
+    items[:] = [*ordered, *slow[workers:], *rest]
 
 
 @pytest.fixture(autouse=True)

@@ -257,7 +257,8 @@ RUN_DOCS = [doc for doc in DOCS if runnable_blocks(doc)]
 
 
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("doc", RUN_DOCS, ids=[str(d.relative_to(ROOT)) for d in RUN_DOCS])
+@pytest.mark.parametrize("doc", [pytest.param(d, marks=[pytest.mark.slow] if d.name == "nodes.md" else [])
+                                 for d in RUN_DOCS], ids=[str(d.relative_to(ROOT)) for d in RUN_DOCS])
 def test_the_runnable_blocks_run_as_written(doc, tmp_path):
     blocks = runnable_blocks(doc)
     for block in blocks:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import threading
 import time
 
@@ -103,6 +105,7 @@ def test_outbox_overflow_drops_oldest_events_but_keeps_state(broker, make_bridge
         gate.close()
 
 
+@pytest.mark.slow
 def test_broker_down_for_70_s_at_start_then_discovery_appears(make_config, make_probe):
     """Start-up does not give up: HA discovery waits for the first session, however late."""
     from bridge.app import build_bridge

@@ -111,6 +111,7 @@ finally:
 @pytest.mark.timeout(1500)  # a fresh install of every dependency, then a 30 s simulation
 @pytest.mark.skipif(os.geteuid() != 0 or not Path(SYSTEM_PYTHON).exists(),
                     reason="needs root for a private network namespace, and Debian's /usr/bin/python3")
+@pytest.mark.slow
 def test_the_readmes_first_command_and_examples_behave_as_printed(tmp_path):
     blocks = readme_blocks()
     assert blocks[0].strip() == "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/ruview-bridge run"
