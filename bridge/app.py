@@ -209,9 +209,10 @@ class Bridge:
         self.events.start()
         self.services.start()
         self.api.start()
+        # before the session: a dead predecessor's retained health is heard before ours replaces it
+        self.mqtt.subscribe(self.topics.bridge_health, self._on_health_heard)
         self.mqtt.start()
         self.supervisor.spawn("health", self._health_loop, self._stop)
-        self.mqtt.subscribe(self.topics.bridge_health, self._on_health_heard)
         for ext in self.extensions:
             self._start_extension(ext)
         self.publish_info()

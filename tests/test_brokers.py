@@ -179,7 +179,8 @@ def test_a_bridge_alone_hears_no_twin_not_even_its_own_dead_predecessor(mosquitt
     assert second.mqtt.wait_connected(10)
     for _ in range(3):
         second.publish_health()
-    assert second.drain() and wait_until(lambda: second._heard_runs.get(first.run_id) == 1, 5)
+    assert second.drain() and wait_until(lambda: second._heard_runs.get(first.run_id) == 1, 5), \
+        (first.run_id, second.run_id, second._heard_runs)
     assert second.twin is None
 
 

@@ -195,6 +195,7 @@ class MqttClient:
         # called on that thread only (filter -> its options now, or None: unsubscribe)
         self._subscription_changes: dict[str, FilterOptions | None] = {}
         self._stop_deadline = 0.0
+        self._session_starting = False  # between CONNACK and online: new filters are queued as changes
         self._thread: Supervised | None = None
         self._inflight: dict[int, Outgoing] = {}  # QoS >= 1 handed to paho, not yet acknowledged (by mid)
         self.broker = BrokerTraits()
@@ -251,7 +252,7 @@ class MqttClient:
         route = self.router.add(topic_filter, handler, accept_retained=accept_retained,
                                 no_local=no_local, inbox=inbox)
         with self._lock:
-            if self._online:
+            if self._online or self._session_starting:  # else the next session subscribes it
                 self._change_subscription(topic_filter, self.router.filters()[topic_filter])
         return route
 
@@ -260,7 +261,7 @@ class MqttClient:
         self.router.remove(route)
         remaining = self.router.filters()
         with self._lock:
-            if self._online:  # others still listening: their No Local may now apply
+            if self._online or self._session_starting:  # others still listening: their No Local may apply
                 self._change_subscription(route.topic_filter, remaining.get(route.topic_filter))
 
     def _change_subscription(self, topic_filter: str, options: FilterOptions | None) -> None:
@@ -736,6 +737,7 @@ class MqttClient:
             self._lost()
         with self._lock:
             self._online = False
+            self._session_starting = False
             while self._handoff:  # published while online, not yet with paho: as if published now
                 self._hold(self._handoff.popleft())
         self._connected_event.clear()
@@ -842,9 +844,10 @@ class MqttClient:
         self._session_began = time.monotonic()
         self._tried = 0
         self._last_sent = None
-        with self._lock:
+        with self._lock:  # a filter added from now on is queued as a change (no gap to fall into)
             self._subscription_changes.clear()  # a new session subscribes every filter below
-        filters = self.router.filters()
+            self._session_starting = True
+            filters = self.router.filters()
         with self._suback_lock:
             self._pending_subacks.clear()
             self._early_subacks.clear()
@@ -860,10 +863,11 @@ class MqttClient:
             for out in self._outbox.drain():
                 self._resend(out)
             self._online = True
+            self._session_starting = False
             for handle in list(self._session_callbacks):
                 (handle.inbox or self.router.default_inbox).put(handle.callback)
             with self._suback_lock:
-                if not self._pending_subacks:
+                if not self._pending_subacks and not self._subscription_changes:
                     self._connected_event.set()
         log.info("connected to MQTT broker %s (MQTT %s)", self.broker_url,
                  "5" if self.is_v5 else "3.1.1")
