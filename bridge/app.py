@@ -40,7 +40,8 @@ from bridge.core.services import ServiceRegistry
 from bridge.core.state import StateMachine
 from bridge.core.supervisor import Supervisor
 from bridge.extension import CoreServices, Extension, ExtensionContext
-from bridge.mqtt.client import ConnectionSettings, MqttClient, parse_broker_url
+from bridge.mqtt.client import MqttClient
+from bridge.mqtt.settings import ConnectionSettings, parse_broker_url
 from bridge.mqtt.router import Message, Router
 from bridge.topics import Topics
 

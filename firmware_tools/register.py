@@ -21,7 +21,7 @@ from ruamel.yaml.comments import CommentedMap
 from bridge.app import connection_settings
 from bridge.catalog import load_config
 from bridge.config import ConfigError
-from bridge.mqtt.client import ConnectionSettings
+from bridge.mqtt.settings import ConnectionSettings
 from bridge.mqtt.oneshot import OneShotError, ask
 from bridge.topics import Topics
 

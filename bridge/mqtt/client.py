@@ -35,9 +35,8 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -48,6 +47,7 @@ from bridge.core.inbox import Inbox
 from bridge.core.supervisor import Supervised, Supervisor
 from bridge.mqtt.outbox import Outbox, Outgoing
 from bridge.mqtt.router import FilterOptions, Message, Route, Router
+from bridge.mqtt.settings import BrokerTraits, ConnectionSettings, broker_url
 from bridge.topics import check_topic
 
 log = logging.getLogger(__name__)
@@ -63,68 +63,6 @@ SHARED_TEST_SECONDS = 3.0  # how long a 3.1.1 broker has to deliver our shared-s
 STABLE_SECONDS = 30.0  # a session that lasts this long resets the reconnect backoff
 STRIKES = 3  # sessions in a row the broker closed right after one message: that message goes
 TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another client connected with our client id
-
-
-@dataclass(frozen=True)
-class BrokerTraits:
-    """What the broker said it can do (MQTT 5 CONNACK properties; None: not said, as on 3.1.1)."""
-
-    max_packet: int | None = None
-    shared_subscriptions: bool | None = None
-    retain: bool | None = None
-    wildcards: bool | None = None
-    max_qos: int | None = None
-
-    @classmethod
-    def from_connack(cls, properties: Any) -> "BrokerTraits":
-        def said(name: str) -> Any:
-            return getattr(properties, name, None) if properties is not None else None
-
-        def flag(name: str) -> bool | None:
-            value = said(name)
-            return None if value is None else bool(value)
-
-        return cls(said("MaximumPacketSize"), flag("SharedSubscriptionAvailable"), flag("RetainAvailable"),
-                   flag("WildcardSubscriptionAvailable"), said("MaximumQoS"))
-
-
-@dataclass(frozen=True)
-class ConnectionSettings:
-    host: str
-    port: int
-    tls: bool = False
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    verify: bool = True
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    client_id: str = ""
-    protocol: str = "auto"  # auto | 3.1.1 | 5
-    keepalive: int = 60
-    min_delay: float = 0.5
-    max_delay: float = 30.0
-    outbox_size: int = 10000
-    max_payload: int = 256 * 1024
-    fallbacks: tuple[tuple[str, int], ...] = ()  # more brokers of the same cluster, tried in turn
-    share_group: str | None = None  # bridge.share_group: the broker must deliver $share/<group>/...
-
-    @property
-    def url(self) -> str:
-        return _url(self.tls, self.host, self.port)
-
-    def brokers(self) -> list[tuple[str, int]]:
-        return [(self.host, self.port), *self.fallbacks]
-
-
-def _url(tls: bool, host: str, port: int) -> str:
-    return f"{'mqtts' if tls else 'mqtt'}://{host}:{port}"
-
-
-def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    parts = urlsplit(url)
-    tls = parts.scheme == "mqtts"
-    return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
 
 
 def _packet_size(out: Outgoing) -> int:
@@ -724,7 +662,7 @@ class MqttClient:
         self._tried += 1
         self._broker_index = (self._broker_index + 1) % len(brokers)
         host, port = brokers[self._broker_index]
-        self.broker_url = _url(self.settings.tls, host, port)
+        self.broker_url = broker_url(self.settings.tls, host, port)
         if self.is_v5:
             self._paho.connect_async(host, port, self.settings.keepalive, clean_start=True)
         else:

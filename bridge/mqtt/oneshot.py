@@ -15,7 +15,7 @@ from typing import Any, Callable
 import orjson
 import paho.mqtt.client as paho
 
-from bridge.mqtt.client import ConnectionSettings
+from bridge.mqtt.settings import ConnectionSettings
 
 
 class OneShotError(Exception):

@@ -288,6 +288,7 @@ def test_half_open_connections_from_beyond_loopback_are_capped_and_timed_out_and
     assert r["refusal"]["status"] == 503 and "http.max_connections" in r["refusal"]["error"], r
     assert (r["refused_per_client"], r["refused_in_total"]) == (90, 110), r
     assert r["mqtt_lost"] and r["broker_down"] and r["mqtt_reconnected"], r
+    assert r["refused_in_time"] and r["all_closed"] and r["visitor_in_time"], r
     assert r["held_at_reconnect"] == 100, "the caps, not the timeout, kept MQTT alive"
     assert r["timed_out"] == 100 and SIEGE["header_timeout"] - 0.5 < r["first_timeout_after"], r
     assert r["last_timeout_after"] < SIEGE["header_timeout"] + 4, r
@@ -383,7 +384,7 @@ def _siege() -> dict:
             for _ in range(PER_ATTACKER):
                 siege.open(source, port)
         r["opened"], r["connect_failed"] = len(siege.opened), siege.failed
-        wait_until(lambda: siege.poll() and siege.count(503) >= 200, 3)
+        r["refused_in_time"] = wait_until(lambda: siege.poll() and siege.count(503) >= 200, 3)
         r["held"], r["refused"] = siege.held, siege.count(503)
         refusal = next((body for status, body, _ in siege.answers.values() if status == 503), b"{}")
         r["refusal"] = json.loads(refusal or b"{}")
@@ -394,7 +395,7 @@ def _siege() -> dict:
         r["mqtt_reconnected"] = wait_until(lambda: stats()["mqtt"], 8)
         siege.poll(0)
         r["held_at_reconnect"] = siege.held
-        wait_until(lambda: siege.poll() and siege.held == 0, SIEGE["header_timeout"] + 6)
+        r["all_closed"] = wait_until(lambda: siege.poll() and siege.held == 0, SIEGE["header_timeout"] + 6)
         timeouts = [took for status, _, took in siege.answers.values() if status == 408]
         r["timed_out"] = len(timeouts)
         r["first_timeout_after"], r["last_timeout_after"] = min(timeouts, default=0), max(timeouts, default=0)
@@ -405,7 +406,7 @@ def _siege() -> dict:
                 r["visitor"] = repr(exc)
             return r["visitor"] == 200
 
-        wait_until(visitor_served, 5)
+        r["visitor_in_time"] = wait_until(visitor_served, 5)
         r["stats"] = stats()
         r["refused_per_client"] = r["stats"]["refused_per_client"]
         r["refused_in_total"] = r["stats"]["refused_in_total"]

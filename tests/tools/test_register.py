@@ -9,7 +9,7 @@ import subprocess
 
 from bridge.app import build_bridge
 from bridge.catalog import validate_config
-from bridge.mqtt.client import ConnectionSettings
+from bridge.mqtt.settings import ConnectionSettings
 from bridge.nodes.extension import NodesExtension
 from bridge.topics import Topics
 from firmware_tools.register import (Registration, RegisterError, bridge_connection, register_in_config,
