@@ -244,7 +244,9 @@ def test_the_node_beat_and_a_serial_reader_outlive_an_unexpected_exception(mosqu
     ext.pipeline.flush_due = flush_that_fails_once
     send_udp(generate(make_nodes(1, "empty", 3, first_id=4), 3), "127.0.0.1", port, speed=0)
     assert wait_until(lambda: failures["n"] == 1 and ext.ctx.inbox.errors == errors + 1, 5), "the beat failed once"
-    assert wait_until(lambda: ext.registry.get(4).online is False, 10), "the beat goes on: nodes go offline"
+    # the failing beat may come before node 4's first frame is taken: wait for it to exist, then go offline
+    assert wait_until(lambda: (node := ext.registry.get(4)) is not None and node.online is False, 10), \
+        "the beat goes on: nodes go offline"
     assert wait_until(lambda: all(v.dirty_since is None for v in ext.pipeline.views.values()), 5), \
         "and pending state is published on the next beats"
 
