@@ -38,6 +38,7 @@ from bridge.core.modules import EdgeModules
 from bridge.core.payload import dumps
 from bridge.core.services import ServiceRegistry
 from bridge.core.state import StateMachine
+from bridge.core.store import StateStore
 from bridge.core.supervisor import Supervisor
 from bridge.extension import CoreServices, Extension, ExtensionContext
 from bridge.mqtt.client import MqttClient
@@ -83,6 +84,8 @@ class Bridge:
         self.supervisor = Supervisor()
         self.core_inbox = Inbox("mqtt-handlers", self.supervisor)
         b = config.bridge
+        # first: what users set (and messages not yet sent) is known before anything runs
+        self.store = StateStore.in_dir(b.state_path)
         self.topics = Topics(config.mqtt.base_topic, instance=b.instance_name, share_group=b.share_group)
         self.router = Router(self.core_inbox)
         if mqtt is not None:  # a client made elsewhere (tests/harness.py: in process, no broker)
@@ -129,7 +132,7 @@ class Bridge:
             mqtt=self.mqtt, topics=self.topics, states=self.states, events=self.events,
             services=self.services, api=self.api, bus=self.bus, directory=self.directory,
             modules=self.modules, supervisor=self.supervisor,
-            state_dir=Path(config.bridge.state_dir).expanduser(), health=self.health,
+            state_dir=config.bridge.state_path, store=self.store, health=self.health,
             health_providers=self.health_providers, info_providers=self.info_providers,
             claim_directory=self.claim_directory)
 
@@ -225,6 +228,7 @@ class Bridge:
                 self.stop_extension(ext.name)
         self.mqtt.stop(self.config.bridge.shutdown_timeout)
         self.core_inbox.stop()
+        self.store.close()
         self._stop_logging()
 
     # ------------------------------------------------------------ the log on MQTT
@@ -334,6 +338,7 @@ class Bridge:
                            for name, state in self.extension_state.items()},
             "threads": self.supervisor.stats(),
             "log": self.log_handler.stats(),
+            "store": self.store.health(),
             "os_threads": threading.active_count(),  # flat while the bridge runs: no thread per timer
             "run": self.run_id,  # tells this bridge's health from another's on the same topic
             **({"another_bridge": self.twin} if self.twin else {}),

@@ -29,6 +29,7 @@ from bridge.core.bus import E
 from bridge.core.directory import EventWatcher, NodeDirectory, NodeInfo, Watcher
 from bridge.core.inbox import CHECK_THREADS, Inbox, Timer
 from bridge.core.modules import EdgeModules
+from bridge.core.store import StoreScope
 from bridge.core.supervisor import Supervised
 from bridge.mqtt.router import Handler, Route
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from bridge.core.events import EventChannel
     from bridge.core.services import ServiceCall, ServiceFuture, ServiceRegistry
     from bridge.core.state import StateMachine
+    from bridge.core.store import StateStore
     from bridge.core.supervisor import Supervisor
     from bridge.mqtt.client import MqttClient
     from bridge.topics import Topics
@@ -61,6 +63,7 @@ class CoreServices:
     modules: EdgeModules
     supervisor: "Supervisor"
     state_dir: Path
+    store: "StateStore"
     health: Callable[[], dict[str, Any]]  # what bridge/health says now
     health_providers: dict[str, Callable[[], Any]]
     info_providers: dict[str, Callable[[], Any]]
@@ -157,6 +160,7 @@ class ExtensionContext(Generic[C]):
         self.states: StateMachine = core.states
         self.events: EventChannel = core.events
         self.state_dir: Path = core.state_dir  # bridge.state_dir: where a feature keeps its files
+        self.store: StoreScope = core.store.scope(extension.name)  # what users set, committed before "ok"
 
     # ------------------------------------------------------------ the inbox rule
 

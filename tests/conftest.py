@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import tempfile
 import time
 
 import pytest
@@ -12,6 +13,9 @@ import pytest
 # The inbox rule is checked in the whole suite, and in every bridge a test starts as a process:
 # a callback that runs off its extension's inbox fails the test (bridge/core/inbox.py).
 os.environ.setdefault("RUVIEW_CHECK_THREADS", "1")
+# Every bridge keeps its state (bridge.state_dir's default follows $XDG_STATE_HOME) away from the
+# user's: one directory per test (below), and one per worker for bridges made outside a test.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="ruview-state-")
 
 from bridge.app import Bridge, build_bridge  # noqa: E402
 from bridge.core import inbox as inbox_rule  # noqa: E402
@@ -36,6 +40,12 @@ def pytest_collection_modifyitems(config, items):
         ordered.extend(head)
         ordered.extend(itertools.islice(rest, chunk - len(head)))
     items[:] = [*ordered, *slow[workers:], *rest]
+
+
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path_factory, monkeypatch):
+    """A fresh default state directory for each test: nothing a test stores leaks into another."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
 
 
 @pytest.fixture(autouse=True)

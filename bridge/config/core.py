@@ -141,6 +141,9 @@ class MqttConfig(Section):
         return self.password.get_secret_value() if self.password is not None else None
 
 
+DEFAULT_STATE_DIR = "~/.local/state/ruview-bridge"
+
+
 class BridgeConfig(Section):
     health_interval: Annotated[float, Number(1, 86400)] = 30.0
     shutdown_timeout: Annotated[float, Number(0.1, 120)] = 5.0
@@ -148,8 +151,8 @@ class BridgeConfig(Section):
     instance: Annotated[str | None, Check(_instance, optional=True)] = None  # null: this host's name
     share_group: Annotated[str | None, Text(names.SLUG.pattern, "a word of [a-z0-9_-]", optional=True,
                                             max_len=64)] = None
-    # what the bridge keeps (HomeKit pairings)
-    state_dir: Annotated[str, Text(what="a directory")] = "~/.local/state/ruview-bridge"
+    # what the bridge keeps: the state store (state.db), HomeKit pairings (docs/state.md)
+    state_dir: Annotated[str, Text(what="a directory")] = DEFAULT_STATE_DIR
     # features that may fail to start (a port taken, no network) while the bridge runs on;
     # any other enabled feature that cannot start stops `ruview-bridge run` (exit 2)
     keep_running_without: FeatureNames = Field(default_factory=list)
@@ -166,3 +169,11 @@ class BridgeConfig(Section):
     @property
     def instance_name(self) -> str:
         return self.instance or names.default_instance()
+
+    @property
+    def state_path(self) -> Path:
+        """The state directory; the default follows $XDG_STATE_HOME when it is set."""
+        xdg = os.environ.get("XDG_STATE_HOME")
+        if self.state_dir == DEFAULT_STATE_DIR and xdg:
+            return Path(xdg) / "ruview-bridge"
+        return Path(self.state_dir).expanduser()

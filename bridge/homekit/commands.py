@@ -10,7 +10,7 @@ from bridge.homekit import pairing
 
 
 def _files(config) -> pairing.PairingFiles:
-    return pairing.PairingFiles(Path(config.bridge.state_dir).expanduser())
+    return pairing.PairingFiles(config.bridge.state_path)
 
 
 def _config_file(args: argparse.Namespace) -> str | None:
