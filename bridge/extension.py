@@ -213,6 +213,12 @@ class ExtensionContext(Generic[C]):
                              inbox=self.inbox)
         self._undo(("request verb", verb), lambda: api.unregister(verb, entry))
 
+    def request(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Send a request verb as if it came over MQTT (`<base>/bridge/request/<verb>`): the same handler,
+        on its feature's inbox, the same checks and the same answer. Blocks (up to a minute for a verb
+        that answers later): call it off every inbox and event loop (the HTTP frontend uses a worker)."""
+        return self._core.api.handle(verb, body)
+
     def listen(self, kind: type[E], listener: Callable[[E], None]) -> None:
         """Hear every bus event of class `kind` (bridge/core/eventdata.py) on this extension's inbox."""
         unsubscribe = self._core.bus.subscribe(kind, self.checked(listener, f"{kind.__name__} listener"),
