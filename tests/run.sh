@@ -19,6 +19,8 @@ command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || missing+=(chromium
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v systemd-analyze >/dev/null || [ -x /usr/bin/systemd-analyze ] || missing+=(systemd)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+[ -x /usr/bin/rustc ] || missing+=(rustc)  # the Rust plugins are rebuilt with Debian's rustc (plugins/build.sh)
+[ -d /usr/lib/rustlib/wasm32-unknown-unknown ] || missing+=(libstd-rust-dev-wasm32)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]} with apt-get"
   as_root apt-get update -qq
