@@ -10,6 +10,7 @@ doubled `_`, which a looser slug (`hall-`, `a--b`) would produce.
 from __future__ import annotations
 
 import re
+import unicodedata
 import socket
 
 from slugify import slugify as unicode_slugify
@@ -46,6 +47,20 @@ def check_node_name(name: object) -> str:
     if not is_node_name(name):
         raise InvalidName(NODE_NAME_RULE)
     return name  # type: ignore[return-value]
+
+
+ROOM_MAX = 64
+ROOM_RULE = (f"text of 1..{ROOM_MAX} characters, without control, format or direction-override characters, "
+             "not starting or ending with a space")
+
+
+def check_room(room: object) -> str:
+    """A room a user may give a node: shown by HA, HomeKit and the frontend, so printable text only
+    (no NUL, ESC, right-to-left override or zero-width tricks) and short."""
+    if not isinstance(room, str) or not 1 <= len(room) <= ROOM_MAX or room != room.strip() or \
+            any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in room):
+        raise InvalidName(ROOM_RULE)
+    return room
 
 
 def is_node_id(value: object) -> bool:

@@ -9,10 +9,12 @@ Presence comes from the per-node PresenceEngine (presence.py) fed with the
 feature-state presence_score (or the vitals score for nodes that send no
 feature state); the firmware's own presence flag is not trusted.
 
-A node the bridge knows — configured in `nodes.devices`, or with retained state
-under `<base>/node/+` from an earlier run — exists from the start (offline until
-it speaks), so a restart while it is quiet keeps its Home Assistant entities;
-only `node/remove`, a rename or the privacy class clears them. A node that goes
+A node the bridge knows — configured in `nodes.devices`, or with settings in the
+state store from an earlier run (settings.py) — exists from the start (offline
+until it speaks), so a restart while it is quiet keeps its Home Assistant entities;
+only `node/remove`, a rename or the privacy class clears them. What was stored is
+applied before ingest starts: no frame passes the gate before its node's stored
+class is known. A node that goes
 offline has its home-state entities read `unavailable`, as HA's do; at a clean stop
 every node goes offline, before the bridge does.
 """
@@ -23,6 +25,7 @@ import time
 from typing import Any
 
 from bridge.core.rate import RateMeter
+from bridge.core.store import StoreError
 from bridge.extension import Extension, ExtensionContext
 from bridge.nodes.config import NodesConfig
 from bridge.nodes.control import NodeControl
@@ -30,10 +33,13 @@ from bridge.nodes.pipeline import NodePipeline
 from bridge.nodes.recovery import RetainedNodes
 from bridge.nodes.registry import NodeRegistry
 from bridge.nodes.serial_ingest import SerialIngest
+from bridge.nodes.settings import NodeSettings, baseline_record
 from bridge.nodes.udp import UdpIngest
 from bridge.privacy import PrivacyGate
 
 OFFLINE_CHECK = 1.0  # seconds between looks for nodes gone silent (at most a quarter of offline_after)
+DRIFT_SAVE = 600.0  # seconds between saves of baselines that drifted (a calibration is saved at once)
+DRIFT_STEP = 0.05  # a drifted baseline is saved when it moved this much (relative) since it was stored
 
 
 def _next(due: float, period: float, clock: float) -> float:
@@ -64,11 +70,15 @@ class NodesExtension(Extension[NodesConfig]):
         ctx.add_health("nodes", self.health)
         ctx.add_info("nodes", lambda: [n.summary() for n in self.registry.all()])
         ctx.add_info("node_count", lambda: len(self.registry))
-        NodeControl(ctx, self.pipeline).start()
+        self.settings = NodeSettings(ctx.store, cfg)
+        NodeControl(ctx, self.pipeline, self.settings).start()
         started = time.time()
+        self._saved: dict[int, tuple[int, float]] = {}  # node id -> (engine.learned, baseline) last stored
+        stored = self._restore(gate, started)
         for node_id in devices:
             self.pipeline.changed(self.registry.remember(node_id, started))
-        RetainedNodes(ctx, self.pipeline).start()
+        ctx.add_health("store", lambda: ctx.store.store.health())
+        RetainedNodes(ctx, self.pipeline, stored).start()
         if self.udp:
             self.udp.start()
         for link in self.serial:
@@ -78,6 +88,7 @@ class NodesExtension(Extension[NodesConfig]):
         self._check_period = min(OFFLINE_CHECK, cfg.offline_after / 4)  # offline within a quarter of offline_after
         ctx.call_later(0.0, lambda: self._beat(clock))
         ctx.call_later(0.0, lambda: self._check(clock))
+        self._drift_saved_at = clock
 
     def stop(self) -> None:
         """Stop ingest, then say every node is offline: a clean stop leaves none `online`
@@ -89,6 +100,7 @@ class NodesExtension(Extension[NodesConfig]):
             link.stop()
         if hasattr(self, "pipeline"):
             self.pipeline.all_offline()
+            self._save_baselines(drifted=True)
 
     @property
     def frames_received(self) -> int:
@@ -112,6 +124,66 @@ class NodesExtension(Extension[NodesConfig]):
         following = _next(due, self._check_period, time.monotonic())
         self.ctx.call_later(following - time.monotonic(), lambda: self._check(following))
         self.pipeline.mark_silent_offline(time.time())
+        drifted = following - self._drift_saved_at >= DRIFT_SAVE
+        if drifted:
+            self._drift_saved_at = following
+        self._save_baselines(drifted)
+
+    # ------------------------------------------------------------ what the state store keeps
+
+    def _restore(self, gate: PrivacyGate, now: float) -> set[int]:
+        """Apply every node's stored settings before ingest starts; the node ids restored."""
+        stored = self.settings.load()
+        for node_id, settings in stored.items():
+            cls = settings.get("privacy_class")
+            if cls is not None and gate.class_of(node_id).label != cls:
+                try:
+                    gate.demote(node_id, cls)  # only ever toward more privacy (rule 4)
+                except ValueError:
+                    pass  # config.yaml says more private now: it stands
+            name = settings.get("name")
+            others = {d.name for n, d in self.cfg.devices.items() if n != node_id} | \
+                {s.get("name") for n, s in stored.items() if n != node_id}
+            if name is not None and name in others:
+                self.ctx.log.warning("node %d: its stored name %r is another node's in config.yaml now; "
+                                     "rename one of them", node_id, name)
+                name = None
+            self.registry.configure(node_id, name=name, room=settings.get("room"))
+            node = self.registry.remember(node_id, now)
+            engine = self.pipeline.engine(node_id)
+            for key in ("enter_ratio", "exit_ratio", "hold"):
+                if key in settings:
+                    setattr(engine.settings, key, settings[key])
+            if "baseline" in settings:
+                engine.restore(settings["baseline"]["score"])
+                self._saved[node_id] = (engine.learned, settings["baseline"]["score"])
+            if settings.get("expected_hours"):
+                self.pipeline.set_expected_hours(node_id, settings["expected_hours"])
+            self.pipeline.changed(node)
+        return set(stored)
+
+    def _save_baselines(self, drifted: bool) -> None:
+        """Store each baseline learned since the last look (and, every DRIFT_SAVE, those that drifted)."""
+        due: list[tuple[int, int, float, str]] = []
+        with self.pipeline.lock:
+            for node_id, view in self.pipeline.views.items():
+                engine = view.engine
+                baseline = engine.baseline
+                if baseline is None:
+                    continue
+                learned, saved = self._saved.get(node_id, (0, 0.0))
+                if engine.learned != learned:
+                    due.append((node_id, engine.learned, baseline, engine.learned_by or "warm-up"))
+                elif drifted and saved and abs(baseline - saved) > DRIFT_STEP * saved:
+                    due.append((node_id, learned, baseline, "drift"))
+        for node_id, learned, baseline, how in due:
+            if self.registry.get(node_id) is None:
+                continue  # removed meanwhile
+            try:
+                self.settings.save(node_id, baseline=baseline_record(baseline, how))
+            except StoreError as exc:
+                self.ctx.log.error("node %d's %s baseline was not kept: %s", node_id, how, exc)
+            self._saved[node_id] = (learned, baseline)  # said once; tried again at the next calibration
 
     def health(self) -> dict[str, Any]:
         errors, per_node, count = self.pipeline.counters()

@@ -35,6 +35,7 @@ from bridge.nodes.config import NodesConfig
 from bridge.nodes.nodestate import URGENT, Flags, NodeState
 from bridge.nodes.presence import THRESHOLD_RANGES, PresenceEngine, PresenceSettings
 from bridge.nodes.registry import Node, NodeRegistry
+from bridge.nodes.reporting import ReportingPolicy
 from bridge.nodes.schedule import ExpectedHours
 from bridge.nodes.udp import Batch
 from bridge.privacy import PrivacyGate
@@ -43,6 +44,7 @@ log = logging.getLogger("bridge.nodes")
 
 HOME_STATE_KEYS = ("presence", "occupancy", "motion")  # binary_sensor.<name>_<key> in home state
 APP_VERSION = re.compile(r"App version:\s+(\S{1,64})")  # ESP-IDF's boot log: "I (31) app_init: App version:  v1.2"
+CLOCK_FIELDS = ("last_seen", "frames")  # change with every frame: published, but not a reason to publish
 SAY_EVERY = 10.0  # at most one console line per node per this many seconds about its presence
 
 
@@ -69,14 +71,14 @@ class NodePipeline:
 
     # ------------------------------------------------------------ the hot path (ingest threads)
 
-    def handle(self, batch: Batch) -> None:
+    def handle(self, batch: Batch, now: float | None = None) -> None:
         """Run a batch through the pipeline; UDP and serial readers may call it concurrently.
 
         The loop is the per-frame path (100,000 frames/s and more), so what it calls on every frame
         is bound once per batch and what happens rarely (a node joining, coming back, rebooting)
         is in `_heard`."""
         with self.lock:
-            now = time.time()
+            now = time.time() if now is None else now
             errors, views, observe, admit = self.errors, self.views, self.registry.observe, self.gate.admit
             for data, (host, port) in batch:
                 try:
@@ -196,8 +198,10 @@ class NodePipeline:
         self._said[node.node_id] = (now, 0)
 
     def _view(self, node_id: int) -> NodeState:
-        settings = PresenceSettings.merged(self.cfg.presence.model_dump(), self.cfg.device(node_id).overrides())
-        view = self.views[node_id] = NodeState(PresenceEngine(settings))
+        device = self.cfg.device(node_id)
+        settings = PresenceSettings.merged(self.cfg.presence.model_dump(), device.overrides())
+        policy = ReportingPolicy.merged(self.cfg.reporting.model_dump(), device.reporting.model_dump())
+        view = self.views[node_id] = NodeState(PresenceEngine(settings), policy)
         return view
 
     def engine(self, node_id: int) -> PresenceEngine:
@@ -207,11 +211,12 @@ class NodePipeline:
     # ------------------------------------------------------------ the beat and the offline check (inbox)
 
     def flush_due(self, now: float) -> None:
-        """Publish every node with a pending change (the beat), and the node list if it changed."""
+        """The beat: every node heard since the last one publishes its state if what it reports
+        changed (reporting.py) or its refresh is due; the node list if it changed."""
         with self.lock, self.ctx.mqtt.burst():
             for node_id, view in list(self.views.items()):
                 if view.dirty_since is not None:
-                    self._publish_state(node_id, now)
+                    self._publish_state(node_id, now, force=False)
             if self._list_dirty:
                 self._publish_list()
 
@@ -219,6 +224,9 @@ class NodePipeline:
         with self.lock:
             for node in self.registry.all():
                 if node.online is not False and now - node.last_seen > self.cfg.offline_after:
+                    view = self.views.get(node.node_id)
+                    if view is not None and view.dirty_since is not None:
+                        self._publish_state(node.node_id, now)  # its last frames' state, before it goes
                     node.online = False
                     self._availability(node)
                     if node.heard:
@@ -283,6 +291,17 @@ class NodePipeline:
             self.directory.remove(node.node_id)
             self._list_dirty = True
 
+    def set_expected_hours(self, node_id: int, hours: list[str] | None) -> None:
+        """When occupancy is expected for a node (None: always); said to other features at once."""
+        with self.lock:
+            if hours:
+                self._expected[node_id] = ExpectedHours(hours)
+            else:
+                self._expected.pop(node_id, None)
+            node = self.registry.get(node_id)
+            if node is not None:
+                self._changed(node)
+
     def republish(self, node: Node) -> None:
         """Say again what a node is, and its state (after its class or room changed)."""
         with self.lock:
@@ -295,18 +314,24 @@ class NodePipeline:
 
     # ------------------------------------------------------------ what goes out (caller holds the lock)
 
-    def _publish_state(self, node_id: int, now: float) -> None:
+    def _publish_state(self, node_id: int, now: float, *, force: bool = True) -> None:
+        """The node's state as its reporting policy says it (retained); unless `force`, only when
+        that changed or the refresh is due (HA's expire_after, a fresh last_seen)."""
         node, view = self.registry.get(node_id), self.views.get(node_id)
         if node is None or view is None:
             return
-        view.dirty_since = None
-        fields = self.gate.redact(node_id, view.fields())
+        fields = view.fields()
+        fields["rssi"], fields["packet_loss"] = node.rssi, node.packet_loss
+        fields = view.reporter.report(self.gate.redact(node_id, fields), now)
         state = {"node_id": node_id, "name": node.name, "room": node.room,
                  "privacy_class": self.gate.class_of(node_id).label, **fields,
                  **({"bridge": self.topics.instance} if self.topics.share_group else {}),
-                 "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLD_RANGES},
-                 "rssi": node.rssi, "last_seen": _iso(node.last_seen),
-                 "frames": dict(node.frames), "packet_loss": node.packet_loss}
+                 "thresholds": {k: getattr(view.engine.settings, k) for k in THRESHOLD_RANGES}}
+        if not force and state == view.published and now - view.published_at < view.reporter.policy.refresh:
+            return  # still pending: its clock fields go out when the refresh is due, or it falls silent
+        view.dirty_since = None
+        view.published, view.published_at = dict(state), now
+        state["last_seen"], state["frames"] = _iso(node.last_seen), dict(node.frames)
         self.ctx.mqtt.publish(self.topics.node(node.name), dumps(state), qos=1, retain=True)
         for key in HOME_STATE_KEYS:
             if fields.get(key) is not None:
@@ -316,6 +341,9 @@ class NodePipeline:
 
     def _availability(self, node: Node) -> None:
         self._list_dirty = True
+        view = self.views.get(node.node_id)
+        if view is not None:
+            view.published = None  # its state goes out again on the next beat (home state back from unavailable)
         self.ctx.mqtt.publish(self.topics.node_availability(node.name), dumps(
             {"state": "online" if node.online else "offline"}), qos=1, retain=True)
         self.directory.update(node.node_id, online=bool(node.online))

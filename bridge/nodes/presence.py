@@ -93,6 +93,18 @@ class PresenceEngine:
     _last_t: float | None = None
     _smoothed: float | None = None
     _occupied_start: bool = False  # warm-up ended with someone in the room: waiting for it to empty
+    learned: int = 0  # baselines learned so far (warm-up or calibration): the store keeps the newest
+    learned_by: str = ""  # how the newest was learned: "calibration" or "warm-up"
+
+    def restore(self, baseline: float) -> None:
+        """Start from a stored baseline (score units) instead of warming up: a restart in an
+        occupied room must not learn the people as the empty room."""
+        self.baseline_log = math.log(baseline) if baseline > 1e-3 else _LOG_FLOOR
+        self._learn, self._learn_until, self.calibrating, self._occupied_start = [], None, False, False
+
+    @property
+    def baseline(self) -> float | None:
+        return math.exp(self.baseline_log) if self.baseline_log is not None else None
 
     def calibrate(self, now: float) -> None:
         """Relearn the baseline from the next `calibration` seconds (the room should be empty)."""
@@ -141,6 +153,8 @@ class PresenceEngine:
                 pick = 0.5 if self.calibrating else 0.1
                 pick = 0.5 if self.present else pick  # learned after an occupied start: the room was empty
                 self.baseline_log = learned[int(pick * (len(learned) - 1))]
+                self.learned += 1
+                self.learned_by = "calibration" if self.calibrating else "warm-up"
                 self._learn, self._learn_until, self.calibrating = [], None, False
                 self._below_since = None
                 self.present = smoothed - self.baseline_log > s.ln_enter
