@@ -47,6 +47,18 @@ for plugin in threshold-alert-rust; do
     --extern ruview_plugin="$scratch/libruview_plugin.rlib" -o "$OUT/$plugin/plugin.wasm" "$plugin/plugin.rs"
 done
 
+# AssemblyScript: npm's assemblyscript, the version pdk/assemblyscript/package-lock.json pins.
+ASC=pdk/assemblyscript/node_modules/.bin/asc
+if [ ! -x "$ASC" ]; then
+  echo "plugins/build.sh: installing AssemblyScript with npm ci (pdk/assemblyscript/package-lock.json)" >&2
+  (cd pdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+for plugin in threshold-alert-as; do
+  mkdir -p "$OUT/$plugin"
+  "$ASC" "$plugin/plugin.ts" -O3 --noAssert --runtime minimal --exportStart _initialize --use abort= \
+    -o "$OUT/$plugin/plugin.wasm"
+done
+
 if [ "$OUT" = "." ]; then
-  "$PY" -m bridge plugin hash presence-lights threshold-alert threshold-alert-rust hostile/*/
+  "$PY" -m bridge plugin hash presence-lights threshold-alert threshold-alert-rust threshold-alert-as hostile/*/
 fi

@@ -33,7 +33,7 @@ def test_every_committed_plugin_is_rebuilt_from_source_byte_for_byte(tmp_path):
                            env={**os.environ, "PYTHON": sys.executable})
     assert built.returncode == 0, built.stderr
     wasm = sorted(p.relative_to(PLUGINS) for p in PLUGINS.rglob("plugin.wasm"))
-    assert len(wasm) == 10  # presence-lights, threshold-alert in C and Rust, 7 hostile
+    assert len(wasm) == 11  # presence-lights, threshold-alert in C, Rust and AssemblyScript, 7 hostile
     for path in wasm:
         assert (tmp_path / path).read_bytes() == (PLUGINS / path).read_bytes(), f"{path} differs from its source"
         manifest = load_manifest(PLUGINS / path.parent)
