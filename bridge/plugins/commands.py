@@ -98,6 +98,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# what `plugin new --lang` writes: template files (with __DOMAIN__/__NAME__ filled in) and the PDK, copied as is
+LANGUAGES: dict[str, tuple[Path, tuple[str, ...], tuple[str, ...], str]] = {
+    "c": (TEMPLATE, ("plugin.c", "manifest.json", "build.sh"), ("ruview_plugin.h",), "plugin.c"),
+    "rust": (TEMPLATE / "rust", ("plugin.rs", "manifest.json", "build.sh"),
+             ("ruview_plugin/lib.rs", "ruview_plugin/json.rs"), "plugin.rs"),
+    "assemblyscript": (TEMPLATE / "assemblyscript", ("plugin.ts", "manifest.json", "build.sh", "package.json"),
+                       ("ruview_plugin.ts",), "plugin.ts"),
+}
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     domain = args.domain or re.sub(r"[^a-z0-9_]+", "_", directory.name.lower()).strip("_")
@@ -107,13 +117,16 @@ def cmd_new(args: argparse.Namespace) -> int:
     if directory.exists() and any(directory.iterdir()):
         _say(f"{directory} exists and is not empty")
         return 1
+    source, filled, copied, main = LANGUAGES[args.lang]
     directory.mkdir(parents=True, exist_ok=True)
-    for name in ("plugin.c", "manifest.json", "build.sh"):
-        text = (TEMPLATE / name).read_text().replace("__DOMAIN__", domain).replace("__NAME__", directory.name)
+    for name in filled:
+        text = (source / name).read_text().replace("__DOMAIN__", domain).replace("__NAME__", directory.name)
         (directory / name).write_text(text)
     os.chmod(directory / "build.sh", 0o755)
-    shutil.copy(TEMPLATE / "ruview_plugin.h", directory)
-    print(f"created {directory}: edit plugin.c, then ./build.sh and `ruview-bridge plugin sign {directory} --key ...`")
+    for name in copied:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name, directory / name)
+    print(f"created {directory}: edit {main}, then ./build.sh and `ruview-bridge plugin sign {directory} --key ...`")
     return 0
 
 
@@ -159,8 +172,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--trust", action="append", metavar="ed25519:KEY", help="a trusted publisher key (repeatable)")
     p.add_argument("--allow-hash-only", action="store_true", help="accept the seed's hash-only signatures")
     p.set_defaults(func=cmd_verify)
-    p = cmds.add_parser("new", help="scaffold a plugin from the C template")
+    p = cmds.add_parser("new", help="scaffold a plugin that builds and loads as it stands (C, Rust or AssemblyScript)")
     p.add_argument("directory")
+    p.add_argument("--lang", choices=sorted(LANGUAGES), default="c", help="the language (default: c)")
     p.add_argument("--domain", help="the plugin's domain (default: from the directory name)")
     p.set_defaults(func=cmd_new)
     p = cmds.add_parser("list", help="the plugins in directories, with version and signature")
