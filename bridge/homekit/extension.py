@@ -195,7 +195,8 @@ class HomeKitExtension(Extension[HomeKitConfig]):
                 "at_capacity": bool(self.left_out), "rooms_left_out": len(self.left_out),
                 "nodes_not_shown": self.not_shown, "accessory_ids_unsaved": self.ids_error is not None,
                 "pair_setups_refused_busy": self.driver.pair_setup.refused,
-                "sessions_closed_on_unpair": self.driver.sessions_closed}
+                "sessions_closed_on_unpair": self.driver.sessions_closed,
+                "state_unsaved": self.driver.persist_error}
 
     def _say_how_to_pair(self) -> None:
         """The setup code on the terminal, never into a log: under systemd stderr is the journal."""

@@ -24,10 +24,12 @@ session of that controller once the removal's answer is sent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import time
+import uuid
 from typing import Any
 
 from pyhap import tlv
@@ -173,6 +175,7 @@ class Driver(AccessoryDriver):
         self.http_server = _Server((self._listen_address, self.state.port), self)
         self.pair_setup = PairSetupClaim(self)
         self.sessions_closed = 0  # sessions of removed pairings closed, for health
+        self.persist_error: str | None = None  # the newest background save that failed
 
     def setup_srp_verifier(self) -> None:
         self._srp_verifier = FixedLengthSrpServer(CONTEXT, b"Pair-Setup", self.state.pincode)
@@ -182,6 +185,55 @@ class Driver(AccessoryDriver):
         request) close every session of that controller."""
         super().unpair(client_uuid)
         self.loop.call_soon(self.close_sessions, client_uuid)
+
+    # what was paired is on disk before the controller is told so
+
+    def pair(self, client_username_bytes: bytes, client_public: bytes, client_permissions: bytes) -> bool:
+        """A pairing is confirmed only once it is saved: one the state directory cannot keep is
+        refused (the controller says pairing failed), never acknowledged and lost at the next restart."""
+        self.state.add_paired_client(client_username_bytes, client_public, client_permissions)
+        try:
+            self.persist()
+        except OSError as exc:
+            self.state.remove_paired_client(uuid.UUID(client_username_bytes.decode()))
+            log.error("homekit: pairing refused: it cannot be saved to %s (%s); free space or make the "
+                      "directory writable, then pair again", self.persist_file, exc.strerror or exc)
+            return False
+        self._failed_pairing_attempts = 0
+        self._pairing_lockout_until = 0.0
+        log.info("homekit: paired with %s", client_username_bytes.decode(errors="replace"))
+        return True
+
+    def async_persist(self) -> None:
+        """Save in the background (HAP-python's later changes: config numbers, removed pairings),
+        a failure said in one line rather than left as an unhandled task exception."""
+        future = self.loop.run_in_executor(None, self.persist)
+        future.add_done_callback(self._persisted)
+
+    def _persisted(self, future: Any) -> None:
+        exc = future.exception()
+        self.persist_error = None if exc is None else f"cannot save {self.persist_file}: {exc}"
+        if exc is not None:
+            log.error("homekit: %s; the change is kept until the bridge stops (free space, or make the "
+                      "directory writable)", self.persist_error)
+
+    def persist(self) -> None:
+        """Write the accessory state to a fixed temporary file (0600) and move it into place: a
+        failed write leaves the saved state as it was and no partial file behind."""
+        path = self.persist_file
+        tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                self.encoder.persist(handle, self.state)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                if os.path.isfile(tmp):
+                    os.unlink(tmp)
+            raise
 
     def close_sessions(self, client_uuid: Any) -> int:
         closed = 0

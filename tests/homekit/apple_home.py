@@ -380,3 +380,30 @@ async def firmware_and_falls(s: Session) -> dict:
     result["activity_presses"] = [v for _, v in s.events_of(activity)]
     return result
 
+
+
+async def unsaved_pairing(s: Session) -> dict:
+    """A pairing the state directory cannot keep is refused, not acknowledged and lost (issue 33, 3)."""
+    s.start_bridge(devices={1: KITCHEN})
+    blocker = Path(s.state_dir) / ".homekit.state.tmp"  # something in the way of the state file's write
+    blocker.mkdir()
+    result: dict = {}
+    try:
+        await s.pair()
+        result["first"] = "paired"
+    except Exception as exc:  # aiohomekit raises when the accessory answers M5 with an error
+        result["first"] = type(exc).__name__
+    result["paired_while_blocked"] = s.info()["paired"]
+    result["health"] = s.health()
+    s.bridge.stop()
+    blocker.rmdir()
+    s.start_bridge(devices={1: KITCHEN})
+    result["paired_after_restart"] = s.info()["paired"]
+    pairing = await retrying(lambda: s.pair(), 15)  # the controller reconnects to the restarted bridge
+    result["second"] = sorted((await _listed(pairing)))
+    await pairing.close()
+    s.bridge.stop()
+    s.start_bridge(devices={1: KITCHEN})
+    result["paired_after_second_restart"] = s.info()["paired"]
+    result["leftovers"] = sorted(p.name for p in Path(s.state_dir).iterdir() if p.name.endswith(".tmp"))
+    return result

@@ -170,3 +170,15 @@ def test_a_fall_presses_the_rooms_fall_switch_in_both_classes_and_nothing_else(s
     assert result["labelled"] == {"RuView Sensing": False, "Kitchen": True, "Bedroom": True}
     assert result["fall_events"] is True and result["presses"] == {"Kitchen": [0], "Bedroom": [0]}
     assert result["activity_presses"] == []  # a fall is not an "unrecognized activity pattern"
+
+
+# ------------------------------------------------------------ 9. a pairing is saved before it is confirmed
+
+def test_a_pairing_that_cannot_be_saved_is_refused_and_one_that_can_survives_restarts(scenario):
+    result = scenario("unsaved_pairing")
+    assert result["first"] != "paired" and result["paired_while_blocked"] is False
+    said = [line for line in result["_log"].splitlines() if "pairing refused: it cannot be saved" in line]
+    assert len(said) == 1 and "ERROR" in said[0] and "homekit.state" in said[0], said
+    assert result["paired_after_restart"] is False, "nothing was acknowledged, so nothing is half-paired"
+    assert result["second"] and result["paired_after_second_restart"] is True
+    assert result["leftovers"] == [], "no partial files"
