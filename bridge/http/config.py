@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr
 
 from bridge.config import ExtensionSection, Problem
 from bridge.config.types import Bool, Int, IPAddress, Number, ReadableFile, Secret, Text
+from bridge.http.session import valid_hash
 
 
 class HttpConfig(ExtensionSection):
@@ -19,6 +20,11 @@ class HttpConfig(ExtensionSection):
     default_node: Annotated[str | None, Text(what="a node's name or id", optional=True, max_len=64)] = None
     token: Secret = Field(None, json_schema_extra={"env": "RUVIEW_API_TOKEN", "env_only": True})
     token_file: ReadableFile = None
+    # the frontend's login beside the token: a scrypt hash from `python -m bridge.http.password` (never the password)
+    password_hash: Annotated[str | None, Text(r"scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+",
+                                              "a hash made by `python -m bridge.http.password`", optional=True,
+                                              max_len=512)] = None
+    session_hours: Annotated[float, Number(0.1, 24 * 30)] = 12.0  # a frontend login lasts this long
     max_body: Annotated[int, Int(1024, 16 * 1024 * 1024)] = 64 * 1024  # bytes a request body may have
     rate_limit: Annotated[int, Int(1, 100_000)] = 200  # requests per second per client address (burst: twice that)
     access_log: Bool = False
@@ -42,7 +48,14 @@ class HttpConfig(ExtensionSection):
         if self.enabled and not ipaddress.ip_address(self.bind).is_loopback and self.token is None:
             problems.append(("bind", f"listening on {self.bind} (beyond this host) requires a token: set "
                              "RUVIEW_API_TOKEN or http.token_file (agents send it as a bearer token)"))
+        if self.password_hash is not None and not valid_hash(self.password_hash):
+            problems.append(("password_hash", "is not a hash `python -m bridge.http.password` made"))
         return problems
+
+    def login_required(self) -> bool:
+        """The frontend asks for a login beyond loopback, and wherever a token or password is set."""
+        return (not ipaddress.ip_address(self.bind).is_loopback or self.token is not None
+                or self.password_hash is not None)
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token is not None else None

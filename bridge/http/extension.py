@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import errno
 import threading
+import uuid
 from collections import deque
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from bridge.core.directory import NodeChange, NodeEvent, NodeInfo
 from bridge.extension import Extension, ExtensionContext
+from bridge.core.payload import PayloadError, parse_json
 from bridge.http import views
 from bridge.http.config import HttpConfig
+from bridge.http.history import History
 from bridge.http.server import Api, HttpServer
 from bridge.http.stream import Stream
+from bridge.http.ui import pairing_info
+from bridge.mqtt.router import Message
+from bridge.plugins import audit as plugin_audit
 
 RECENT_EVENTS = 50
 STATE_COALESCE = 0.25  # seconds: a node's state on the stream at most this often (it changes per frame)
+ASSIST_TIMEOUT = 15.0  # seconds the assist console waits for the answer to a sentence
+AUDIT_SHOWN = 50  # the newest audit records the plugins page shows
 
 
 def _cannot_listen(bind: str, port: int, exc: RuntimeError) -> str:
@@ -44,6 +56,9 @@ class HttpExtension(Extension[HttpConfig]):
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._dirty: dict[int, NodeInfo] = {}  # node states changed since the stream's last flush
         self.directory = ctx.nodes
+        self.history = History()
+        self._firmware: dict[int, dict[str, Any]] = {}  # node id -> firmware and conflict, from bridge/nodes
+        self._asked: dict[str, Future[dict[str, Any]]] = {}  # assist console: utterance id -> its answer
         self.stream = Stream()
         self.api = Api(self, cfg, self.stream)
         self.server = HttpServer(self.api.app(), cfg.bind, cfg.port, cfg.access_log)
@@ -57,6 +72,9 @@ class HttpExtension(Extension[HttpConfig]):
                      " (bearer token required)" if cfg.token is not None else "")
         ctx.nodes.watch(self._on_node)
         ctx.nodes.watch_events(self._on_event)
+        ctx.mqtt.subscribe(ctx.topics.bridge_log, self._on_log, accept_retained=False)
+        ctx.mqtt.subscribe(ctx.topics.bridge_nodes, self._on_nodes_list)
+        ctx.mqtt.subscribe(ctx.topics.assist_response, self._on_assist_answer, accept_retained=False)
         ctx.add_info("http", lambda: {"url": f"http://{cfg.bind}:{self.server.port}/",
                                       "token_required": cfg.token is not None})
         ctx.add_health("http", lambda: {"stream_clients": self.stream.clients, "stream_dropped": self.stream.dropped,
@@ -92,11 +110,111 @@ class HttpExtension(Extension[HttpConfig]):
         node = self.ctx.nodes.get(node_id)
         return bool(node and node.expected_hours)
 
+    # ------------------------------------------------------------ what the frontend asks (server's worker threads)
+
+    def node_row(self, node: NodeInfo) -> dict[str, Any]:
+        """A node as the frontend's table and page show it (gated fields only)."""
+        state = node.state or {}
+        listed = self._firmware.get(node.node_id, {})
+        return {**views.node_summary(node), "expected_hours": list(node.expected_hours),
+                "thresholds": state.get("thresholds"), "firmware": listed.get("firmware"),
+                "conflict": bool(listed.get("conflict"))}
+
+    def request(self, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A request verb, as `<base>/bridge/request/<verb>` runs it (blocks: never on a loop or inbox)."""
+        return self.ctx.request(verb, body)
+
+    def audit(self) -> dict[str, Any]:
+        """The plugins' audit log: its chain checked whole, and its newest records."""
+        info = self.ctx.request("info", {})
+        path = ((info.get("data") or {}).get("config") or {}).get("plugins", {}).get("audit_log")
+        if not path:
+            return {"path": None, "verified": None, "problem": "no audit log configured", "records": []}
+        file = Path(str(path)).expanduser()
+        count, problem = plugin_audit.verify(file)
+        records: list[dict[str, Any]] = []
+        try:
+            with open(file, "rb") as f:
+                for line in deque(f, maxlen=AUDIT_SHOWN):
+                    try:
+                        records.append(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        pass
+        except OSError:
+            pass
+        return {"path": str(file), "verified": count, "problem": problem, "records": records[::-1]}
+
+    def homekit_pairing(self) -> dict[str, Any]:
+        features = self.ctx.bridge_health().get("extensions") or {}
+        return pairing_info(self.ctx.state_dir, (features.get("homekit") or {}).get("state") == "running")
+
+    def set_thresholds(self, name: str, values: dict[str, Any]) -> str:
+        topic = self.ctx.topics.node_set(name)
+        self.ctx.mqtt.publish(topic, orjson.dumps(values), qos=1)
+        return topic
+
+    def assist(self, text: str, language: str | None) -> dict[str, Any]:
+        """A sentence as a satellite sends it, on `<base>/assist/utterance`; the answer from
+        `<base>/assist/response` (matched by its id), in the request API's shape."""
+        features = self.ctx.bridge_health().get("extensions") or {}
+        if (features.get("assist") or {}).get("state") != "running":
+            return {"status": "error", "data": {}, "error": "assist is not running (assist.enabled: true)"}
+        if not self.ctx.mqtt.connected:
+            return {"status": "error", "data": {}, "error": "the bridge is not connected to its broker"}
+        ask_id = f"http-{uuid.uuid4().hex}"
+        answer: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._asked[ask_id] = answer
+        try:
+            body = {"text": text, "id": ask_id, **({"language": language} if language else {})}
+            self.ctx.mqtt.publish(self.ctx.topics.assist_utterance, orjson.dumps(body), qos=1)
+            try:
+                return {"status": "ok", "data": answer.result(ASSIST_TIMEOUT)}
+            except TimeoutError:
+                return {"status": "error", "data": {}, "error": f"no answer within {ASSIST_TIMEOUT:g} s"}
+        finally:
+            with self._lock:
+                self._asked.pop(ask_id, None)
+
+    # ------------------------------------------------------------ MQTT (on this extension's inbox)
+
+    def _on_assist_answer(self, msg: Message) -> None:
+        try:
+            body = parse_json(msg.payload)
+        except PayloadError:
+            return
+        with self._lock:
+            waiting = self._asked.get(str(body.get("id")))
+        if waiting is not None and not waiting.done():
+            waiting.set_result(body)
+
+    def _on_log(self, msg: Message) -> None:
+        try:
+            line = parse_json(msg.payload)
+        except PayloadError:
+            return
+        self.history.log(line)
+        self.server.call(self.stream.publish, "log", "", line, True)
+
+    def _on_nodes_list(self, msg: Message) -> None:
+        try:
+            listed = parse_json(msg.payload, expect_object=False) if msg.payload else []
+        except PayloadError:
+            return
+        if isinstance(listed, list):
+            self._firmware = {n["node_id"]: n for n in listed if isinstance(n, dict) and isinstance(n.get("node_id"), int)}
+
     # ------------------------------------------------------------ live (on this extension's inbox)
 
     def _on_node(self, change: NodeChange) -> None:
         node = change.node
+        if change.renamed_from:
+            self.history.rename(change.renamed_from, node.name)
+        point = self.history.sample(node.name, node.state) if node.state and not change.removed else None
+        if point is not None and self.stream.clients:
+            self.server.call(self.stream.publish, "sample", node.name, {"name": node.name, "point": point}, True)
         if change.removed:
+            self.history.forget(node.name)
             self.server.call(self.stream.publish, "node_removed", node.name, {"node_id": node.node_id,
                                                                               "name": node.name})
             with self._lock:

@@ -39,12 +39,16 @@ from bridge.core.loop_thread import LoopThread
 from bridge.core.rate import TokenBucket
 from bridge.http import views
 from bridge.http.config import HttpConfig
+from bridge.http.session import Sessions
 from bridge.http.stream import Stream
+from bridge.http.ui import Frontend
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
-OPEN_PATHS = {"/", "/static/style.css", "/static/app.js"}  # the page shell; its data needs the token
+OPEN_PATHS = {"/"}  # the page shell and /static/* (its code); its data needs the token or a session
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 TOKEN_COOKIE = "ruview_token"
 OPEN_FILES_RESERVE = 256  # files the bridge keeps besides HTTP connections: MQTT, UDP, serial, plugins, HomeKit
 OPEN_FILES_CEILING = 65_536  # the soft limit is raised no further: nothing here needs more
@@ -334,6 +338,9 @@ class Api:
         self.token = cfg.token_value()
         self.unauthorized = 0
         self.edge = Edge(cfg)
+        self.sessions = Sessions(login_required=cfg.login_required(), token=self.token,
+                                 password_hash=cfg.password_hash, lifetime=cfg.session_hours * 3600)
+        self.frontend = Frontend(source, self.sessions, cfg.bind)
 
     # ------------------------------------------------------------ the app
 
@@ -353,6 +360,8 @@ class Api:
         r.add_get("/api/v1/semantic-events/{node}/latest", self.semantic_events)
         r.add_get("/api/v1/events/stream", self.events_stream)
         r.add_get("/api/v1/status", self.status)
+        r.add_get("/ui/api/stream", self.ui_stream)
+        self.frontend.add_routes(r)
         r.add_get("/", self.page)
         r.add_get("/static/{name}", self.static)
         return app
@@ -371,9 +380,9 @@ class Api:
     @web.middleware
     async def _headers(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         response = await handler(request)
-        response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'")
+        response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
@@ -402,8 +411,10 @@ class Api:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable) -> web.StreamResponse:
-        if self.token is None or request.path in OPEN_PATHS:
-            return await handler(request)
+        if self.token is None or request.path in OPEN_PATHS or request.path.startswith(("/static/", "/ui/")):
+            return await handler(request)  # the frontend's routes check its session themselves (ui.py)
+        if request.method == "GET" and self.frontend.session_of(request) is not None:
+            return await handler(request)  # a logged-in page reads what an agent with the token reads
         given = request.headers.get("Authorization", "")
         if given.startswith("Bearer "):
             given = given[7:]
@@ -494,9 +505,15 @@ class Api:
                       "events": self.source.recent_events(), "plugins": self.source.modules(),
                       "assist": None})
 
-    async def events_stream(self, request: web.Request) -> web.StreamResponse:
+    async def ui_stream(self, request: web.Request) -> web.StreamResponse:
+        """The event stream for the frontend: also its log lines and chart points (a session needed)."""
+        if self.frontend.session_of(request) is None:
+            return _json({"error": "log in first", "status": 401}, 401)
+        return await self.events_stream(request, ui=True)
+
+    async def events_stream(self, request: web.Request, ui: bool = False) -> web.StreamResponse:
         cap = self.cfg.max_stream_clients
-        client = self.stream.join(request.query.get("node"), cap)
+        client = self.stream.join(request.query.get("node"), cap, ui)
         if client is None:
             self.edge.stream_refused += 1
             self.edge.log.report("event-stream clients refused", logging.WARNING,
@@ -523,7 +540,9 @@ class Api:
         path = STATIC / name
         if "/" in name or name.startswith(".") or not path.is_file():
             raise web.HTTPNotFound(reason=f"no such file: {name[:64]}")
-        return web.FileResponse(path)
+        kind = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                ".svg": "image/svg+xml"}.get(path.suffix)
+        return web.FileResponse(path, headers={"Content-Type": kind} if kind else None)
 
 
 class HttpServer:

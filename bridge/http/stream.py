@@ -18,7 +18,9 @@ MAX_QUEUED = 1000
 HEARTBEAT = 15.0  # seconds between keep-alive comments, so proxies keep the stream open
 
 
-Client = tuple[asyncio.Queue, str | None]  # a client's queue, and the one node it follows (None: all)
+# a client's queue, the one node it follows (None: all), and whether it is the frontend (which also
+# gets the bridge's log lines and the chart's points)
+Client = tuple[asyncio.Queue, str | None, bool]
 
 
 class Stream:
@@ -33,21 +35,21 @@ class Stream:
     def clients(self) -> int:
         return len(self._clients)
 
-    def publish(self, kind: str, node_name: str, data: dict[str, Any]) -> None:
+    def publish(self, kind: str, node_name: str, data: dict[str, Any], ui_only: bool = False) -> None:
         item = f"event: {kind}\ndata: {orjson.dumps(data).decode()}\n\n".encode()
-        for queue, only in list(self._clients):
-            if only is not None and only != node_name:
+        for queue, only, ui in list(self._clients):
+            if (only is not None and only != node_name) or (ui_only and not ui):
                 continue
             if queue.full():
                 queue.get_nowait()
                 self.dropped += 1
             queue.put_nowait(item)
 
-    def join(self, node_filter: str | None, limit: int) -> Client | None:
+    def join(self, node_filter: str | None, limit: int, ui: bool = False) -> Client | None:
         """A place for one more client, or None when `limit` are connected; `leave` gives it back."""
         if len(self._clients) >= limit:
             return None
-        client: Client = (asyncio.Queue(MAX_QUEUED), node_filter)
+        client: Client = (asyncio.Queue(MAX_QUEUED), node_filter, ui)
         self._clients.add(client)
         return client
 

@@ -1,4 +1,4 @@
-"""The status page in a real headless browser (Debian's chromium, driven by playwright-core): it shows
+"""The frontend's Home page (once the status page) in a real headless browser (Debian's chromium, driven by playwright-core): it shows
 the nodes of a replayed recording, updates live, and loads nothing from outside the host."""
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def test_the_status_page_renders_the_replayed_nodes_and_updates_live(mosquitto, 
     assert out.returncode == 0, (page, out.stderr[-2000:])
     assert page["errors"] == [] and page["requests_off_host"] == []
     names = [card["name"] for card in page["first"]]
-    assert names == ["living_room", "bedroom"]
-    living, bedroom = (card["text"] for card in page["later"])
+    assert names == ["bedroom", "living_room"]  # the Home page groups nodes by room, rooms in order
+    later = {card["name"]: card["text"] for card in page["later"]}
+    living, bedroom = later["living_room"], later["bedroom"]
     assert "Living room" in living and "anonymous" in living and "breathing" in living
     assert "Bedroom" in bedroom and "restricted" in bedroom and "withheld (restricted)" in bedroom
     assert "br/min" not in bedroom and "bpm" not in bedroom  # no vitals cross for a Restricted node

@@ -1,153 +1,130 @@
-// The status page: the bridge's gated node state, live. No build step, nothing from outside this host.
+// The frontend: a session, the live stream, and a page per section (#/home, #/nodes, #/nodes/<name>,
+// #/plugins, #/homekit, #/assist, #/logs, #/updates). Plain ES modules: no build step, nothing from
+// outside this host (docs/http.md says why).
 "use strict";
+import {el, fmt, field} from "./dom.js";
+import * as api from "./api.js";
+import {HomePage} from "./home.js";
+import {nodesTable, NodePage} from "./nodes.js";
+import {PluginsPage} from "./plugins.js";
+import {HomeKitPage} from "./homekit.js";
+import {AssistPage} from "./assist.js";
+import {LogsPage} from "./logs.js";
 
-const POINTS = 120;                       // chart history per node (one point per state update)
-const nodes = new Map();                  // name -> {summary, history: [[t, score, baseline]], el}
-let events = [];
-
-// A token in the URL fragment (never sent to the server, never in a log) becomes a cookie.
-if (location.hash.startsWith("#token=")) {
-  document.cookie = `ruview_token=${encodeURIComponent(location.hash.slice(7))}; path=/; SameSite=Strict`;
-  history.replaceState(null, "", location.pathname);
-}
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") e.className = v; else e.setAttribute(k, v);
+class App {
+  constructor() {
+    this.nodes = new Map();   // name -> node row
+    this.view = document.getElementById("view");
+    this.home = new HomePage(this);
+    this.logs = new LogsPage(this);
+    this.page = null;
+    this.overview = null;
   }
-  for (const c of children) e.append(c);
-  return e;
-}
 
-function fmt(v, digits = 1, unit = "") {
-  return v === null || v === undefined ? "—" : `${Number(v).toFixed(digits)}${unit}`;
-}
-
-function notice(text) {
-  const n = document.getElementById("notice");
-  n.textContent = text; n.hidden = !text;
-}
-
-async function getJSON(path) {
-  const r = await fetch(path, {credentials: "same-origin"});
-  if (r.status === 401) {
-    notice("This bridge needs its API token: open this page as " + location.origin + "/#token=YOUR_TOKEN");
-    throw new Error("unauthorized");
+  async start() {
+    const s = await api.session();
+    if (!s.logged_in) return this.showLogin();
+    document.getElementById("logout").hidden = !s.login_required;
+    await this.refresh();
+    this.listen();
+    await this.logs.load();
+    window.addEventListener("hashchange", () => this.route());
+    await this.route();
+    setInterval(() => this.refresh().catch(() => {}), 10000);
   }
-  return r.json();
-}
 
-function renderHealth(h) {
-  const dot = document.querySelector("#health .dot");
-  dot.className = "dot " + (h.mqtt && h.mqtt.connected ? "on" : "bad");
-  const up = h.uptime_s ? `${Math.floor(h.uptime_s / 60)} min` : "—";
-  document.getElementById("health-text").textContent =
-    `MQTT ${h.mqtt && h.mqtt.connected ? "connected" : "disconnected"} · ${h.nodes.online}/${h.nodes.count} nodes online · ` +
-    `${fmt(h.frames_per_second, 1)} frames/s · up ${up} · v${h.version}`;
-}
-
-function card(name) {
-  const canvas = el("canvas", {width: 600, height: 140, "aria-label": `presence score of ${name}`});
-  const e = el("article", {class: "node", "data-node": name},
-    el("header", {}, el("h3", {}, name), el("span", {class: "room"})),
-    el("div", {class: "badges"}), canvas, el("dl", {class: "facts"}));
-  document.getElementById("nodes").append(e);
-  return e;
-}
-
-function renderNode(s) {
-  let n = nodes.get(s.name);
-  if (!n) {
-    if (!nodes.size) document.getElementById("nodes").textContent = "";
-    n = {history: [], el: card(s.name)};
-    nodes.set(s.name, n);
+  async refresh() {
+    const o = this.overview = await api.get("/ui/api/overview");
+    this.nodes = new Map(o.nodes.map(n => [n.name, n]));
+    this.health(o.health, o.features);
+    if (this.page === this.home) this.home.renderRooms();
+    return o;
   }
-  n.summary = s;
-  if (s.presence_score) n.history.push([Date.now(), s.presence_score, s.baseline]);
-  if (n.history.length > POINTS) n.history.shift();
-  const e = n.el;
-  e.classList.toggle("offline", !s.online);
-  e.querySelector(".room").textContent = `${s.room || "no room"} · ${s.privacy_class}`;
-  const badges = e.querySelector(".badges");
-  badges.textContent = "";
-  const badge = (text, on, alert) => badges.append(el("span", {class: "badge" + (on ? " yes" : "") + (alert ? " alert" : "")}, text));
-  badge(s.online ? "online" : "offline", s.online);
-  badge(s.presence === null || s.presence === undefined ? "presence unknown" : (s.presence ? "present" : "empty"), s.presence);
-  badge(s.occupancy ? "occupied" : "not occupied", s.occupancy);
-  if (s.motion) badge("motion", true);
-  if (s.fall) badge("fall", false, true);
-  if (s.calibrating) badge("calibrating", false);
-  const facts = e.querySelector(".facts");
-  facts.textContent = "";
-  const fact = (k, v) => facts.append(el("dt", {}, k), el("dd", {}, v));
-  fact("score / baseline", `${fmt(s.presence_score, 2)} / ${fmt(s.baseline, 2)}`);
-  fact("persons", s.persons ?? "—");
-  if ("breathing_bpm" in s || "heart_bpm" in s) {
-    fact("breathing", fmt(s.breathing_bpm, 1, " br/min"));
-    fact("heart rate", fmt(s.heart_bpm, 0, " bpm"));
-  } else if (s.privacy_class === "restricted") {
-    fact("vitals", "withheld (restricted)");
+
+  health(h, features) {
+    const on = h.mqtt && h.mqtt.connected;
+    document.querySelector("#health .dot").className = "dot " + (on ? "on" : "bad");
+    const up = h.uptime_s ? `${Math.floor(h.uptime_s / 60)} min` : "—";
+    document.getElementById("health-text").textContent =
+      `MQTT ${on ? "connected" : "disconnected"} · ${h.nodes.online}/${h.nodes.count} nodes online · ` +
+      `${fmt(h.frames_per_second, 1)} frames/s · up ${up} · v${h.version}`;
+    if (features) {
+      for (const [name, link] of [["plugins", "nav-plugins"], ["homekit", "nav-homekit"], ["assist", "nav-assist"]]) {
+        document.getElementById(link).classList.toggle("off", features[name] !== "running");
+      }
+    }
   }
-  fact("signal", fmt(s.rssi, 0, " dBm"));
-  fact("last seen", s.last_seen ? new Date(s.last_seen).toLocaleTimeString() : "—");
-  draw(n);
-  document.getElementById("node-count").textContent = `(${nodes.size})`;
+
+  listen() {
+    api.stream({
+      node_state: s => {
+        const row = {...(this.nodes.get(s.name) || {}), ...s};
+        this.nodes.set(s.name, row);
+        if (this.page === this.home) this.home.renderRooms();
+        if (this.page instanceof NodePage) this.page.onState(row);
+      },
+      node_event: e => this.home.onEvent(e),
+      node_removed: d => { this.nodes.delete(d.name); if (this.page === this.home) this.home.renderRooms(); },
+      sample: d => this.home.chart.add(d.name, d.point),
+      log: line => this.logs.add(line),
+    }, ok => { if (!ok) document.querySelector("#health .dot").className = "dot bad"; });
+  }
+
+  async route() {
+    const [section, name] = (location.hash.replace(/^#\/?/, "") || "home").split("/").map(decodeURIComponent);
+    for (const a of document.querySelectorAll("nav a")) {
+      a.toggleAttribute("aria-current", a.getAttribute("href") === `#/${section}`);
+      if (a.hasAttribute("aria-current")) a.setAttribute("aria-current", "page");
+    }
+    let page;
+    try {
+      if (section === "nodes" && name) { page = new NodePage(this, name); this.show(page); await page.load(); return; }
+      if (section === "nodes") { await this.refresh(); this.page = "nodes"; this.swap(nodesTable(this)); return; }
+      page = {home: this.home, plugins: new PluginsPage(this), homekit: new HomeKitPage(this),
+              assist: this.assist || (this.assist = new AssistPage(this)), logs: this.logs, updates: null}[section];
+      if (page === undefined) { this.swap(el("p", {}, "No such page. ", el("a", {href: "#/home"}, "Home"))); return; }
+      if (page === null) { this.page = "updates"; this.swap(updatesPage()); return; }
+      this.show(page);
+      if (page === this.home) this.home.show(await this.refresh());
+      else if (page.load) await page.load();
+    } catch (e) {
+      if (e instanceof api.LoginNeeded) return this.showLogin();
+      this.swap(el("p", {class: "result bad", role: "alert"}, `Could not load this page: ${e.message}`));
+    }
+  }
+
+  show(page) { this.page = page; this.swap(page.root); }
+
+  swap(node) {
+    this.view.textContent = "";
+    this.view.append(node);
+    const heading = node.querySelector ? node.querySelector("h2") : null;
+    if (heading) { heading.tabIndex = -1; heading.focus({preventScroll: true}); }
+  }
+
+  showLogin() {
+    document.querySelector("nav").hidden = true;
+    const secret = el("input", {type: "password", name: "secret", autocomplete: "current-password", required: true});
+    const result = el("p", {class: "result", role: "alert"});
+    this.swap(el("section", {"aria-labelledby": "login-title"}, el("h2", {id: "login-title"}, "Log in"),
+      el("form", {class: "card", onsubmit: async e => {
+        e.preventDefault();
+        try {
+          await api.login(secret.value);
+          location.reload();
+        } catch (err) { result.textContent = err.message; result.className = "result bad"; }
+      }}, field("API token or password", secret, "RUVIEW_API_TOKEN, or the password behind http.password_hash"),
+        el("button", {type: "submit"}, "Log in"), result)));
+  }
 }
 
-function draw(n) {
-  const c = n.el.querySelector("canvas"), g = c.getContext("2d");
-  const w = c.width, h = c.height, pts = n.history;
-  g.clearRect(0, 0, w, h);
-  if (pts.length < 2) return;
-  const values = pts.flatMap(p => [p[1], p[2]].filter(v => v > 0));
-  const lo = Math.log(Math.min(...values) * 0.8), hi = Math.log(Math.max(...values) * 1.25);
-  const y = v => h - 6 - (Math.log(v) - lo) / (hi - lo || 1) * (h - 12);
-  const x = i => 4 + i * (w - 8) / (POINTS - 1);
-  const line = (idx, colour, width) => {
-    g.beginPath(); g.strokeStyle = colour; g.lineWidth = width;
-    pts.forEach((p, i) => { if (p[idx] > 0) (i ? g.lineTo(x(i), y(p[idx])) : g.moveTo(x(i), y(p[idx]))); });
-    g.stroke();
-  };
-  line(2, "#16a34a", 2);       // baseline
-  line(1, "#2563eb", 2.5);     // smoothed score
+function updatesPage() {
+  return el("section", {"aria-labelledby": "updates-title"}, el("h2", {id: "updates-title"}, "Updates"),
+    el("p", {}, "Over-the-air updates of the nodes come here: releases, each node's version and a rollout with its progress."),
+    el("p", {class: "muted"}, "Not in this version of the bridge yet. Each node's firmware version is on the Nodes page."));
 }
 
-function renderEvent(ev, live = true) {
-  const list = document.getElementById("events");
-  if (!events.length) list.textContent = "";
-  events.unshift(ev);
-  const t = ev.time ? new Date(ev.time).toLocaleTimeString() : "";
-  const item = el("li", {}, el("time", {}, t), `${ev.node} · ${ev.event_type.replaceAll("_", " ")}`);
-  live ? list.prepend(item) : list.append(item);
-  while (list.children.length > 50) list.lastChild.remove();
-}
-
-function renderPlugins(plugins) {
-  const list = document.getElementById("plugins");
-  if (!plugins.length) return;
-  list.textContent = "";
-  for (const p of plugins) list.append(el("li", {}, `${p.name || p.id} ${p.version || ""} — ${p.state || ""}`));
-}
-
-async function start() {
-  try {
-    const status = await getJSON("/api/v1/status");
-    renderHealth(status.health);
-    status.nodes.forEach(renderNode);
-    status.events.slice().reverse().forEach(e => renderEvent(e, true));
-    renderPlugins(status.plugins);
-  } catch (e) { return; }
-  const stream = new EventSource("/api/v1/events/stream");
-  stream.addEventListener("node_state", m => renderNode(JSON.parse(m.data)));
-  stream.addEventListener("node_event", m => renderEvent(JSON.parse(m.data)));
-  stream.addEventListener("node_removed", m => {
-    const d = JSON.parse(m.data), n = nodes.get(d.name);
-    if (n) { n.el.remove(); nodes.delete(d.name); }
-  });
-  stream.onerror = () => document.querySelector("#health .dot").className = "dot bad";
-  stream.onopen = () => notice("");
-  setInterval(async () => { try { renderHealth(await getJSON("/health")); } catch (e) {} }, 5000);
-}
-
-start();
+document.getElementById("logout").addEventListener("click", async () => { await api.logout(); location.reload(); });
+new App().start().catch(e => {
+  document.getElementById("view").textContent = `The bridge did not answer: ${e.message}`;
+});
