@@ -27,6 +27,7 @@ import orjson
 
 from bridge import __version__, catalog, console
 from bridge.config import redacted, secret_values
+from bridge.config.loader import ConfigError
 from bridge.core.api import ApiError, BridgeApi
 from bridge.core.bus import EventBus
 from bridge.core.context import utc_now_iso
@@ -111,6 +112,8 @@ class Bridge:
         self.health_providers: dict[str, Callable[[], Any]] = {}
         self.unstartable: list[str] = []  # "<feature>: <why>" for each enabled feature that could not start
         self.restart_requested = threading.Event()
+        self.config_source: Callable[[], Any] | None = None  # the config file read anew (cli.py sets it)
+        self.next_config: Any = None  # what `restart` read and checked: the next run's config
         self.run_id = os.urandom(8).hex()  # this process's run, in bridge/health
         self.twin: str | None = None  # another live bridge's run heard on our own health topic
         self._heard_runs: dict[str, int] = {}
@@ -226,6 +229,7 @@ class Bridge:
         for ext in reversed(self.extensions):
             if ext.name in self.contexts:
                 self.stop_extension(ext.name)
+        self.states.flush()  # states conflated while the link was behind go out before `offline`
         self.mqtt.stop(self.config.bridge.shutdown_timeout)
         self.core_inbox.stop()
         self.store.close()
@@ -268,6 +272,13 @@ class Bridge:
         return {"level": self.log_level}
 
     def _request_restart(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """Restart with the config file as it is now: read and checked first, so a broken or empty
+        file is answered with its problems and the running bridge goes on as it was."""
+        if self.config_source is not None:
+            try:
+                self.next_config = self.config_source()
+            except ConfigError as exc:
+                raise ApiError(f"not restarted, the running configuration is kept: {'; '.join(exc.lines)}") from None
         # answer first; the CLI restarts us once the response is on its way
         self.core_inbox.call_later(0.5, self.restart_requested.set)
         return {}
@@ -330,7 +341,8 @@ class Bridge:
             "mqtt": self.mqtt.stats(),
             "handlers": {**self.core_inbox.stats(), "router_dropped": self.router.dropped,
                          "ignored_retained": self.router.ignored_retained},
-            "states": {"entities": len(self.states), "rejected": self.states.rejected},
+            "states": {"entities": len(self.states), "rejected": self.states.rejected,
+                       "superseded": self.states.superseded},
             "services": {"calls": self.services.calls, "failures": self.services.failures},
             "requests": {"received": self.api.requests, "errors": self.api.errors},
             "extensions": {name: {**state, **({"inbox": self.contexts[name].inbox.stats()}

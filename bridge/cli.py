@@ -145,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         while True:
             bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None, log_level=level)
+            bridge.config_source = lambda: _load(args.config)[0]
             print(_summary(bridge, path), file=sys.stderr, flush=True)
             if interactive:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))
@@ -167,10 +168,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             bridge.stop()
             if stop.is_set():
                 break
-            try:
-                config, path = _load(args.config)
-            except ConfigError as exc:
-                log.error("restart keeps the running configuration: %s", exc)
+            if bridge.next_config is not None:  # read and checked when the restart was asked for
+                config = bridge.next_config
+            else:
+                try:
+                    config, path = _load(args.config)
+                except ConfigError as exc:
+                    log.error("restart keeps the running configuration: %s", exc)
             level = args.log_level or config.bridge.log_level
             set_level(level)
     finally:

@@ -31,10 +31,13 @@ def test_partial_file_is_merged_over_defaults(tmp_path):
     assert cfg.bridge == defaults(sections()).bridge
 
 
-def test_empty_file_and_null_sections_mean_defaults(tmp_path):
+def test_an_empty_file_is_an_error_and_null_sections_mean_defaults(tmp_path):
+    """An empty file is a mistake (a truncated write, the wrong file), never "all defaults": those
+    would move UDP to 0.0.0.0:5005 and lose the nodes (issue 33, finding 5)."""
     path = tmp_path / "c.yaml"
     path.write_text("# nothing\n")
-    assert load_config(path, env={}) == defaults(sections())
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(path, env={})
     path.write_text("mqtt:\nnodes:\n  presence:\n")
     assert load_config(path, env={}) == defaults(sections())
 

@@ -153,10 +153,34 @@ def _copy(value: Any) -> Any:
     return value
 
 
+MAX_FILE_BYTES = 1 << 20  # a config.yaml is a few KB; anything near this is a mistake or an attack
+MAX_VALUES = 100_000  # values after YAML aliases are expanded (a 657-byte alias bomb makes millions)
+
+
+def _expanded_size(value: Any, budget: int) -> int:
+    """Values in `value` with every alias expanded, counting down from budget; stops below 0.
+    Shared (aliased) nodes are counted each time they are used: that is what the bridge would copy."""
+    stack = [value]
+    while stack and budget >= 0:
+        item = stack.pop()
+        budget -= 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return budget
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
+    """The file's YAML, refused when it is empty, oversized, or expands (aliases) past MAX_VALUES."""
     source = str(path)
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(source, [f"is over {MAX_FILE_BYTES // 1024} KiB: not a configuration file"])
+        raw = yaml.safe_load(data.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
@@ -166,6 +190,12 @@ def read_yaml(path: str | os.PathLike) -> Any:
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(source, [f"{where}invalid YAML: {problem}"]) from None
+    if raw is None:
+        raise ConfigError(source, ["is empty: give at least the broker (mqtt: url: ...), or start without "
+                                   "--config for the built-in defaults"])
+    if _expanded_size(raw, MAX_VALUES) < 0:
+        raise ConfigError(source, [f"expands to over {MAX_VALUES:,} values (YAML aliases?): not a configuration"])
+    return raw
 
 
 def load_config(path: str | os.PathLike | None, *, sections: Mapping[str, type[Section]] | None = None,
