@@ -42,6 +42,7 @@ from bridge.plugins.audit import AuditLog
 from bridge.plugins.config import PluginsConfig
 from bridge.plugins.host import LINGER, HostServices, Plugin
 from bridge.plugins.files import PluginFileError, read_bounded
+from bridge.plugins.schema import entry_problem
 from bridge.plugins.manifest import MANIFEST, Manifest, ManifestError, load_manifest
 from bridge.plugins.permissions import Permissions
 from bridge.plugins.runtime import Runtime, check_module
@@ -258,6 +259,9 @@ class PluginsExtension(Extension[PluginsConfig]):
             self.ctx.log.warning("plugins: %s", verdict.warning)
         problem = self._grant_problem(manifest)
         if problem:
+            raise PluginError(f"{source}: {problem}")
+        problem = entry_problem(manifest.config_schema, self.cfg.entries.get(manifest.domain, {}), manifest.domain)
+        if problem:  # the data setup_entry would get breaks the signed config_schema (schema.py)
             raise PluginError(f"{source}: {problem}")
         try:
             module, compiled = self.runtime.compile(module_bytes, trust.digest(module_bytes))

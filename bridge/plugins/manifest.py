@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridge import names
 from bridge.plugins.abi import IMPORTS
 from bridge.plugins.files import PluginFileError, read_bounded
+from bridge.plugins.schema import schema_problems
 from bridge.topics import InvalidTopic, check_filter
 
 MANIFEST = "manifest.json"
@@ -31,7 +32,8 @@ KEY = re.compile(r"ed25519:[A-Za-z0-9+/]{43}=")
 GLOB = re.compile(r"[a-z0-9_.*?\[\]-]{1,255}")
 PERMISSION_KINDS = ("state:read", "state:write", "event:fire", "service:call", "mqtt:publish",
                     "mqtt:subscribe", "entity:register")
-# What a signature covers besides the module digest: everything that grants or bounds power.
+# What a signature covers besides the module digest: everything that grants or bounds power (and
+# config_schema, when a manifest has one: see Manifest.security_fields).
 SECURITY_FIELDS = ("domain", "version", "wasm_module_hash", "homecore_permissions", "host_imports_required",
                    "subscriptions", "subscribed_events", "subscribed_state_entities", "registered_services",
                    "limits", "dependencies")
@@ -90,6 +92,7 @@ class Manifest(BaseModel):
     registered_services: list[str] = []
     subscriptions: list[str] = []
     limits: Limits = Limits()
+    config_schema: dict[str, Any] | None = None  # what its entry data must be (schema.py); signed when set
 
     @field_validator("domain")
     @classmethod
@@ -194,7 +197,10 @@ class Manifest(BaseModel):
         return v
 
     def security_fields(self) -> dict[str, Any]:
-        return {field: _plain(getattr(self, field)) for field in SECURITY_FIELDS}
+        fields = {field: _plain(getattr(self, field)) for field in SECURITY_FIELDS}
+        if self.config_schema is not None:  # signed when set, so every signature made before it existed verifies
+            fields["config_schema"] = self.config_schema
+        return fields
 
     def description(self) -> dict[str, Any]:
         """What bridge/info, plugin/list and the HTTP registry say about the plugin."""
@@ -239,7 +245,7 @@ def parse_manifest(data: bytes, source: str) -> Manifest:
     if not isinstance(raw, dict):
         raise ManifestError(f"{source}: expected a JSON object")
     try:
-        return Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         lines = []
         errors = exc.errors(include_url=False)
@@ -255,6 +261,10 @@ def parse_manifest(data: bytes, source: str) -> Manifest:
                 lines.append(f"{source}: ... and {len(errors) - 20} more")
                 break
         raise ManifestError("\n".join(lines)) from None
+    problems = schema_problems(manifest.config_schema) if manifest.config_schema is not None else []
+    if problems:  # one line each, as the bridge could not check entry data against it
+        raise ManifestError("\n".join(f"{source}: {problem[:200]}" for problem in problems[:20]))
+    return manifest
 
 
 MAX_MANIFEST_BYTES = 64 * 1024
