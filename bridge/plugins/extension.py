@@ -35,6 +35,7 @@ from bridge.core.api import ApiError
 from bridge.core.eventdata import EventFired, PluginEntities, StateChanged
 from bridge.core.payload import dumps
 from bridge.core.services import ServiceCall, ServiceError, ServiceFuture
+from bridge.core.store import StoreError
 from bridge.extension import Extension, ExtensionContext
 from bridge.mqtt.router import Message, Route
 from bridge.plugins import abi, trust
@@ -48,6 +49,7 @@ from bridge.plugins.permissions import Permissions
 from bridge.plugins.runtime import Runtime, check_module
 
 MAX_MODULE_BYTES = 16 * 1024 * 1024
+UNLOADED, LOADED_DIRS = "unloaded", "loaded_dirs"  # what plugin/unload and plugin/load asked for (state store)
 TICK = 1.0  # seconds between time_changed events
 WATCHERS = 4096  # entity ids whose receiving plugins are remembered (cleared when full or plugins change)
 REASON_MAX = 1000  # characters of a rejection reason kept, published and audited
@@ -143,15 +145,19 @@ class PluginsExtension(Extension[PluginsConfig]):
     # ------------------------------------------------------------ finding and loading
 
     def plugin_dirs(self) -> list[Path]:
-        """Every directory holding a manifest.json: each configured directory, or its subdirectories."""
+        """Every directory holding a manifest.json: each configured directory, or its subdirectories,
+        and those plugin/load loaded (kept in the state store)."""
         found = []
-        for configured in self.cfg.dirs:
+        for configured in [*self.cfg.dirs, *self.ctx.store.get(LOADED_DIRS, [])]:
             root = Path(configured).expanduser()
             if (root / MANIFEST).is_file():
                 found.append(root)
             elif root.is_dir():
                 found.extend(sorted(p for p in root.iterdir() if (p / MANIFEST).is_file()))
-        return found
+        unique: dict[Path, Path] = {}
+        for directory in found:
+            unique.setdefault(directory.resolve(), directory)
+        return list(unique.values())
 
     def load_all(self) -> None:
         """Load every plugin found, dependencies first; refuse those whose dependency is missing."""
@@ -275,6 +281,9 @@ class PluginsExtension(Extension[PluginsConfig]):
     def _activate(self, directory: Path, prepared: Prepared) -> Plugin:
         manifest, module, verdict, compiled, digest, files = prepared
         source = directory / MANIFEST
+        if manifest.domain in self.ctx.store.get(UNLOADED, []):
+            raise PluginError(f"{source}: {manifest.domain} stays unloaded (plugin/unload asked for it; "
+                              "plugin/load loads it again)")
         if manifest.domain in self.plugins:
             raise PluginError(f"{directory}: domain {manifest.domain} is already loaded from "
                               f"{self.plugins[manifest.domain].directory} (unload it first)")
@@ -599,12 +608,37 @@ class PluginsExtension(Extension[PluginsConfig]):
         directory = Path(path).expanduser()
         if not (directory / MANIFEST).is_file():
             raise ApiError(f"{directory}: no {MANIFEST} there")
-        return _status_later(self.load_later(directory))
+        try:
+            domain = load_manifest(directory).domain
+        except ManifestError as exc:
+            raise ApiError(str(exc)) from None
+        before = (self.ctx.store.get(UNLOADED, []), self.ctx.store.get(LOADED_DIRS, []))
+        self._keep(unloaded=[d for d in before[0] if d != domain],
+                   loaded_dirs=sorted({*before[1], str(directory.resolve())}))
+        loading = self.load_later(directory)
+        loading.add_done_callback(lambda done: done.exception() and self.ctx.inbox.put(
+            self._keep_quietly, before))  # a load that failed is not wanted at the next start either
+        return _status_later(loading)
 
     def _req_unload(self, request: dict[str, Any]) -> dict[str, Any]:
         domain = self._domain_arg(request)
+        self._keep(unloaded=sorted({*self.ctx.store.get(UNLOADED, []), domain}))
         self.unload(domain, "unloaded by request")
         return {"domain": domain, "state": "stopped"}
+
+    def _keep(self, *, unloaded: list[str] | None = None, loaded_dirs: list[str] | None = None) -> None:
+        """Commit what requests asked for before doing it: kept over restarts, or refused."""
+        changes = {k: v for k, v in ((UNLOADED, unloaded), (LOADED_DIRS, loaded_dirs)) if v is not None}
+        try:
+            self.ctx.store.put_many(changes)
+        except StoreError as exc:
+            raise ApiError(f"not changed: {exc}") from None
+
+    def _keep_quietly(self, before: tuple[list[str], list[str]]) -> None:
+        try:
+            self.ctx.store.put_many({UNLOADED: before[0], LOADED_DIRS: before[1]})
+        except StoreError as exc:
+            self.ctx.log.error("plugins: %s", exc)
 
     def _req_reload(self, request: dict[str, Any]) -> "Future[dict[str, Any]]":
         return _status_later(self.reload(self._domain_arg(request)))
