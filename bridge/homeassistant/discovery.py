@@ -22,6 +22,9 @@ from bridge.topics import DiscoveryTopics, Topics
 ORIGIN = {"name": "ruview-bridge", "sw": __version__, "url": "https://github.com/ruvnet/RuView"}
 THRESHOLD_STEPS = {"enter_ratio": 0.1, "exit_ratio": 0.1, "hold": 1}
 FIRMWARE_MODES = {0: "feature state", 1: "edge vitals", 2: "raw CSI"}
+# scores, baseline, signal strength, loss: for finding a fault, not for the dashboard or the recorder
+# (as Zigbee2MQTT's linkquality): listed under Diagnostic and off until a user turns one on
+DIAGNOSTIC = {"entity_category": "diagnostic", "enabled_by_default": False}
 
 
 def _avail(topics: Topics, node: NodeInfo | None) -> dict[str, Any]:
@@ -70,16 +73,16 @@ def node_components(topics: Topics, node: NodeInfo, expire_after: int) -> dict[s
          expire_after=expire_after, value_template=_flag("motion"))
     comp("sensor", "presence_score", "Presence score", ("presence_score",), state_topic=state,
          expire_after=expire_after, state_class="measurement", value_template="{{ value_json.presence_score }}",
-         suggested_display_precision=2, icon="mdi:radar")
+         suggested_display_precision=2, icon="mdi:radar", **DIAGNOSTIC)
     comp("sensor", "baseline", "Presence baseline", ("baseline",), state_topic=state,
          expire_after=expire_after, state_class="measurement", value_template="{{ value_json.baseline }}",
-         suggested_display_precision=2, entity_category="diagnostic")
+         suggested_display_precision=2, **DIAGNOSTIC)
     comp("sensor", "rssi", "Signal strength", ("rssi",), device_class="signal_strength",
          unit_of_measurement="dBm", state_class="measurement", state_topic=state,
-         expire_after=expire_after, value_template="{{ value_json.rssi }}", entity_category="diagnostic")
+         expire_after=expire_after, value_template="{{ value_json.rssi }}", **DIAGNOSTIC)
     comp("sensor", "packet_loss", "Packet loss", ("packet_loss",), unit_of_measurement="%",
          state_class="measurement", state_topic=state, expire_after=expire_after,
-         value_template="{{ (value_json.packet_loss * 100) | round(2) }}", entity_category="diagnostic")
+         value_template="{{ (value_json.packet_loss * 100) | round(2) }}", **DIAGNOSTIC)
     comp("event", "event", "Event", state_topic=topics.node_event(node.name),
          event_types=list(privacy.events_for(node.privacy_class)))
     comp("button", "calibrate", "Calibrate", command_topic=topics.node_set(node.name),

@@ -11,6 +11,7 @@ from bridge.config import ExtensionSection, Problem, Section
 from bridge.config.types import (Bool, Check, Int, IPAddress, Number, NodeName, OptionalPrivacy, Privacy,
                                  Slug, Text, expected)
 from bridge.nodes.presence import THRESHOLD_RANGES, PresenceSettings
+from bridge.nodes.reporting import FIELD_RULES, HEARTBEAT, MIN_INTERVAL, REFRESH
 from bridge.nodes.schedule import expected_hours
 from bridge.privacy import PrivacyClass, export_refusal
 
@@ -70,6 +71,43 @@ class PresenceConfig(Section):
         return []
 
 
+class FieldReporting(Section):
+    """One numeric field's rule; a key not given keeps the field's default (reporting.py)."""
+
+    delta: Annotated[float | None, Number(0, 1e6, optional=True)] = None
+    relative: Annotated[float | None, Number(0, 100, optional=True)] = None
+    smooth: Annotated[float | None, Number(0, 86400, optional=True)] = None
+
+
+def _reporting_problems(fields: dict[str, FieldReporting]) -> list[Problem]:
+    return [(f"fields.{name}", f"no numeric field {name!r}; one of {', '.join(FIELD_RULES)}")
+            for name in fields if name not in FIELD_RULES]
+
+
+class ReportingConfig(Section):
+    """When a node's numbers are published again (presence, motion, occupancy and events: at once)."""
+
+    refresh: Annotated[float, Number(0, 86400)] = REFRESH  # 0: every beat a node was heard on
+    heartbeat: Annotated[float, Number(0, 86400)] = HEARTBEAT
+    min_interval: Annotated[float, Number(0, 86400)] = MIN_INTERVAL
+    fields: dict[str, FieldReporting] = Field(default_factory=dict)
+
+    def check(self, root: Any) -> list[Problem]:
+        return _reporting_problems(self.fields)
+
+
+class DeviceReporting(Section):
+    """A node's own reporting: what it sets replaces nodes.reporting's value."""
+
+    refresh: Annotated[float | None, Number(0, 86400, optional=True)] = None
+    heartbeat: Annotated[float | None, Number(0, 86400, optional=True)] = None
+    min_interval: Annotated[float | None, Number(0, 86400, optional=True)] = None
+    fields: dict[str, FieldReporting] = Field(default_factory=dict)
+
+    def check(self, root: Any) -> list[Problem]:
+        return _reporting_problems(self.fields)
+
+
 class DeviceConfig(Section):
     name: NodeName = None
     room: Annotated[str | None, Text(what="a room name (text of at most 64 characters)", optional=True,
@@ -79,6 +117,7 @@ class DeviceConfig(Section):
     exit_ratio: Annotated[float | None, Number(*THRESHOLD_RANGES["exit_ratio"], optional=True)] = None
     hold: Annotated[float | None, Number(*THRESHOLD_RANGES["hold"], optional=True)] = None
     expected_hours: ExpectedHoursField = None
+    reporting: DeviceReporting = Field(default_factory=DeviceReporting)
 
     def overrides(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in THRESHOLD_RANGES if getattr(self, k) is not None}
@@ -92,6 +131,7 @@ class NodesConfig(ExtensionSection):
     max_delay: Annotated[float, Number(0.1, 3600)] = 1.0
     privacy_class: Privacy = PrivacyClass.ANONYMOUS
     presence: PresenceConfig = Field(default_factory=PresenceConfig)
+    reporting: ReportingConfig = Field(default_factory=ReportingConfig)
     devices: dict[NodeId, DeviceConfig] = Field(default_factory=dict)
 
     def check(self, root: Any) -> list[Problem]:
@@ -104,6 +144,13 @@ class NodesConfig(ExtensionSection):
             if reason:
                 label = f"node {node_id}{' (' + dev.name + ')' if dev.name else ''}"
                 problems.append((f"devices.{node_id}.privacy_class", f"{label} {reason}"))
+        spans = [("reporting.refresh", self.reporting.refresh)] + [
+            (f"devices.{n}.reporting.refresh", d.reporting.refresh) for n, d in self.devices.items()
+            if d.reporting.refresh is not None]
+        for key, refresh in spans:  # HA's expire_after is two offline spans, at least 60 s
+            if refresh is not None and refresh >= max(60.0, 2 * self.offline_after):
+                problems.append((key, f"expected less than {max(60.0, 2 * self.offline_after):g} s (Home "
+                                 "Assistant shows a node's entities unavailable when its state is older)"))
         named = [d.name for d in self.devices.values() if d.name]
         if len(named) != len(set(named)):
             problems.append(("devices", "two nodes share a name; names must be unique"))

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from bridge.nodes import codec
 from bridge.nodes.codec import FALL_BIT
 from bridge.nodes.presence import PresenceEngine
+from bridge.nodes.reporting import Reporter, ReportingPolicy
 
 
 class Flags(NamedTuple):
@@ -69,10 +70,13 @@ _VITALS = (codec.EdgeVitals, codec.FusedVitals)
 
 class NodeState:
     __slots__ = ("engine", "latest", "last_kind", "flags", "clock", "clock_offset", "scored_by",
-                 "dirty_since", "occupied_hint", "falls")
+                 "dirty_since", "occupied_hint", "falls", "reporter", "published", "published_at")
 
-    def __init__(self, engine: PresenceEngine) -> None:
+    def __init__(self, engine: PresenceEngine, policy: ReportingPolicy | None = None) -> None:
         self.engine = engine
+        self.reporter = Reporter(policy or ReportingPolicy())  # what its published numbers say (reporting.py)
+        self.published: dict[str, Any] | None = None  # the last state published, but its clock fields
+        self.published_at = 0.0
         self.latest: dict[str, codec.Frame] = {}  # kind -> frame, in arrival order
         self.last_kind: str | None = None  # the kind `latest` ends with
         self.flags = NO_FLAGS

@@ -10,6 +10,11 @@ from tests.conftest import settled
 from tests.polling import wait_until
 
 
+# a node's state on every beat it was heard on, as before the reporting policy: for the tests of
+# the beat itself (the policy's defaults hold an unchanged state back for `refresh` seconds)
+EVERY_CHANGE = {"refresh": 0}
+
+
 def feed(port, nodes, duration, bridge, ext, *probes, seed=0):
     """Send the scenario, wait until the pipeline took every frame, the broker acknowledged what
     the bridge published, and each probe has received it."""
@@ -122,7 +127,7 @@ def test_unexpected_occupancy_only_outside_expected_hours(mosquitto, node_bridge
 
 def test_max_delay_caps_how_long_a_change_waits(mosquitto, node_bridge, make_probe):
     def state_times(**cfg):
-        bridge, ext, port = node_bridge(mosquitto, publish_interval=30, **cfg)
+        bridge, ext, port = node_bridge(mosquitto, publish_interval=30, reporting=EVERY_CHANGE, **cfg)
         probe = make_probe(mosquitto, "ruview/node/+")
         nodes = make_nodes(1, "empty", 3, first_id=len(cfg) + 20)
         send_udp(generate(nodes, 3), "127.0.0.1", port, speed=1)  # real time, scores changing
@@ -191,7 +196,8 @@ def test_the_fall_bit_is_a_fall_for_both_classes_and_restricted_events_carry_no_
 def test_every_nodes_pending_state_goes_out_together_on_one_beat(mosquitto, node_bridge, make_probe):
     """Nodes that started 0.3 s apart still publish their scores on the same beat (one wakeup of
     the ticker and of the MQTT network thread per beat, not one per node), a beat a max_delay."""
-    bridge, ext, port = node_bridge(mosquitto, publish_interval=1.0)  # max_delay 1 s: a 1 s beat
+    bridge, ext, port = node_bridge(mosquitto, publish_interval=1.0,  # max_delay 1 s: a 1 s beat
+                                    reporting=EVERY_CHANGE)
     probe = make_probe(mosquitto, "ruview/node/+")
     nodes = make_nodes(5, "empty", 4, first_id=60)
     stream = sorted((t + 0.3 * i, data) for i, node in enumerate(nodes) for t, data in generate([node], 4))

@@ -41,7 +41,8 @@ def _iq_windows(recording) -> list[bytes]:
 def test_replayed_recording_end_to_end(broker, node_bridge, make_probe, recording):
     everything = make_probe(broker, "#")
     bridge, nodes, port = node_bridge(
-        broker, devices={2: {"name": "bedroom", "privacy_class": "restricted"}})
+        broker, devices={2: {"name": "bedroom", "privacy_class": "restricted"}},
+        reporting={"refresh": 1})  # the state after the last frame goes out within a second
     try:
         send_all(port, recording)
         assert wait_until(lambda: nodes.udp.processed >= len(recording), 20)
