@@ -1,4 +1,5 @@
-"""`ruview-bridge plugin keygen | sign | verify | hash | new | list | audit`: a publisher's tools.
+"""`ruview-bridge plugin keygen | sign | verify | hash | new | list | audit | search | install | update`:
+a publisher's tools, and installing from a registry (registry.py).
 
     ruview-bridge plugin keygen ~/.config/ruview/publisher.key   # prints the public key to trust
     ruview-bridge plugin sign plugins/presence-lights --key ~/.config/ruview/publisher.key
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from bridge.plugins import audit, trust
+from bridge.plugins import audit, registry, trust
 from bridge.plugins.manifest import DOMAIN_RULE, MANIFEST, ManifestError, is_domain, load_manifest
 
 TEMPLATE = Path(__file__).resolve().parent / "template"
@@ -154,6 +155,71 @@ def cmd_audit(args: argparse.Namespace, config) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace, config) -> list[registry.Cog]:
+    return registry.load_index(args.index or config.plugins.registry, ca_file=config.plugins.registry_ca)
+
+
+def cmd_search(args: argparse.Namespace, config) -> int:
+    try:
+        cogs = registry.search(_index(args, config), " ".join(args.words))
+    except registry.RegistryError as exc:
+        _say(str(exc))
+        return 1
+    have = registry.installed(config.plugins.dirs)
+    trusted = set(config.plugins.trusted_keys)
+    for cog in cogs:
+        mark = f"installed {have[cog.id][1]}" if cog.id in have else \
+            ("trusted" if cog.publisher_key in trusted else "untrusted publisher")
+        print(f"{cog.id:32s} {cog.version:10s} {cog.category or '-':12s} {mark:20s} {cog.name}")
+    if not cogs:
+        print("no cogs match" if args.words else "the registry has no plugins")
+    return 0
+
+
+def _destination(args: argparse.Namespace, config) -> Path:
+    root = Path(args.dir or (config.plugins.dirs or ["plugins"])[0]).expanduser()
+    if (root / MANIFEST).is_file():
+        raise registry.RegistryError(f"{root} is a plugin directory: install into a directory of plugins (--dir)")
+    return root
+
+
+def cmd_install(args: argparse.Namespace, config) -> int:
+    try:
+        cog = registry.find(_index(args, config), args.cog_id)
+        if cog.id in registry.installed(config.plugins.dirs + ([args.dir] if args.dir else [])):
+            raise registry.RegistryError(f"{cog.id} is installed already: `ruview-bridge plugin update {cog.id}`")
+        target = registry.install(cog, _destination(args, config), trusted_keys=config.plugins.trusted_keys,
+                                  ca_file=config.plugins.registry_ca)
+    except (registry.RegistryError, OSError) as exc:
+        _say(f"install {args.cog_id[:200]}: refused: {exc}")
+        return 1
+    print(f"installed {cog.id} {cog.version} into {target} (signed by {cog.publisher_key[:20]}...)")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace, config) -> int:
+    try:
+        have = registry.installed(config.plugins.dirs + ([args.dir] if args.dir else []))
+        if args.cog_id not in have:
+            raise registry.RegistryError(f"{args.cog_id} is not installed: `ruview-bridge plugin install {args.cog_id}`")
+        directory, version = have[args.cog_id]
+        cog = registry.find(_index(args, config), args.cog_id)
+        newer = registry.version_key(cog.version) > registry.version_key(version)
+        if cog.version == version:
+            print(f"{cog.id} {version} is up to date")
+            return 0
+        if not newer and not args.allow_downgrade:
+            raise registry.RegistryError(f"the registry has {cog.version}, older than the installed {version}: "
+                                         "a downgrade is refused unless asked for (--allow-downgrade)")
+        registry.install(cog, directory.parent, trusted_keys=config.plugins.trusted_keys,
+                         ca_file=config.plugins.registry_ca, replacing=directory)
+    except (registry.RegistryError, OSError, ValueError) as exc:
+        _say(f"update {args.cog_id[:200]}: refused: {exc}")
+        return 1
+    print(f"updated {cog.id} {version} -> {cog.version} in {directory}")
+    return 0
+
+
 def add_parsers(sub) -> None:
     plugin = sub.add_parser("plugin", help="make, sign and check WASM plugins")
     cmds = plugin.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
@@ -180,6 +246,21 @@ def add_parsers(sub) -> None:
     p = cmds.add_parser("list", help="the plugins in directories, with version and signature")
     p.add_argument("dirs", nargs="*", default=["plugins"])
     p.set_defaults(func=cmd_list)
+    p = cmds.add_parser("search", help="the plugins in the registry (plugins.registry), by words in them")
+    p.add_argument("words", nargs="*")
+    p.add_argument("--index", help="a registry index (an https:// URL or a path) instead of plugins.registry")
+    p.add_argument("-c", "--config", help="configuration file (YAML)")
+    p.set_defaults(func=cmd_search, needs_config=True)
+    for name, func, text in (("install", cmd_install, "download a plugin from the registry, check it, put it in plugins.dirs"),
+                             ("update", cmd_update, "replace an installed plugin with the registry's newer version")):
+        p = cmds.add_parser(name, help=text)
+        p.add_argument("cog_id")
+        p.add_argument("--index", help="a registry index (an https:// URL or a path) instead of plugins.registry")
+        p.add_argument("--dir", help="the directory of plugins to install into (default: the first of plugins.dirs)")
+        p.add_argument("-c", "--config", help="configuration file (YAML)")
+        if name == "update":
+            p.add_argument("--allow-downgrade", action="store_true", help="accept an older version")
+        p.set_defaults(func=func, needs_config=True)
     p = cmds.add_parser("audit", help="check the audit log's hash chain")
     p.add_argument("--verify", action="store_true", help="check the chain (the default action)")
     p.add_argument("--file", help="the audit log (default: plugins.audit_log)")

@@ -45,6 +45,8 @@ class PluginsConfig(ExtensionSection):
     allow_unsigned: Bool = False  # development only: runs unsigned or untrusted plugins, said loudly
     allow_hash_only_signatures: Bool = False  # the seed's signature over the module hash alone
     entries: Entries = {}  # plugin domain -> the data of its config entry (setup_entry)
+    registry: Annotated[str, Text(what="an https:// URL or a path of a registry index")] = ""  # plugin install
+    registry_ca: Annotated[str, Text(what="a CA certificate file")] = ""  # for a registry with a private CA
     cache_dir: Annotated[str, Text(what="a directory")] = "~/.cache/ruview-bridge/plugins"
     audit_log: Annotated[str, Text(what="a file")] = "~/.local/state/ruview-bridge/plugins-audit.jsonl"
     watch: Bool = True  # load, reload and unload when plugin files change
