@@ -42,21 +42,28 @@ def _error(status: int, error: str) -> web.Response:
     return _json({"error": error, "status": status}, status)
 
 
+# what Restricted withholds, in words (privacy.RESTRICTED_FIELDS; tests/http/test_frontend.py keeps them in step)
+WITHHELD_WORDS = {"breathing_bpm": "breathing", "breathing_valid": "breathing", "heart_bpm": "heart rate",
+                  "heart_valid": "heart rate", "anomaly": "anomaly scores", "anomaly_score": "anomaly scores",
+                  "env_shift": "environment shift", "env_shift_score": "environment shift",
+                  "coherence": "coherence", "node_coherence": "coherence"}
+
+
 def class_explanations() -> list[dict[str, Any]]:
     """What each privacy class lets out, from the privacy module's own rules."""
-    withheld = ", ".join(sorted(privacy.RESTRICTED_FIELDS))
+    withheld = list(dict.fromkeys([WITHHELD_WORDS[f] for f in WITHHELD_WORDS if f in privacy.RESTRICTED_FIELDS]
+                                  + sorted(f for f in privacy.RESTRICTED_FIELDS if f not in WITHHELD_WORDS)))
     out = []
     for cls in privacy.PrivacyClass:
         refusal = privacy.export_refusal(cls)
         if refusal:
-            lets_out = f"nothing: a node that {refusal}"
+            lets_out = "nothing: only anonymous and restricted nodes may leave this host (privacy rule 2)"
         elif cls is privacy.PrivacyClass.RESTRICTED:
-            lets_out = (f"presence, occupancy, motion, falls, person count and events; never {withheld} "
+            lets_out = (f"presence, occupancy, motion, falls, person count and events; never {', '.join(withheld)} "
                         "(privacy rule 3)")
         else:
             lets_out = "presence, occupancy, motion, falls, person count, breathing and heart rate, events"
-        out.append({"class": cls.label, "level": int(cls), "exportable": refusal is None,
-                    "lets_out": lets_out + "; raw CSI never leaves this host"})
+        out.append({"class": cls.label, "level": int(cls), "exportable": refusal is None, "lets_out": lets_out})
     return out
 
 

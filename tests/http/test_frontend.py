@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,3 +168,250 @@ def test_calibrate_a_node_in_the_page_and_watch_it_progress_to_the_end(mosquitto
     assert seen["after"].startswith("Calibrated: baseline "), seen
     states = [m.json().get("calibrating") for m in probe.messages if m.payload]
     assert True in states and states[-1] is False, states  # MQTT saw the same calibration start and end
+
+
+KITCHEN_LIGHT = "homeassistant/light/0xkitchen/light/config"
+
+
+@pytest.fixture
+def whole_home(mosquitto, frontend, make_probe, tmp_path):
+    """A bridge with every feature the frontend shows: two nodes (one Restricted), plugins (one signed
+    plugin on disk, not loaded), HomeKit on loopback, assist, and a Zigbee2MQTT lamp it discovered."""
+    from bridge.assist.extension import AssistExtension
+    from bridge.homekit.extension import HomeKitExtension
+    from bridge.plugins.extension import PluginsExtension
+    from tests.assist.test_assist_mqtt import light
+    from tests.plugins.helpers import Publisher
+
+    devices = make_probe(mosquitto)
+    devices.publish(KITCHEN_LIGHT, light("Kitchen light", "Kitchen", "0xkitchen"), retain=True)
+    publisher = Publisher(tmp_path)
+    plugin = publisher.install("threshold-alert", tmp_path / "available")
+    bridge, url, udp = frontend(
+        mosquitto, extensions=[PluginsExtension(), HomeKitExtension(), AssistExtension()],
+        nodes={"devices": {1: {"name": "living_room", "room": "Living room"},
+                           2: {"name": "kitchen", "room": "Kitchen", "privacy_class": "restricted",
+                               "expected_hours": ["07:00-23:00"]}}},
+        homeassistant={"collect_seconds": 0, "birth_delay": 0},
+        plugins={"enabled": True, "dirs": [], "trusted_keys": [publisher.public], "watch": False,
+                 "cache_dir": str(tmp_path / "cache"), "audit_log": str(tmp_path / "audit.jsonl"),
+                 "entries": {"threshold_alert": {"sensor": "sensor.hall_temperature", "high": 26, "low": 24,
+                                                 "alert": "binary_sensor.hall_too_warm"}}},
+        homekit={"enabled": True, "address": "127.0.0.1", "advertise": False, "port": free_port()},
+        assist={"enabled": True})
+    for name in ("plugins", "homekit", "assist"):
+        assert bridge.extension_state[name]["state"] == "running", bridge.extension_state
+    assist = bridge.extension("assist")
+    assert wait_until(lambda: "light.kitchen_light" in {e.entity_id for e in assist.home.entities}, 10)
+    return bridge, url, udp, plugin
+
+
+def test_load_and_unload_a_plugin_in_the_page_and_the_audit_chain_is_verified(whole_home, make_probe, mosquitto):
+    bridge, url, udp, plugin = whole_home
+    probe = make_probe(mosquitto, "ruview/plugin/+/status", "ruview/plugin/+/audit")
+    seen = browse(url, "plugins", path=str(plugin), domain="threshold_alert")
+    assert "running" in seen["loaded"] and "trust: signed" in seen["loaded"], seen
+    assert "Permissions (its manifest): state:read:sensor.*, state:write:binary_sensor.*, entity:register" \
+        in seen["loaded"], seen
+    assert seen["load_status"] == "Loaded." and seen["unload_status"] == "Unloaded threshold_alert.", seen
+    assert seen["audit"].startswith("Chain verified: 2 records"), seen
+    actions = [m.json()["action"] for m in probe.messages if m.topic.endswith("/audit")]
+    assert actions == ["load", "unload"], actions  # the page's clicks were the plugin/* requests, nothing else
+    assert probe.wait_topic("ruview/plugin/threshold_alert/status", match=lambda m: m.json()["state"] == "stopped")
+    assert bridge.extension("plugins").plugins == {}
+
+
+def test_an_assist_sentence_typed_in_the_page_sends_the_zigbee2mqtt_lamp_its_command(whole_home, make_probe,
+                                                                                     mosquitto):
+    bridge, url, udp, _ = whole_home
+    lamp = make_probe(mosquitto, "zigbee2mqtt/+/set", "ruview/assist/response")
+    seen = browse(url, "assist", sentence="turn on the kitchen light")
+    command = lamp.wait_topic("zigbee2mqtt/Kitchen light/set")
+    assert command.payload == b'{"state":"ON"}' and not command.retain
+    answer = seen["answer"]
+    assert "HassTurnOn" in answer and "name = Kitchen light" in answer, answer
+    assert "Kitchen light (light.kitchen_light)" in answer and "Turned on the light" in answer, answer
+    assert lamp.wait_topic("ruview/assist/response").json()["intent"]["name"] == "HassTurnOn"  # the MQTT path
+
+
+def test_the_homekit_page_shows_the_setup_code_and_its_qr_code(whole_home, tmp_path):
+    bridge, url, udp, _ = whole_home
+    seen = browse(url, "homekit")
+    code = json.loads((tmp_path / "state" / "homekit.setup").read_text())["pincode"]
+    assert seen["code"] == code and code in seen["qr_alt"], seen
+    assert seen["controllers"] == "Not paired yet.", seen
+
+
+@pytest.mark.slow
+def test_a_tour_of_every_page_for_the_docs(whole_home, frames):
+    """Every page renders without an error or a request off the origin, and fits a phone's width.
+    RUVIEW_SCREENSHOTS=docs writes the docs' pictures (docs/http-*.png)."""
+    bridge, url, udp, plugin = whole_home
+    frames(udp, 2)
+    assert wait_until(lambda: all((n.state or {}).get("baseline") for n in bridge.extension("http").nodes()), 30)
+    assert bridge.api.handle("plugin/load", {"path": str(plugin)})["status"] == "ok"  # a plugin to show
+    shots = Path(os.environ.get("RUVIEW_SCREENSHOTS") or "")
+    seen = browse(url, "tour", node="kitchen", sentence="turn on the kitchen light",
+                  shots=str(shots.resolve()) if shots.parts else None, timeout=180)
+    assert seen["phone_overflow"] is False, seen
+
+
+# ---------------------------------------------------------------- the guards, without a browser
+
+class Client:
+    """A page's requests without the page: its session cookie, and the headers a browser would send."""
+
+    def __init__(self, base: str, host: str | None = None) -> None:
+        import http.cookiejar
+        import urllib.request
+        self.base, self.host = base.rstrip("/"), host
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.csrf: str | None = None
+
+    def call(self, path: str, body: dict | None = None, *, csrf: bool = True, headers: dict | None = None,
+             content_type: str = "application/json") -> tuple[int, dict]:
+        import urllib.error
+        import urllib.request
+        head = {**({"Host": self.host} if self.host else {}), **(headers or {})}
+        if body is not None:
+            head["Content-Type"] = content_type
+            if csrf and self.csrf:
+                head.setdefault("X-CSRF-Token", self.csrf)
+        request = urllib.request.Request(self.base + path, data=None if body is None else json.dumps(body).encode(),
+                                         headers=head, method="GET" if body is None else "POST")
+        try:
+            with self.opener.open(request, timeout=20) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def session(self) -> dict:
+        status, body = self.call("/ui/api/session")
+        self.csrf = body.get("csrf")
+        return body
+
+
+def test_a_change_from_the_page_is_answered_as_the_same_request_on_mqtt(mosquitto, frontend, make_probe):
+    bridge, url, udp = frontend(mosquitto)
+    feed(udp, 1, 3)
+    assert wait_until(lambda: bridge.extension("nodes").registry.by_name("node_1") is not None, 10)
+    page = Client(url)
+    assert page.session() == {"login_required": False, "logged_in": True, "csrf": page.csrf} and page.csrf
+    probe = make_probe(mosquitto, "ruview/bridge/response/#")
+    for verb, body in (("node/rename", {"from": "node_1", "to": "Not A Name", "transaction": "t1"}),
+                       ("node/privacy", {"node": "node_1", "class": "raw", "transaction": "t2"}),
+                       ("node/calibrate", {"node": "nobody", "transaction": "t3"}),
+                       ("no/such_verb", {"transaction": "t4"})):
+        status, answer = page.call(f"/ui/api/request/{verb}", body)
+        probe.publish(f"ruview/bridge/request/{verb}", body)
+        over_mqtt = probe.wait_topic(f"ruview/bridge/response/{verb}",
+                                     match=lambda m: m.json().get("transaction") == body["transaction"]).json()
+        assert status == 200 and answer == over_mqtt and answer["status"] == "error", (verb, answer, over_mqtt)
+    assert bridge.extension("nodes").registry.by_name("node_1") is not None  # nothing changed
+
+
+def test_changes_without_the_csrf_token_from_another_origin_or_not_json_are_refused(mosquitto, frontend):
+    bridge, url, udp = frontend(mosquitto)
+    page = Client(url)
+    page.session()
+    refused = [page.call("/ui/api/request/health_check", {}, csrf=False),
+               page.call("/ui/api/request/health_check", {}, headers={"X-CSRF-Token": "guessed"}),
+               page.call("/ui/api/request/health_check", {}, headers={"Origin": "http://evil.example"}),
+               page.call("/ui/api/request/health_check", {}, content_type="text/plain")]
+    assert [status for status, _ in refused] == [403, 403, 403, 415], refused
+    assert "CSRF" in refused[0][1]["error"] and "Origin" in refused[2][1]["error"]
+    assert page.call("/ui/api/request/health_check", {}) == (200, {"status": "ok", "data": {"healthy": True}})
+    stranger = Client(url)  # no session at all: reading needs one too
+    assert stranger.call("/ui/api/overview")[0] == 401
+    assert stranger.call("/ui/api/request/health_check", {})[0] == 401
+    # a page on a rebound DNS name (evil.example -> 127.0.0.1) reaches the port but not the frontend
+    rebound = Client(url, host=f"evil.example:{url.rsplit(':', 1)[1].rstrip('/')}")
+    status, body = rebound.call("/ui/api/session")
+    assert status == 403 and "loopback name" in body["error"], body
+    stats = bridge.extension("http").api.sessions
+    assert stats.csrf_refused == 3
+
+
+def test_a_password_kept_as_a_hash_logs_in_and_guessing_is_slowed(mosquitto, frontend, tmp_path):
+    made = subprocess.run([sys.executable, "-m", "bridge.http.password"], input="correct horse battery\n",
+                          capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert made.returncode == 0 and made.stdout.startswith("scrypt$"), made.stderr
+    hashed = made.stdout.strip()
+    assert "correct horse" not in hashed
+    bridge, url, udp = frontend(mosquitto, http={"password_hash": hashed})
+    page = Client(url)
+    assert page.session() == {"login_required": True, "logged_in": False, "csrf": None}  # a password: log in
+    answers = [page.call("/ui/api/login", {"secret": f"wrong-{i}"})[0] for i in range(6)]
+    assert answers == [401] * 5 + [429], answers  # five tries a minute per address
+    bridge.extension("http").api.sessions._failures.clear()
+    status, body = page.call("/ui/api/login", {"secret": "correct horse battery"})
+    assert status == 200 and body["logged_in"] and body["csrf"], body
+    page.csrf = body["csrf"]
+    assert page.call("/ui/api/overview")[0] == 200
+    assert page.call("/ui/api/request/health_check", {})[1]["status"] == "ok"
+    with pytest.raises(Exception, match="password_hash"):
+        validate_config({"http": {"password_hash": "scrypt$1$2$3$notbase64!$x"}}, "test", env={})
+
+
+def test_what_restricted_withholds_is_said_in_words_for_every_field():
+    from bridge import privacy
+    from bridge.http.ui import WITHHELD_WORDS, class_explanations
+    assert set(WITHHELD_WORDS) == set(privacy.RESTRICTED_FIELDS)
+    said = {c["class"]: c["lets_out"] for c in class_explanations()}
+    assert "never breathing, heart rate" in said["restricted"] and "breathing and heart rate" in said["anonymous"]
+    assert said["raw"].startswith("nothing") and said["derived"].startswith("nothing")
+
+
+# ---------------------------------------------------------------- beyond loopback: a login, sessions, CSRF
+
+TOKEN = "frontend-login-token-0123456789"
+ADDRESS = "10.99.1.1"  # on lo inside a private network namespace
+UNSHARE = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-r", "-n"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _login_scenario() -> dict:
+    """In the namespace: a broker, a bridge whose frontend listens on ADDRESS, the browser's login."""
+    broker = Mosquitto().start()
+    try:
+        port = free_port()
+        raw = {"mqtt": {"url": broker.url}, "bridge": {"health_interval": 1},
+               "nodes": {"udp": {"bind": "127.0.0.1", "port": free_port_udp()}},
+               "http": {"enabled": True, "bind": ADDRESS, "port": port}}
+        config = validate_config(raw, "test", env={"RUVIEW_API_TOKEN": TOKEN})
+        bridge = build_bridge(config, extensions=[NodesExtension(), HttpExtension()])
+        bridge.start()
+        try:
+            assert bridge.mqtt.wait_connected(15) and bridge.extension_state["http"]["state"] == "running"
+            return browse(f"http://{ADDRESS}:{port}/", "login", secret=TOKEN)
+        finally:
+            bridge.stop()
+    finally:
+        broker.cleanup()
+
+
+def test_beyond_loopback_the_page_needs_a_login_and_every_change_its_csrf_token():
+    if subprocess.run([*UNSHARE, "true"], capture_output=True).returncode != 0:
+        pytest.skip("this system allows no network namespace to this user (unshare -n)")
+    import shlex
+    import sys
+    script = (f"ip link set lo up && ip addr add {ADDRESS}/32 dev lo && exec {shlex.quote(sys.executable)} "
+              "-m tests.http.test_frontend login")
+    out = subprocess.run([*UNSHARE, "sh", "-c", script], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr[-4000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["nav_hidden"] is True and seen["before"] == 401, seen  # nothing without a login
+    assert seen["wrong"] == "that is not this bridge's API token or password", seen
+    assert "MQTT connected" in seen["health"], seen  # logged in: the Home page
+    assert seen["cookie"] == [{"httpOnly": True, "sameSite": "Strict"}], seen
+    assert seen["cookie_visible_to_script"] is False
+    status, error = seen["without_csrf"]
+    assert status == 403 and "CSRF" in error, seen
+    status, answer = seen["with_csrf"]
+    assert status == 200 and answer == {"status": "ok", "data": {"healthy": True}}, seen
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1] == "login":
+        print(json.dumps(_login_scenario()), flush=True)

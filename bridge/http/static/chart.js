@@ -4,12 +4,13 @@
 import {el} from "./dom.js";
 
 const COLOURS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f"];
-const WINDOW = 10 * 60;  // seconds shown
+const WINDOW = 10 * 60;  // seconds kept and, once there is that much, shown
+const MIN_WINDOW = 2 * 60;  // seconds shown at least (a chart just opened spans what the bridge kept)
 
 export class Chart {
   constructor() {
     this.series = new Map();  // node name -> [[t, score, baseline]]
-    this.canvas = el("canvas", {role: "img", "aria-label": "Presence score against baseline, last 10 minutes"});
+    this.canvas = el("canvas", {role: "img", "aria-label": "Presence score against baseline, last minutes"});
     this.legend = el("ul", {class: "legend", "aria-label": "Legend"});
     this.box = el("figure", {class: "chart"}, this.canvas,
       el("figcaption", {}, "Presence score (solid line) and the empty-room baseline it is compared with (dashed), per node; unitless, log scale"),
@@ -42,15 +43,17 @@ export class Chart {
     g.clearRect(0, 0, width, height);
     const left = 48, right = 12, top = 10, bottom = 30;
     const now = Date.now() / 1000;
+    const oldest = Math.min(now, ...[...this.series.values()].map(s => s.length ? s[0][0] : now));
+    const span = Math.min(WINDOW, Math.max(MIN_WINDOW, Math.ceil((now - oldest) / 60) * 60));
     const values = [...this.series.values()].flatMap(s => s.flatMap(p => [p[1], p[2]])).filter(v => v > 0);
     const lo = Math.log10(Math.min(0.8, ...values.map(v => v * 0.8)));
     const hi = Math.log10(Math.max(2, ...values.map(v => v * 1.25)));
-    const x = t => left + (1 - (now - t) / WINDOW) * (width - left - right);
+    const x = t => left + (1 - (now - t) / span) * (width - left - right);
     const y = v => top + (hi - Math.log10(v)) / (hi - lo) * (height - top - bottom);
     // axes and grid
     g.font = "11px system-ui, sans-serif"; g.fillStyle = "#475569"; g.strokeStyle = "#e2e8f0"; g.lineWidth = 1;
     for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) {
-      for (const m of [1, 2, 5]) {
+      for (const m of [1, 1.5, 2, 3, 5, 7]) {
         const v = m * 10 ** e;
         if (Math.log10(v) < lo || Math.log10(v) > hi) continue;
         g.beginPath(); g.moveTo(left, y(v)); g.lineTo(width - right, y(v)); g.stroke();
@@ -58,7 +61,8 @@ export class Chart {
       }
     }
     g.textAlign = "center";
-    for (let m = 0; m <= 10; m += 2) {
+    const step = span > 300 ? 2 : 1;
+    for (let m = 0; m <= span / 60; m += step) {
       const t = now - m * 60;
       g.beginPath(); g.moveTo(x(t), top); g.lineTo(x(t), height - bottom); g.stroke();
       g.fillText(m ? `−${m} min` : "now", x(t), height - bottom + 14);
@@ -76,7 +80,7 @@ export class Chart {
         g.beginPath(); g.setLineDash(dash); g.strokeStyle = colour; g.lineWidth = idx === 1 ? 2.2 : 1.5;
         let started = false;
         for (const p of points) {
-          if (!(p[idx] > 0) || p[0] < now - WINDOW) continue;
+          if (!(p[idx] > 0) || p[0] < now - span) continue;
           started ? g.lineTo(x(p[0]), y(p[idx])) : g.moveTo(x(p[0]), y(p[idx]));
           started = true;
         }

@@ -52,7 +52,7 @@ export class NodePage {
 
     const current = this.classes.find(c => c.class === n.privacy_class);
     const privacyResult = el("p", {class: "result", role: "status"});
-    const choices = this.classes.map(c => {
+    const choices = this.classes.filter(c => c.exportable).map(c => {
       const id = `class-${c.class}`;
       const allowed = c.exportable && c.level >= current.level;
       return el("div", {class: "choice"},
@@ -66,7 +66,8 @@ export class NodePage {
       const chosen = privacy.querySelector("input[name=class]:checked");
       if (chosen) this.setClass(chosen.value, privacyResult);
     }}, el("fieldset", {}, el("legend", {}, "Privacy class"), choices,
-      el("p", {class: "hint"}, "A class only moves toward more privacy while the bridge runs (privacy rule 4).")),
+      el("p", {class: "hint"}, "Raw CSI never leaves this host, whatever the class. A class only moves toward more "
+        + "privacy while the bridge runs (privacy rule 4); raw and derived nodes are never exported (rule 2).")),
       el("button", {type: "submit"}, "Apply privacy class"), privacyResult);
 
     const th = n.thresholds || {};

@@ -6,6 +6,9 @@ import {get, request} from "./api.js";
 
 const COUNTERS = ["events", "dropped", "denied", "host_calls", "crashes", "rate_limited", "queued"];
 
+// a module hash in full is noise in a table: its first 12 hex digits name it
+const short = v => v.replace(/\b(sha256:)?([0-9a-f]{12})[0-9a-f]{52}\b/g, "$1$2…");
+
 export class PluginsPage {
   constructor(app) {
     this.app = app;
@@ -42,7 +45,7 @@ export class PluginsPage {
         el("p", {}, el("span", {class: "badge" + (p.state === "running" ? " yes" : " alert")}, p.state),
           ` domain ${p.domain} · ${p.category || "plugin"} · trust: ${p.trust || "—"}`, p.reason ? ` · ${p.reason}` : ""),
         el("p", {}, "Permissions (its manifest): ", p.permissions === null ? "unreadable" : perms.length ? perms.join(", ") : "none claimed"),
-        el("dl", {class: "facts"}, COUNTERS.filter(k => k in p).map(k => [el("dt", {}, k.replaceAll("_", " ")), el("dd", {}, String(p[k]))])),
+        el("dl", {class: "counters"}, COUNTERS.filter(k => k in p).map(k => [el("dt", {}, k.replaceAll("_", " ")), el("dd", {}, String(p[k]))])),
         el("div", {class: "buttons"},
           el("button", {type: "button", "aria-label": `Reload ${p.domain}`, onclick: async () => {
             say(this.result, await request("plugin/reload", {domain: p.domain}), `Reloaded ${p.domain}.`); await this.load();
@@ -58,13 +61,13 @@ export class PluginsPage {
     const a = d.audit;
     r.append(el("h3", {}, "Audit log"),
       el("p", {id: "audit-chain", class: a.problem ? "result bad" : "result good"},
-        a.problem ? `Chain NOT verified: ${a.problem}` : `Chain verified: ${a.verified} records, none changed, removed or reordered`),
+        a.problem ? `Chain NOT verified: ${a.problem}` : `Chain verified: ${a.verified} record${a.verified === 1 ? "" : "s"}, none changed, removed or reordered`),
       el("p", {class: "muted"}, a.path || ""),
       el("div", {class: "scroll"}, el("table", {class: "table"},
         el("thead", {}, el("tr", {}, ["Time", "Plugin", "Action", "Detail"].map(h => el("th", {scope: "col"}, h)))),
         el("tbody", {}, a.records.map(rec => el("tr", {},
           el("td", {}, new Date(rec.time).toLocaleString()), el("td", {}, rec.plugin), el("td", {}, rec.action),
           el("td", {}, Object.entries(rec).filter(([k]) => !["time", "plugin", "action", "prev"].includes(k))
-            .map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("; "))))))));
+            .map(([k, v]) => `${k}: ${short(typeof v === "string" ? v : JSON.stringify(v))}`).join("; "))))))));
   }
 }
