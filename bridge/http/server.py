@@ -42,6 +42,7 @@ from bridge.http.config import HttpConfig
 from bridge.http.session import Sessions
 from bridge.http.stream import Stream
 from bridge.http.ui import Frontend
+from bridge.plugins.http_api import PluginsHttp
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,7 @@ class Api:
         r.add_get("/api/v1/status", self.status)
         r.add_get("/ui/api/stream", self.ui_stream)
         self.frontend.add_routes(r)
+        PluginsHttp(self.source).add_routes(r)  # /api/homecore/plugins (bridge/plugins/http_api.py)
         r.add_get("/", self.page)
         r.add_get("/static/{name}", self.static)
         return app
