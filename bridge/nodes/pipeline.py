@@ -332,7 +332,9 @@ class NodePipeline:
         view.dirty_since = None
         view.published, view.published_at = dict(state), now
         state["last_seen"], state["frames"] = _iso(node.last_seen), dict(node.frames)
-        self.ctx.mqtt.publish(self.topics.node(node.name), dumps(state), qos=1, retain=True)
+        # latest wins (docs/mqtt-api.md): QoS 0, as a newer state supersedes it; the client keeps the
+        # newest retained state and sends it again after a reconnect, so none waits in the outbox
+        self.ctx.mqtt.publish(self.topics.node(node.name), dumps(state), qos=0, retain=True)
         for key in HOME_STATE_KEYS:
             if fields.get(key) is not None:
                 self.ctx.states.set(names.node_entity_id("binary_sensor", node.name, key),

@@ -118,7 +118,7 @@ def test_the_beat_publishes_a_node_only_when_what_it_reports_changed_or_the_refr
     published = states()
     # the first state, the baseline learned after warm-up (presence decided), then refreshes only
     assert 3 <= len(published) <= 5, [(m[1].get("presence"), m[1].get("presence_score")) for m in published]
-    assert all(retain for _, _, _, retain in published)
+    assert all(qos == 0 and retain for _, _, qos, retain in published)
     quiet = [m[1] for m in published[-2:]]
     assert {k: v for k, v in quiet[0].items() if k not in ("last_seen", "frames")} == \
         {k: v for k, v in quiet[1].items() if k not in ("last_seen", "frames")}
