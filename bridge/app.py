@@ -39,7 +39,7 @@ from bridge.core.modules import EdgeModules
 from bridge.core.payload import dumps
 from bridge.core.services import ServiceRegistry
 from bridge.core.state import StateMachine
-from bridge.core.store import StateStore
+from bridge.core.store import StateStore, StoreError
 from bridge.core.supervisor import Supervisor
 from bridge.extension import CoreServices, Extension, ExtensionContext
 from bridge.mqtt.client import MqttClient
@@ -87,6 +87,10 @@ class Bridge:
         b = config.bridge
         # first: what users set (and messages not yet sent) is known before anything runs
         self.store = StateStore.in_dir(b.state_path)
+        kept = self.store.scope("bridge").get("log_level")
+        if log_level is None and isinstance(kept, dict) and kept.get("config") == b.log_level \
+                and kept.get("level") in console.LEVELS:
+            self.log_level = kept["level"]  # set by the log_level request in an earlier run
         self.topics = Topics(config.mqtt.base_topic, instance=b.instance_name, share_group=b.share_group)
         self.router = Router(self.core_inbox)
         if mqtt is not None:  # a client made elsewhere (tests/harness.py: in process, no broker)
@@ -253,11 +257,11 @@ class Bridge:
             self._root_level = None
 
     def set_log_level(self, level: str) -> None:
-        """The level from now on, on MQTT, the console and the log file (until a restart)."""
+        """The level from now on, on MQTT, the console and the log file (the request keeps it over restarts)."""
         if level not in console.LEVELS:
             raise ValueError(f"expected one of {', '.join(console.LEVELS)}")
         # said at the level it leaves, so that it is seen whichever way it goes
-        log.log(logging.getLevelName(self.log_level.upper()), "log level %s -> %s (until the bridge restarts)",
+        log.log(logging.getLevelName(self.log_level.upper()), "log level %s -> %s",
                 self.log_level, level)
         self.log_level = level
         console.set_level(level)
@@ -268,6 +272,11 @@ class Bridge:
         if not isinstance(level, str) or level.lower() not in console.LEVELS:
             raise ApiError(f"level: expected one of {', '.join(console.LEVELS)}, got {str(level)[:40]!r} "
                            '(send {"level": "debug"})')
+        try:  # kept over restarts, unless config.yaml's bridge.log_level is edited since
+            self.store.scope("bridge").put("log_level", {"level": level.lower(),
+                                                         "config": self.config.bridge.log_level})
+        except StoreError as exc:
+            raise ApiError(f"not changed: {exc}") from None
         self.set_log_level(level.lower())
         return {"level": self.log_level}
 
@@ -317,6 +326,7 @@ class Bridge:
             "base_topic": self.topics.base,
             "instance": self.topics.instance,
             "share_group": self.topics.share_group,
+            "log_level": self.log_level,
             "broker": {"url": self.mqtt.broker_url, "embedded": self.embedded_broker,
                        "protocol": "5" if self.mqtt.is_v5 else "3.1.1"},
             "config": redacted(self.config),

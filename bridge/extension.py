@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Generic, TypeVar
 
 from bridge.config import ExtensionSection
-from bridge.core.bus import E
+from bridge.core.bus import E, Subscription
 from bridge.core.directory import EventWatcher, NodeDirectory, NodeInfo, Watcher
 from bridge.core.inbox import CHECK_THREADS, Inbox, Timer
 from bridge.core.modules import EdgeModules
@@ -219,11 +219,18 @@ class ExtensionContext(Generic[C]):
         that answers later): call it off every inbox and event loop (the HTTP frontend uses a worker)."""
         return self._core.api.handle(verb, body)
 
-    def listen(self, kind: type[E], listener: Callable[[E], None]) -> None:
-        """Hear every bus event of class `kind` (bridge/core/eventdata.py) on this extension's inbox."""
-        unsubscribe = self._core.bus.subscribe(kind, self.checked(listener, f"{kind.__name__} listener"),
-                                               self.inbox)
-        self._undo(("bus listener", kind.__name__), unsubscribe)
+    def listen(self, kind: type[E], listener: Callable[[E], None], inbox: Inbox | None = None,
+               accept: Callable[[E], bool] | None = None) -> Subscription:
+        """Hear every bus event of class `kind` (bridge/core/eventdata.py) on this extension's inbox,
+        or on `inbox`, one it made (the plugin host hears state changes on each plugin's own, one hop
+        from the writer); only those `accept` passes, if given (a cheap test, run on the emitter's
+        thread). Returns the subscription: call it to stop; its `dropped` counts what a full inbox refused."""
+        sub = self._core.bus.subscribe(kind, self.checked(listener, f"{kind.__name__} listener", inbox),
+                                       inbox or self.inbox, accept)
+        key = ("bus listener", sub)
+        self._undo(key, sub)
+        sub.then(lambda: self._done(key))
+        return sub
 
     def emit(self, event: Any) -> None:
         self._core.bus.emit(event)

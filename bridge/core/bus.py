@@ -5,13 +5,15 @@ Like Zigbee2MQTT's eventBus: a feature emits a `StateChanged`, an `EventFired`, 
 listener is always called on its own inbox (its extension's worker), never on the
 emitter's thread: emitting is a non-blocking put, so the node pipeline, paho's thread
 or a handler can emit while holding a lock, and a slow listener delays only itself.
+(An inbox whose owner asked for back-pressure — a plugin's — may hold the put a moment
+for room, bounded; see Inbox.put.) A listener may name `accept`, a cheap test run on the
+emitter's thread, so that what it would ignore never costs its queue a place.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from typing import Any, Callable, TypeVar
 
 from bridge.core.eventdata import BusEvent
@@ -21,33 +23,64 @@ log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=BusEvent)
 Listener = Callable[[Any], None]
+Accept = Callable[[Any], bool]
+
+
+class Subscription:
+    """One listener's place on the bus. Call it to leave (again: nothing happens); `dropped` counts
+    the events its inbox refused (full), so that an owner can say what its listener missed."""
+
+    def __init__(self, bus: "EventBus", kind: type, listener: Listener, inbox: Inbox,
+                 accept: Accept | None) -> None:
+        self.kind, self.listener, self.inbox, self.accept = kind, listener, inbox, accept
+        self.dropped = 0
+        self._bus = bus
+        self._then: list[Callable[[], None]] = []
+
+    def then(self, fn: Callable[[], None]) -> None:
+        """Run fn once this subscription has ended (the extension ledger forgets it)."""
+        self._then.append(fn)
+
+    def __call__(self) -> None:
+        if self._bus._remove(self):
+            for fn in self._then:
+                fn()
 
 
 class EventBus:
     def __init__(self, default_inbox: Inbox) -> None:
         self._default = default_inbox
-        self._listeners: dict[type, list[tuple[Listener, Inbox]]] = defaultdict(list)
+        # kind -> its listeners, a tuple replaced (never changed) under the lock, so emitting reads it
+        # without taking the lock: a state write emits on every change (bench/wasm_plugins.py, states)
+        self._listeners: dict[type, tuple[Subscription, ...]] = {}
         self._lock = threading.Lock()
 
-    def subscribe(self, kind: type[E], listener: Callable[[E], None],
-                  inbox: Inbox | None = None) -> Callable[[], None]:
-        """Hear every `kind` event on `inbox`; returns a function that unsubscribes."""
-        entry: tuple[Listener, Inbox] = (listener, inbox or self._default)
+    @property
+    def default_inbox(self) -> Inbox:
+        """The core's own inbox (`mqtt-handlers`): listeners without one of their own, core timers."""
+        return self._default
+
+    def subscribe(self, kind: type[E], listener: Callable[[E], None], inbox: Inbox | None = None,
+                  accept: Callable[[E], bool] | None = None) -> Subscription:
+        """Hear every `kind` event (that `accept` passes, on the emitter's thread) on `inbox`;
+        returns the subscription: call it to unsubscribe."""
+        sub = Subscription(self, kind, listener, inbox or self._default, accept)
         with self._lock:
-            self._listeners[kind].append(entry)
+            self._listeners[kind] = (*self._listeners.get(kind, ()), sub)
+        return sub
 
-        def unsubscribe() -> None:
-            with self._lock:
-                if entry in self._listeners[kind]:
-                    self._listeners[kind].remove(entry)
-
-        return unsubscribe
+    def _remove(self, sub: Subscription) -> bool:
+        with self._lock:
+            subs = self._listeners.get(sub.kind, ())
+            if sub not in subs:
+                return False
+            self._listeners[sub.kind] = tuple(s for s in subs if s is not sub)
+            return True
 
     def emit(self, event: BusEvent) -> None:
-        with self._lock:
-            entries = list(self._listeners.get(type(event), ()))
-        for listener, inbox in entries:
-            inbox.put(listener, event)
+        for sub in self._listeners.get(type(event), ()):
+            if (sub.accept is None or sub.accept(event)) and not sub.inbox.put(sub.listener, event):
+                sub.dropped += 1
 
     def listener_count(self) -> int:
         with self._lock:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
+import orjson
+
 if TYPE_CHECKING:
     from bridge.core.state import State
 
@@ -24,6 +26,19 @@ class StateChanged:
     old_state: "State | None"
     new_state: "State | None"
     origin: Origin
+
+    @property
+    def json(self) -> bytes:
+        """The change as a plugin's receive_event gets it, encoded once however many plugins hear it
+        (each on its own worker: two may encode it at once, and get the same bytes). Kept in the
+        instance's dict by hand: functools.cached_property takes a lock per read on Python 3.11."""
+        data: bytes | None = self.__dict__.get("_json")
+        if data is None:
+            old, new = self.old_state, self.new_state
+            data = orjson.dumps({"entity_id": self.entity_id, "old_state": old.as_dict() if old else None,
+                                 "new_state": new.as_dict() if new else None})
+            self.__dict__["_json"] = data
+        return data
 
 
 @dataclass(frozen=True)

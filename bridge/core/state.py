@@ -6,6 +6,15 @@ bridge's own entities. Semantics follow Home Assistant's state machine:
 `last_changed` moves only when the state string changes, `last_updated` on
 every write, each write carries a new context, and a write that changes
 nothing publishes nothing.
+
+Every change reaches the bus (`StateChanged`: plugins, assist) at once. On MQTT a retained
+topic is the entity's current state, and the link carries a few thousand QoS 1 messages a
+second where the bridge can write tens of thousands of states (a plugin in a loop, a burst of
+node changes). So while the link is BEHIND (that many messages handed to it and not yet
+acknowledged), writes are conflated: each entity's newest state waits in `_unsent` (one per
+entity, in the order of their last writes) and goes out when the link has caught up, looked at
+every FLUSH seconds. A link that keeps up sees every write, as before; one that does not costs
+the bridge one message per entity per look instead of one per write, and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from bridge.topics import Topics
 log = logging.getLogger(__name__)
 
 _OWN_CONTEXTS = 4096  # recent context ids we published, to recognise our own echoes
+BEHIND = 128  # messages the MQTT link holds unacknowledged before state writes are conflated
+FLUSH = 0.1  # seconds between looks at a link that is behind, while writes wait in `_unsent`
 
 
 class InvalidEntityId(ValueError):
@@ -68,7 +79,10 @@ class StateMachine:
         self._states: dict[str, State] = {}
         self._own: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._unsent: dict[str, State | None] = {}  # entity id -> its newest state not yet published (None: removed)
+        self._flush_due = False  # a look at the link is scheduled on the core's inbox
         self.rejected = 0
+        self.superseded = 0  # writes never published: a newer one of the same entity went in their place
 
     def start(self) -> None:
         self._mqtt.subscribe(self._topics.state_filter, self._on_message, no_local=True)
@@ -109,8 +123,7 @@ class StateMachine:
             since = now if old is None or old.state != state else old.last_changed
             new = State(entity_id, state, attributes, since, now, ctx)
             self._states[entity_id] = new
-            self._remember(ctx["id"])
-            self._mqtt.publish(self._topics.state(entity_id), dumps(new.as_dict()), qos=1, retain=True)
+            self._out(entity_id, new)
         self._bus.emit(StateChanged(entity_id, old, new, "LOCAL"))
         return new
 
@@ -119,9 +132,49 @@ class StateMachine:
             old = self._states.pop(entity_id, None)
             if old is None:
                 return False
-            self._mqtt.publish(self._topics.state(entity_id), b"", qos=1, retain=True)
+            self._out(entity_id, None)
         self._bus.emit(StateChanged(entity_id, old, None, "LOCAL"))
         return True
+
+    def flush(self) -> None:
+        """Publish every conflated state now, behind or not (the bridge calls it before it stops)."""
+        with self._lock:
+            self._send_unsent()
+
+    def _out(self, entity_id: str, state: State | None) -> None:
+        """Publish a write now, or conflate it while the link is behind (the lock is held)."""
+        unsent = self._unsent
+        if unsent or getattr(self._mqtt, "backlog", 0) >= BEHIND:
+            if unsent.pop(entity_id, False) is not False:
+                self.superseded += 1
+            unsent[entity_id] = state  # last: the order out is the order of the last writes
+            if not self._flush_due:
+                self._flush_due = True
+                self._bus.default_inbox.call_later(FLUSH, self._look)
+            return
+        self._send(entity_id, state)
+
+    def _look(self) -> None:
+        """On the core's inbox: the conflated states go out once the link has caught up."""
+        with self._lock:
+            if self._unsent and getattr(self._mqtt, "backlog", 0) >= BEHIND:
+                self._bus.default_inbox.call_later(FLUSH, self._look)
+                return
+            self._send_unsent()
+
+    def _send_unsent(self) -> None:
+        unsent, self._unsent, self._flush_due = self._unsent, {}, False
+        if unsent:
+            with self._mqtt.burst():
+                for entity_id, state in unsent.items():
+                    self._send(entity_id, state)
+
+    def _send(self, entity_id: str, state: State | None) -> None:
+        if state is None:
+            self._mqtt.publish(self._topics.state(entity_id), b"", qos=1, retain=True)
+            return
+        self._remember(state.context["id"])
+        self._mqtt.publish(self._topics.state(entity_id), dumps(state.as_dict()), qos=1, retain=True)
 
     def _remember(self, context_id: str) -> None:
         self._own[context_id] = None
@@ -155,6 +208,7 @@ class StateMachine:
             if old == new:
                 return
             self._states[entity_id] = new
+            self._unsent.pop(entity_id, None)  # another's newer write: ours waiting to go out is stale
         self._bus.emit(StateChanged(entity_id, old, new, "REMOTE"))
 
     @staticmethod

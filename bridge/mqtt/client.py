@@ -424,6 +424,11 @@ class MqttClient:
     def _unacked(self) -> int:
         return len(self._inflight)
 
+    @property
+    def backlog(self) -> int:
+        """Messages handed over and not yet acknowledged (QoS >= 1) or sent: how far behind the link is."""
+        return len(self._handoff) + len(self._inflight)
+
     def _pump(self, timeout: float) -> int:
         """One turn of paho's outside loop: wait for the socket or a wake-up, then read, write and
         keep the session alive. Returns paho's error code."""

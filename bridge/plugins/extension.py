@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,7 +50,6 @@ from bridge.plugins.runtime import Runtime, check_module
 MAX_MODULE_BYTES = 16 * 1024 * 1024
 UNLOADED, LOADED_DIRS = "unloaded", "loaded_dirs"  # what plugin/unload and plugin/load asked for (state store)
 TICK = 1.0  # seconds between time_changed events
-WATCHERS = 4096  # entity ids whose receiving plugins are remembered (cleared when full or plugins change)
 REASON_MAX = 1000  # characters of a rejection reason kept, published and audited
 # Domains a plugin may not take: Home Assistant's (its services are the bridge's devices') and the
 # bridge's own features and topic levels.
@@ -100,7 +98,6 @@ class PluginsExtension(Extension[PluginsConfig]):
         self._seen: dict[str, Fingerprint] = {}  # plugin directory -> its files as last read, for the watcher
         self._settling: dict[str, Fingerprint] = {}  # plugin directory -> a change not yet acted on
         self._alone = not ctx.topics.share_group
-        self._watchers: dict[str, tuple[Plugin, ...]] = {}  # entity id -> the plugins its changes go to
         ctx.inbox.linger = LINGER  # state changes and events stream in here too (host.py)
         self.loader = ctx.new_inbox("loader", 64)  # verify and compile here, off the delivery path
         self._loading: set[str] = set()  # directories the loader has now
@@ -119,9 +116,8 @@ class PluginsExtension(Extension[PluginsConfig]):
             publish_status=self._here(self._publish_status), audit=self._audit,
             schedule=lambda delay, fn: ctx.call_later(delay, fn), new_inbox=ctx.new_inbox,
             close_inbox=ctx.close_inbox, config_entry=self._config_entry, max_crashes=self.cfg.max_crashes,
-            crash_window=self.cfg.crash_window, backoff=self.cfg.restart_backoff)
-        ctx.listen(StateChanged, self._on_state_changed)
-        ctx.listen(EventFired, self._on_event)
+            crash_window=self.cfg.crash_window, backoff=self.cfg.restart_backoff, local_only=not self._alone)
+        ctx.listen(EventFired, self._on_event)  # state changes go straight to each plugin's inbox (_activate)
         for verb, handler in (("plugin/list", self._req_list), ("plugin/load", self._req_load),
                               ("plugin/unload", self._req_unload), ("plugin/reload", self._req_reload)):
             ctx.register_request(verb, handler, scope="instance")
@@ -310,7 +306,9 @@ class PluginsExtension(Extension[PluginsConfig]):
                 raise PluginError(f"{source}: registered_services: {exc}") from None
             registered.append(service)
         self.plugins[manifest.domain] = plugin
-        self._watchers = {}
+        if manifest.subscribed_state_entities:  # behind its start on its inbox: none is missed meanwhile
+            plugin.state_changes = self.ctx.listen(StateChanged, plugin.on_state_changed, plugin.inbox,
+                                                   plugin.wants)
         self._forget_rejected(manifest.domain)
         self._seen[str(directory)] = files
         started = threading.Event()
@@ -351,7 +349,8 @@ class PluginsExtension(Extension[PluginsConfig]):
         plugin = self.plugins.pop(domain, None)
         if plugin is None:
             return False
-        self._watchers = {}
+        if plugin.state_changes is not None:
+            plugin.state_changes()
         for route in self._routes.pop(domain, []):
             self.ctx.mqtt.unsubscribe(route)
         for service in plugin.manifest.registered_services:
@@ -449,31 +448,6 @@ class PluginsExtension(Extension[PluginsConfig]):
             self.ctx.call_later(TICK, self._tick)
 
     # ------------------------------------------------------------ events into plugins (on this inbox)
-
-    def _on_state_changed(self, change: StateChanged) -> None:
-        if not self._alone and change.origin != "LOCAL":
-            return
-        entity_id = change.entity_id
-        watchers = self._watchers.get(entity_id)
-        if watchers is None:
-            watchers = self._watching(entity_id)
-        if watchers:
-            old, new = change.old_state, change.new_state
-            data = orjson.dumps({"entity_id": entity_id, "old_state": old.as_dict() if old else None,
-                                 "new_state": new.as_dict() if new else None})
-            for plugin in watchers:
-                plugin.deliver("state_changed", data, "state")
-
-    def _watching(self, entity_id: str) -> tuple[Plugin, ...]:
-        """The plugins an entity's changes go to (subscribed and allowed to read it), remembered:
-        a bridge writes the same entities again and again."""
-        watchers = tuple(p for p in self.plugins.values() if p.manifest.subscribed_state_entities
-                         and p.permissions.allows("state:read", entity_id)
-                         and any(fnmatchcase(entity_id, g) for g in p.manifest.subscribed_state_entities))
-        if len(self._watchers) >= WATCHERS:
-            self._watchers = {}
-        self._watchers[entity_id] = watchers
-        return watchers
 
     def _on_event(self, event: EventFired) -> None:
         if not self._alone and event.origin != "LOCAL":

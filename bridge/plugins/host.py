@@ -21,6 +21,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,8 @@ import orjson
 import wasmtime
 
 from bridge import names
+from bridge.core.bus import Subscription
+from bridge.core.eventdata import StateChanged
 from bridge.core.rate import TokenBucket
 from bridge.topics import InvalidTopic, check_filter, check_topic
 from bridge.plugins import abi
@@ -61,6 +64,7 @@ LINGER = 0.001
 PATIENCE = 0.25
 WAIT_CAP = 1.0
 FAST_CALL = 50e-6
+WATCHED = 4096  # entity ids whose "is it one of mine?" answer is remembered (cleared when full)
 
 
 @dataclass
@@ -99,6 +103,7 @@ class HostServices:
     max_crashes: int = 5
     crash_window: float = 300.0
     backoff: float = BACKOFF_FIRST
+    local_only: bool = False  # with a share group: only the changes this bridge made (origin LOCAL)
 
 
 class Plugin:
@@ -125,6 +130,8 @@ class Plugin:
         self.retained: set[str] = set()  # topics it published retained (capped: limits.retained_topics)
         self.retired = False  # unloaded or replaced: nothing it still does may speak for the domain
         self._denials: dict[tuple[str, str], tuple[float, int]] = {}  # (kind, subject) -> (window start, repeats)
+        self._watched: dict[str, bool] = {}  # entity id -> its changes are for this plugin
+        self.state_changes: Subscription | None = None  # its place on the bus (the extension subscribes it)
 
     # ------------------------------------------------------------ lifecycle (queued on the plugin's worker)
 
@@ -193,9 +200,9 @@ class Plugin:
     # ------------------------------------------------------------ events in
 
     def deliver(self, event_type: str, data: bytes, source: str) -> None:
-        """Queue an event for receive_event; a full queue drops it (counted), after a wait for room
-        if the plugin is fast (PATIENCE, FAST_CALL). Its MQTT messages come through the router,
-        which counts their drops on the plugin's routes (the plugins extension adds them up)."""
+        """Queue an event for receive_event; a full queue drops it, after a wait for room if the
+        plugin is fast (PATIENCE, FAST_CALL), counted once: here, by the router for its MQTT messages
+        (the extension adds those), by the bus for its state changes (`states_dropped`)."""
         if len(data) > abi.MAX_BUFFER:
             self.oversized(source)
             return
@@ -205,8 +212,35 @@ class Plugin:
         if not self.inbox.put(self._receive, event_type.encode(), data):
             self.counters.dropped += 1
 
+    def wants(self, change: StateChanged) -> bool:
+        """Is this change for it: an entity it subscribed to and may read (and, with a share group,
+        made here)? Run by the bus on the writer's thread, so a change it does not want never takes
+        a place in its queue; reads only the manifest and a cache of answers (a bridge writes the
+        same entities again and again)."""
+        if self.services.local_only and change.origin != "LOCAL":
+            return False
+        mine = self._watched.get(change.entity_id)
+        if mine is None:
+            entity_id = change.entity_id
+            mine = self.permissions.allows("state:read", entity_id) and \
+                any(fnmatchcase(entity_id, g) for g in self.manifest.subscribed_state_entities)
+            if len(self._watched) >= WATCHED:
+                self._watched.clear()
+            self._watched[entity_id] = mine
+        return mine
+
+    @property
+    def states_dropped(self) -> int:
+        """State changes for it that its full queue refused (counted by the bus as it put them)."""
+        return self.state_changes.dropped if self.state_changes is not None else 0
+
+    def on_state_changed(self, change: StateChanged) -> None:
+        """On this plugin's inbox, one hop from whoever wrote the state (a writer that fills the queue
+        of a plugin that keeps up waits for room, PATIENCE): into receive_event."""
+        self.receive_now(b"state_changed", change.json, "state")
+
     def receive_now(self, event_type: bytes, data: bytes, source: str) -> None:
-        """On this plugin's inbox already (its MQTT subscriptions are delivered there): no hop."""
+        """On this plugin's inbox already (its MQTT messages and state changes are delivered there)."""
         if len(data) > abi.MAX_BUFFER:
             self.oversized(source)
         elif self.state != "running":
@@ -523,7 +557,8 @@ class Plugin:
 
     def health(self) -> dict[str, Any]:
         c = self.counters
-        return {"state": self.state, "events": c.events, "dropped": c.dropped, "oversize": dict(c.oversize),
+        return {"state": self.state, "events": c.events, "dropped": c.dropped + self.states_dropped,
+                "oversize": dict(c.oversize),
                 "denied": c.denied, "bad_pointers": c.bad_pointers, "rate_limited": c.rate_limited,
                 "host_calls": c.host_calls, "crashes": c.crashes, "fuel": c.fuel,
                 "subscriptions": len(self.subscriptions), "subscriptions_refused": c.subscriptions_refused,

@@ -76,8 +76,8 @@ def test_a_plugin_that_keeps_up_loses_nothing_in_a_burst(tmp_path, publisher, st
     assert plugin.inbox._max_queue == 1000
     for i in range(BURST):  # as paho's network thread hands them over: as fast as it can
         mqtt.inject(TOPIC, b'{"seq": %d, "pad": "%s"}' % (i, b"x" * 380))
-    for i in range(STATES):  # fewer than the plugins extension's own inbox holds (10,000): the
-        bridge.states.set(f"sensor.burst_{i % 100}", i)  # bus never waits, its inbox is the buffer
+    for i in range(STATES):  # straight onto the plugin's queue: the writer waits for room
+        bridge.states.set(f"sensor.burst_{i % 100}", i)
     assert bridge.drain(60)
     health = extension.health_of(plugin)
     assert (health["events"], health["dropped"], counted(plugin)) == (BURST + STATES, 0, BURST + STATES), \
@@ -101,6 +101,6 @@ def test_a_slow_plugin_drops_counted_once_and_the_others_get_everything(tmp_path
     assert s["dropped"] > 0 and s["events"] + s["dropped"] == 2 * n, s  # each delivery counted once
     assert (f["events"], f["dropped"]) == (2 * n, 0), f
     # it cannot pace the senders: they waited for it at most while its first call ran (before that
-    # call was measured, a plugin counts as fast), the router and the plugins extension once each
+    # call was measured, a plugin counts as fast), the router and the state writer once each
     assert slow.inbox.waited <= 2, slow.inbox.waited
     assert bridge.health()["plugins"]["slow"]["dropped"] == s["dropped"]
