@@ -144,8 +144,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     code = 0
     try:
         while True:
-            bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None, log_level=level)
+            bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None,
+                                  log_level=args.log_level)
             bridge.config_source = lambda: _load(args.config)[0]
+            if bridge.log_level != level:  # the log_level request of an earlier run, kept in the state store
+                level = bridge.log_level
+                set_level(level)
             print(_summary(bridge, path), file=sys.stderr, flush=True)
             if interactive:
                 status = StatusLine(sys.stderr, _status_renderer(bridge))

@@ -55,6 +55,8 @@ class NodesExtension(Extension[NodesConfig]):
     def start(self, ctx: ExtensionContext[NodesConfig]) -> None:
         self.ctx = ctx
         self.cfg = cfg = ctx.config
+        self._saved: dict[int, tuple[int, float]] = {}  # node id -> (engine.learned, baseline) last stored
+        self._failed: dict[int, tuple[int, float]] = {}  # the same, for a baseline the store refused
         devices = cfg.devices
         gate = PrivacyGate(cfg.privacy_class, {n: d.privacy_class for n, d in devices.items()
                                                if d.privacy_class is not None})
@@ -73,7 +75,6 @@ class NodesExtension(Extension[NodesConfig]):
         self.settings = NodeSettings(ctx.store, cfg)
         NodeControl(ctx, self.pipeline, self.settings).start()
         started = time.time()
-        self._saved: dict[int, tuple[int, float]] = {}  # node id -> (engine.learned, baseline) last stored
         stored = self._restore(gate, started)
         for node_id in devices:
             self.pipeline.changed(self.registry.remember(node_id, started))
@@ -172,6 +173,8 @@ class NodesExtension(Extension[NodesConfig]):
                 if baseline is None:
                     continue
                 learned, saved = self._saved.get(node_id, (0, 0.0))
+                if self._failed.get(node_id, (None,))[0] == engine.learned:
+                    continue  # this one could not be stored: said once already
                 if engine.learned != learned:
                     due.append((node_id, engine.learned, baseline, engine.learned_by or "warm-up"))
                 elif drifted and saved and abs(baseline - saved) > DRIFT_STEP * saved:
@@ -183,7 +186,10 @@ class NodesExtension(Extension[NodesConfig]):
                 self.settings.save(node_id, baseline=baseline_record(baseline, how))
             except StoreError as exc:
                 self.ctx.log.error("node %d's %s baseline was not kept: %s", node_id, how, exc)
-            self._saved[node_id] = (learned, baseline)  # said once; tried again at the next calibration
+                self._failed[node_id] = (learned, baseline)  # said once; tried again at the next calibration
+                continue
+            self._failed.pop(node_id, None)
+            self._saved[node_id] = (learned, baseline)
 
     def health(self) -> dict[str, Any]:
         errors, per_node, count = self.pipeline.counters()
@@ -194,5 +200,6 @@ class NodesExtension(Extension[NodesConfig]):
             "udp": self.udp.stats() if self.udp else None,
             "decode_errors": errors,
             "privacy": self.pipeline.gate.stats(),
+            "baselines_kept": sorted(self._saved),  # node ids whose newest baseline is in the state store
             "per_node": per_node,
         }
