@@ -373,6 +373,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread of a process, by the thread's name (the bridge names its threads)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "plugin" if name.startswith("plugins-plugin") else name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def e2e_mqtt(args: argparse.Namespace, publisher, plugins: Path, tmp: Path) -> bool:
     """Bursts from a publisher process into a bridge process's plugin, against a bare paho subscriber."""
     from bench.harness import HostSteal, bridge_process, stop
@@ -409,7 +425,7 @@ def e2e_mqtt(args: argparse.Namespace, publisher, plugins: Path, tmp: Path) -> b
             if _line(sub, 10) != "ready":
                 print("  FAIL: the bare subscriber did not subscribe")
                 return False
-            cpu = cpu_seconds(bridge.pid)
+            cpu, threads = cpu_seconds(bridge.pid), thread_cpu(bridge.pid)
             pub = _role("publisher", broker.port, DATA_TOPIC, args.burst, args.qos)
             sent = json.loads(_line(pub, 180) or "{}")
             bare = json.loads(_line(sub, 180) or "{}")
@@ -423,16 +439,20 @@ def e2e_mqtt(args: argparse.Namespace, publisher, plugins: Path, tmp: Path) -> b
                 return False
             at, count = answer
             cpu = cpu_seconds(bridge.pid) - cpu
+            threads = {k: v - threads.get(k, 0.0) for k, v in thread_cpu(bridge.pid).items()}
             got, said = count - said, count
             rounds.append({"bare": bare["count"] / (bare["last"] - sent["start"]),
                            "plugin": got / (at - sent["start"]), "got": got, "bare_got": bare["count"],
                            "published": args.burst / (sent["end"] - sent["start"]),
-                           "cpu": cpu / args.burst * 1e6, "bare_cpu": bare["cpu"] / args.burst * 1e6})
+                           "cpu": cpu / args.burst * 1e6, "bare_cpu": bare["cpu"] / args.burst * 1e6,
+                           "threads": {k: v / args.burst * 1e6 for k, v in threads.items() if v >= 0.01}})
             r = rounds[-1]
             print(f"  round {len(rounds)}: publisher {r['published']:9,.0f} msg/s   bare paho {r['bare']:9,.0f} msg/s"
                   f"   plugin {r['plugin']:9,.0f} events/s   ratio {r['plugin'] / r['bare']:.2f}   "
                   f"lost {args.burst - got:,} (bare {args.burst - r['bare_got']:,})   CPU per message: bare "
-                  f"{r['bare_cpu']:.0f} µs, bridge {r['cpu']:.0f} µs", flush=True)
+                  f"{r['bare_cpu']:.0f} µs, bridge {r['cpu']:.0f} µs ("
+                  + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["threads"].items(), key=lambda kv: -kv[1])) + ")",
+                  flush=True)
         health = observer.plugin_health(time.monotonic())
         answers = len(observer.counts)
     finally:
