@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, capture_commands, catalog
+from bridge import __version__, capture_commands, catalog, state_commands
 from bridge.assist import commands as assist_commands
 from bridge.homekit import commands as homekit_commands
 from bridge.plugins import commands as plugin_commands
@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", help="configuration file (YAML)")
     check.set_defaults(func=cmd_check_config)
     capture_commands.add_parsers(sub)
+    state_commands.add_parsers(sub)
     plugin_commands.add_parsers(sub)
     homekit_commands.add_parsers(sub)
     assist_commands.add_parsers(sub)

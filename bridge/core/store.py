@@ -13,6 +13,8 @@ do, and each write raises StoreError naming the file, so the feature refuses tha
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import sqlite3
@@ -42,6 +44,14 @@ class StoreError(RuntimeError):
     """A change that could not be committed: nothing was changed."""
 
 
+class InUse(OSError):
+    """Another process holds the state directory."""
+
+
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
 class Queued(NamedTuple):
     """A QoS >= 1 message kept until the broker took it."""
 
@@ -53,10 +63,12 @@ class Queued(NamedTuple):
 
 
 def _what_to_do(exc: BaseException) -> str:
-    text = str(exc)
-    if "full" in text:
+    text = str(exc).lower()
+    code = getattr(exc, "errno", None) or getattr(exc, "sqlite_errorcode", None)
+    if "full" in text or code in (errno.ENOSPC, errno.EDQUOT, sqlite3.SQLITE_FULL):
         return "the disk is full: free space there"
-    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+    if "readonly" in text or "read-only" in text or code in (errno.EROFS, errno.EACCES, errno.EPERM,
+                                                              sqlite3.SQLITE_READONLY):
         return "it is read-only: make the directory writable by the bridge's user"
     if "not a database" in text or "malformed" in text:
         return "it is damaged: move it aside (the bridge starts empty) or restore a backup (docs/state.md)"
@@ -73,6 +85,7 @@ class StateStore:
         self.failed_writes = 0
         self.last_error: str | None = None  # the newest write that failed, for health
         self._lock = threading.Lock()
+        self._lock_fd: int | None = None
         self._db = self._open()
 
     @classmethod
@@ -91,16 +104,33 @@ class StateStore:
             return self._prepare(sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._hold_lock()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # SQLite gives -wal/-shm the same mode
             os.close(fd)
             if self.path.stat().st_mode & 0o077:
                 os.chmod(self.path, 0o600)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
             return self._prepare(db)
+        except InUse as exc:
+            self.problem = f"{self.path}: {exc}; settings changed now are refused"
+            log.error("state store %s", self.problem)
+            return self._read_only()
         except (OSError, sqlite3.Error) as exc:
             self.problem = f"{self.path}: cannot be written ({_what_to_do(exc)}); settings changed now are refused"
             log.error("state store %s", self.problem)
             return self._read_only()
+
+    def _hold_lock(self) -> None:
+        """One bridge per state directory: a second would undo the first's changes (and restore
+        must not replace the file under a running bridge). Held until close()."""
+        fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InUse(f"another ruview-bridge uses this state directory ({self.path.parent}); give each "
+                        "bridge its own bridge.state_dir") from None
+        self._lock_fd = fd
 
     def _prepare(self, db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
@@ -130,6 +160,9 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     # ------------------------------------------------------------ writing
 
@@ -144,7 +177,8 @@ class StateStore:
                         self._db.execute(sql, args)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise self._failed(f"{self.path}: the change was not stored ({_what_to_do(exc)})") from None
@@ -199,7 +233,8 @@ class StateStore:
                             for t, p, q, r in messages]
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
+                        self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
                 raise self._failed(f"{self.path}: messages not kept ({_what_to_do(exc)})") from None
