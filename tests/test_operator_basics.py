@@ -207,7 +207,8 @@ def test_a_clean_stop_says_every_node_is_offline_before_the_bridge(mosquitto, ma
 
 def test_bridge_nodes_lists_every_node_and_changes_with_identity_and_availability_only(
         mosquitto, node_bridge, make_probe):
-    bridge, ext, port = node_bridge(mosquitto, devices={7: {"name": "hall", "room": "Hall"}})
+    bridge, ext, port = node_bridge(mosquitto, devices={7: {"name": "hall", "room": "Hall"}},
+                                    reporting={"refresh": 0})  # node states on every beat
     probe = make_probe(mosquitto, "ruview/bridge/nodes")
 
     def latest() -> list[dict]:

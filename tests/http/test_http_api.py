@@ -43,7 +43,8 @@ def http_bridge(make_config):
         udp, port = free_port_udp(), free_port()
         raw = {"mqtt": {"url": broker.url, "reconnect": {"min_delay": 0.2, "max_delay": 1.0}},
                "bridge": {"health_interval": 1},
-               "nodes": {"publish_interval": 0.2, "udp": {"bind": "127.0.0.1", "port": udp}, **(nodes or {})},
+               "nodes": {"publish_interval": 0.2, "udp": {"bind": "127.0.0.1", "port": udp},
+                         "reporting": {"refresh": 0}, **(nodes or {})},  # every frame's state on a beat
                "homeassistant": {"collect_seconds": 0.3},
                "http": {"enabled": True, "port": port, **(http or {})}}
         config = validate_config(raw, "test", env=env or {})
