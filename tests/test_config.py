@@ -162,3 +162,10 @@ def test_each_feature_owns_its_section_and_config_imports_none():
 def test_privacy_and_node_rules(raw, message):
     problems = _problems(raw)
     assert any(message in p for p in problems), problems
+
+
+@pytest.mark.parametrize("room", ["bad\x00room", "esc\x1b[31m", "evil\u202egnp", "x" * 65, ""])
+def test_a_configured_room_follows_the_same_rule_as_a_requested_one(room):
+    with pytest.raises(ConfigError, match="nodes.devices.1.room: expected a room name"):
+        validate_config({"nodes": {"devices": {1: {"room": room}}}}, "test", env={})
+    assert validate_config({"nodes": {"devices": {1: {"room": "Küche"}}}}, "test", env={})

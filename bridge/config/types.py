@@ -120,6 +120,16 @@ def _node_name(v: Any) -> str:
 NodeName: TypeAlias = Annotated[str | None, Check(_node_name, optional=True)]
 
 
+def _room(v: Any) -> str:
+    try:
+        return names.check_room(v)
+    except names.InvalidName:
+        raise expected(f"a room name: {names.ROOM_RULE}") from None
+
+
+Room: TypeAlias = Annotated[str | None, Check(_room, optional=True)]  # the same rule as node/set's
+
+
 def _privacy(v: Any) -> PrivacyClass:
     try:
         return parse_class(v)

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from bridge import names
 from bridge.config import ExtensionSection, Problem, Section
-from bridge.config.types import (Bool, Check, Int, IPAddress, Number, NodeName, OptionalPrivacy, Privacy,
+from bridge.config.types import (Bool, Check, Int, IPAddress, Number, NodeName, OptionalPrivacy, Privacy, Room,
                                  Slug, Text, expected)
 from bridge.nodes.presence import THRESHOLD_RANGES, PresenceSettings
 from bridge.nodes.reporting import FIELD_RULES, HEARTBEAT, MIN_INTERVAL, REFRESH
@@ -110,8 +110,7 @@ class DeviceReporting(Section):
 
 class DeviceConfig(Section):
     name: NodeName = None
-    room: Annotated[str | None, Text(what="a room name (text of at most 64 characters)", optional=True,
-                                     max_len=64)] = None
+    room: Room = None
     privacy_class: OptionalPrivacy = None
     enter_ratio: Annotated[float | None, Number(*THRESHOLD_RANGES["enter_ratio"], optional=True)] = None
     exit_ratio: Annotated[float | None, Number(*THRESHOLD_RANGES["exit_ratio"], optional=True)] = None
