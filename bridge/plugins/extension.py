@@ -122,6 +122,7 @@ class PluginsExtension(Extension[PluginsConfig]):
                               ("plugin/unload", self._req_unload), ("plugin/reload", self._req_reload)):
             ctx.register_request(verb, handler, scope="instance")
         ctx.add_health("plugins", lambda: {d: self.health_of(p) for d, p in sorted(self.plugins.items())})
+        ctx.add_health("plugins_disk", self._disk_health)  # a full or read-only disk, said here (audit.py)
         self.load_all()
         ctx.call_later(TICK, self._tick)
         if self.cfg.watch:
@@ -130,6 +131,12 @@ class PluginsExtension(Extension[PluginsConfig]):
     def stop(self) -> None:
         for domain in list(self.plugins):
             self.unload(domain, "the bridge stopped")
+
+    def _disk_health(self) -> dict[str, Any]:
+        """What the plugins keep on disk, and whether it is being written."""
+        cache = self.runtime.cache
+        return {"audit_log": self.audit_log.health(),
+                "compile_cache": cache.health() if cache is not None else None}
 
     def health_of(self, plugin: Plugin) -> dict[str, Any]:
         """A plugin's figures; `dropped` also counts the MQTT messages its full queue did not take

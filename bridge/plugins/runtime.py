@@ -11,6 +11,11 @@ compiled from: each carries an HMAC-SHA256, under a key that lives 0600 in the c
 (0700), over the module's digest, the wasmtime version, the engine settings and the native code.
 Plugin B's entry copied over plugin A's does not verify as A's, so A is compiled again from its
 verified .wasm instead of running B's code under A's signature and permissions.
+
+A cache that cannot be written (a full or read-only disk) costs only time: each file is written
+under a temporary name and renamed into place, a failed write removes its temporary file (no
+partial `.tmp` is left behind), the first failure is said once as a warning naming the directory,
+and plugins are compiled from their .wasm each start until it can be written again.
 """
 
 from __future__ import annotations
@@ -104,6 +109,8 @@ class ModuleCache:
     def __init__(self, directory: Path, runtime: Runtime) -> None:
         self.dir, self.runtime = directory, runtime
         self._key: bytes | None = None
+        self.problem: str | None = None  # why entries are not being written now (said once)
+        self.unwritten = 0  # entries that could not be written
 
     def _ready(self) -> bytes:
         if self._key is None:
@@ -111,13 +118,13 @@ class ModuleCache:
             os.chmod(self.dir, 0o700)
             key_path = self.dir / _KEY_FILE
             try:
-                self._key = bytes.fromhex(key_path.read_text().strip())
+                key = bytes.fromhex(key_path.read_text().strip())
+                if len(key) != 32:
+                    raise ValueError("not a key")
             except (OSError, ValueError):
-                fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    key = secrets.token_bytes(32)
-                    f.write(key.hex())
-                self._key = key
+                key = secrets.token_bytes(32)
+                _write_whole(key_path, key.hex().encode())
+            self._key = key
         return self._key
 
     def _path(self, module_digest: str) -> Path:
@@ -150,14 +157,40 @@ class ModuleCache:
         try:
             key = self._ready()
             body = bytes(module.serialize())
-            path = self._path(module_digest)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(body + self._tag(key, module_digest, body))
-            os.replace(tmp, path)
+            _write_whole(self._path(module_digest), body + self._tag(key, module_digest, body))
         except OSError as exc:
-            log.warning("plugins: cannot write the compile cache in %s: %s", self.dir, exc.strerror)
+            self.unwritten += 1
+            if self.problem is None:
+                self.problem = (f"{self.dir}: cannot write the plugins' compile cache: {exc.strerror or exc}; "
+                                "plugins are compiled at each start until it can be written (make it writable "
+                                "and not full, or set plugins.cache_dir)")
+                log.warning("plugins: %s", self.problem)
+            return
+        self.problem = None
+
+    def health(self) -> dict[str, Any]:
+        return {"path": str(self.dir), "problem": self.problem, "unwritten": self.unwritten}
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    """data as `path`, whole or not at all: written under a temporary name (0600), then renamed over
+    it; a failure removes the temporary file (a full disk leaves nothing half-written behind)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class RawExport:
