@@ -7,13 +7,10 @@ new bridge on the same state directory must know them, before and whatever the b
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import socket
-import subprocess
-import sys
 import threading
-import time
 
-import orjson
 import pytest
 
 from bridge.nodes import codec
@@ -268,3 +265,22 @@ def test_a_demoted_node_restarted_20_times_under_100_hz_traffic_never_shows_vita
         sender.join(5)
     assert published > 20, "the node's state was published in every run"
     assert leaked == [], leaked[:3]
+
+
+def test_a_damaged_store_is_said_and_changes_are_refused_while_nodes_run():
+    port = free_port()
+    store = Path(os.environ["XDG_STATE_HOME"]) / "ruview-bridge" / "state.db"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"this is not a database" * 100)
+    bridge, _, ext = _bridge(port)
+    try:
+        health = bridge.health()["store"]
+        assert health["writable"] is False and "damaged" in health["problem"] and str(store) in health["problem"]
+        _send(port, [_feature_state(2, 1)])
+        assert wait_until(lambda: _heard(ext, 2), 5), "nodes run on"
+        answer = bridge.api.handle("node/rename", {"from": "node_2", "to": "shed"})
+        assert answer["status"] == "error" and "damaged" in answer["error"]
+        assert ext.registry.get(2).name == "node_2"
+    finally:
+        bridge.stop()
+    assert store.read_bytes().startswith(b"this is not a database"), "the damaged file is left for the user"
