@@ -14,7 +14,7 @@ from bridge.http.session import valid_hash
 
 
 class HttpConfig(ExtensionSection):
-    enabled: Bool = False
+    enabled: Bool = True  # on by default, on loopback: the frontend (a port taken then is a warning, not a stop)
     bind: IPAddress = "127.0.0.1"
     port: Annotated[int, Int(1, 65535)] = 3000  # where @ruvnet/rvagent looks by default
     default_node: Annotated[str | None, Text(what="a node's name or id", optional=True, max_len=64)] = None
@@ -51,6 +51,10 @@ class HttpConfig(ExtensionSection):
         if self.password_hash is not None and not valid_hash(self.password_hash):
             problems.append(("password_hash", "is not a hash `python -m bridge.http.password` made"))
         return problems
+
+    def asked_for(self) -> bool:
+        """Whether the file (or environment) turned this on, rather than the default."""
+        return "enabled" in self.model_fields_set
 
     def login_required(self) -> bool:
         """The frontend asks for a login beyond loopback, and wherever a token or password is set."""

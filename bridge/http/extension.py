@@ -66,17 +66,26 @@ class HttpExtension(Extension[HttpConfig]):
         try:
             self.server.start()  # a port that is taken fails this extension's start, and only it
         except RuntimeError as exc:
-            raise RuntimeError(_cannot_listen(cfg.bind, cfg.port, exc)) from None
+            why = _cannot_listen(cfg.bind, cfg.port, exc)
+            if cfg.asked_for():
+                raise RuntimeError(why) from None
+            # on by default, not asked for: a bridge that ran before the frontend existed (beside
+            # Grafana, say, on port 3000) keeps running, and says why there is no page
+            ctx.log.warning("http: no web page: %s (it is on by default; set http.enabled: false to "
+                            "silence this)", why)
+            ctx.add_info("http", lambda: {"url": None, "serving": False, "why": why})
+            return
         self._serving = True
-        ctx.log.info("sensing HTTP API and status page on http://%s:%d/%s", cfg.bind, self.server.port,
-                     " (bearer token required)" if cfg.token is not None else "")
+        ctx.log.info("web page and sensing HTTP API on http://%s:%d/%s", cfg.bind, self.server.port,
+                     " (log in with the token; agents send it as a bearer token)" if cfg.login_required() else "")
         ctx.nodes.watch(self._on_node)
         ctx.nodes.watch_events(self._on_event)
         ctx.mqtt.subscribe(ctx.topics.bridge_log, self._on_log, accept_retained=False)
         ctx.mqtt.subscribe(ctx.topics.bridge_nodes, self._on_nodes_list)
         ctx.mqtt.subscribe(ctx.topics.assist_response, self._on_assist_answer, accept_retained=False)
-        ctx.add_info("http", lambda: {"url": f"http://{cfg.bind}:{self.server.port}/",
-                                      "token_required": cfg.token is not None})
+        ctx.add_info("http", lambda: {"url": f"http://{cfg.bind}:{self.server.port}/", "serving": True,
+                                      "token_required": cfg.token is not None,
+                                      "login_required": cfg.login_required()})
         ctx.add_health("http", lambda: {"stream_clients": self.stream.clients, "stream_dropped": self.stream.dropped,
                                         "rate_limited": self.api.limiter.refused,
                                         "unauthorized": self.api.unauthorized, **self.api.edge.stats()})
@@ -210,9 +219,11 @@ class HttpExtension(Extension[HttpConfig]):
         node = change.node
         if change.renamed_from:
             self.history.rename(change.renamed_from, node.name)
-        point = self.history.sample(node.name, node.state) if node.state and not change.removed else None
-        if point is not None and self.stream.clients:
-            self.server.call(self.stream.publish, "sample", node.name, {"name": node.name, "point": point}, True)
+        sampled = self.history.sample(node.name, node.state) if node.state and not change.removed else None
+        if sampled is not None and self.stream.clients:
+            point, replaces = sampled
+            self.server.call(self.stream.publish, "sample", node.name,
+                             {"name": node.name, "point": point, "replaces": replaces}, True)
         if change.removed:
             self.history.forget(node.name)
             self.server.call(self.stream.publish, "node_removed", node.name, {"node_id": node.node_id,

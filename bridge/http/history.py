@@ -20,19 +20,23 @@ class History:
         self._samples: dict[str, deque[tuple[float, float, float | None]]] = {}
         self._logs: deque[dict[str, Any]] = deque(maxlen=LOG_LINES)
 
-    def sample(self, name: str, state: dict[str, Any] | Any) -> tuple[float, float, float | None] | None:
-        """A point for `name` from its state, if it has a score and the last point is old enough."""
+    def sample(self, name: str, state: dict[str, Any] | Any) -> tuple[tuple[float, float, float | None], bool] | None:
+        """The point for `name` from its state (if it has a score), and whether it replaces the last one:
+        points stay SAMPLE_EVERY apart, and the newest always holds the newest state."""
         score, baseline = state.get("presence_score"), state.get("baseline")
         if not isinstance(score, (int, float)) or score <= 0:
             return None
         now = time.time()
         with self._lock:
             points = self._samples.setdefault(name, deque(maxlen=SAMPLES))
-            if points and now - points[-1][0] < SAMPLE_EVERY:
-                return None
             point = (round(now, 1), float(score), float(baseline) if isinstance(baseline, (int, float)) else None)
-            points.append(point)
-            return point
+            replaces = bool(points) and now - points[-1][0] < SAMPLE_EVERY and len(points) > 1 \
+                and points[-1][0] - points[-2][0] < SAMPLE_EVERY
+            if replaces:
+                points[-1] = point
+            else:
+                points.append(point)
+            return point, replaces
 
     def rename(self, old: str, new: str) -> None:
         with self._lock:

@@ -138,10 +138,10 @@ def frames():
     stop = threading.Event()
     threads = []
 
-    def start(udp: int, nodes: int = 1) -> None:
+    def start(udp: int, nodes: int = 1, scenario: str = "empty", seconds: float = 600, first_id: int = 1) -> None:
         def run() -> None:
             from itertools import takewhile
-            stream = generate(make_nodes(nodes, "empty", 600), 600)
+            stream = generate(make_nodes(nodes, scenario, seconds, first_id=first_id), seconds)
             send_udp(takewhile(lambda _: not stop.is_set(), stream), "127.0.0.1", udp, speed=1)
 
         thread = threading.Thread(target=run, daemon=True)
@@ -247,10 +247,17 @@ def test_a_tour_of_every_page_for_the_docs(whole_home, frames):
     """Every page renders without an error or a request off the origin, and fits a phone's width.
     RUVIEW_SCREENSHOTS=docs writes the docs' pictures (docs/http-*.png)."""
     bridge, url, udp, plugin = whole_home
-    frames(udp, 2)
-    assert wait_until(lambda: all((n.state or {}).get("baseline") for n in bridge.extension("http").nodes()), 30)
-    assert bridge.api.handle("plugin/load", {"path": str(plugin)})["status"] == "ok"  # a plugin to show
     shots = Path(os.environ.get("RUVIEW_SCREENSHOTS") or "")
+    if shots.parts:  # the docs' pictures: someone walks into the living room (30 s to 70 s); the kitchen stays empty
+        frames(udp, 1, "visit", 100)
+        frames(udp, 1, "empty", 600, first_id=2)
+        http = bridge.extension("http")
+        assert wait_until(lambda: any(n.name == "living_room" and (n.state or {}).get("presence") for n in http.nodes()),
+                          80)
+    else:
+        frames(udp, 2)
+        assert wait_until(lambda: all((n.state or {}).get("baseline") for n in bridge.extension("http").nodes()), 30)
+    assert bridge.api.handle("plugin/load", {"path": str(plugin)})["status"] == "ok"  # a plugin to show
     seen = browse(url, "tour", node="kitchen", sentence="turn on the kitchen light",
                   shots=str(shots.resolve()) if shots.parts else None, timeout=180)
     assert seen["phone_overflow"] is False, seen

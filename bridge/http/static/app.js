@@ -65,7 +65,7 @@ class App {
       },
       node_event: e => this.home.onEvent(e),
       node_removed: d => { this.nodes.delete(d.name); if (this.page === this.home) this.home.renderRooms(); },
-      sample: d => this.home.chart.add(d.name, d.point),
+      sample: d => this.home.chart.add(d.name, d.point, d.replaces),
       log: line => this.logs.add(line),
     }, ok => { if (!ok) document.querySelector("#health .dot").className = "dot bad"; });
   }

@@ -22,10 +22,10 @@ export class Chart {
     this.draw();
   }
 
-  add(name, point) {
+  add(name, point, replaces) {
     if (!this.series.has(name)) this.series.set(name, []);
     const s = this.series.get(name);
-    s.push(point);
+    if (replaces && s.length) s[s.length - 1] = point; else s.push(point);
     while (s.length && s[0][0] < point[0] - WINDOW) s.shift();
     this.draw();
   }
@@ -41,7 +41,7 @@ export class Chart {
     const g = c.getContext("2d");
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.clearRect(0, 0, width, height);
-    const left = 48, right = 12, top = 10, bottom = 30;
+    const left = 48, right = 12, top = 10, bottom = 24;
     const now = Date.now() / 1000;
     const oldest = Math.min(now, ...[...this.series.values()].map(s => s.length ? s[0][0] : now));
     const span = Math.min(WINDOW, Math.max(MIN_WINDOW, Math.ceil((now - oldest) / 60) * 60));
@@ -57,7 +57,7 @@ export class Chart {
         const v = m * 10 ** e;
         if (Math.log10(v) < lo || Math.log10(v) > hi) continue;
         g.beginPath(); g.moveTo(left, y(v)); g.lineTo(width - right, y(v)); g.stroke();
-        g.textAlign = "right"; g.fillText(v >= 1 ? `${v}` : `${v.toFixed(2)}`, left - 6, y(v) + 4);
+        g.textAlign = "right"; g.fillText(String(Number(v.toPrecision(2))), left - 6, y(v) + 4);
       }
     }
     g.textAlign = "center";
@@ -71,19 +71,22 @@ export class Chart {
     g.beginPath(); g.moveTo(left, top); g.lineTo(left, height - bottom); g.lineTo(width - right, height - bottom); g.stroke();
     g.save(); g.translate(12, (top + height - bottom) / 2); g.rotate(-Math.PI / 2);
     g.fillText("presence score", 0, 0); g.restore();
-    g.fillText("time", (left + width) / 2, height - 4);
     // lines
     this.legend.textContent = "";
     for (const [name, points] of [...this.series.entries()].sort()) {
       const colour = this.colour(name);
       for (const [idx, dash] of [[1, []], [2, [5, 4]]]) {
         g.beginPath(); g.setLineDash(dash); g.strokeStyle = colour; g.lineWidth = idx === 1 ? 2.2 : 1.5;
-        let started = false;
+        // a step line: a published value holds until the next one, and the newest holds until now
+        let last = null;
         for (const p of points) {
-          if (!(p[idx] > 0) || p[0] < now - span) continue;
-          started ? g.lineTo(x(p[0]), y(p[idx])) : g.moveTo(x(p[0]), y(p[idx]));
-          started = true;
+          const t = Math.max(p[0], now - span);
+          if (!(p[idx] > 0)) { last = null; continue; }
+          if (last === null) g.moveTo(x(t), y(p[idx]));
+          else { g.lineTo(x(t), y(last)); g.lineTo(x(t), y(p[idx])); }
+          last = p[idx];
         }
+        if (last !== null) g.lineTo(x(now), y(last));
         g.stroke();
       }
       g.setLineDash([]);
