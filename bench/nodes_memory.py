@@ -13,6 +13,14 @@ to measure 1,000 the frames go into the pipeline as decoded frames rather than d
 (everything after decoding is the same).
 
     python -m bench.nodes_memory [--nodes 1000] [--seconds 60]
+    python -m bench.nodes_memory --start [--rounds 3]
+
+`--start`: the bridge as users start it (`ruview-bridge run`, config.yaml's defaults: nodes,
+Home Assistant discovery, the HTTP frontend) on a real Mosquitto: seconds from the process's
+start until a separate `mosquitto_sub` sees its retained `bridge/state` online, and its RSS
+(/proc/<pid>/status) two seconds later; then the same with every feature on (plugins, HomeKit,
+assist). Targets (issue 38): RSS with the defaults <= 60 MB, start to online <= 1 s; exits 1
+when missed.
 
 Prints KB per node in both modes and their ratio. Targets: <= 30 KB per node with discovery
 on (issue 13), <= 50 MB for 1,000 nodes (issue 3). Exits 1 when the work was not done: a
@@ -105,12 +113,103 @@ def retained_counts(port: int, ha: bool) -> dict[str, int]:
     return {"states": sum(1 for line in out if line.startswith("mem/node/")), "configs": configs}
 
 
+def started(broker: Mosquitto, features: dict, tmp: str) -> tuple[float, float]:
+    """(seconds from spawn to `bridge/state` online on the broker, RSS in MB two seconds later)."""
+    import yaml
+
+    from bench.harness import stop
+    from tests.brokers import free_port, free_port_udp
+
+    base = f"start{free_port()}"
+    config = {"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"state_dir": tmp},
+              "nodes": {"udp": {"bind": "127.0.0.1", "port": free_port_udp()}},
+              "http": {"port": free_port()}, **features}
+    watcher = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-t", f"{base}/bridge/state", "-C", "1",
+                                "-W", "30"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # subscribed before the bridge starts
+    began = time.monotonic()
+    path = f"{tmp}/config.yaml"
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", path, "--no-status", "--log-level",
+                             "error"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        line = watcher.stdout.readline() if watcher.stdout else ""
+        online = time.monotonic() - began
+        if "online" not in line:
+            raise RuntimeError(f"the bridge never said online (got {line!r})")
+        time.sleep(2.0)
+        with open(f"/proc/{proc.pid}/status") as f:
+            rss = next(int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:"))
+    finally:
+        stop(proc)
+        watcher.kill()
+    return online, rss
+
+
+COMPONENTS = ("pydantic", "paho.mqtt.client", "bridge.app", "bridge.nodes.extension",
+              "bridge.homeassistant.extension", "aiohttp.web", "bridge.http.extension")
+_COMPONENTS = """
+import importlib, json, sys
+def rss():
+    with open('/proc/self/status') as f:
+        return next(int(l.split()[1]) / 1024 for l in f if l.startswith('VmRSS:'))
+out = [('python', rss())]
+for name in sys.argv[1:]:
+    before = rss()
+    importlib.import_module(name)
+    out.append((name, rss() - before))
+print(json.dumps(out))
+"""
+
+
+def components() -> list[tuple[str, float]]:
+    """What each part of a default bridge adds to RSS when imported, in start order (a fresh process)."""
+    out = subprocess.run([sys.executable, "-c", _COMPONENTS, *COMPONENTS], capture_output=True, text=True,
+                         check=True).stdout
+    return [(name, mb) for name, mb in json.loads(out)]
+
+
+def start_main(rounds: int) -> int:
+    import tempfile
+
+    every = {"plugins": {"enabled": True}, "homekit": {"enabled": True, "port": 0},
+             "assist": {"enabled": True}}
+    broker = Mosquitto().start()
+    failed = False
+    try:
+        for label, features in (("defaults", {}), ("defaults, HTTP frontend off", {"http": {"enabled": False}}),
+                                ("every feature on", every)):
+            runs = []
+            for _ in range(rounds):
+                with tempfile.TemporaryDirectory() as tmp:
+                    if "homekit" in features:
+                        from tests.brokers import free_port
+                        features["homekit"]["port"] = free_port()
+                    runs.append(started(broker, features, tmp))
+            onl = [r[0] for r in runs]
+            rss = [r[1] for r in runs]
+            bad = label == "defaults" and (max(rss) > 60 or max(onl) > 1.0)
+            failed |= bad
+            print(f"  {label:<28} start to online {min(onl):.2f}-{max(onl):.2f} s, RSS after start "
+                  f"{min(rss):.1f}-{max(rss):.1f} MB ({rounds} runs){'   FAIL: targets 60 MB, 1 s' if bad else ''}")
+    finally:
+        broker.cleanup()
+    print("  RSS each part adds when imported (MB): " + ", ".join(f"{n} {mb:.1f}" for n, mb in components()))
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60, help="node time fed per node")
     parser.add_argument("--only", choices=("on", "off"), help=argparse.SUPPRESS)  # one mode, in this process
+    parser.add_argument("--start", action="store_true", help="RSS and time to online of `ruview-bridge run`")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of --start per configuration")
     args = parser.parse_args()
+    if args.start:
+        print("`ruview-bridge run` on a real Mosquitto, each run a process of its own:")
+        return start_main(args.rounds)
     if args.only:
         print(json.dumps(measure(args.nodes, args.seconds, args.only == "on")))
         return 0
