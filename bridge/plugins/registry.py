@@ -34,6 +34,7 @@ import orjson
 
 from bridge import __version__
 from bridge.plugins import trust
+from bridge.plugins.files import PluginFileError, read_bounded
 from bridge.plugins.manifest import HASH, KEY, MANIFEST, MAX_MANIFEST_BYTES, SIG, VERSION, ManifestError, \
     load_manifest, parse_manifest
 
@@ -81,11 +82,16 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def resolve(location: str, base: str | None) -> str:
-    """`location` relative to the index it was named in (a URL or a path)."""
-    if base is None or urllib.parse.urlparse(location).scheme in ("http", "https") or os.path.isabs(location):
+    """`location` relative to the index it was named in (a URL or a path). An index on the web
+    names only web locations: never a file on this machine."""
+    scheme = urllib.parse.urlparse(location).scheme
+    if base is not None and urllib.parse.urlparse(base).scheme in ("http", "https"):
+        resolved = urllib.parse.urljoin(base, location)
+        if urllib.parse.urlparse(resolved).scheme not in ("http", "https"):
+            raise ValueError(location)
+        return resolved
+    if base is None or scheme in ("http", "https") or os.path.isabs(location):
         return location
-    if urllib.parse.urlparse(base).scheme in ("http", "https"):
-        return urllib.parse.urljoin(base, location)
     return str(Path(base).expanduser().parent / location)
 
 
@@ -128,12 +134,9 @@ def fetch(location: str, limit: int, what: str, *, ca_file: str = "") -> bytes:
     elif url.scheme in ("", "file"):
         path = Path(url.path if url.scheme == "file" else location).expanduser()
         try:
-            if not path.is_file():
-                raise RegistryError(f"{what}: {path} is not a file")
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-        except OSError as exc:
-            raise RegistryError(f"{what}: cannot read {path}: {exc.strerror}") from None
+            data = read_bounded(path, limit)  # a regular file only: never a FIFO or device
+        except PluginFileError as exc:
+            raise RegistryError(f"{what}: {exc}") from None
     else:
         raise RegistryError(f"{what}: {location[:200]}: expected an https:// URL or a file path")
     if len(data) > limit:
@@ -146,6 +149,13 @@ def _text(entry: dict[str, Any], key: str, pattern: re.Pattern[str] | None = Non
     if not isinstance(value, str) or (required and not value) or (value and pattern and not pattern.fullmatch(value)):
         raise ValueError(key)
     return value
+
+
+def _resolved(location: str, source: str, key: str) -> str:
+    try:
+        return resolve(location, source)
+    except ValueError:
+        raise ValueError(key) from None
 
 
 def parse_index(data: bytes, source: str) -> list[Cog]:
@@ -167,12 +177,15 @@ def parse_index(data: bytes, source: str) -> list[Cog]:
             if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
                 raise ValueError("binary_size")
             module = _text(entry, "wasm_module")
+            module_url = _resolved(module, source, "wasm_module")
+            manifest_url = _resolved(_text(entry, "manifest", required=False) or
+                                     (module.rsplit("/", 1)[0] + "/" if "/" in module else "") + MANIFEST,
+                                     source, "manifest")
             cogs.append(Cog(
                 id=_text(entry, "id"), name=_text(entry, "name", required=False) or entry["id"],
                 version=_text(entry, "version", VERSION), category=_text(entry, "category", required=False),
-                description=_text(entry, "description", required=False)[:500], wasm_module=resolve(module, source),
-                manifest=resolve(_text(entry, "manifest", required=False) or
-                                 (module.rsplit("/", 1)[0] + "/" if "/" in module else "") + MANIFEST, source),
+                description=_text(entry, "description", required=False)[:500], wasm_module=module_url,
+                manifest=manifest_url,
                 wasm_module_hash=_text(entry, "wasm_module_hash", HASH),
                 wasm_module_sig=_text(entry, "wasm_module_sig", SIG),
                 publisher_key=_text(entry, "publisher_key", KEY),

@@ -201,6 +201,10 @@ def test_the_registry_must_be_https_and_its_certificate_must_verify(site, setup,
     code, _, err = run(capsys, "search", "-c", str(other))
     assert code == 1 and "the server's certificate does not verify" in err
     assert list(plugins.iterdir()) == []
+    # an index on the web names web locations only, never a file on this machine
+    site.publish("local-file", index={"wasm_module": "file:///etc/hostname"})
+    code, _, err = run(capsys, "install", "local-file", "-c", str(config))
+    assert code == 1 and "cogs[1].wasm_module: missing or malformed" in err, err
 
 
 def test_update_takes_a_newer_version_and_refuses_a_downgrade_unless_asked(site, setup, capsys):
