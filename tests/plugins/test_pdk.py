@@ -96,7 +96,13 @@ def test_every_host_call_of_the_pdk_answers_as_the_abi_says(lang, mosquitto, plu
     pub(mosquitto, "ruview/service/pdk_probe/say", {"id": "s2", "data": {}})
     pub(mosquitto, "ruview/service/pdk_probe/say", {"id": "s3", "data": {"text": "after"}})
     assert wait_until(lambda: bridge.states.get("sensor.pdk_probe_said").state == "after", 5)
-    assert host.plugins["pdk_probe"].health()["crashes"] == 0
+    # a Rust panic or an AssemblyScript throw is a trap: that call ends, the plugin starts again
+    mark = len(probe.messages)
+    pub(mosquitto, "ruview/service/pdk_probe/panic", {"id": "p1", "data": {}})
+    assert wait_until(lambda: host.plugins["pdk_probe"].health()["crashes"] == 1, 5)
+    assert status(probe, "pdk_probe", lambda s: s["state"] == "running", 10, since=mark)
+    pub(mosquitto, "ruview/service/pdk_probe/say", {"id": "s4", "data": {"text": "alive"}})
+    assert wait_until(lambda: bridge.states.get("sensor.pdk_probe_said").state == "alive", 5)
 
 
 @pytest.mark.slow

@@ -64,6 +64,7 @@ impl Plugin for Probe {
                 let text = data.get("text").and_then(|t| t.as_str()).ok_or(Error::Invalid)?;
                 hc::state_set("sensor.pdk_probe_said", &text, "{}")
             }
+            "panic" => panic!("the probe was asked to panic"), // a trap: this call ends, the plugin restarts
             _ => Err(Error::NotFound),
         }
     }

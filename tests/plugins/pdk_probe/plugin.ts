@@ -73,6 +73,7 @@ class Probe extends Plugin {
       if (said === null) return INVALID;
       return stateSet("sensor.pdk_probe_said", said, "{}");
     }
+    if (service == "panic") throw new Error("the probe was asked to abort"); // a trap, as in Rust
     return NOT_FOUND;
   }
 }
