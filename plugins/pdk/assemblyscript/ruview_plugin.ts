@@ -285,7 +285,8 @@ export class Json {
       if (exp == 0) return NaN;
     }
     if (digits == 0 || i != n) return NaN;
-    return parseFloat(s);
+    const value = parseFloat(s);
+    return isFinite(value) ? value : NaN; // 1e400: not a number a plugin can use
   }
 
   asBool(): i32 { // 1, 0, or -1 when not a boolean
