@@ -17,12 +17,11 @@ export function fmt(v, digits = 1, unit = "") {
   return v === null || v === undefined ? "—" : `${Number(v).toFixed(digits)}${unit}`;
 }
 
+// When something was, as a clock time (a relative "5 s ago" would go stale between updates).
 export function ago(iso) {
   if (!iso) return "never";
-  const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
-  if (s < 60) return `${Math.round(s)} s ago`;
-  if (s < 3600) return `${Math.round(s / 60)} min ago`;
-  return new Date(iso).toLocaleString();
+  const d = new Date(iso);
+  return Date.now() - d.getTime() < 86400000 ? d.toLocaleTimeString() : d.toLocaleString();
 }
 
 export function presenceText(n) {
