@@ -115,3 +115,14 @@ def test_a_setup_entry_error_of_the_plugins_own_is_its_code(lang, mosquitto, plu
                               "entries": {"pdk_probe": {"fail": True}}, "watch": False})
     failed = status(probe, "pdk_probe", lambda s: s["state"] == "failed", 10)
     assert failed["reason"] == "setup_entry answered -42 (its own error code)"
+
+
+def test_the_rust_pdks_own_unit_tests_pass_on_the_build_machine(tmp_path):
+    """json.rs's tests (escapes, numbers, nested values, no panic on broken input), with rustc --test."""
+    rustc = shutil.which("rustc", path="/usr/bin") or "rustc"
+    built = subprocess.run([rustc, "--edition", "2021", "--test", str(PLUGINS / "pdk" / "rust" / "src" / "lib.rs"),
+                            "-o", str(tmp_path / "pdk-tests")], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(tmp_path / "pdk-tests")], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and "test result: ok. 4 passed" in ran.stdout, ran.stdout + ran.stderr
+

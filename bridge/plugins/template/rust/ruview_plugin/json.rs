@@ -373,3 +373,57 @@ impl Array {
         self.text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn reads_what_the_host_writes() {
+        let event = Json(r#"{"entity_id":"sensor.a","new_state":{"state":"21.5","attributes":{"k":[1,{"x":"}"}]}},"n":-3e2}"#);
+        assert_eq!(event.get("entity_id").and_then(|v| v.as_str()).as_deref(), Some("sensor.a"));
+        assert_eq!(event.get("new_state").and_then(|s| s.get("state")).and_then(|v| v.as_f64()), Some(21.5));
+        assert_eq!(event.get("n").and_then(|v| v.as_f64()), Some(-300.0));
+        let k = event.get("new_state").and_then(|s| s.get("attributes")).and_then(|a| a.get("k")).unwrap();
+        assert_eq!(k.items().map(|v| v.raw()).collect::<Vec<_>>(), ["1", r#"{"x":"}"}"#]);
+        assert!(event.get("missing").is_none() && event.get("state").is_none());
+    }
+
+    #[test]
+    fn resolves_escapes_and_round_trips_through_the_encoder() {
+        let text = r#"a \"q\" \\ \n \u00e9 \ud834\udd1e \u0001"#;
+        let value = unescape(text);
+        assert_eq!(value, "a \"q\" \\ \n \u{e9} \u{1d11e} \u{1}");
+        let written = Object::new().str("v", &value).num("n", f64::NAN).bool("b", true).finish();
+        assert_eq!(Json(&written).get("v").and_then(|v| v.as_str()).unwrap(), value);
+        assert_eq!(Json(&written).get("n").map(|v| v.is_null()), Some(true));
+    }
+
+    #[test]
+    fn numbers_are_json_numbers_only() {
+        for bad in ["inf", "nan", "\"NaN\"", "1e400", "", "\"\"", "true"] {
+            assert_eq!(Json(bad).as_f64(), None, "{}", bad);
+        }
+        assert_eq!(Json("\"-7\"").as_f64(), Some(-7.0));
+    }
+
+    #[test]
+    fn never_panics_on_broken_input() {
+        let alphabet = b"{}[]\":,\\u0a1 ";
+        let mut seed: u32 = 12345;
+        for _ in 0..20000 {
+            let mut bytes = Vec::new();
+            for _ in 0..(seed % 24) {
+                seed = seed.wrapping_mul(1103515245).wrapping_add(12345);
+                bytes.push(alphabet[(seed >> 16) as usize % alphabet.len()]);
+            }
+            let text = core::str::from_utf8(&bytes).unwrap();
+            let j = Json(text);
+            let _ = (j.get("a"), j.as_str(), j.as_f64(), j.items().count(), j.members().count());
+            for (_, v) in j.members() {
+                let _ = v.as_str();
+            }
+        }
+    }
+}

@@ -20,7 +20,7 @@
 //! wasm32-unknown-unknown, which imports nothing from the host and brings the allocator the
 //! `alloc`/`dealloc` exports hand out (Rust 1.63 cannot build `alloc` without std on stable).
 //! Build: plugins/build.sh (rustc alone, no cargo, no network).
-#![no_std]
+#![cfg_attr(not(test), no_std)] // std only for `rustc --test` on the build machine (tests/plugins/test_pdk.py)
 
 extern crate alloc;
 
