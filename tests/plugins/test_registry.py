@@ -241,3 +241,13 @@ def test_versions_order_and_a_local_index_resolves_relative_paths(tmp_path):
     (tmp_path / "bad.json").write_bytes(orjson.dumps({"cogs": [{"id": "b", "version": "one", "wasm_module": "x"}]}))
     with pytest.raises(registry.RegistryError, match=r"cogs\[0\]\.version: missing or malformed"):
         registry.load_index(str(tmp_path / "bad.json"))
+
+
+def test_install_from_a_local_index_path(site, setup, capsys):
+    plugins, config = setup
+    site.publish()
+    code, out, err = run(capsys, "install", COG, "-c", str(config), "--index", str(site.root / "index.json"))
+    assert code == 0, err
+    assert load_manifest(plugins / COG).cog_id == COG
+    assert run(capsys, "verify", str(plugins / COG), "--trust", site.publisher.public)[0] == 0
+
