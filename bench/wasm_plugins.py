@@ -508,6 +508,7 @@ def state_changes(args: argparse.Namespace, publisher, plugins: Path, tmp: Path)
         n = args.burst
         for r in range(args.e2e_rounds):
             before = plugin.counters.events
+            threads = thread_cpu(os.getpid())
             began = time.monotonic()
             for i in range(n):
                 bridge.states.set(f"sensor.bench_{i % ENTITIES}", r * n + i, attributes)
@@ -520,7 +521,10 @@ def state_changes(args: argparse.Namespace, publisher, plugins: Path, tmp: Path)
             got = plugin.counters.events - before
             lost += n - got
             rates.append(got / (done - began))
-            print(f"  round {r + 1}: {rates[-1]:9,.0f} state changes/s into the plugin   lost {n - got:,}", flush=True)
+            used = {k: (v - threads.get(k, 0.0)) / n * 1e6 for k, v in thread_cpu(os.getpid()).items()}
+            print(f"  round {r + 1}: {rates[-1]:9,.0f} state changes/s into the plugin   lost {n - got:,}   CPU per "
+                  "change: " + ", ".join(f"{k} {v:.1f} µs" for k, v in sorted(used.items(), key=lambda kv: -kv[1])
+                                         if v >= 0.5), flush=True)
         dropped = bridge.extension("plugins").health_of(plugin)["dropped"]
     finally:
         bridge.stop()

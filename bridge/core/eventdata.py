@@ -33,10 +33,10 @@ class StateChanged:
         (each on its own worker: two may encode it at once, and get the same bytes). Kept in the
         instance's dict by hand: functools.cached_property takes a lock per read on Python 3.11."""
         data: bytes | None = self.__dict__.get("_json")
-        if data is None:
+        if data is None:  # each State's JSON is made once (State.json): this only joins them
             old, new = self.old_state, self.new_state
-            data = orjson.dumps({"entity_id": self.entity_id, "old_state": old.as_dict() if old else None,
-                                 "new_state": new.as_dict() if new else None})
+            data = b"".join((b'{"entity_id":', orjson.dumps(self.entity_id), b',"old_state":',
+                             old.json if old else b"null", b',"new_state":', new.json if new else b"null", b"}"))
             self.__dict__["_json"] = data
         return data
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 _OWN_CONTEXTS = 4096  # recent context ids we published, to recognise our own echoes
 BEHIND = 128  # messages the MQTT link holds unacknowledged before state writes are conflated
-FLUSH = 0.1  # seconds between looks at a link that is behind, while writes wait in `_unsent`
+FLUSH = 0.2  # seconds between looks at a link that is behind, while writes wait in `_unsent`
 
 
 class InvalidEntityId(ValueError):
@@ -54,6 +54,7 @@ class State:
     last_changed: str = ""
     last_updated: str = ""
     context: dict[str, Any] = field(default_factory=dict)
+    _json: bytes | None = field(default=None, init=False, compare=False, repr=False)  # .json, once made
 
     @property
     def domain(self) -> str:
@@ -63,6 +64,17 @@ class State:
         return {"entity_id": self.entity_id, "state": self.state, "attributes": self.attributes,
                 "last_changed": self.last_changed, "last_updated": self.last_updated,
                 "context": self.context}
+
+    @property
+    def json(self) -> bytes:
+        """as_dict() as JSON (what `<base>/state/<entity_id>` carries), encoded once: a state is
+        published, then sent to plugins as the new state of one change and the old of the next.
+        (Two threads may encode it at once, and get the same bytes.)"""
+        data = self._json
+        if data is None:
+            data = dumps(self.as_dict())
+            object.__setattr__(self, "_json", data)
+        return data
 
 
 def _unchanged(old: State | None, state: str, attributes: dict[str, Any]) -> bool:
@@ -174,7 +186,7 @@ class StateMachine:
             self._mqtt.publish(self._topics.state(entity_id), b"", qos=1, retain=True)
             return
         self._remember(state.context["id"])
-        self._mqtt.publish(self._topics.state(entity_id), dumps(state.as_dict()), qos=1, retain=True)
+        self._mqtt.publish(self._topics.state(entity_id), state.json, qos=1, retain=True)
 
     def _remember(self, context_id: str) -> None:
         self._own[context_id] = None
