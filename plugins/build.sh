@@ -49,9 +49,14 @@ done
 
 # AssemblyScript: npm's assemblyscript, the version pdk/assemblyscript/package-lock.json pins.
 ASC=pdk/assemblyscript/node_modules/.bin/asc
-if [ ! -x "$ASC" ]; then
-  echo "plugins/build.sh: installing AssemblyScript with npm ci (pdk/assemblyscript/package-lock.json)" >&2
-  (cd pdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+if [ ! -x "$ASC" ]; then  # once; the lock keeps two builds (parallel tests) from installing at once
+  (
+    flock 9
+    if [ ! -x "$ASC" ]; then
+      echo "plugins/build.sh: installing AssemblyScript with npm ci (pdk/assemblyscript/package-lock.json)" >&2
+      (cd pdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+  ) 9>"${TMPDIR:-/tmp}/ruview-plugins-npm-ci.lock"
 fi
 for plugin in threshold-alert-as; do
   mkdir -p "$OUT/$plugin"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.plugins.helpers import PLUGINS
+from tests.plugins.toolchains import asc
 from tests.plugins.test_lifecycle import status
 from tests.plugins.test_plugins_e2e import plugin_bridge  # noqa: F401 (fixture)
 from tests.plugins.test_trust_and_tools import cli
@@ -21,7 +22,6 @@ from tests.polling import wait_until
 from tests.test_hostile_input import pub
 
 PROBE = Path(__file__).resolve().parent / "pdk_probe"
-ASC = PLUGINS / "pdk" / "assemblyscript" / "node_modules" / ".bin" / "asc"
 SOURCES = {"rust": "plugin.rs", "assemblyscript": "plugin.ts"}
 QUOTE = 'a "quoted" \\ line\nnext \u00e9 \U0001d11e'
 
@@ -45,7 +45,7 @@ def build_probe(lang: str, into: Path) -> Path:
     assert made.returncode == 0, made.stderr
     for name in (SOURCES[lang], "manifest.json"):
         shutil.copy(PROBE / name, plugin / name)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "ASC": str(ASC)}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "ASC": str(asc())}
     built = subprocess.run([str(plugin / "build.sh")], capture_output=True, text=True, env=env, timeout=120)
     assert built.returncode == 0, built.stdout + built.stderr
     return plugin

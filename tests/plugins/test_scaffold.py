@@ -12,6 +12,7 @@ import pytest
 
 from bridge.plugins.commands import LANGUAGES
 from tests.plugins.helpers import PLUGINS
+from tests.plugins.toolchains import asc
 from tests.plugins.test_lifecycle import status
 from tests.plugins.test_plugins_e2e import plugin_bridge  # noqa: F401 (fixture)
 from tests.plugins.test_trust_and_tools import cli
@@ -19,7 +20,6 @@ from tests.polling import wait_until
 from tests.test_hostile_input import pub
 
 VENV_BIN = Path(sys.executable).parent
-ASC = PLUGINS / "pdk" / "assemblyscript" / "node_modules" / ".bin" / "asc"
 PDK = {"ruview_plugin.h": PLUGINS / "pdk" / "ruview_plugin.h",
        "ruview_plugin/lib.rs": PLUGINS / "pdk" / "rust" / "src" / "lib.rs",
        "ruview_plugin/json.rs": PLUGINS / "pdk" / "rust" / "src" / "json.rs",
@@ -39,7 +39,7 @@ def test_a_new_plugin_in_each_language_builds_and_loads_as_it_stands(lang, mosqu
     made = cli("new", "--lang", lang, str(plugin))
     assert made.returncode == 0, made.stderr
     # build.sh as a user runs it: the venv's python3 and ruview-bridge on PATH
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ASC": str(ASC)}
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "ASC": str(asc())}
     built = subprocess.run([str(plugin / "build.sh")], capture_output=True, text=True, env=env, timeout=120)
     assert built.returncode == 0, built.stdout + built.stderr
     assert (plugin / "plugin.wasm").stat().st_size > 0
