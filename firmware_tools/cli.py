@@ -6,6 +6,9 @@
     ruview-node monitor                    the node's log, frames decoded inline
     ruview-node simulate                   virtual nodes for testing without hardware
     ruview-node mock-board start | stop    a stand-in C6 for flash and provision without hardware
+    ruview-node ota IMAGE --node NAME      update a node over Wi-Fi (or --host H --psk-file F)
+    ruview-node recalibrate | set-target   the node's gain lock; the bridge it sends to
+    ruview-node module pack | deploy | list | start | stop | remove   on-node WASM modules
 """
 
 from __future__ import annotations
@@ -127,6 +130,24 @@ def _settings(args):
                         fall_thresh=args.fall_thresh, channel=args.channel)
 
 
+def _node_secrets(args):
+    """--ota-psk, --wasm-pubkey, --wasm-verify as NodeSecrets and the bridge's PSK store."""
+    from firmware_tools.node_secrets import NodeSecrets, PskStore, bridge_state_dir
+
+    store = None
+    if args.ota_psk:
+        if args.node_id is None:
+            raise ValueError("--ota-psk needs --node-id (the bridge keeps each node's PSK by its id)")
+        store = PskStore(bridge_state_dir(args.config, args.state_dir))
+    pubkey = None
+    if args.wasm_pubkey is not None:
+        from firmware_tools.rvf import publisher_public_key
+
+        pubkey = publisher_public_key(args.wasm_pubkey)
+    verify = None if args.wasm_verify is None else args.wasm_verify == "on"
+    return NodeSecrets(None, pubkey, verify), store
+
+
 def cmd_provision(args) -> int:
     from firmware_tools import provision, records
     from firmware_tools.esptool_session import DeviceError
@@ -143,6 +164,10 @@ def cmd_provision(args) -> int:
                      EXIT_USAGE)
     settings = _settings(args)
     room = args.zone
+    try:
+        node_secrets, store = _node_secrets(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     if args.register and args.node_id is None:
         return _fail("--register needs --node-id (the bridge knows nodes by id)", EXIT_USAGE)
     # With --register, a room the serial protocol cannot store goes to the bridge only.
@@ -153,10 +178,11 @@ def cmd_provision(args) -> int:
         if settings.ssid is not None:
             settings = dataclasses.replace(settings, password=read_password(args.password_file))
         validate(settings)
-        if not settings.given():
+        if not settings.given() and not node_secrets.given() and not args.ota_psk:
             raise SettingsError("nothing to set: pass at least one of --node-id, --target-ip, --target-port, "
-                                "--ssid, --zone or a threshold")
+                                "--ssid, --zone, a threshold, --ota-psk or --wasm-pubkey")
         request = provision.ProvisionRequest(
+            secrets=node_secrets, ota_psk=args.ota_psk, psk_store=store,
             port="", settings=settings, method=args.method, dry_run=args.dry_run,
             nvs_output=args.nvs_output, timeout=args.timeout, reboot_timeout=args.reboot_timeout,
             records_path=None if args.no_record else (args.records or records.default_path()))
@@ -351,6 +377,17 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--pres-thresh", type=float, help="on-node presence threshold (0 = automatic)")
     what.add_argument("--fall-thresh", type=float, help="on-node fall threshold")
     what.add_argument("--channel", type=int, help="Wi-Fi channel for CSI (0/unset = the AP's)")
+    sec = prov.add_argument_group("secrets (written through NVS; docs/nodes.md, \"Update nodes over the air\")")
+    sec.add_argument("--ota-psk", action="store_true",
+                     help="give the node its OTA key (security/ota_psk): the one the bridge keeps for this "
+                          "node id, or a new random one kept 0600 in the bridge's state directory; never shown")
+    sec.add_argument("--wasm-pubkey", type=Path, metavar="KEYFILE",
+                     help="write the public half of this publisher key (`ruview-bridge plugin keygen`) "
+                          "as csi_cfg/wasm_pubkey: the node then runs modules signed with it")
+    sec.add_argument("--wasm-verify", choices=["on", "off"],
+                     help="csi_cfg/wasm_verify: refuse unsigned modules (on, the firmware's default)")
+    sec.add_argument("--state-dir", type=Path,
+                     help="the bridge's state directory (default: bridge.state_dir of --config)")
     how = prov.add_argument_group("how")
     how.add_argument("--method", choices=["auto", "serial", "nvs"], default="auto",
                      help="auto (default): serial onboarding, NVS for zone/thresholds or old firmware")
@@ -423,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--state", type=Path, help="where the running board is recorded "
                                                  "(default ~/.local/state/ruview/mock-board.json)")
     mock.set_defaults(func=cmd_mock_board)
+
+    from firmware_tools.node_commands import add_parsers
+
+    add_parsers(sub)                       # ota, recalibrate, set-target, module (the node's HTTP API)
     return parser
 
 

@@ -3,7 +3,8 @@
 Read-modify-write, never a blind overwrite: the partition table on the board says
 where NVS is, the partition is read and parsed (every CRC checked), only `csi_cfg`
 keys change, and the whole partition is regenerated and written back, so other
-namespaces (the OTA key in `security`, Wi-Fi calibration) survive. If anything about
+namespaces (the OTA key in `security`, Wi-Fi calibration) survive. It is also the one way to
+write the OTA PSK (`security/ota_psk`) and the WASM module key (`csi_cfg/wasm_pubkey`). If anything about
 the read-back is wrong, nothing is written.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from esptool.cmds import read_flash, verify_flash, write_flash
 
@@ -21,7 +22,7 @@ from firmware_tools.partitions import (TABLE_OFFSET, TABLE_SIZE, PartitionTableE
                                        parse_table)
 from firmware_tools.settings import NAMESPACE, NodeSettings
 
-SECRET_KEYS = {"password", "seed_token"}
+SECRET_KEYS = {"password", "seed_token", "ota_psk"}
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,17 @@ class NvsPlan:
         return sorted({e.namespace for e in self.before} - {NAMESPACE})
 
 
-def plan(current: bytes, offset: int, settings: NodeSettings) -> NvsPlan:
-    """Parse what the board holds and merge the new settings; raises NvsError if unreadable."""
+def plan(current: bytes, offset: int, settings: NodeSettings,
+         extra: Mapping[str, Mapping[str, tuple[str, int | str | bytes]]] | None = None) -> NvsPlan:
+    """Parse what the board holds and merge the new settings (and `extra`: namespace -> key ->
+    (type, value), such as `security/ota_psk`); raises NvsError if unreadable."""
     if current.count(0xFF) == len(current):
         entries: list[NvsEntry] = []          # erased partition: nothing to keep
     else:
         entries = parse_nvs(current)
     merged = merge(entries, NAMESPACE, settings.nvs_updates())
+    for namespace, updates in (extra or {}).items():
+        merged = merge(merged, namespace, updates)
     image = build_nvs(merged, len(current))
     if sorted(map(repr, parse_nvs(image))) != sorted(map(repr, merged)):
         raise NvsError("the regenerated NVS image does not read back as the merged settings")
@@ -70,7 +75,9 @@ def plan(current: bytes, offset: int, settings: NodeSettings) -> NvsPlan:
 
 
 def provision_nvs(options: ConnectOptions, settings: NodeSettings, *, say: Callable[[str], None],
-                  dry_run_to: Path | None = None, verbose: bool = False) -> NvsPlan:
+                  dry_run_to: Path | None = None, verbose: bool = False,
+                  extra: Mapping[str, Mapping[str, tuple[str, int | str | bytes]]] | None = None) -> NvsPlan:
+    """Read, merge (`extra`: other namespaces' keys), write and verify."""
     with esptool_output(None, say, verbose), \
             session(options, after="no-reset" if dry_run_to is not None else None) as board:
         esp = board.esp
@@ -85,7 +92,7 @@ def provision_nvs(options: ConnectOptions, settings: NodeSettings, *, say: Calla
         if len(current) != nvs.size:
             raise DeviceError(f"{options.port}: read {len(current)} of {nvs.size} NVS bytes; nothing was written")
         try:
-            result = plan(current, nvs.offset, settings)
+            result = plan(current, nvs.offset, settings, extra)
         except NvsError as exc:
             raise DeviceError(
                 f"{options.port}: the NVS partition at 0x{nvs.offset:x} did not read back intact ({exc}). "

@@ -9,7 +9,8 @@ from typing import Callable
 import serial
 
 from firmware_tools import records
-from firmware_tools.esptool_session import ConnectOptions
+from firmware_tools.esptool_session import ConnectOptions, DeviceError
+from firmware_tools.node_secrets import NodeSecrets, PskStore
 from firmware_tools.nvs_provision import provision_nvs
 from firmware_tools.onboarding import OnboardingError, provision as provision_serial, wire_text
 from firmware_tools.settings import NodeSettings, SettingsError
@@ -28,6 +29,9 @@ class ProvisionRequest:
     reboot_timeout: float = 20.0
     connect: ConnectOptions | None = None
     records_path: Path | None = None
+    secrets: NodeSecrets = NodeSecrets()
+    ota_psk: bool = False                # make (or keep) the node's PSK and write it
+    psk_store: PskStore | None = None    # the bridge's side of the PSK
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class ProvisionOutcome:
 
 def choose_method(request: ProvisionRequest) -> str:
     extra = request.settings.needs_nvs()
+    if request.secrets.given() or request.ota_psk:
+        extra = extra | {"ota_psk" if request.ota_psk else "wasm_pubkey"}
     if request.method == "serial" and extra:
         flags = ", ".join("--" + name.replace("_", "-") for name in sorted(extra))
         raise SettingsError(f"{flags}: the serial protocol carries only node id, target and Wi-Fi; "
@@ -90,16 +96,30 @@ def run(request: ProvisionRequest, *, say: Callable[[str], None], on_log: Callab
     return _nvs(request, say)
 
 
+def _node_id(entries) -> int | None:
+    stored = next((e.value for e in entries if e.namespace == "csi_cfg" and e.key == "node_id"), None)
+    return stored if isinstance(stored, int) else None  # a u8: any other type is no node id the firmware reads
+
+
 def _nvs(request: ProvisionRequest, say: Callable[[str], None]) -> ProvisionOutcome:
     options = request.connect or ConnectOptions(request.port)
+    secrets, store = request.secrets, request.psk_store
+    node_id = request.settings.node_id
+    if request.ota_psk and store is not None and node_id is not None:
+        # stored on the bridge's side before the node gets it: a node never holds a PSK the bridge lost
+        secrets = NodeSecrets(store.get_or_create(node_id)[0], secrets.wasm_pubkey, secrets.wasm_verify)
+
     plan = provision_nvs(options, request.settings, say=say,
-                         dry_run_to=request.nvs_output if request.dry_run else None)
+                         dry_run_to=request.nvs_output if request.dry_run else None,
+                         extra=secrets.nvs_updates())
     for line in plan.diff():
         say(f"  {line}")
     if plan.kept_namespaces():
         say(f"  kept: {', '.join(plan.kept_namespaces())}")
-    stored = next((e.value for e in plan.after if e.namespace == "csi_cfg" and e.key == "node_id"), None)
-    node_id = stored if isinstance(stored, int) else None  # a u8: any other type is no node id the firmware reads
+    node_id = _node_id(plan.after)
+    if request.ota_psk and store is not None and node_id is not None and not request.dry_run:
+        say(f"OTA PSK of node {node_id}: in the node's NVS (security/ota_psk) and in {store.path(node_id)} "
+            "(0600; never shown)")
     if not request.dry_run:
         _record(request, None, "nvs", node_id)
     return ProvisionOutcome("nvs", node_id, None)
@@ -113,3 +133,4 @@ def _record(request: ProvisionRequest, board: str | None, method: str, node_id: 
     records.save(request.records_path, board or f"port-{request.port}",
                  {**shown, "node_id": node_id, "method": method,
                   "wifi_set": request.settings.password is not None})
+
