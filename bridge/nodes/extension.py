@@ -117,14 +117,18 @@ class NodesExtension(Extension[NodesConfig]):
         a wakeup or two however many nodes publish on it.
         """
         following = _next(due, self._beat_period, time.monotonic())
-        self.ctx.call_later(following - time.monotonic(), lambda: self._beat(following))
-        self.pipeline.flush_due(time.time())
+        timer = self.ctx.call_later(following - time.monotonic(), lambda: self._beat(following))
+        if not self.pipeline.flush_due(time.time(), idle=lambda: self.ctx.call_later(  # (from any thread)
+                self._beat_period, lambda: self._beat(time.monotonic()))):
+            timer.cancel()  # nothing pending: the next frame or change starts the beat again (issue 38)
 
     def _check(self, due: float) -> None:
         """Mark nodes gone silent offline."""
         following = _next(due, self._check_period, time.monotonic())
-        self.ctx.call_later(following - time.monotonic(), lambda: self._check(following))
-        self.pipeline.mark_silent_offline(time.time())
+        timer = self.ctx.call_later(following - time.monotonic(), lambda: self._check(following))
+        if self.pipeline.mark_silent_offline(time.time(), idle=lambda: self.ctx.call_later(
+                self._check_period, lambda: self._check(time.monotonic()))) is None:
+            timer.cancel()  # no node online: the next to come online starts the checks again (issue 38)
         drifted = following - self._drift_saved_at >= DRIFT_SAVE
         if drifted:
             self._drift_saved_at = following

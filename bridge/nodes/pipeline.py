@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from bridge import names
 from bridge.core.directory import NodeDirectory, NodeInfo
@@ -34,7 +34,7 @@ from bridge.nodes.codec import DecodeError, decode
 from bridge.nodes.config import NodesConfig
 from bridge.nodes.nodestate import URGENT, Flags, NodeState
 from bridge.nodes.presence import THRESHOLD_RANGES, PresenceEngine, PresenceSettings
-from bridge.nodes.registry import Node, NodeRegistry
+from bridge.nodes.registry import RETURN_WINDOW, Node, NodeRegistry
 from bridge.nodes.reporting import ReportingPolicy
 from bridge.nodes.schedule import ExpectedHours
 from bridge.nodes.udp import Batch
@@ -68,6 +68,11 @@ class NodePipeline:
         self._serial_log = {label: link.log for label, link in self.cfg.serial.items()}  # publish its lines?
         self._said: dict[int, tuple[float, int]] = {}  # node id -> (last presence line, lines held back)
         self._list_dirty = True  # <base>/bridge/nodes is due (the first beat publishes the list, [] too)
+        # Nothing wakes when nothing is due: a beat or offline check that found nothing to do leaves
+        # here what starts it again (flush_due, mark_silent_offline), and the first frame or change
+        # after that calls it, once.
+        self._beat_waker: Callable[[], object] | None = None
+        self._check_waker: Callable[[], object] | None = None
 
     # ------------------------------------------------------------ the hot path (ingest threads)
 
@@ -101,6 +106,8 @@ class NodePipeline:
             self._urgent.clear()
             if self.registry.changed:
                 self._conflicts()
+            if self._beat_waker is not None and batch:
+                self._wake_beat()
 
     def handle_serial(self, batch: Batch) -> None:
         with self.lock:
@@ -135,7 +142,7 @@ class NodePipeline:
         node = self.registry.set_firmware(node_id, version)
         if node is not None:
             log.info("node %s (%d) runs firmware %s", node.name, node_id, version)
-            self._list_dirty = True
+            self._list_changed()
 
     def _conflicts(self) -> None:
         """Say once that two boards send with one node id: the event, a warning naming both."""
@@ -151,12 +158,18 @@ class NodePipeline:
                         where, how)
             self._event(node, "node_conflict", {"node_id": node.node_id, "addresses": sorted({first, second}),
                                                 "reason": how})
-            self._list_dirty = True
+            if self._check_waker is not None:  # its end is something to look for
+                waker, self._check_waker = self._check_waker, None
+                waker()
+            self._list_changed()
 
     def _heard(self, node: Node, is_new: bool, rebooted: bool) -> None:
         """A node heard for the first time in this run, again after silence, or after a reboot."""
         if is_new or not node.online:
             node.online = True
+            if self._check_waker is not None:  # a node online: its silence is something to look for
+                waker, self._check_waker = self._check_waker, None
+                waker()
             self._availability(node)
             if is_new:
                 if not node.remembered:
@@ -210,32 +223,65 @@ class NodePipeline:
 
     # ------------------------------------------------------------ the beat and the offline check (inbox)
 
-    def flush_due(self, now: float) -> None:
+    def flush_due(self, now: float, idle: Callable[[], object] | None = None) -> bool:
         """The beat: every node heard since the last one publishes its state if what it reports
-        changed (reporting.py) or its refresh is due; the node list if it changed."""
+        changed (reporting.py) or its refresh is due; the node list if it changed.
+
+        True if a node's state is still pending (a next beat is due). Otherwise `idle`, if given, is
+        kept and called once by the first frame or change to come: no beat until then."""
         with self.lock, self.ctx.mqtt.burst():
+            pending = False
             for node_id, view in list(self.views.items()):
                 if view.dirty_since is not None:
                     self._publish_state(node_id, now, force=False)
+                    pending = pending or view.dirty_since is not None
             if self._list_dirty:
                 self._publish_list()
+            if not pending and idle is not None:
+                self._beat_waker = idle
+            return pending
 
-    def mark_silent_offline(self, now: float) -> None:
+    def _list_changed(self) -> None:
+        self._list_dirty = True
+        self._wake_beat()
+
+    def _wake_beat(self) -> None:
+        waker, self._beat_waker = self._beat_waker, None
+        if waker is not None:
+            waker()
+
+    def mark_silent_offline(self, now: float, idle: Callable[[], object] | None = None) -> float | None:
+        """Nodes silent for offline_after go offline; two-board conflicts without a return end.
+
+        Returns the seconds until the next node could go silent or conflict end; None when no node
+        is online or in conflict, and then `idle`, if given, is kept and called once when a node
+        comes online or a conflict starts: no check until then."""
         with self.lock:
-            for node in self.registry.all():
-                if node.online is not False and now - node.last_seen > self.cfg.offline_after:
-                    view = self.views.get(node.node_id)
-                    if view is not None and view.dirty_since is not None:
-                        self._publish_state(node.node_id, now)  # its last frames' state, before it goes
-                    node.online = False
-                    self._availability(node)
-                    if node.heard:
-                        log.info("node %s (%d) went offline: nothing heard for %.0f s", node.name,
-                                 node.node_id, now - node.last_seen)
-            for node in self.registry.end_conflicts(now):
-                log.info("node %s (%d): one board again (from %s); its reboots and loss count again",
-                         node.name, node.node_id, node.address)
-                self._list_dirty = True
+            self._mark_silent_offline(now)
+            due = [node.last_seen + self.cfg.offline_after for node in self.registry.all() if node.online is not False]
+            due += [node._last_return + RETURN_WINDOW for node in self.registry.all() if node.conflict]
+            if not due:
+                if idle is not None:
+                    self._check_waker = idle
+                return None
+            return max(0.01, min(due) - now + 0.001)  # (offline once silent for *more* than offline_after)
+
+    def _mark_silent_offline(self, now: float) -> None:
+        for node in self.registry.all():
+            if node.online is not False and now - node.last_seen > self.cfg.offline_after:
+                view = self.views.get(node.node_id)
+                if view is not None and view.dirty_since is not None:
+                    self._publish_state(node.node_id, now)  # its last frames' state, before it goes
+                node.online = False
+                self._availability(node)
+                if node.heard:
+                    log.info("node %s (%d) went offline: nothing heard for %.0f s", node.name,
+                             node.node_id, now - node.last_seen)
+        for node in self.registry.end_conflicts(now):
+            log.info("node %s (%d): one board again (from %s); its reboots and loss count again",
+                     node.name, node.node_id, node.address)
+            self._list_changed()
+        self._wake_beat()
 
     def all_offline(self) -> None:
         """At a clean stop: every node's availability `offline`, and the list saying so."""
@@ -289,7 +335,7 @@ class NodePipeline:
             self.registry.remove(node.node_id)
             self.views.pop(node.node_id, None)
             self.directory.remove(node.node_id)
-            self._list_dirty = True
+            self._list_changed()
 
     def set_expected_hours(self, node_id: int, hours: list[str] | None) -> None:
         """When occupancy is expected for a node (None: always); said to other features at once."""
@@ -342,7 +388,7 @@ class NodePipeline:
         self.directory.update(node_id, state=state)
 
     def _availability(self, node: Node) -> None:
-        self._list_dirty = True
+        self._list_changed()
         view = self.views.get(node.node_id)
         if view is not None:
             view.published = None  # its state goes out again on the next beat (home state back from unavailable)
@@ -382,7 +428,7 @@ class NodePipeline:
 
     def _changed(self, node: Node) -> None:
         """Tell other features (through the node directory) what a node is now."""
-        self._list_dirty = True
+        self._list_changed()
         current = self.directory.get(node.node_id)
         hours = self._expected.get(node.node_id)
         self.directory.put(NodeInfo(node.node_id, node.name, node.room, self.gate.class_of(node.node_id),

@@ -2,8 +2,8 @@
 
 The bounded queue is the socket's own receive buffer, sized for
 `nodes.udp.queue` datagrams. The ingest thread waits in a blocking receive
-(no poll in front of it; the kernel's receive timeout lets it look at its
-stop flag every RECEIVE_TIMEOUT, and stop() wakes it at once). While traffic
+(no poll in front of it, no timeout on Linux: stop() wakes it at once by
+shutting the socket, so with no node sending it does not wake at all). While traffic
 is dense, or a backlog has built up, it takes everything the socket holds (up
 to a batch; one recvmmsg call on Linux for a backlog); a datagram it had to
 wait for in sparse traffic is taken alone. It runs each batch through the
@@ -45,7 +45,10 @@ SMALL = 8  # datagrams taken one by one before a wakeup counts as a backlog
 COALESCE = 0.001  # seconds a wakeup after a small batch waits for more (bench/nodes_cpu.py, nodes_latency.py)
 QUEUED = 0.0002  # seconds: a receive that returned sooner found its datagram queued (a backlog)
 MAX_DATAGRAM = 4096
-RECEIVE_TIMEOUT = 0.2  # seconds a receive waits before the loop looks at its stop flag again
+# Seconds a receive waits before the loop looks at its stop flag again. On Linux, none: stop()'s
+# shutdown wakes a waiting receive, so an idle ingest thread sleeps until a datagram comes
+# (it woke five times a second for nothing before: python -m bench.nodes_idle).
+RECEIVE_TIMEOUT = 0.0 if sys.platform.startswith("linux") else 0.2
 KERNEL_BYTES_PER_DATAGRAM = 832  # what Linux charges a small datagram against the buffer
 
 Batch = list[tuple[bytes, tuple[str, int]]]
@@ -78,9 +81,10 @@ class UdpIngest:
             why = "address in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
             key = "nodes.udp.bind" if exc.errno == errno.EADDRNOTAVAIL else "nodes.udp.port"
             raise RuntimeError(f"cannot listen for nodes on UDP {self.bind}:{self.port}: {why}; set {key}") from None
-        # Blocking receives that give up after RECEIVE_TIMEOUT (the kernel's timer, not Python's
-        # settimeout, which polls before every receive); stop() wakes a waiting one at once.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(RECEIVE_TIMEOUT))
+        # Blocking receives that give up after RECEIVE_TIMEOUT where it is set (the kernel's timer,
+        # not Python's settimeout, which polls before every receive); stop() wakes a waiting one.
+        if RECEIVE_TIMEOUT:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(RECEIVE_TIMEOUT))
         self._sock = sock
         self.port = sock.getsockname()[1]
         if BatchReceiver.available():
