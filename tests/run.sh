@@ -37,6 +37,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 (cd tests/js && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+# the AssemblyScript compiler, at the version its lock file pins (plugins/build.sh rebuilds the AS plugins)
+(cd plugins/pdk/assemblyscript && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 # In parallel (pytest-xdist): every test picks its own free ports and temporary files. Three workers
 # per core, because the suite waits far more than it computes (brokers, subprocesses, a 70 s outage,
 # a fresh virtual environment): on 2 cores, 6 workers took the wall time from 4:24 (2 workers) to
