@@ -230,7 +230,10 @@ def _container(args) -> bytes:
 
     data = args.module.read_bytes()
     if data[:4] == rvf.MAGIC.to_bytes(4, "little"):
-        rvf.parse(data)
+        parsed = rvf.parse(data)
+        if args.key is not None and not rvf.verify_ed25519(parsed, bytes(rvf.read_signing_key(args.key).verify_key)):
+            raise rvf.RvfError(f"{args.module}: its signature does not verify with {args.key}: it was changed "
+                               "after signing, or signed with another key")
         return data
     if args.key is None:
         raise rvf.RvfError("--key KEYFILE: the publisher key that signs the module "
@@ -275,6 +278,9 @@ def explain_refusal(client: NodeClient, answer_body: str, public_key: bytes | No
                     "anyone who knows the public key): build the firmware with Ed25519 verification")
         return ("bad signature: the node's csi_cfg/wasm_pubkey is not the public half of this key "
                 "(ruview-node provision --wasm-pubkey KEYFILE)")
+    if "Signature verification failed" in body:
+        return ("bad signature: the container was changed after it was signed, or signed with a key other "
+                "than the node's csi_cfg/wasm_pubkey (pass --key KEYFILE to tell which)")
     return body[:200]
 
 
