@@ -43,7 +43,7 @@ from bridge.core.store import StateStore, StoreError
 from bridge.core.supervisor import Supervisor
 from bridge.extension import CoreServices, Extension, ExtensionContext
 from bridge.mqtt.client import MqttClient
-from bridge.mqtt.settings import ConnectionSettings, parse_broker_url
+from bridge.mqtt.settings import ConnectionSettings, parse_broker_url, stable_client_id
 from bridge.mqtt.router import Message, Router
 from bridge.topics import Topics
 
@@ -61,7 +61,7 @@ def connection_settings(config: Any, url: str) -> ConnectionSettings:
         min_delay=m.reconnect.min_delay, max_delay=m.reconnect.max_delay,
         outbox_size=m.outbox_size, max_payload=m.max_payload,
         fallbacks=tuple(parse_broker_url(u)[:2] for u in m.fallback_urls if u != url),
-        share_group=config.bridge.share_group)
+        share_group=config.bridge.share_group, session_expiry=m.session_expiry)
 
 
 def _reason(exc: BaseException) -> str:
@@ -99,8 +99,10 @@ class Bridge:
             settings = connection_settings(config, broker_url or config.mqtt.url)
             if force_protocol:
                 settings = replace(settings, protocol=force_protocol)
+            if not config.mqtt.client_id:  # the same id at every start: a persistent session is found again
+                settings = replace(settings, client_id=stable_client_id(self.store.scope("mqtt"), b.instance_name))
             self.mqtt = MqttClient(settings, self.router, state_topic=self.topics.bridge_state,
-                                   supervisor=self.supervisor)
+                                   supervisor=self.supervisor, store=self.store)
         self.bus = EventBus(self.core_inbox)
         self.states = StateMachine(self.mqtt, self.topics, self.bus)
         self.events = EventChannel(self.mqtt, self.topics, self.bus)

@@ -104,6 +104,7 @@ class MqttConfig(Section):
     tls: TlsConfig = TlsConfig()
     reconnect: ReconnectConfig = ReconnectConfig()
     outbox_size: Annotated[int, Int(10, 10_000_000)] = 10000
+    session_expiry: Annotated[int, Int(0, 4294967295)] = 0  # s the broker keeps our session and queues for it
     max_payload: Annotated[int, Int(1024, 256 * 1024 * 1024)] = 256 * 1024
     embedded: EmbeddedConfig = EmbeddedConfig()
 

@@ -44,7 +44,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.core.inbox import Inbox
+from bridge.core.store import StateStore
 from bridge.core.supervisor import Supervised, Supervisor
+from bridge.mqtt.keeper import OutboxKeeper
 from bridge.mqtt.outbox import Outbox, Outgoing
 from bridge.mqtt.router import FilterOptions, Message, Route, Router
 from bridge.mqtt.settings import BrokerTraits, ConnectionSettings, broker_url
@@ -53,10 +55,9 @@ from bridge.topics import check_topic
 log = logging.getLogger(__name__)
 
 CONNACK_TIMEOUT = 5.0
-# How long the network thread sleeps when nothing happens. Every publish, subscribe and stop wakes
-# it at once (paho's wake-up socket), so this only paces keepalive checks (at 0.05 s an idle
-# bridge woke 20 times a second for nothing).
-IDLE_LOOP = 1.0
+# The network thread sleeps until its socket or our wake-up socket has something, or paho's
+# keepalive falls due (`_idle_timeout`): an idle bridge wakes once per keepalive, not once a second
+# (bench/mqtt_idle.py: 1.00 -> 0.02 wake-ups/s).
 ONLINE = b'{"state":"online"}'
 OFFLINE = b'{"state":"offline"}'
 SHARED_TEST_SECONDS = 3.0  # how long a 3.1.1 broker has to deliver our shared-subscription probe
@@ -92,6 +93,7 @@ class Counters:
     connects: int = 0
     network_errors: int = 0
     send_errors: int = 0
+    wakeups: int = 0  # turns of the network loop (an idle bridge: one per keepalive)
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,13 +106,20 @@ class MqttClient:
     """Connection, LWT, reconnect, outbox and retained cache around one paho client."""
 
     def __init__(self, settings: ConnectionSettings, router: Router, *, state_topic: str,
-                 supervisor: Supervisor | None = None) -> None:
+                 supervisor: Supervisor | None = None, store: StateStore | None = None) -> None:
         self.settings = settings
         self.router = router
         self.state_topic = state_topic  # <base>/bridge/state
         self._supervisor = supervisor or Supervisor()
         self.counters = Counters()
-        self._outbox = Outbox(settings.outbox_size)
+        # With a store, what the outbox holds is on disk too, until the broker took it (keeper.py)
+        self._keeper = OutboxKeeper(store, self._supervisor) if store is not None else None
+        self._outbox = Outbox(settings.outbox_size, on_drop=self._forget)
+        earlier = self._keeper.earlier() if self._keeper else []
+        for out in earlier:  # an earlier run's, first: they go at the first session before anything new
+            self._outbox.append(out)
+        if earlier:
+            log.info("%d QoS 1 message(s) queued by an earlier run go to the broker first", len(earlier))
         self._retained: dict[str, Outgoing] = {}
         self._lock = threading.RLock()
         self._online = False  # new publishes go to the network thread, else to the outbox
@@ -124,6 +133,7 @@ class MqttClient:
         self._session_pending = False
         self._connack_failed: Any = None
         self._link_opened = 0.0
+        self._last_read = self._last_write = 0.0  # when we last had paho read / write (keepalive)
         self._stopping = threading.Event()
         self._connected_event = threading.Event()  # online, and every SUBSCRIBE acknowledged
         self._pending_subacks: set[int] = set()
@@ -281,11 +291,24 @@ class MqttClient:
         if out.qos == 0:
             self.counters.dropped_offline_qos0 += 1
             return False
-        self._outbox.append(out)
+        self._queue(out)
         return True
+
+    def _queue(self, out: Outgoing) -> None:
+        """Into the outbox, and onto disk with a store."""
+        self._outbox.append(out)
+        if self._keeper is not None:
+            self._keeper.keep(out)
+
+    def _forget(self, out: Outgoing) -> None:
+        """The broker took the message, or it was dropped: its copy on disk goes."""
+        if self._keeper is not None and out.row is not None:
+            self._keeper.taken(out)
 
     def start(self) -> None:
         self._retained[self.state_topic] = Outgoing(self.state_topic, ONLINE, 1, True)
+        if self._keeper is not None:
+            self._keeper.start()
         self._thread = self._supervisor.spawn("mqtt-network", self._run, self._stopping)
 
     @property
@@ -311,6 +334,8 @@ class MqttClient:
         if self._thread is not None:
             self._thread.join(max(0.5, deadline - time.monotonic() + 1.0))
             self._supervisor.forget(self._thread)
+        if self._keeper is not None:
+            self._keeper.stop()  # what is still queued stays on disk for the next start
 
     def stats(self) -> dict[str, Any]:
         c = self.counters
@@ -331,6 +356,8 @@ class MqttClient:
             "connects": c.connects,
             "network_errors": c.network_errors,
             "send_errors": c.send_errors,
+            "network_wakeups": c.wakeups,
+            **({"outbox_disk": self._keeper.stats()} if self._keeper else {}),
         }
 
     # ------------------------------------------------------------ paho setup
@@ -339,7 +366,7 @@ class MqttClient:
         s = self.settings
         kwargs: dict[str, Any] = {"client_id": s.client_id, "protocol": self._protocol}
         if self._protocol == paho.MQTTv311:
-            kwargs["clean_session"] = True
+            kwargs["clean_session"] = not s.session_expiry  # 3.1.1: the broker decides how long it keeps it
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, **kwargs)
         client.max_inflight_messages_set(20)  # measured: small windows are fastest
         client.will_set(self.state_topic, OFFLINE, qos=1, retain=True)
@@ -361,12 +388,21 @@ class MqttClient:
         # Registering this (paho's hook for external loops) stops publish() from writing to
         # the socket in the caller's thread; it queues, wakes our loop, and the loop writes.
         client.on_socket_register_write = lambda *_: None
-        host, port = s.brokers()[self._broker_index]
-        if self._protocol == paho.MQTTv5:
-            client.connect_async(host, port, s.keepalive, clean_start=True)
-        else:
-            client.connect_async(host, port, s.keepalive)
+        self._connect_to(client, *s.brokers()[self._broker_index])
         return client
+
+    def _connect_to(self, client: paho.Client, host: str, port: int) -> None:
+        """Where the next (re)connect goes. With `mqtt.session_expiry` the session is persistent: the broker
+        keeps our subscriptions and queues QoS 1 requests and service calls while we are away."""
+        expiry = self.settings.session_expiry
+        if self._protocol != paho.MQTTv5:
+            client.connect_async(host, port, self.settings.keepalive)
+            return
+        props = None
+        if expiry:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = expiry
+        client.connect_async(host, port, self.settings.keepalive, clean_start=not expiry, properties=props)
 
     def _sub_args(self, filters: dict[str, FilterOptions]) -> tuple:
         if self.is_v5:
@@ -398,6 +434,7 @@ class MqttClient:
         """Never send what the broker said it will not take (it would close the link, and we
         would send it again after every reconnect): dropped, counted, named once."""
         self.counters.dropped_too_large += 1
+        self._forget(out)
         if self._retained.get(out.topic) is out:
             del self._retained[out.topic]
         if out.topic not in self._told_too_large and len(self._told_too_large) < 1000:
@@ -454,13 +491,19 @@ class MqttClient:
                     pass
             except OSError:
                 pass
+        self.counters.wakeups += 1
         rc = paho.MQTT_ERR_SUCCESS
         if readable or (pending is not None and pending()):
             rc = self._paho.loop_read()
+            self._last_read = time.monotonic()
         if rc == paho.MQTT_ERR_SUCCESS and (writable or self._paho.want_write()):
             rc = self._paho.loop_write()
+            self._last_write = time.monotonic()
         if rc == paho.MQTT_ERR_SUCCESS:
             rc = self._paho.loop_misc()
+            now = time.monotonic()
+            if now >= min(self._last_read, self._last_write) + self.settings.keepalive:
+                self._last_read = self._last_write = now  # paho pinged (or gave up), as it notes itself
         return rc
 
     # ------------------------------------------------------------ paho callbacks (network thread)
@@ -506,7 +549,9 @@ class MqttClient:
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         self.counters.acked += 1
-        self._inflight.pop(mid, None)
+        out = self._inflight.pop(mid, None)
+        if out is not None and out.row is not None:
+            self._forget(out)
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
         self.counters.received += 1
@@ -575,7 +620,7 @@ class MqttClient:
                 if self._online:
                     self._send_subscription_changes()
                     self._hand_over()
-        rc = self._pump(IDLE_LOOP)
+        rc = self._pump(self._idle_timeout())
         if self._connack_failed is not None:
             self._handle_refusal()
             return
@@ -612,8 +657,17 @@ class MqttClient:
             return False
         _no_delay(self._paho.socket())
         self._link_up = True
-        self._link_opened = time.monotonic()
+        self._link_opened = self._last_read = self._last_write = time.monotonic()
         return True
+
+    def _idle_timeout(self) -> float:
+        """Seconds until the network thread must look even if nothing arrives: paho's keepalive (it
+        pings when nothing was written or read for `keepalive` s; we note when we last made it read or
+        write, never earlier than paho does, so it is due when we wake), or the CONNACK deadline."""
+        due = min(self._last_read, self._last_write) + self.settings.keepalive
+        if not self._online:
+            due = min(due, self._link_opened + CONNACK_TIMEOUT + 0.05)
+        return max(0.0, due - time.monotonic())
 
     def _no_connack(self) -> None:
         """The broker closed or ignored our CONNECT: some 3.1.1-only brokers do this to MQTT 5."""
@@ -655,7 +709,7 @@ class MqttClient:
         self._paho = self._new_paho()
         leftovers, self._inflight = list(self._inflight.values()), {}  # carried over to the new client
         for out in leftovers:
-            self._outbox.append(out)
+            self._queue(out)
 
     def _next_broker(self) -> bool:
         """After a link is lost, the next broker of the cluster at once, without waiting; False
@@ -668,10 +722,7 @@ class MqttClient:
         self._broker_index = (self._broker_index + 1) % len(brokers)
         host, port = brokers[self._broker_index]
         self.broker_url = broker_url(self.settings.tls, host, port)
-        if self.is_v5:
-            self._paho.connect_async(host, port, self.settings.keepalive, clean_start=True)
-        else:
-            self._paho.connect_async(host, port, self.settings.keepalive)
+        self._connect_to(self._paho, host, port)
         log.info("trying MQTT broker %s", self.broker_url)
         return True
 
@@ -683,6 +734,9 @@ class MqttClient:
             self._session_starting = False
             while self._handoff:  # published while online, not yet with paho: as if published now
                 self._hold(self._handoff.popleft())
+            if self._keeper is not None:  # with paho, not acknowledged: kept until they are
+                for out in self._inflight.values():
+                    self._keeper.keep(out)
         self._connected_event.clear()
 
     def _lost(self) -> None:
@@ -703,8 +757,9 @@ class MqttClient:
         said = f": {reason}" if reason is not None else ""
         log.warning("lost connection to MQTT broker %s%s (after %.1f s%s)", self.broker_url, said, lasted,
                     f"; the oldest message not acknowledged was to {suspect.topic[:200]}" if suspect else "")
-        if lasted > STABLE_SECONDS:
+        if lasted > STABLE_SECONDS:  # only a session that lasted resets the backoff
             self._short_sessions, self._suspect, self._suspect_count = 0, None, 0
+            self._delay = self.settings.min_delay
             return
         self._short_sessions += 1
         if suspect is not None:  # the same message (not only the same topic) each time
@@ -737,7 +792,7 @@ class MqttClient:
             self._outbox.remove(out)
             self._paho = self._new_paho()  # paho would send its own queue again: start a clean one
             for m in keep:
-                self._outbox.append(m)
+                self._queue(m)
         self._last_sent = None
 
     def _check_shared_subscriptions(self) -> None:
@@ -823,6 +878,7 @@ class MqttClient:
             self._send(out)
         except (ValueError, TypeError) as exc:
             self.counters.send_errors += 1
+            self._forget(out)
             log.error("dropped a held message for %r: %s", out.topic[:80], exc)
             if self._retained.get(out.topic) is out:
                 del self._retained[out.topic]

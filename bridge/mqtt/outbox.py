@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(slots=True)
@@ -24,11 +25,13 @@ class Outgoing:
     expiry: int | None = None
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    row: int | None = None  # its row in the state store (keeper.py): None not kept, 0 being saved, -1 taken
 
 
 class Outbox:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_drop: Callable[[Outgoing], None] = lambda _m: None) -> None:
         self.limit = limit
+        self.on_drop = on_drop  # a message evicted or removed: its copy on disk goes too (keeper.py)
         self._items: deque[Outgoing] = deque()
         self.dropped = 0
         self.superseded = 0
@@ -46,13 +49,15 @@ class Outbox:
             if not item.retain:
                 del self._items[i]
                 self.dropped += 1
+                self.on_drop(item)
                 return
-        self._items.popleft()
+        self.on_drop(self._items.popleft())
         self.superseded += 1
 
     def remove(self, msg: Outgoing) -> None:
         """Forget one message (the broker will not take it)."""
         self._items = type(self._items)(m for m in self._items if m is not msg)
+        self.on_drop(msg)
 
     def pending_topics(self) -> set[str]:
         return {m.topic for m in self._items}

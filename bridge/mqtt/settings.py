@@ -6,8 +6,10 @@ bridge's client and the one-shot CLI client alike; `BrokerTraits` are read from 
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 
@@ -54,6 +56,7 @@ class ConnectionSettings:
     max_payload: int = 256 * 1024
     fallbacks: tuple[tuple[str, int], ...] = ()  # more brokers of the same cluster, tried in turn
     share_group: str | None = None  # bridge.share_group: the broker must deliver $share/<group>/...
+    session_expiry: int = 0  # mqtt.session_expiry: seconds the broker keeps our session (0: a clean one)
 
     @property
     def url(self) -> str:
@@ -71,3 +74,26 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url)
     tls = parts.scheme == "mqtts"
     return parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883), tls
+
+
+class _Scope(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def put(self, key: str, value: Any) -> None: ...
+
+
+def stable_client_id(scope: _Scope, instance: str) -> str:
+    """This bridge's client id, the same at every start: `ruview-<instance>-<8 hex>`, kept in the state
+    store. A persistent session (`mqtt.session_expiry`) is found again only under the same id, and a
+    restarted bridge takes its own half-open session over instead of waiting for the broker to drop it.
+    The random part keeps two homes' bridges on one broker apart. A store that cannot keep it gives an
+    id for this run only (said by the store itself)."""
+    kept = scope.get("client_id")
+    if isinstance(kept, str) and re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", kept):
+        return kept
+    word = re.sub(r"[^A-Za-z0-9_-]", "-", instance)[:40] or "bridge"
+    made = f"ruview-{word}-{os.urandom(4).hex()}"
+    try:
+        scope.put("client_id", made)
+    except RuntimeError:  # StoreError: this run's id is not kept; the next start picks another
+        pass
+    return made
