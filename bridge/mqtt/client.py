@@ -815,7 +815,7 @@ class MqttClient:
         self._send(Outgoing(probe, b"probe", 1, False))
 
         def verdict() -> None:
-            self.router.remove(route)
+            self.unsubscribe(route)  # at the broker too: a persistent session would keep it
             if heard.is_set():
                 self._shared_ok = True
             else:
