@@ -19,8 +19,13 @@ lost from the burst with the plugin's default queue (limits.queue 1000; target 0
 against `plugins.<domain>.events` / `dropped` in the bridge's retained `bridge/health`.
 
 State changes (`states`): a bridge built in this process (`bridge.app.build_bridge`, the plugins
-extension, a real Mosquitto), `bridge.states.set` in a loop on entities the counting plugin
+extension, a real Mosquitto), `bridge.states.set` in a loop on 100 entities the counting plugin
 watches, timed until the plugin's `counters.events` has them all. Target: >= 40,000/s, none lost.
+The states go to MQTT too: every one while the link keeps up, each entity's newest once it is
+behind (bridge/core/state.py).
+
+Each end-to-end and state round says the CPU it cost per message or change, by thread (from
+/proc): where the time went when a figure is under its target.
 
 Exits 1 when the work was not done: the in-process plugin burnt no fuel or wrote no state, an event
 was lost, the bridge's health does not agree with what the plugin counted, or an end-to-end or
@@ -526,6 +531,7 @@ def state_changes(args: argparse.Namespace, publisher, plugins: Path, tmp: Path)
                   "change: " + ", ".join(f"{k} {v:.1f} µs" for k, v in sorted(used.items(), key=lambda kv: -kv[1])
                                          if v >= 0.5), flush=True)
         dropped = bridge.extension("plugins").health_of(plugin)["dropped"]
+        per_plugin = memory_per_plugin(bridge, publisher, tmp / "plugins-more", max(1, args.instances // 2))
     finally:
         bridge.stop()
         broker.cleanup()
@@ -533,6 +539,8 @@ def state_changes(args: argparse.Namespace, publisher, plugins: Path, tmp: Path)
     median = rates[len(rates) // 2]
     print(f"  median {median:,.0f}/s (rounds {rates[0]:,.0f}-{rates[-1]:,.0f}; target >= 40,000/s); "
           f"lost {lost:,} of {args.burst * len(rates):,} (dropped {dropped}; target 0)")
+    print(f"  memory per plugin loaded in a running bridge, its worker thread and queue included: "
+          f"{per_plugin:,.0f} KiB RSS ({max(1, args.instances // 2)} loaded)")
     ok = True
     if lost:
         print("  FAIL: state changes were lost")
@@ -541,6 +549,21 @@ def state_changes(args: argparse.Namespace, publisher, plugins: Path, tmp: Path)
         print("  FAIL: under 40,000 state changes/s")
         ok = False
     return ok
+
+
+def memory_per_plugin(bridge, publisher, into: Path, n: int) -> float:
+    """KiB of RSS each of n more plugins adds to a running bridge: its instance, its compiled
+    module, its worker thread and queue (loaded as plugin/load does, through the loader)."""
+    from tests.plugins import wat
+    extension = bridge.extension("plugins")
+    directories = [wat.plugin(publisher, into, f"bench_more_{k}", wat.module()) for k in range(n)]
+    before = rss_kib()
+    loading = [extension.load_later(d) for d in directories]
+    loaded = [f.result(60) for f in loading]
+    deadline = time.monotonic() + 30
+    while any(p.state != "running" for p in loaded) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return (rss_kib() - before) / n
 
 
 def main() -> int:
