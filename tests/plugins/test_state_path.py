@@ -140,3 +140,28 @@ def test_state_changes_reach_only_the_plugins_that_watch_them_on_their_own_inbox
         assert extension.ctx.held().get("bus listener") == 2, "its subscription went with it"  # EventFired + garden
     finally:
         bridge.stop()
+
+
+@pytest.mark.parametrize("share_group,remote_delivered", [(None, True), ("hall_bridges", False)])
+def test_with_a_share_group_only_the_changes_made_here_reach_a_plugin(tmp_path, share_group, remote_delivered):
+    """Several bridges running the same plugins: a change another bridge made (heard over MQTT)
+    is that bridge's plugins' to act on, so one presence change turns a light on once."""
+    publisher = Publisher(tmp_path)
+    plugins = tmp_path / "plugins"
+    wat.plugin(publisher, plugins, "hall", wat.module(), permissions=["state:read:sensor.hall_*"],
+               subscribed_state_entities=["sensor.hall_*"])
+    bridge, mqtt = in_process({
+        "bridge": {"share_group": share_group} if share_group else {},
+        "plugins": {"enabled": True, "dirs": [str(plugins)], "trusted_keys": [publisher.public], "watch": False,
+                    "cache_dir": str(tmp_path / "cache"), "audit_log": str(tmp_path / "audit.jsonl")}},
+        [PluginsExtension()])
+    try:
+        hall = bridge.extension("plugins").plugins["hall"]
+        assert wait_until(lambda: hall.state == "running", 5)
+        mqtt.inject("ruview/state/sensor.hall_motion", {"state": "on"}, retain=True)  # another bridge's
+        assert wait_until(lambda: bridge.states.get("sensor.hall_motion") is not None, 5)
+        bridge.states.set("sensor.hall_lux", 12)  # made here
+        assert bridge.drain(20)
+        assert hall.counters.events == (2 if remote_delivered else 1), hall.counters
+    finally:
+        bridge.stop()
