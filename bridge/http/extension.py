@@ -157,11 +157,6 @@ class HttpExtension(Extension[HttpConfig]):
         features = self.ctx.bridge_health().get("extensions") or {}
         return pairing_info(self.ctx.state_dir, (features.get("homekit") or {}).get("state") == "running")
 
-    def set_thresholds(self, name: str, values: dict[str, Any]) -> str:
-        topic = self.ctx.topics.node_set(name)
-        self.ctx.mqtt.publish(topic, orjson.dumps(values), qos=1)
-        return topic
-
     def assist(self, text: str, language: str | None) -> dict[str, Any]:
         """A sentence as a satellite sends it, on `<base>/assist/utterance`; the answer from
         `<base>/assist/response` (matched by its id), in the request API's shape."""

@@ -42,12 +42,14 @@ from bridge.http.config import HttpConfig
 from bridge.http.session import Sessions
 from bridge.http.stream import Stream
 from bridge.http.ui import Frontend
+from bridge.ota import http_api as firmware_http
 from bridge.plugins.http_api import PluginsHttp
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
 OPEN_PATHS = {"/"}  # the page shell and /static/* (its code); its data needs the token or a session
+OPEN_PATHS |= firmware_http.PATHS  # the nodes' pull client sends no token (bridge/ota/http_api.py)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 TOKEN_COOKIE = "ruview_token"
@@ -364,6 +366,7 @@ class Api:
         r.add_get("/ui/api/stream", self.ui_stream)
         self.frontend.add_routes(r)
         PluginsHttp(self.source).add_routes(r)  # /api/homecore/plugins (bridge/plugins/http_api.py)
+        firmware_http.FirmwareHttp(self.source).add_routes(r)  # /api/v1/firmware/* (bridge/ota/http_api.py)
         r.add_get("/", self.page)
         r.add_get("/static/{name}", self.static)
         return app

@@ -2,8 +2,8 @@
 
 Every change is a request verb sent through the bridge's request API (`POST /ui/api/request/<verb>`
 → `ExtensionContext.request`, the same handler, inbox, checks and answer as
-`<base>/bridge/request/<verb>` on MQTT), or an MQTT message any client could send (a node's
-thresholds on `<base>/node/<name>/set`, a sentence on `<base>/assist/utterance`). Nothing here
+`<base>/bridge/request/<verb>` on MQTT), or the MQTT message a voice satellite sends (a sentence
+on `<base>/assist/utterance`, its answer from `<base>/assist/response`). Nothing here
 changes state itself, so the page can do nothing a request cannot.
 
 Guards, for every route: the session (session.py); on a loopback bind the Host header must name
@@ -82,7 +82,6 @@ class Frontend:
         post("/ui/api/logout", self._guard(self.logout, login=False))
         get("/ui/api/overview", self._guard(self.overview))
         get("/ui/api/node/{node}", self._guard(self.node))
-        post("/ui/api/node/{node}/set", self._guard(self.node_set))
         post("/ui/api/request/{verb:[a-z_]+(?:/[a-z_]+)?}", self._guard(self.request))
         post("/ui/api/assist", self._guard(self.assist))
         get("/ui/api/plugins", self._guard(self.plugins))
@@ -218,16 +217,6 @@ class Frontend:
         """A request verb, answered exactly as on `<base>/bridge/response/<verb>`."""
         body = await self._body(request)
         return _json(await self._blocking(self.source.request, request.match_info["verb"], body))
-
-    async def node_set(self, request: web.Request) -> web.Response:
-        """A node's thresholds on `<base>/node/<name>/set`, as a Home Assistant number entity sends them."""
-        node = views.resolve(self.source.directory, request.match_info["node"], None)
-        body = await self._body(request)
-        wanted = {k: v for k, v in body.items() if k in ("enter_ratio", "exit_ratio", "hold")}
-        if not wanted:
-            return _json({"status": "error", "data": {}, "error": "give enter_ratio, exit_ratio or hold"})
-        topic = self.source.set_thresholds(node.name, wanted)
-        return _json({"status": "ok", "data": {"published": topic, **wanted}})
 
     async def assist(self, request: web.Request) -> web.Response:
         """A sentence on `<base>/assist/utterance`, and the answer from `<base>/assist/response`."""

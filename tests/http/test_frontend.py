@@ -119,6 +119,33 @@ def test_a_renamed_node_keeps_its_name_and_room_through_a_bridge_restart(mosquit
     assert [(n.name, n.room) for n in again.extension("http").nodes()] == [("hall-sensor", "Hall")]
 
 
+def test_thresholds_and_expected_hours_set_in_the_page_reach_the_node_and_a_refusal_is_shown(mosquitto, frontend,
+                                                                                               make_probe):
+    bridge, url, udp = frontend(mosquitto)
+    feed(udp, 1, 3)
+    assert wait_until(lambda: bridge.extension("nodes").registry.by_name("node_1") is not None, 10)
+    probe = make_probe(mosquitto, "ruview/node/node_1")
+    seen = browse(url, "settings", node="node_1")
+    assert seen["enter_shown"] == "4" and seen["hours_shown"] == "08:00-20:00", seen
+    assert seen["refused"] == 'Refused: "exit_ratio" (9) must not be above "enter_ratio" (4)', seen
+    assert wait_until(lambda: any(m.payload and m.json().get("thresholds") == {"enter_ratio": 4, "exit_ratio": 2,
+                                                                                 "hold": 7} for m in probe.messages), 10)
+    node = bridge.extension("http").nodes()[0]
+    assert node.expected_hours == ("08:00-20:00",) and node.state["thresholds"]["exit_ratio"] == 2  # not 9
+
+
+def test_the_log_page_filters_by_feature_and_level_and_shows_lines_live(mosquitto, frontend):
+    bridge, url, udp = frontend(mosquitto)
+    feed(udp, 1, 3)  # "node node_1 (1) joined": a line from bridge.nodes
+    assert wait_until(lambda: any(line.get("logger") == "bridge.nodes" for line in bridge.extension("http").history.logs()),
+                      10)
+    seen = browse(url, "logs", feature="bridge.nodes")
+    assert {line[2] for line in seen["all"]} >= {"bridge.nodes", "bridge.http"}, seen["all"]
+    assert seen["feature"] and {line[2] for line in seen["feature"]} == {"bridge.nodes"}, seen["feature"]
+    assert all(line[1] in ("warning", "error", "critical") for line in seen["warnings"]), seen["warnings"]
+    assert seen["live"][1:] == ["info", "bridge.app", "log level info -> debug"], seen["live"]  # log_level, live
+
+
 @pytest.fixture
 def fresh_broker():
     brokers = []
@@ -390,7 +417,9 @@ def _login_scenario() -> dict:
         bridge.start()
         try:
             assert bridge.mqtt.wait_connected(15) and bridge.extension_state["http"]["state"] == "running"
-            return browse(f"http://{ADDRESS}:{port}/", "login", secret=TOKEN)
+            shots = os.environ.get("RUVIEW_SCREENSHOTS")
+            return browse(f"http://{ADDRESS}:{port}/", "login", secret=TOKEN,
+                          shots=str(Path(shots).resolve()) if shots else None)
         finally:
             bridge.stop()
     finally:

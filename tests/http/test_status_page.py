@@ -33,7 +33,7 @@ def test_the_status_page_renders_the_replayed_nodes_and_updates_live(mosquitto, 
     live = takewhile(lambda _: not watching.is_set(), cycle(recording[1500:]))
     rest = threading.Thread(target=send_all, args=(udp, live, 1), daemon=True)
     rest.start()
-    # RUVIEW_SCREENSHOT=docs/status-page.png takes the docs' picture once most of the replay is in
+    # RUVIEW_SCREENSHOT=/tmp/home.png keeps a picture of the Home page once most of the replay is in
     shot = Path(os.environ.get("RUVIEW_SCREENSHOT") or tmp_path / "status-page.png")
     settle = "7000" if os.environ.get("RUVIEW_SCREENSHOT") else "0"
     out = subprocess.run(["node", str(SCRIPT), f"{base}/", "2", str(shot), settle], capture_output=True,

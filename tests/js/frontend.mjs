@@ -41,6 +41,24 @@ const scenarios = {
     await page.getByRole("table").waitFor(T);
     out.table = await page.getByRole("table").innerText();
   },
+  // the node's page -> thresholds and expected hours (node/set), and a refusal in the bridge's words
+  async settings() {
+    await open(`#/nodes/${spec.node}`);
+    await page.getByLabel("Enter ratio").fill("4");
+    await page.getByLabel("Exit ratio").fill("2");
+    await page.getByLabel("Hold (seconds)").fill("7");
+    await page.getByRole("button", { name: "Save thresholds" }).click();
+    await page.waitForFunction(() => document.querySelector("#th-result")?.innerText === "Saved.", null, T);
+    out.enter_shown = await page.getByLabel("Enter ratio").inputValue();
+    await page.getByLabel("Expected hours", { exact: true }).fill("08:00-20:00");
+    await page.getByRole("button", { name: "Save expected hours" }).click();
+    await page.waitForFunction(() => document.querySelector("#hours-result")?.innerText === "Saved.", null, T);
+    out.hours_shown = await page.getByLabel("Expected hours", { exact: true }).inputValue();
+    await page.getByLabel("Exit ratio").fill("9");
+    await page.getByRole("button", { name: "Save thresholds" }).click();
+    await page.waitForFunction(() => document.querySelector("#th-result")?.innerText.startsWith("Refused"), null, T);
+    out.refused = await page.locator("#th-result").innerText();
+  },
   // the node's page -> Calibrate -> the progress moves -> "Calibrated" when the bridge says so
   async calibrate() {
     await open(`#/nodes/${spec.node}`);
@@ -91,6 +109,7 @@ const scenarios = {
   async login() {
     await page.goto(spec.url);
     await page.getByRole("heading", { name: "Log in" }).waitFor(T);
+    await shot("http-login");
     out.nav_hidden = await page.getByRole("navigation", { name: "Sections" }).isHidden();
     out.before = await page.evaluate(async () => (await fetch("/ui/api/overview")).status);
     await page.getByLabel("API token or password").fill("not-the-token");
@@ -114,7 +133,25 @@ const scenarios = {
         headers: { "Content-Type": "application/json", "X-CSRF-Token": s.csrf }, body: "{}" });
       return [r.status, await r.json()];
     });
-    await shot("http-login");
+  },
+  // Logs -> filter by feature, then by level; a line that arrives while the page is open shows up live
+  async logs() {
+    await open("#/logs");
+    await page.waitForFunction(() => document.querySelectorAll("#log-lines li:not(.muted)").length > 0, null, T);
+    const lines = () => page.$$eval("#log-lines li:not(.muted)", items => items.map(li =>
+      [...li.children].map(c => c.innerText)));
+    out.all = await lines();
+    await page.getByLabel("Feature").selectOption(spec.feature);
+    out.feature = await lines();
+    await page.getByLabel("Feature").selectOption("");
+    await page.getByLabel("Level", { exact: true }).selectOption("warning");
+    out.warnings = await lines();
+    await page.getByLabel("Level", { exact: true }).selectOption("debug");
+    const before = (await lines()).length;
+    await page.getByLabel("Bridge log level").selectOption("debug");
+    await page.getByRole("button", { name: "Set", exact: true }).click();
+    await page.waitForFunction(n => document.querySelectorAll("#log-lines li:not(.muted)").length > n, before, T);
+    out.live = (await lines())[0];
   },
   // every page, for the docs (and for a person to look at)
   async tour() {

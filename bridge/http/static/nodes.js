@@ -2,7 +2,7 @@
 // calibration, removal). Every change is a request verb; the page then shows what the bridge says.
 "use strict";
 import {el, fmt, ago, field, presenceText, say} from "./dom.js";
-import {get, post, request} from "./api.js";
+import {get, request} from "./api.js";
 
 export function nodesTable(app) {
   const rows = [...app.nodes.values()].sort((a, b) => a.node_id - b.node_id).map(n => el("tr", {},
@@ -74,7 +74,7 @@ export class NodePage {
     const enterIn = el("input", {type: "number", step: "0.05", min: "1", value: th.enter_ratio ?? "", name: "enter_ratio"});
     const exitIn = el("input", {type: "number", step: "0.05", min: "1", value: th.exit_ratio ?? "", name: "exit_ratio"});
     const holdIn = el("input", {type: "number", step: "1", min: "0", value: th.hold ?? "", name: "hold"});
-    const thResult = el("p", {class: "result", role: "status"});
+    const thResult = el("p", {class: "result", role: "status", id: "th-result"});
     const thresholds = el("form", {class: "card", "aria-labelledby": "th-title", onsubmit: e => {
       e.preventDefault(); this.setThresholds({enter_ratio: enterIn.value, exit_ratio: exitIn.value, hold: holdIn.value}, thResult);
     }}, el("h3", {id: "th-title"}, "Presence thresholds"),
@@ -92,10 +92,15 @@ export class NodePage {
       el("button", {type: "button", onclick: () => this.calibrate(progress, calStatus)}, "Calibrate"),
       progress, calStatus);
 
-    const hours = el("div", {class: "card", "aria-labelledby": "hours-title"},
-      el("h3", {id: "hours-title"}, "Expected hours"),
-      el("p", {}, n.expected_hours.length ? n.expected_hours.join(", ") : "Not set: occupancy is expected at any time."),
-      el("p", {class: "hint"}, "Set in config.yaml (nodes.devices.<id>.expected_hours); the bridge has no request to change them while it runs yet."));
+    const hoursIn = el("input", {name: "expected_hours", value: n.expected_hours.join(", "), autocomplete: "off",
+                                 placeholder: "07:00-23:30"});
+    const hoursResult = el("p", {class: "result", role: "status", id: "hours-result"});
+    const hours = el("form", {class: "card", onsubmit: e => {
+      e.preventDefault(); this.setHours(hoursIn.value, hoursResult);
+    }}, el("h3", {id: "hours-title"}, "Expected hours"),
+      field("Expected hours", hoursIn, "when occupancy is expected, e.g. 07:00-23:30, comma separated; empty: any time"
+        + " (occupancy outside them raises unexpected_occupancy)"),
+      el("button", {type: "submit"}, "Save expected hours"), hoursResult);
 
     const removed = el("p", {class: "result", role: "status"});
     const remove = el("div", {class: "card danger"}, el("h3", {}, "Remove"),
@@ -117,7 +122,7 @@ export class NodePage {
       if (answer.status !== "ok") return say(box, answer);
     }
     if (room !== (n.room || "")) {
-      answer = await request("node/register", {node_id: n.node_id, room});
+      answer = await request("node/set", {node: name, room: room || null});
       if (answer.status !== "ok") return say(box, answer);
     }
     say(box, answer, "Saved.");
@@ -135,10 +140,18 @@ export class NodePage {
   }
 
   async setThresholds(values, box) {
-    const body = {};
+    const body = {node: this.node.name};
     for (const [k, v] of Object.entries(values)) if (v !== "") body[k] = Number(v);
-    say(box, await post(`/ui/api/node/${encodeURIComponent(this.node.name)}/set`, body),
-        "Sent to the node's set topic; the values show here once it applies them.");
+    const answer = await request("node/set", body);
+    if (answer.status === "ok") await this.load();
+    say(this.root.querySelector("#th-result") || box, answer, "Saved.");
+  }
+
+  async setHours(text, box) {
+    const hours = text.split(",").map(h => h.trim()).filter(Boolean);
+    const answer = await request("node/set", {node: this.node.name, expected_hours: hours.length ? hours : null});
+    if (answer.status === "ok") await this.load();
+    say(this.root.querySelector("#hours-result") || box, answer, "Saved.");
   }
 
   async calibrate(progress, status) {
