@@ -88,7 +88,11 @@ class HttpExtension(Extension[HttpConfig]):
                                       "login_required": cfg.login_required()})
         ctx.add_health("http", lambda: {"stream_clients": self.stream.clients, "stream_dropped": self.stream.dropped,
                                         "rate_limited": self.api.limiter.refused,
-                                        "unauthorized": self.api.unauthorized, **self.api.edge.stats()})
+                                        "unauthorized": self.api.unauthorized, **self.api.edge.stats(),
+                                        "logins": self.api.sessions.logins,
+                                        "failed_logins": self.api.sessions.failed_logins,
+                                        "csrf_refused": self.api.sessions.csrf_refused,
+                                        "wrong_host": self.api.frontend.refused_host})
 
     def stop(self) -> None:
         if getattr(self, "_serving", False):  # after a failed start its loop is stopped already

@@ -173,7 +173,11 @@ const scenarios = {
     await shot("http-phone-node");
     await open("#/home");
     await page.waitForTimeout(800);
+    out.phone_overflow_home = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
     await shot("http-phone-home");
+    await open("#/nodes");
+    await page.getByRole("table").waitFor(T);
+    out.phone_overflow_nodes = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
   },
 };
 
