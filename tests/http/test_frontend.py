@@ -146,6 +146,18 @@ def test_the_log_page_filters_by_feature_and_level_and_shows_lines_live(mosquitt
     assert seen["live"][1:] == ["info", "bridge.app", "log level info -> debug"], seen["live"]  # log_level, live
 
 
+def test_remove_a_node_in_the_page_and_mqtt_forgets_it(mosquitto, frontend, make_probe):
+    bridge, url, udp = frontend(mosquitto)
+    send_udp(generate(make_nodes(2, "empty", 3), 3), "127.0.0.1", udp, speed=0)
+    nodes = bridge.extension("nodes")
+    assert wait_until(lambda: nodes.registry.by_name("node_2") is not None, 10)
+    probe = make_probe(mosquitto, "ruview/bridge/nodes", "ruview/node/node_2")
+    seen = browse(url, "remove", node="node_2")
+    assert seen["hash"] == "#/nodes" and "node_2" not in seen["links"] and "node_1" in seen["links"], seen
+    assert wait_until(lambda: [n["name"] for n in listed(probe)] == ["node_1"], 10), listed(probe)
+    assert wait_until(lambda: any(m.topic == "ruview/node/node_2" and not m.payload for m in probe.messages), 10)
+
+
 @pytest.fixture
 def fresh_broker():
     brokers = []
@@ -241,9 +253,11 @@ def test_load_and_unload_a_plugin_in_the_page_and_the_audit_chain_is_verified(wh
     assert "Permissions (its manifest): state:read:sensor.*, state:write:binary_sensor.*, entity:register" \
         in seen["loaded"], seen
     assert seen["load_status"] == "Loaded." and seen["unload_status"] == "Unloaded threshold_alert.", seen
-    assert seen["audit"].startswith("Chain verified: 2 records"), seen
+    assert "running" in seen["reloaded"], seen
     actions = [m.json()["action"] for m in probe.messages if m.topic.endswith("/audit")]
-    assert actions == ["load", "unload"], actions  # the page's clicks were the plugin/* requests, nothing else
+    # the page's three clicks were the plugin/* requests, nothing else
+    assert actions == ["load", "unload", "load", "unload"], actions  # a reload is an unload and a load
+    assert seen["audit"].startswith(f"Chain verified: {len(actions)} records"), (seen, actions)
     assert probe.wait_topic("ruview/plugin/threshold_alert/status", match=lambda m: m.json()["state"] == "stopped")
     assert bridge.extension("plugins").plugins == {}
 

@@ -59,6 +59,14 @@ const scenarios = {
     await page.waitForFunction(() => document.querySelector("#th-result")?.innerText.startsWith("Refused"), null, T);
     out.refused = await page.locator("#th-result").innerText();
   },
+  // the node's page -> Remove node (confirmed) -> back on Nodes, without it
+  async remove() {
+    await open(`#/nodes/${spec.node}`);
+    await page.getByRole("button", { name: "Remove node" }).click();
+    await page.getByRole("heading", { name: "Nodes", level: 2 }).waitFor(T);
+    out.hash = await page.evaluate(() => location.hash);
+    out.links = await page.locator("main a").allInnerTexts();
+  },
   // the node's page -> Calibrate -> the progress moves -> "Calibrated" when the bridge says so
   async calibrate() {
     await open(`#/nodes/${spec.node}`);
@@ -81,6 +89,10 @@ const scenarios = {
     await card.waitFor(T);
     out.loaded = await card.innerText();
     out.load_status = await page.getByRole("status").first().innerText();
+    await page.getByRole("button", { name: `Reload ${spec.domain}` }).click();
+    await page.waitForFunction(d => document.querySelector("[role=status]").innerText === `Reloaded ${d}.`, spec.domain, T);
+    await card.waitFor(T);
+    out.reloaded = await card.innerText();
     await page.getByRole("button", { name: `Unload ${spec.domain}` }).click();
     await card.waitFor({ state: "detached", ...T });
     out.unload_status = await page.getByRole("status").first().innerText();
