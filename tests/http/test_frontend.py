@@ -36,6 +36,8 @@ def browse(url: str, scenario: str, timeout: float = 120, **spec) -> dict:
     assert out.returncode == 0, (seen.get("failure"), seen.get("dom"), seen.get("console"), out.stderr[-2000:])
     assert seen["errors"] == [], seen["errors"]
     assert seen["requests_off_host"] == [], seen["requests_off_host"]  # nothing leaves the page's origin
+    refused = [line for line in seen["console"] if "Content Security Policy" in line]
+    assert refused == [], refused  # the page needs nothing its CSP forbids (no inline script or style)
     return seen
 
 
