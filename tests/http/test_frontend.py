@@ -483,3 +483,34 @@ if __name__ == "__main__":
     import sys
     if sys.argv[1] == "login":
         print(json.dumps(_login_scenario()), flush=True)
+
+
+def test_on_by_default_a_taken_port_is_a_warning_and_asked_for_it_is_a_failed_start(mosquitto, caplog):
+    import socket
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    bridges = []
+    try:
+        for http in ({"port": taken}, {"port": taken, "enabled": True}):
+            raw = {"mqtt": {"url": mosquitto.url}, "nodes": {"udp": {"bind": "127.0.0.1", "port": free_port_udp()}},
+                   "http": http}
+            config = validate_config(raw, "test", env={})
+            assert config.http.enabled is True
+            bridge = build_bridge(config, extensions=[NodesExtension(), HttpExtension()])
+            bridges.append(bridge)
+            bridge.start()
+            assert bridge.mqtt.wait_connected(15)
+        default, asked = (b.extension_state["http"] for b in bridges)
+        assert default["state"] == "running" and asked["state"] == "failed", (default, asked)
+        assert f"cannot listen on 127.0.0.1:{taken}: address in use; set http.port" in asked["error"]
+        said = [r.getMessage() for r in caplog.records if r.name == "bridge.http" and r.levelname == "WARNING"]
+        assert said == [f"http: no web page: cannot listen on 127.0.0.1:{taken}: address in use; set http.port "
+                        "(it is on by default; set http.enabled: false to silence this)"], said
+        assert bridges[0].info()["http"] == {"url": None, "serving": False,
+                                             "why": f"cannot listen on 127.0.0.1:{taken}: address in use; set http.port"}
+    finally:
+        for bridge in bridges:
+            bridge.stop()
+        holder.close()
