@@ -33,6 +33,7 @@ BUILT_IN: tuple[tuple[str, str, str], ...] = (  # (section, its model, the exten
     ("http", "bridge.http.config:HttpConfig", "bridge.http.extension:HttpExtension"),
     ("homekit", "bridge.homekit.config:HomeKitConfig", "bridge.homekit.extension:HomeKitExtension"),
     ("assist", "bridge.assist.config:AssistConfig", "bridge.assist.extension:AssistExtension"),
+    ("ota", "bridge.ota.config:OtaConfig", "bridge.ota.extension:OtaExtension"),
 )
 ENTRY_POINT_GROUP = "ruview_bridge.extensions"
 

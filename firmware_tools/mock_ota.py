@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import re
 import socket
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -138,6 +138,7 @@ class MockOtaNode:
         return self._up.is_set()
 
     def start(self) -> "MockOtaNode":
+        self._sock.bind((self.host, 0))          # frames come from the node's own address
         self._serve()
         self._frames_thread = threading.Thread(target=self._frames, name=f"mock-node-{self.node_id}-udp",
                                                daemon=True)
@@ -170,10 +171,11 @@ class MockOtaNode:
 
     def _halt_http(self) -> None:
         self._up.clear()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def _reboot_later(self, then: str | None = None) -> None:
         """esp_restart() after the reply has gone out; `then` is the version the next boot runs."""
@@ -337,13 +339,12 @@ class MockOtaNode:
         if time.monotonic() - self._boot_at < min_uptime:
             return "too early"
         try:
-            with urllib.request.urlopen(f"http://{server}/api/v1/firmware/latest", timeout=10) as r:
-                length = int(r.headers.get("Content-Length") or 0)
-                if length <= 0 or length > 4096:
-                    return "bad length"
-                text = r.read(length).decode("utf-8", "replace")
+            status, length, body = self._get(server, "/api/v1/firmware/latest", 4096)
         except OSError:
             return "no answer"
+        if status != 200 or length <= 0 or length > 4096:       # esp_http_client_fetch_headers
+            return "bad length"
+        text = body.decode("utf-8", "replace")
         if '"available":true' not in text:
             return "none available"
         remote = _json_string(text, "version") or ""
@@ -355,17 +356,28 @@ class MockOtaNode:
         if version_compare(self.version, remote) <= 0:
             return "up to date"
         try:
-            with urllib.request.urlopen(f"http://{server}/api/v1/firmware/download", timeout=30) as r:
-                length = int(r.headers.get("Content-Length") or 0)
-                if length <= 0 or length > PULL_MAX_SIZE:
-                    return "bad size"
-                image = r.read(length)
+            status, length, image = self._get(server, "/api/v1/firmware/download", PULL_MAX_SIZE)
         except OSError:
             return "download failed"
+        if status != 200 or length <= 0 or length > PULL_MAX_SIZE:
+            return "bad size"
         if sha and hashlib.sha256(image).hexdigest() != sha:
             return "sha256 mismatch"
         code, _ = self.flash(image)
         return "updating" if code == 200 else "invalid image"
+
+
+    def _get(self, server: str, path: str, limit: int) -> tuple[int, int, bytes]:
+        """GET from the node's own address; (status, Content-Length or -1 when chunked, body)."""
+        host, _, port = server.rpartition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(self.host, 0))
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            length = int(response.headers.get("Content-Length") or -1)
+            return response.status, length, response.read(min(max(length, 0), limit))
+        finally:
+            conn.close()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -338,6 +338,32 @@ def _module_action(method: str, path: str, what: str):
     return command
 
 
+# ------------------------------------------------------------------ releases (what the bridge offers nodes)
+
+def cmd_release(args) -> int:
+    from bridge.ota import releases
+    from firmware_tools.node_secrets import bridge_state_dir
+    from firmware_tools.ota_push import ImageError
+
+    state = bridge_state_dir(args.config, args.state_dir)
+    if args.action == "add":
+        if args.image is None:
+            return _fail("release add IMAGE: which app image to offer", EXIT_USAGE)
+        try:
+            release = releases.add(state, args.image)
+        except (ImageError, OSError) as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        print(f"release {release.version}: {release.path} ({release.size:,} bytes, sha256 {release.sha256})")
+        _say("the bridge offers it from its next rollout or pull check (ruview-bridge request node/ota, "
+             "or nodes polling /api/v1/firmware/latest)")
+        return EXIT_OK
+    found = releases.scan([releases.releases_folder(state)])
+    for version in sorted(found):
+        r = found[version]
+        print(f"{version:<16} {r.size:>9,} B  sha256 {r.sha256}  {r.path}")
+    return EXIT_OK
+
+
 # ------------------------------------------------------------------ parsers
 
 def _target_options(p: argparse.ArgumentParser) -> None:
@@ -396,6 +422,15 @@ def add_parsers(sub) -> None:
     st.add_argument("target", type=check_target, help="IPv4:PORT of the bridge's UDP port, e.g. 192.168.1.20:5005")
     _target_options(st)
     st.set_defaults(func=cmd_set_target)
+
+    rel = sub.add_parser("release", help="firmware images the bridge offers its nodes",
+                         description="`add IMAGE` checks an app image (C6, version) and copies it into the "
+                                     "bridge's state directory (ota/releases/<version>.bin); `list` shows them.")
+    rel.add_argument("action", choices=["add", "list"])
+    rel.add_argument("image", type=Path, nargs="?", help="the app image (esp32-csi-node.bin)")
+    rel.add_argument("--config", type=Path, default=Path("config.yaml"), help="the bridge's config")
+    rel.add_argument("--state-dir", type=Path, help="the bridge's state directory (default: from --config)")
+    rel.set_defaults(func=cmd_release)
 
     module = sub.add_parser("module", help="on-node WASM modules: pack, deploy, list, start, stop, remove",
                             description="Modules that run on the node itself, in the firmware's signed RVF "

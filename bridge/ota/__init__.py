@@ -1,0 +1,1 @@
+"""The "ota" extension: nodes updated, recalibrated and re-targeted over the air (docs/nodes.md)."""
