@@ -338,6 +338,60 @@ def _module_action(method: str, path: str, what: str):
     return command
 
 
+# ------------------------------------------------------------------ fleet rollout (run by the bridge)
+
+def _ask(args, verb: str, body: dict[str, Any]) -> dict[str, Any]:
+    from bridge.mqtt.oneshot import OneShotError, ask
+
+    settings, topics = _bridge(args)
+    tx = secrets.token_hex(6)
+    try:
+        return ask(settings, topic=topics.bridge_request(verb), body={**body, "transaction": tx},
+                   answer_topic=topics.bridge_response(verb), timeout=args.bridge_timeout,
+                   is_answer=lambda a: a.get("transaction") == tx, client_id=f"ruview-node-{tx}",
+                   no_answer=f"base topic {topics.base!r}; is ruview-bridge running there, with ota.enabled?")
+    except OneShotError as exc:
+        raise TargetError(str(exc)) from None
+
+
+def cmd_rollout(args) -> int:
+    """node/ota on the running bridge, then its progress until it is done or halted."""
+    import time
+
+    body: dict[str, Any] = {"nodes": "all" if args.all else [n for n in (args.nodes or "").split(",") if n]}
+    if args.version:
+        body["version"] = args.version
+    if args.batch_size:
+        body["batch_size"] = args.batch_size
+    try:
+        if not args.all and not body["nodes"]:
+            return _fail("say which nodes: --nodes a,b or --all", EXIT_USAGE)
+        answer = _ask(args, "node/ota", body)
+        if answer.get("status") != "ok":
+            return _fail(f"the bridge refused the rollout: {answer.get('error')}")
+        data = answer.get("data", {})
+        _say(f"rollout {data.get('id')}: {', '.join(data.get('nodes', []))} to {data.get('version')} "
+             "(one canary, then batches; it halts at the first failure)")
+        if args.no_wait:
+            return EXIT_OK
+        shown: dict[str, str] = {}
+        while True:
+            rollout = (_ask(args, "node/ota_status", {}).get("data") or {}).get("rollout") or {}
+            for name, entry in (rollout.get("per_node") or {}).items():
+                if shown.get(name) != entry.get("state"):
+                    shown[name] = entry.get("state")
+                    _say(f"  {name}: {entry.get('state')}" + (f" ({entry['error']})" if entry.get("error") else ""))
+            if rollout.get("state") != "running":
+                line = f"rollout {rollout.get('id')} {rollout.get('state')}: {rollout.get('why')}"
+                if rollout.get("state") == "done":
+                    print(line, flush=True)
+                    return EXIT_OK
+                return _fail(line)
+            time.sleep(1.0)
+    except TargetError as exc:
+        return _fail(str(exc))
+
+
 # ------------------------------------------------------------------ releases (what the bridge offers nodes)
 
 def cmd_release(args) -> int:
@@ -422,6 +476,22 @@ def add_parsers(sub) -> None:
     st.add_argument("target", type=check_target, help="IPv4:PORT of the bridge's UDP port, e.g. 192.168.1.20:5005")
     _target_options(st)
     st.set_defaults(func=cmd_set_target)
+
+    roll = sub.add_parser("rollout", help="update many nodes through the running bridge (node/ota)",
+                          description="Ask the running bridge (ota.enabled) to update nodes: one canary, then "
+                                      "batches, halting at the first failure; its progress is kept, so a "
+                                      "restarted bridge carries on. Follows it until done or halted.")
+    which = roll.add_mutually_exclusive_group(required=True)
+    which.add_argument("--nodes", help="node names, comma-separated")
+    which.add_argument("--all", action="store_true", help="every node the bridge knows")
+    roll.add_argument("--version", help="a release's version (default: each node's newest or pinned)")
+    roll.add_argument("--batch-size", type=int, help="nodes at once after the canary (default: ota.batch_size)")
+    roll.add_argument("--no-wait", action="store_true", help="start it and return")
+    roll.add_argument("--config", type=Path, default=Path("config.yaml"), help="the bridge's config")
+    roll.add_argument("--bridge-mqtt", metavar="URL", help="the running bridge's broker (default: from --config)")
+    roll.add_argument("--base-topic", help="the bridge's base topic (default: from --config)")
+    roll.add_argument("--bridge-timeout", type=float, default=10.0, help=argparse.SUPPRESS)
+    roll.set_defaults(func=cmd_rollout)
 
     rel = sub.add_parser("release", help="firmware images the bridge offers its nodes",
                          description="`add IMAGE` checks an app image (C6, version) and copies it into the "

@@ -206,6 +206,13 @@ class OtaExtension(Extension[OtaConfig]):
             release = releases.newest(self.releases)
         if release is None:
             raise ApiError("no firmware release to install: ruview-node release add IMAGE")
+        held = {} if version is not None else {
+            n.name: pinned.version for n in infos
+            if (pinned := releases.for_node(self.releases, self.cfg.pins, n.name, n.room)) is not None
+            and pinned.version != release.version}
+        infos = [n for n in infos if n.name not in held]
+        if not infos:
+            raise ApiError(f"every node asked for is held at another version by ota.pins: {held}")
         names = [n.name for n in infos]
         missing = [n.name for n in infos if self._psk(n) is None]
         if missing:
@@ -215,7 +222,7 @@ class OtaExtension(Extension[OtaConfig]):
                    "per_node": {n: {"state": "queued", "percent": 0} for n in names}}
         self._save(rollout)
         self._begin(rollout)
-        return {"id": rollout["id"], "version": release.version, "nodes": names}
+        return {"id": rollout["id"], "version": release.version, "nodes": names, "held": held}
 
     def _save(self, rollout: dict[str, Any]) -> None:
         try:
