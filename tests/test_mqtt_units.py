@@ -151,3 +151,33 @@ def test_filters_ask_retain_as_published_for_command_routes_and_never_no_local_o
     assert f["cmd/#"].retain_as_published and not f["cmd/#"].no_local
     assert not f["$share/g/svc/+"].no_local, "No Local on a shared subscription is a protocol error"
     assert f["state/#"].no_local and not f["state/#"].retain_as_published
+
+
+@pytest.mark.slow
+def test_the_network_thread_sleeps_until_the_keepalive_is_due_when_idle(mosquitto):
+    """Issue 38: an idle bridge must not wake for nothing. The thread waits for its socket, a wake-up
+    or paho's keepalive, and still pings in time (the broker would drop it after 1.5 keepalives)."""
+    import time as clock
+
+    from bridge.core.inbox import Inbox
+    from bridge.core.supervisor import Supervisor
+    from bridge.mqtt.client import MqttClient
+    from bridge.mqtt.router import Router
+    from bridge.mqtt.settings import ConnectionSettings
+
+    supervisor = Supervisor()
+    inbox = Inbox("idle-test", supervisor).start()
+    client = MqttClient(ConnectionSettings("127.0.0.1", mosquitto.port, keepalive=5, client_id="idle-test"),
+                        Router(inbox), state_topic="idle/bridge/state", supervisor=supervisor)
+    try:
+        client.start()
+        assert client.wait_connected(10)
+        clock.sleep(0.5)
+        before = client.counters.wakeups
+        clock.sleep(8)  # the scenario: nothing to do for 8 s, keepalive 5 s (the broker's limit: 7.5 s)
+        woke = client.counters.wakeups - before
+        assert woke <= 5, f"{woke} wake-ups in 8 s idle: more than one keepalive ping and its answer"
+        assert client.connected and client.counters.connects == 1, "the keepalive was kept"
+    finally:
+        client.stop(1.0)
+        inbox.stop()

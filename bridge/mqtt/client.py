@@ -765,7 +765,7 @@ class MqttClient:
         if suspect is not None:  # the same message (not only the same topic) each time
             self._suspect_count = self._suspect_count + 1 if suspect is self._suspect else 1
             self._suspect = suspect
-            if self._suspect_count >= STRIKES:
+            if self._suspect_count >= STRIKES and suspect.topic != self.state_topic:  # never our own `online`
                 self._refused(suspect)
                 return
         if self._short_sessions == STRIKES + 1:
