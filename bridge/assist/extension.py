@@ -20,7 +20,7 @@ from typing import Any
 from bridge.assist import hermes
 from bridge.assist.agent import AgentRunner
 from bridge.assist.config import AssistConfig
-from bridge.assist.handlers import Handlers, Outcome
+from bridge.assist.handlers import ACTIONS, Handlers, Outcome
 from bridge.assist.home import NAMEABLE, build_home, key
 from bridge.assist.messages import Utterance, UtteranceError, parse_utterance, response
 from bridge.assist.pipeline import QUERIES, Pipeline
@@ -141,10 +141,37 @@ class AssistExtension(Extension[AssistConfig]):
             self._publish(u, language, [], [self.handlers.refused(language, understood.refusal, understood.detail)],
                           msg, started, hermes_keep, understood.refusal)
             return
+        if u.dry_run and msg is not None:
+            self._would(u, language, understood.recognitions, msg, started)
+            return
         if not understood.recognitions and self.agent.configured:
             self._ask_agent(u, language, msg, started, hermes_keep, understood.form)
             return
         self._finish(u, language, understood.recognitions, msg, started, hermes_keep)
+
+    def _would(self, u: Utterance, language: str, recs: list[Recognition], msg: Message, started: float) -> None:
+        """A dry run: what the sentence was understood as and the service calls it would make, none
+        made (no intent event, no follow-up, no agent). response_type "dry_run"; data.would lists the
+        calls, or data.code says why nothing would be done."""
+        would: list[dict[str, Any]] = []
+        problem: Outcome | None = None if recs else self.handlers.error(language, "no_intent_match", "no_intent")
+        for rec in recs:
+            if rec.intent not in ACTIONS:
+                continue  # a question or an own intent changes nothing
+            plan = self.handlers.plan(rec, self.home, self.cfg.satellites.get(u.site_id or ""))
+            if isinstance(plan, Outcome):
+                problem = problem or plan
+                continue
+            would += [{"service": f"{c.domain}.{c.service}", "entity_id": c.entity.entity_id, "name": c.entity.name,
+                       "data": dict(c.data)} for c in plan.calls]
+        data: dict[str, Any] = {"would": [] if problem else would, "targets": [], "success": [], "failed": []}
+        if problem is not None:
+            data["code"] = problem.code
+        intents = [{"name": r.intent, "slots": r.slots, "recognizer": r.recognizer} for r in recs]
+        answer(self.ctx.mqtt, msg, self.ctx.topics.assist_response, response(
+            u, language=language, response_type="error" if problem else "dry_run",
+            speech=problem.speech if problem else "", intent=intents[0] if intents else None, data=data,
+            elapsed_ms=(time.perf_counter() - started) * 1e3, intents=intents))
 
     def _refuse(self, u: Utterance | None, msg: Message, started: float, problem: str) -> None:
         self.counts["refused"] += 1

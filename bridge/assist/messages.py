@@ -37,6 +37,7 @@ class Utterance:
     site_id: str | None = None
     conversation_id: str | None = None
     id: Any = None
+    dry_run: bool = False  # understand and plan, act on nothing (the web page's assist console asks for it)
 
 
 def parse_utterance(payload: bytes) -> Utterance:
@@ -60,8 +61,10 @@ def parse_utterance(payload: bytes) -> Utterance:
             value = body.get(k)
             if isinstance(value, str) and any(unicodedata.category(c) in _HIDDEN for c in value):
                 raise UtteranceError(f'"{k}" may not contain control or invisible characters', u)
+        if not isinstance(body.get("dry_run", False), bool):
+            raise UtteranceError('"dry_run" must be true or false', u)
         u.text = body.get("text") or ""
-        u.language, u.site_id = body.get("language"), body.get("site_id")
+        u.language, u.site_id, u.dry_run = body.get("language"), body.get("site_id"), body.get("dry_run", False)
         text = u.text
     else:
         u = Utterance(text)
