@@ -161,7 +161,7 @@ class HttpExtension(Extension[HttpConfig]):
         features = self.ctx.bridge_health().get("extensions") or {}
         return pairing_info(self.ctx.state_dir, (features.get("homekit") or {}).get("state") == "running")
 
-    def assist(self, text: str, language: str | None) -> dict[str, Any]:
+    def assist(self, text: str, language: str | None, dry_run: bool = False) -> dict[str, Any]:
         """A sentence as a satellite sends it, on `<base>/assist/utterance`; the answer from
         `<base>/assist/response` (matched by its id), in the request API's shape."""
         features = self.ctx.bridge_health().get("extensions") or {}
@@ -174,7 +174,8 @@ class HttpExtension(Extension[HttpConfig]):
         with self._lock:
             self._asked[ask_id] = answer
         try:
-            body = {"text": text, "id": ask_id, **({"language": language} if language else {})}
+            body = {"text": text, "id": ask_id, **({"language": language} if language else {}),
+                    **({"dry_run": True} if dry_run else {})}
             self.ctx.mqtt.publish(self.ctx.topics.assist_utterance, orjson.dumps(body), qos=1)
             try:
                 return {"status": "ok", "data": answer.result(ASSIST_TIMEOUT)}

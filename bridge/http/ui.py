@@ -225,7 +225,7 @@ class Frontend:
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_SENTENCE:
             return _json({"status": "error", "data": {}, "error": f"type a sentence (at most {MAX_SENTENCE} characters)"})
         language = body.get("language") if isinstance(body.get("language"), str) else None
-        return _json(await self._blocking(self.source.assist, text, language))
+        return _json(await self._blocking(self.source.assist, text, language, body.get("dry_run") is True))
 
 
 def permissions_of(directory: Any) -> list[str] | None:

@@ -267,9 +267,15 @@ def test_load_and_unload_a_plugin_in_the_page_and_the_audit_chain_is_verified(wh
 def test_an_assist_sentence_typed_in_the_page_sends_the_zigbee2mqtt_lamp_its_command(whole_home, make_probe,
                                                                                      mosquitto):
     bridge, url, udp, _ = whole_home
-    lamp = make_probe(mosquitto, "zigbee2mqtt/+/set", "ruview/assist/response")
-    seen = browse(url, "assist", sentence="turn on the kitchen light")
+    lamp = make_probe(mosquitto, "zigbee2mqtt/+/set", "ruview/assist/response", "ruview/assist/intent/#")
+    seen = browse(url, "assist", sentence="turn on the kitchen light", dry_run=True)
+    # first the dry run: what would be done, and nothing done
+    assert "would do" in seen["dry"] and "light.turn_on Kitchen light (light.kitchen_light)" in seen["dry"], seen
+    dry = [m.json() for m in lamp.messages if m.topic == "ruview/assist/response"][0]
+    assert dry["response_type"] == "dry_run" and dry["data"]["would"][0]["entity_id"] == "light.kitchen_light", dry
     command = lamp.wait_topic("zigbee2mqtt/Kitchen light/set")
+    assert len([m for m in lamp.messages if m.topic == "zigbee2mqtt/Kitchen light/set"]) == 1  # the real one only
+    assert len([m for m in lamp.messages if m.topic.startswith("ruview/assist/intent/")]) == 1
     assert command.payload == b'{"state":"ON"}' and not command.retain
     answer = seen["answer"]
     assert "HassTurnOn" in answer and "name = Kitchen light" in answer, answer
@@ -514,3 +520,21 @@ def test_on_by_default_a_taken_port_is_a_warning_and_asked_for_it_is_a_failed_st
         for bridge in bridges:
             bridge.stop()
         holder.close()
+
+
+def test_an_assist_dry_run_over_mqtt_says_what_it_would_do_and_does_nothing(whole_home, make_probe, mosquitto):
+    bridge, url, udp, _ = whole_home
+    user = make_probe(mosquitto, "zigbee2mqtt/+/set", "ruview/assist/response", "ruview/assist/intent/#")
+    user.publish("ruview/assist/utterance", {"text": "turn on the kitchen light", "id": "d1", "dry_run": True})
+    answer = user.wait_topic("ruview/assist/response", match=lambda m: m.json().get("id") == "d1").json()
+    assert answer["response_type"] == "dry_run" and answer["intent"]["name"] == "HassTurnOn", answer
+    assert answer["data"]["would"] == [{"service": "light.turn_on", "entity_id": "light.kitchen_light",
+                                        "name": "Kitchen light", "data": {}}], answer
+    user.publish("ruview/assist/utterance", {"text": "turn on the garage door", "id": "d2", "dry_run": True})
+    unknown = user.wait_topic("ruview/assist/response", match=lambda m: m.json().get("id") == "d2").json()
+    assert unknown["response_type"] == "error" and unknown["data"]["would"] == [], unknown
+    user.publish("ruview/assist/utterance", {"text": "turn on the kitchen light", "id": "d3", "dry_run": "yes"})
+    refused = user.wait_topic("ruview/assist/response", match=lambda m: m.json().get("id") == "d3").json()
+    assert refused["response_type"] == "error" and '"dry_run" must be true or false' in refused["data"]["error"]
+    user.flush()
+    assert not [m for m in user.messages if m.topic.startswith(("zigbee2mqtt/", "ruview/assist/intent/"))]

@@ -101,10 +101,18 @@ const scenarios = {
   // Assist -> Sentence -> Send -> the intent, slots, what was done and the answer
   async assist() {
     await open("#/assist");
+    if (spec.dry_run) {
+      await page.getByLabel("Sentence").fill(spec.sentence);
+      await page.getByLabel("Dry run: only say what would be done").check();
+      await page.getByRole("button", { name: "Send", exact: true }).click();
+      await page.locator(".assist-answer").waitFor(T);
+      out.dry = await page.locator(".assist-answer").innerText();
+      await page.getByLabel("Dry run: only say what would be done").uncheck();
+    }
     await page.getByLabel("Sentence").fill(spec.sentence);
     await page.getByRole("button", { name: "Send", exact: true }).click();
-    await page.locator(".assist-answer").waitFor(T);
-    out.answer = await page.locator(".assist-answer").innerText();
+    await page.locator(".assist-answer").nth(spec.dry_run ? 1 : 0).waitFor(T);
+    out.answer = await page.locator(".assist-answer").first().innerText();
   },
   // HomeKit -> the setup code, and its QR code drawn
   async homekit() {
