@@ -228,3 +228,74 @@ def _serves_mqtt(port: int) -> bool:
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+class RabbitMq(BrokerProcess):
+    """RabbitMQ with its MQTT plugin as a private node: its own node name, ports (AMQP, Erlang
+    distribution, epmd) and directories, so it neither needs nor touches the system's RabbitMQ."""
+
+    kind = "rabbitmq"
+    supports_v5 = False  # 3.10: MQTT 3.1.1 only
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port)
+        self.amqp_port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
+        self.node = f"ruview{self.port}@localhost"
+
+    def environment(self) -> dict[str, str]:
+        (self.workdir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "mqtt.allow_anonymous = true\n")
+        (self.workdir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+        (self.workdir / "rabbitmq-env.conf").write_text("")
+        return {**os.environ, "HOME": str(self.workdir), "RABBITMQ_NODENAME": self.node,
+                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(self.amqp_port),
+                "RABBITMQ_DIST_PORT": str(self.dist_port), "ERL_EPMD_PORT": str(self.epmd_port),
+                "ERL_EPMD_ADDRESS": "127.0.0.1",
+                "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"), "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+                "RABBITMQ_PID_FILE": str(self.workdir / "rabbit.pid"),
+                "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq"),
+                "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
+                "RABBITMQ_CONF_ENV_FILE": str(self.workdir / "rabbitmq-env.conf"),
+                "RABBITMQ_LOGS": "-"}
+
+    def command(self) -> list[str]:
+        return [RABBITMQ_SERVER]
+
+    def start(self, timeout: float = 60.0) -> "RabbitMq":
+        log = open(self.workdir / "broker.log", "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     env=self.environment(), start_new_session=True)
+        try:
+            wait_port(self.port, timeout)
+        except TimeoutError:
+            self.kill()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """The node and its epmd: the whole process group this node started."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(5)
+        self._kill_epmd()
+
+    def _kill_epmd(self) -> None:
+        """epmd daemonizes out of the node's group; it refuses -kill until it saw the node go."""
+        for _ in range(50):
+            done = subprocess.run(["epmd", "-port", str(self.epmd_port), "-kill"], capture_output=True,
+                                  text=True, timeout=5)
+            if done.returncode == 0 and "Killed" in done.stdout or "Cannot connect" in done.stdout + done.stderr:
+                return
+            time.sleep(0.1)
+
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+def rabbitmq_available() -> bool:
+    return os.path.exists(RABBITMQ_SERVER)
