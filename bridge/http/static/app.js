@@ -125,6 +125,15 @@ function updatesPage() {
 }
 
 document.getElementById("logout").addEventListener("click", async () => { await api.logout(); location.reload(); });
-new App().start().catch(e => {
+const app = new App();
+// a session that ended (expired, or the bridge restarted) while the page was open: log in again
+// (on loopback a new session needs no login: the page just starts again)
+window.addEventListener("unhandledrejection", e => {
+  if (!(e.reason instanceof api.LoginNeeded)) return;
+  e.preventDefault();
+  api.session().then(s => s.logged_in ? location.reload() : app.showLogin()).catch(() => app.showLogin());
+});
+app.start().catch(e => {
+  if (e instanceof api.LoginNeeded) return app.showLogin();
   document.getElementById("view").textContent = `The bridge did not answer: ${e.message}`;
 });
