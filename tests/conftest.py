@@ -23,6 +23,8 @@ from bridge.catalog import validate_config  # noqa: E402
 from tests.brokers import Embedded, Mosquitto, free_port, mosquitto_available
 from tests.mqtt_probe import Probe  # noqa: E402
 
+os.environ["RUVIEW_HTTP_DEFAULT_PORT"] = str(free_port())  # bridges made outside a test (see own_state_dir)
+
 
 def pytest_collection_modifyitems(config, items):
     """Spread the few long tests (marked `slow`) so that each xdist worker starts with one: work
@@ -46,6 +48,9 @@ def pytest_collection_modifyitems(config, items):
 def own_state_dir(tmp_path_factory, monkeypatch):
     """A fresh default state directory for each test: nothing a test stores leaks into another."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+    # the frontend is on by default: a bridge a test starts without an http: section takes a free
+    # port, never 3000 (a file's http.port still wins)
+    monkeypatch.setenv("RUVIEW_HTTP_DEFAULT_PORT", str(free_port()))
 
 
 @pytest.fixture(autouse=True)

@@ -134,7 +134,8 @@ def test_non_loopback_embedded_broker_allowed_with_credentials():
     assert cfg.mqtt.embedded.bind == "0.0.0.0"
 
 
-def test_shipped_config_yaml_is_exactly_the_defaults():
+def test_shipped_config_yaml_is_exactly_the_defaults(monkeypatch):
+    monkeypatch.delenv("RUVIEW_HTTP_DEFAULT_PORT")  # the suite's own (no fixed port in tests)
     assert load_config(SHIPPED, env={}) == defaults(sections()), "config.yaml and the schema disagree"
 
 

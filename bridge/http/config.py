@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +14,19 @@ from bridge.config.types import Bool, Int, IPAddress, Number, ReadableFile, Secr
 from bridge.http.session import valid_hash
 
 
+DEFAULT_PORT = 3000  # where @ruvnet/rvagent looks by default
+DEFAULT_PORT_ENV = "RUVIEW_HTTP_DEFAULT_PORT"  # the port when config.yaml gives none (packagers, and tests: no fixed port)
+
+
+def default_port() -> int:
+    text = os.environ.get(DEFAULT_PORT_ENV, "")
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else DEFAULT_PORT
+
+
 class HttpConfig(ExtensionSection):
     enabled: Bool = True  # on by default, on loopback: the frontend (a port taken then is a warning, not a stop)
     bind: IPAddress = "127.0.0.1"
-    port: Annotated[int, Int(1, 65535)] = 3000  # where @ruvnet/rvagent looks by default
+    port: Annotated[int, Int(1, 65535)] = Field(default_factory=lambda: default_port())
     default_node: Annotated[str | None, Text(what="a node's name or id", optional=True, max_len=64)] = None
     token: Secret = Field(None, json_schema_extra={"env": "RUVIEW_API_TOKEN", "env_only": True})
     token_file: ReadableFile = None
