@@ -85,7 +85,8 @@ def run_bridge(broker_port: int, nodes: int, rate: float, seconds: float,
     with tempfile.TemporaryDirectory() as tmp:
         proc = bridge_process({"mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "base_topic": "lat"},
                                "nodes": {"udp": {"bind": "127.0.0.1", "port": udp_port}},
-                               "homeassistant": {"enabled": ha}}, tmp)
+                               "homeassistant": {"enabled": ha}, "http": {"port": free_port()},
+                               "bridge": {"state_dir": tmp}}, tmp)
         try:
             sub = Subscriber(broker_port, "lat/node/+")
             time.sleep(2)  # the bridge connects

@@ -41,7 +41,7 @@ from bench.nodes_cpu import BARE, cpu_seconds
 from bridge.homeassistant.extension import PACE_SECONDS
 from bridge.nodes.codec import DecodeError, decode
 from firmware_tools.simulate import generate, make_nodes
-from tests.brokers import Mosquitto, free_port_udp
+from tests.brokers import Mosquitto, free_port, free_port_udp
 
 SENDER_C = r"""
 #define _GNU_SOURCE
@@ -194,7 +194,8 @@ def main() -> int:
         n, extra = len(frames), decode_extra_us(frames[:100_000])
         del frames
         udp, bare_port = free_port_udp(), free_port_udp()
-        bridge = bridge_process({"mqtt": {"url": broker.url, "base_topic": base}, "bridge": {"health_interval": 1},
+        bridge = bridge_process({"mqtt": {"url": broker.url, "base_topic": base}, "http": {"port": free_port()},
+                                 "bridge": {"health_interval": 1, "state_dir": tmp},
                                  "nodes": {"udp": {"bind": "127.0.0.1", "port": udp}}}, tmp)
         bare = subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)])
         try:
