@@ -30,6 +30,7 @@ from typing import Any
 
 from bridge.nodes import codec
 from firmware_tools import rvf
+from firmware_tools.firmware_rules import parse_ip_port, version_compare
 from firmware_tools.release import app_info, image_chip_id
 
 OTA_MAX_SIZE = 900 * 1024
@@ -38,35 +39,6 @@ WASM_MAX_MODULES = 4
 MAX_UPLOAD = rvf.HEADER_SIZE + rvf.MANIFEST_SIZE + rvf.MAX_WASM + rvf.SIGNATURE_LEN + 4096
 AUTH_REQUIRED = "Authentication required. Use: Authorization: Bearer <psk>"
 TARGET_RULE = "Body must be 'IPv4:PORT', e.g. '192.168.0.103:5005'"
-
-
-def parse_ip_port(body: str) -> tuple[str, int] | None:
-    """The firmware's parse_ip_port: four decimal octets 0..255, ':', a port 1..65535 of at most
-    five digits; trailing spaces, tabs, CR and LF are tolerated."""
-    text = body.rstrip(" \t\r\n")
-    ip, colon, port = text.partition(":")
-    if not colon or not ip or len(ip) >= 16:
-        return None
-    octets = ip.split(".")
-    if len(octets) != 4 or not all(o.isdigit() and o.isascii() and int(o) <= 255 for o in octets):
-        return None
-    if not 1 <= len(port) <= 5 or not (port.isdigit() and port.isascii()) or not 1 <= int(port) <= 65535:
-        return None
-    return ip, int(port)
-
-
-def version_compare(local: str, remote: str) -> int:
-    """ota_pull.c's compare: >0 when remote is newer; X.Y.Z numerically, else strcmp."""
-    def three(v: str) -> tuple[int, int, int] | None:
-        m = re.match(r"\s*([+-]?\d+)\.([+-]?\d+)\.([+-]?\d+)", v)
-        return (int(m[1]), int(m[2]), int(m[3])) if m else None
-    lv, rv = three(local), three(remote)
-    if lv is None or rv is None:
-        return (remote > local) - (remote < local)
-    for a, b in zip(rv, lv):
-        if a != b:
-            return a - b
-    return 0
 
 
 def _json_string(text: str, key: str) -> str | None:

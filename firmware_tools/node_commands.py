@@ -200,7 +200,7 @@ def cmd_recalibrate(args) -> int:
 
 def check_target(text: str) -> str:
     """IPv4:PORT as the firmware's parse_ip_port takes it."""
-    from firmware_tools.mock_ota import parse_ip_port
+    from firmware_tools.firmware_rules import parse_ip_port
 
     if parse_ip_port(text) is None:
         raise argparse.ArgumentTypeError(f"{text!r}: expected IPv4:PORT, four numbers 0..255 and a port "

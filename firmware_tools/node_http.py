@@ -120,6 +120,8 @@ class NodeClient:
 
     @staticmethod
     def _read_after_reset(conn: http.client.HTTPConnection) -> Answer | None:
+        if conn.sock is None:               # reset while connecting: there is no answer to read
+            return None
         try:
             response = conn.getresponse()
             return Answer(response.status, response.read().decode("utf-8", "replace"))

@@ -29,7 +29,7 @@ from bridge.mqtt.router import Message
 from bridge.ota import discovery, releases
 from bridge.ota.config import OtaConfig
 from bridge.topics import DiscoveryTopics
-from firmware_tools.mock_ota import parse_ip_port
+from firmware_tools.firmware_rules import parse_ip_port
 from firmware_tools.node_http import NodeAddress, NodeClient, NodeHttpError
 from firmware_tools.node_secrets import PskStore, SecretError
 from firmware_tools.ota_push import ImageError, push
@@ -279,7 +279,10 @@ class OtaExtension(Extension[OtaConfig]):
                 job = self.jobs.get(timeout=0.2)
             except queue.Empty:
                 continue
-            job()
+            try:
+                job()
+            except Exception:
+                log.exception("ota: a job failed")     # the next job (another node, a rollout) still runs
 
     def _addresses(self) -> dict[str, str]:
         answer = self.ctx.request("info", {})
@@ -382,6 +385,10 @@ class OtaExtension(Extension[OtaConfig]):
         except (ApiError, NodeHttpError, ImageError) as exc:
             report("failed", True, error=str(exc))
             return False, f"{name}: {exc}"
+        except Exception as exc:                       # a bug must halt the rollout, not leave it "running"
+            log.exception("ota: pushing to %s failed", name)
+            report("failed", True, error=f"{type(exc).__name__}: {exc}")
+            return False, f"{name}: {type(exc).__name__}: {exc}"
         finally:
             self.watches.pop(name, None)
         if outcome.ok:

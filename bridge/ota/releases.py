@@ -17,7 +17,7 @@ from functools import cmp_to_key
 from pathlib import Path
 from typing import Mapping
 
-from firmware_tools.mock_ota import version_compare
+from firmware_tools.firmware_rules import version_compare
 from firmware_tools.ota_push import ImageError, check_image
 
 log = logging.getLogger(__name__)
