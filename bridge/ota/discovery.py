@@ -31,7 +31,10 @@ def configs(dt: DiscoveryTopics, topics: Topics, node: NodeInfo, release_url: st
         "name": "Firmware", "unique_id": f"{key}_firmware", "device_class": "firmware",
         "state_topic": ota_topic(topics, node.name), "command_topic": command_topic(topics, node.name),
         "payload_install": "install", "entity_category": "config", "device": device, "origin": ORIGIN,
-        "title": "RuView node firmware", **avail}
+        "title": "RuView node firmware", **avail,
+        # a node that takes an update without any PSK is a risk, shown as an attribute
+        "json_attributes_topic": ota_topic(topics, node.name),
+        "json_attributes_template": "{{ {'ota_psk': value_json.ota_psk} | tojson }}"}
     if release_url:
         update["release_url"] = release_url
     button = {"name": "Recalibrate", "unique_id": f"{key}_recalibrate",
@@ -41,13 +44,16 @@ def configs(dt: DiscoveryTopics, topics: Topics, node: NodeInfo, release_url: st
             dt.component("button", key, "recalibrate"): button}
 
 
-def state(installed: str | None, latest: str | None, progress: dict[str, Any] | None) -> dict[str, Any]:
+def state(installed: str | None, latest: str | None, progress: dict[str, Any] | None,
+          open_node: bool | None = None) -> dict[str, Any]:
     """The update entity's JSON state (HA's MQTT update schema) with the rollout's own fields."""
     phase = (progress or {}).get("state")
     busy = phase in ("queued", "uploading", "rebooting", "verifying")
     out: dict[str, Any] = {"installed_version": installed, "latest_version": latest or installed,
                            "in_progress": busy,
-                           "update_percentage": (progress or {}).get("percent") if busy else None}
+                           "update_percentage": (progress or {}).get("percent") if busy else None,
+                           "ota_psk": None if open_node is None else ("missing: anyone can update it" if open_node
+                                                                      else "required")}
     if progress:
         out["ota"] = progress
     return out

@@ -117,7 +117,8 @@ class OtaExtension(Extension[OtaConfig]):
 
     def _publish(self, name: str) -> None:
         latest = self._release_for(name)
-        body = discovery.state(self.installed.get(name), latest.version if latest else None, self.progress.get(name))
+        body = discovery.state(self.installed.get(name), latest.version if latest else None, self.progress.get(name),
+                               (name in self.open_nodes) if name in self.installed else None)
         self.ctx.mqtt.publish(discovery.ota_topic(self.ctx.topics, name), dumps(body), qos=1, retain=True)
 
     def _release_for(self, name: str) -> releases.Release | None:

@@ -29,13 +29,14 @@ def fleet(tmp_path):
     """make(n, **ota) -> (bridge, mqtt, nodes): n mock nodes at 127.0.0.2.. streaming to a bridge."""
     made: list = []
 
-    def make(count, *, behaviours=None, http=False, seed=None, **ota):
+    def make(count, *, behaviours=None, http=False, seed=None, open_nodes=False, **ota):
         udp = free_port_udp()
         node_port = free_port()
         nodes = []
         for i in range(1, count + 1):
             PskStore(tmp_path).put(i, PSK)
-            node = MockOtaNode(node_id=i, version="1.0.0", psk=PSK, host=f"127.0.0.{i + 1}", port=node_port,
+            node = MockOtaNode(node_id=i, version="1.0.0", psk=None if open_nodes else PSK,
+                               open_without_psk=open_nodes, host=f"127.0.0.{i + 1}", port=node_port,
                                udp_target=("127.0.0.1", udp), reboot_delay=0.2, reboot_gap=0.6,
                                on_update=(behaviours or {}).get(i, "confirm"), pending_for=0.5).start()
             nodes.append(node)
@@ -146,6 +147,7 @@ def test_home_assistant_update_entity_and_recalibrate_button(fleet, tmp_path):
     assert button["command_topic"] == "ruview/node/node_1/ota/set" and button["payload_press"] == "recalibrate"
     assert wait_until(lambda: (_last(mqtt, "ruview/node/node_1/ota") or {}).get("installed_version") == "1.0.0", 10)
     assert _last(mqtt, "ruview/node/node_1/ota")["latest_version"] == "1.1.0"
+    assert _last(mqtt, "ruview/node/node_1/ota")["ota_psk"] == "required"
     mqtt.inject("ruview/node/node_1/ota/set", "install")
     assert wait_until(lambda: (_last(mqtt, "ruview/node/node_1/ota") or {}).get("installed_version") == "1.1.0", 20)
     final = _last(mqtt, "ruview/node/node_1/ota")
@@ -165,3 +167,11 @@ def test_recalibrate_and_set_target_verbs(fleet, tmp_path):
     assert ok["status"] == "ok" and ok["data"]["target_port"] == 5999 and nodes[0].nvs["target_port"] == 5999
     unknown = bridge.api.handle("node/recalibrate", {"node": "nope"})
     assert unknown["status"] == "error" and "unknown node" in unknown["error"]
+
+
+def test_a_node_that_takes_updates_without_a_psk_is_reported(fleet, tmp_path, caplog):
+    bridge, mqtt, nodes = fleet(1, open_nodes=True)
+    assert wait_until(lambda: (_last(mqtt, "ruview/node/node_1/ota") or {}).get("ota_psk")
+                      == "missing: anyone can update it", 10)
+    assert bridge.health()["ota"]["open_nodes"] == ["node_1"]
+    assert "node node_1 takes a firmware update without any PSK" in caplog.text
