@@ -21,3 +21,5 @@ class OtaConfig(ExtensionSection):
     timeout: Annotated[float, Number(5, 3600)] = 120.0    # seconds for a node to come back
     settle: Annotated[float, Number(0, 600)] = 10.0       # seconds a new version must keep running
     discovery_prefix: Slug = "homeassistant"              # HA update and button entities
+    # shown by HA's update entity as the release notes (e.g. the RuView releases page)
+    release_notes_url: Annotated[str | None, Text(r"https?://\S+", "an http(s) URL", optional=True)] = None

@@ -105,7 +105,7 @@ class OtaExtension(Extension[OtaConfig]):
         self.jobs.put(lambda: self._scan_nodes([node.name]))     # its installed version, and whether it is open
         if not self.cfg.discovery_prefix:
             return
-        for topic, body in discovery.configs(self.dt, self.ctx.topics, node, None).items():
+        for topic, body in discovery.configs(self.dt, self.ctx.topics, node, self.cfg.release_notes_url).items():
             self.ctx.mqtt.publish(topic, dumps(body), qos=1, retain=True)
         self._publish(node.name)
 

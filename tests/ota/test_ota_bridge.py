@@ -138,8 +138,9 @@ def test_pull_in_the_firmwares_format_with_pins_and_counted_downloads(fleet, tmp
 
 def test_home_assistant_update_entity_and_recalibrate_button(fleet, tmp_path):
     _release(tmp_path, "1.1.0")
-    bridge, mqtt, nodes = fleet(1)
+    bridge, mqtt, nodes = fleet(1, release_notes_url="https://github.com/ruvnet/RuView/releases")
     config = _last(mqtt, "homeassistant/update/ruview_ruview_node_1/firmware/config")
+    assert config["release_url"] == "https://github.com/ruvnet/RuView/releases"
     assert config["device_class"] == "firmware" and config["payload_install"] == "install"
     assert config["state_topic"] == "ruview/node/node_1/ota"
     assert config["device"]["identifiers"] == ["ruview_ruview_node_1"]
