@@ -67,7 +67,7 @@ class OtaExtension(Extension[OtaConfig]):
         self.watches: dict[str, _Rebooted] = {}
         self.jobs: queue.Queue[Callable[[], None]] = queue.Queue()
         self.dt = DiscoveryTopics(self.cfg.discovery_prefix)
-        self._announced: set[int] = set()
+        self._announced: dict[int, str] = {}          # node id -> the name its entities were announced with
         for verb, handler in (("node/ota", self._ota), ("node/ota_status", self._status),
                               ("node/recalibrate", self._recalibrate), ("node/set-target", self._set_target),
                               ("firmware/pull", self._pull)):
@@ -99,9 +99,19 @@ class OtaExtension(Extension[OtaConfig]):
 
     def _on_node(self, change: NodeChange) -> None:
         node = change.node
-        if change.removed or node.node_id in self._announced or not node.online:
+        announced = self._announced.get(node.node_id)
+        if change.removed or (announced is not None and announced != node.name):
+            # removed or renamed: its entities go (a renamed node is announced again under its new name)
+            old = announced or node.name
+            for topic in discovery.configs(self.dt, self.ctx.topics, node, None):
+                self.ctx.mqtt.publish(topic, b"", qos=1, retain=True)
+            self.ctx.mqtt.publish(discovery.ota_topic(self.ctx.topics, old), b"", qos=1, retain=True)
+            self._announced.pop(node.node_id, None)
+            if change.removed:
+                return
+        if node.node_id in self._announced or not node.online:
             return
-        self._announced.add(node.node_id)
+        self._announced[node.node_id] = node.name
         self.jobs.put(lambda: self._scan_nodes([node.name]))     # its installed version, and whether it is open
         if not self.cfg.discovery_prefix:
             return

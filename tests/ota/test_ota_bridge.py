@@ -176,3 +176,14 @@ def test_a_node_that_takes_updates_without_a_psk_is_reported(fleet, tmp_path, ca
                       == "missing: anyone can update it", 10)
     assert bridge.health()["ota"]["open_nodes"] == ["node_1"]
     assert "node node_1 takes a firmware update without any PSK" in caplog.text
+
+
+def test_a_removed_node_loses_its_entities(fleet, tmp_path):
+    bridge, mqtt, nodes = fleet(1)
+    topic = "homeassistant/update/ruview_ruview_node_1/firmware/config"
+    assert _last(mqtt, topic) is not None
+    nodes[0].stop()                                   # else its next frame brings it back
+    assert bridge.api.handle("node/remove", {"node": "node_1"})["status"] == "ok"
+    assert wait_until(lambda: mqtt.on(topic)[-1].payload == b"", 5)
+    assert mqtt.on("homeassistant/button/ruview_ruview_node_1/recalibrate/config")[-1].payload == b""
+    assert mqtt.on("ruview/node/node_1/ota")[-1].payload == b""
