@@ -26,12 +26,14 @@ import errno
 import re
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 from pyhap.accessory import Bridge
 
 from bridge import __version__
+from bridge.core.api import ApiError
 from bridge.core.directory import NodeChange, NodeEvent, NodeInfo
 from bridge.core.inbox import Timer
 from bridge.core.loop_thread import LoopThread
@@ -123,6 +125,7 @@ class HomeKitExtension(Extension[HomeKitConfig]):
         ctx.nodes.watch_events(self._on_event)
         ctx.add_info("homekit", self.info)
         ctx.add_health("homekit", self.health)
+        ctx.register_request("homekit/unpair", self._req_unpair)
         ctx.log.info("HomeKit bridge %r on port %d, %s; %d room(s)", self.cfg.name, self.cfg.port,
                      f"paired with {len(self.driver.state.paired_clients)} controller(s)"
                      if self.driver.state.paired else "not paired yet (ruview-bridge homekit pair-info)",
@@ -152,6 +155,36 @@ class HomeKitExtension(Extension[HomeKitConfig]):
         except RuntimeError:
             pass
         self._executor.shutdown(wait=False)
+
+    def _req_unpair(self, request: dict[str, Any]) -> "Future[dict[str, Any]]":
+        """Remove one paired controller (its open sessions close), saved before the answer."""
+        raw = request.get("controller", request.get("value"))
+        try:
+            client = uuid.UUID(str(raw))
+        except ValueError:
+            raise ApiError('give a paired controller\'s id: {"controller": "<id>"} (the HomeKit page and '
+                           '`ruview-bridge homekit pair-info` list them)') from None
+        answer: Future[dict[str, Any]] = Future()
+
+        def on_hap_loop() -> None:  # the driver's state is the HAP loop's
+            driver = self.driver
+            if client not in driver.state.paired_clients:
+                answer.set_exception(ApiError(f"no paired controller {client} (paired: "
+                                              f"{', '.join(str(c) for c in driver.state.paired_clients) or 'none'})"))
+                return
+            driver.unpair(client)
+            try:
+                driver.persist()
+            except OSError as exc:
+                answer.set_exception(ApiError(
+                    f"removed for now, but {self.files.state} could not be saved ({exc.strerror or exc}): the "
+                    "controller comes back at the next restart; free space or make the directory writable, "
+                    "then remove it again"))
+                return
+            answer.set_result({"controller": str(client), "paired_clients": len(driver.state.paired_clients)})
+
+        self.driver.loop.call_soon_threadsafe(on_hap_loop)
+        return answer
 
     def stop(self) -> None:
         """Stop the HAP server (controllers see their connections close) within a second; called

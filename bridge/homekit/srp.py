@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -171,6 +172,7 @@ class Driver(AccessoryDriver):
     and the sessions of a removed pairing closed."""
 
     def __init__(self, **kwargs: Any) -> None:
+        self._persisting = threading.Lock()  # before HAP-python's __init__, which may save
         super().__init__(**kwargs)
         self.http_server = _Server((self._listen_address, self.state.port), self)
         self.pair_setup = PairSetupClaim(self)
@@ -220,6 +222,10 @@ class Driver(AccessoryDriver):
     def persist(self) -> None:
         """Write the accessory state to a fixed temporary file (0600) and move it into place: a
         failed write leaves the saved state as it was and no partial file behind."""
+        with self._persisting:  # the loop (a pairing, an unpair request) and the executor both save
+            self._persist_now()
+
+    def _persist_now(self) -> None:
         path = self.persist_file
         tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
         try:

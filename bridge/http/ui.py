@@ -258,4 +258,4 @@ def pairing_info(state_dir: Any, running: bool) -> dict[str, Any]:
                    for cid in sorted(state.get("paired_clients") or {})]
     return {"running": True, "pincode": setup.pincode, "setup_id": setup.setup_id,
             "uri": pairing.setup_uri(setup), "paired": bool(controllers), "controllers": controllers,
-            "unpair_verb": None}
+            "unpair_verb": "homekit/unpair"}

@@ -407,3 +407,28 @@ async def unsaved_pairing(s: Session) -> dict:
     result["paired_after_second_restart"] = s.info()["paired"]
     result["leftovers"] = sorted(p.name for p in Path(s.state_dir).iterdir() if p.name.endswith(".tmp"))
     return result
+
+
+async def unpair_by_request(s: Session) -> dict:
+    """homekit/unpair (the frontend's Remove): one controller goes, its session closes, and it stays
+    gone after a restart; a wrong id is refused and changes nothing."""
+    s.start_bridge(devices={1: KITCHEN})
+    admin = await s.pair("admin")
+    admin_id = admin.pairing_data["iOSPairingId"]
+    rooms = await _listed(admin)
+    name = ref(rooms["RuView Sensing"], NAME, INFO)
+    result: dict = {"before": s.info()["paired_clients"]}
+    result["wrong"] = await asyncio.to_thread(s.request, "homekit/unpair", {"controller": str(uuid.uuid4())})
+    result["garbage"] = await asyncio.to_thread(s.request, "homekit/unpair", {"controller": "x" * 500})
+    result["still"] = s.info()["paired_clients"]
+    result["removed"] = await asyncio.to_thread(s.request, "homekit/unpair", {"controller": admin_id.lower()})
+    result["closed"] = await until(lambda: not admin.is_connected, 2.0)
+    try:
+        await asyncio.wait_for(admin.get_characteristics([name]), 5)
+        result["after"] = "answered"
+    except Exception as exc:
+        result["after"] = type(exc).__name__
+    s.bridge.stop()
+    s.start_bridge(devices={1: KITCHEN})
+    result["after_restart"] = s.info()["paired_clients"]
+    return result

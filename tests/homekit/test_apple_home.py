@@ -182,3 +182,14 @@ def test_a_pairing_that_cannot_be_saved_is_refused_and_one_that_can_survives_res
     assert result["paired_after_restart"] is False, "nothing was acknowledged, so nothing is half-paired"
     assert result["second"] and result["paired_after_second_restart"] is True
     assert result["leftovers"] == [], "no partial files"
+
+
+def test_one_controller_removed_by_request_loses_its_session_and_stays_removed(scenario):
+    result = scenario("unpair_by_request")
+    assert result["before"] == 1
+    assert result["wrong"]["status"] == "error" and "no paired controller" in result["wrong"]["error"]
+    assert result["garbage"]["status"] == "error" and "give a paired controller's id" in result["garbage"]["error"]
+    assert result["still"] == 1, "a refused request changes nothing"
+    assert result["removed"]["status"] == "ok" and result["removed"]["data"]["paired_clients"] == 0, result["removed"]
+    assert result["closed"] is True and result["after"] != "answered"
+    assert result["after_restart"] == 0

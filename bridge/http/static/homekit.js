@@ -1,7 +1,7 @@
 // HomeKit: the setup code and its QR code to pair, and the paired controllers.
 "use strict";
 import {el} from "./dom.js";
-import {get} from "./api.js";
+import {get, request} from "./api.js";
 
 export class HomeKitPage {
   constructor(app) {
@@ -28,9 +28,25 @@ export class HomeKitPage {
         d.controllers.length
           ? el("ul", {id: "controllers"}, d.controllers.map(c => el("li", {}, `${c.id} `,
               el("span", {class: "muted"}, c.admin ? "(admin)" : "(user)"), " ",
-              el("button", {type: "button", disabled: true, "aria-label": `Remove controller ${c.id}`}, "Remove"))))
+              el("button", {type: "button", "aria-label": `Remove controller ${c.id}`,
+                            onclick: () => this.remove(c.id)}, "Remove"))))
           : el("p", {id: "controllers"}, "Not paired yet."),
-        el("p", {class: "hint"}, "Removing one controller needs a homekit/unpair request the bridge does not have yet: "
-          + "remove the bridge in the Home app, or `ruview-bridge homekit reset` to unpair all."))));
+        el("p", {id: "unpair-result", class: "result", role: "status"}),
+        el("p", {class: "hint"}, "Remove ends that controller's sessions at once; removing the last admin "
+          + "unpairs the bridge (pair it again with the code above)."))));
+  }
+
+  async remove(id) {
+    const answer = await request("homekit/unpair", {controller: id});
+    const said = this.root.querySelector("#unpair-result");
+    if (answer.status !== "ok") {
+      said.textContent = answer.error;
+      said.className = "result bad";
+      return;
+    }
+    await this.load();
+    const now = this.root.querySelector("#unpair-result");
+    now.textContent = `Controller ${id} removed.`;
+    now.className = "result ok";
   }
 }
