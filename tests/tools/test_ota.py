@@ -147,3 +147,18 @@ def test_push_by_node_name_waits_for_frames_at_the_bridge(mosquitto, node_bridge
     assert code == 0, out.err
     assert "node node_7 (127.0.0.1:%d) updated 1.0.0 -> 1.1.0: confirmed (running 0.5 s, frames resumed)" \
         % node.port in out.out
+
+
+def test_release_add_checks_the_image_and_list_shows_it(tmp_path, capsys):
+    state = tmp_path / "state"
+    s3 = tmp_path / "s3.bin"
+    s3.write_bytes(app_image("9.9.9", chip="esp32s3"))
+    assert main(["release", "add", str(s3), "--state-dir", str(state)]) == 2
+    assert "built for ESP32-S3, not the ESP32-C6" in capsys.readouterr().err
+    good = tmp_path / "esp32-csi-node.bin"
+    good.write_bytes(app_image("1.5.0"))
+    assert main(["release", "add", str(good), "--state-dir", str(state)]) == 0
+    assert (state / "ota" / "releases" / "1.5.0.bin").read_bytes() == good.read_bytes()
+    capsys.readouterr()
+    assert main(["release", "list", "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().out.startswith("1.5.0 ")
