@@ -46,6 +46,7 @@ def test_a_request_sent_while_the_link_is_cut_is_answered_when_it_returns(mosqui
         bridge.start()
         assert bridge.mqtt.wait_connected(10)
         served(probe, bridge)
+        subscribes = bridge.mqtt.counters.subscribes
         gate.shut()
         assert wait_until(lambda: not bridge.mqtt.connected, 5)
         ask(probe, "while-away")
@@ -54,8 +55,10 @@ def test_a_request_sent_while_the_link_is_cut_is_answered_when_it_returns(mosqui
         served(probe, bridge)  # the bridge is back and answering
         if expiry:
             probe.wait_for(lambda _m: answered(probe, "while-away"), 5, "the answer to the request sent while away")
+            assert bridge.mqtt.counters.subscribes == subscribes, "the resumed session has its filters"
         else:
             assert not answered(probe, "while-away"), "a clean session has nothing queued"
+            assert bridge.mqtt.counters.subscribes > subscribes, "a clean session is subscribed again"
         assert bridge.mqtt.stats()["connects"] == 2
     finally:
         bridge.stop()

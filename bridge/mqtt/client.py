@@ -93,6 +93,7 @@ class Counters:
     connects: int = 0
     network_errors: int = 0
     send_errors: int = 0
+    subscribes: int = 0  # SUBSCRIBE packets sent (a resumed session sends none for what it has)
     wakeups: int = 0  # turns of the network loop (an idle bridge: one per keepalive)
 
 
@@ -154,6 +155,9 @@ class MqttClient:
         self._suspect: Outgoing | None = None  # the message the last short sessions ended after
         self._suspect_count = 0
         self._told_too_large: set[str] = set()
+        self._broker_has: dict[str, FilterOptions] = {}  # what our session at the broker is subscribed to
+        self._session_present = False  # the broker kept our session (CONNACK): it has _broker_has
+        self._session_url = ""  # the broker of the last session
         self._sub_mids: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters, to name a refusal
         self.fatal: str | None = None  # why the bridge cannot work with this broker at all (it stopped)
         self.on_fatal: Callable[[], None] = lambda: None  # the Bridge hears of it (the CLI exits 2)
@@ -228,6 +232,7 @@ class MqttClient:
             self._subscribe(added)
         for topic_filter in (f for f, o in changes.items() if o is None):
             self._paho.unsubscribe(topic_filter)
+            self._broker_has.pop(topic_filter, None)
 
     def republish_retained(self, prefix: str) -> int:
         """Send again every retained message we hold under prefix (e.g. after HA restarts)."""
@@ -512,6 +517,7 @@ class MqttClient:
         if reason.is_failure:
             self._connack_failed = reason
         else:
+            self._session_present = bool(getattr(flags, "session_present", False))
             self.broker = BrokerTraits.from_connack(properties)
             self._session_pending = True
 
@@ -524,6 +530,8 @@ class MqttClient:
         """Send SUBSCRIBE (caller holds the lock); `connected` waits for its SUBACK."""
         rc, mid = self._paho.subscribe(*self._sub_args(filters))
         if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+            self._broker_has.update(filters)
+            self.counters.subscribes += 1
             self._sub_mids[mid] = list(filters)
             with self._suback_lock:
                 if mid in self._early_subacks:
@@ -544,6 +552,7 @@ class MqttClient:
         for n, code in enumerate(reason_codes or ()):
             if getattr(code, "is_failure", False) or int(getattr(code, "value", 0)) >= 0x80:
                 topic_filter = asked[n] if n < len(asked) else "?"
+                self._broker_has.pop(topic_filter, None)  # asked again at the next session
                 log.warning("broker %s refused the subscription to %s: %s", self.broker_url, topic_filter[:200],
                             code)
 
@@ -598,7 +607,11 @@ class MqttClient:
             log.warning("could not confirm the offline state with the broker")
         pending = len(self._outbox) + self._unacked()
         if pending:
-            log.warning("shutting down with %d message(s) not acknowledged by the broker", pending)
+            log.warning("shutting down with %d message(s) not acknowledged by the broker%s", pending,
+                        "; kept for the next start" if self._keeper is not None else "")
+            if self._keeper is not None:
+                for out in list(self._inflight.values()):
+                    self._keeper.keep(out)
 
     def _step(self) -> None:
         if not self._link_up:
@@ -846,12 +859,22 @@ class MqttClient:
             self._subscription_changes.clear()  # a new session subscribes every filter below
             self._session_starting = True
             filters = self.router.filters()
+            if not self._session_present or self.broker_url != self._session_url:
+                self._broker_has.clear()  # another node of a cluster: ask again, it costs little to be sure
+            self._session_url = self.broker_url
+            # A session resumed on the same broker has the filters we gave it: asking again is work
+            # for the broker, and retained messages sent a second time
+            gone = [f for f in self._broker_has if f not in filters]
+            filters = {f: o for f, o in filters.items() if self._broker_has.get(f) != o}
         with self._suback_lock:
             self._pending_subacks.clear()
             self._early_subacks.clear()
-        if filters:
-            with self._lock:
+        with self._lock:
+            if filters:
                 self._subscribe(filters)
+            for topic_filter in gone:
+                self._paho.unsubscribe(topic_filter)
+                self._broker_has.pop(topic_filter, None)
         with self._lock:
             pending = self._outbox.pending_topics()
             self._resend(self._retained[self.state_topic])
