@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 CONNACK_TIMEOUT = 5.0
 # The network thread sleeps until its socket or our wake-up socket has something, or paho's
 # keepalive falls due (`_idle_timeout`): an idle bridge wakes once per keepalive, not once a second
-# (bench/mqtt_idle.py: 1.00 -> 0.02 wake-ups/s).
+# (python -m bench.mqtt_idle --seconds 65: 1.00 -> 0.06 wake-ups/s, 0.0107 -> 0.0004 % of a core).
 ONLINE = b'{"state":"online"}'
 OFFLINE = b'{"state":"offline"}'
 
