@@ -55,7 +55,8 @@ def test_events_queued_while_the_broker_is_down_survive_kill_9(make_config, make
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = child.stdout.readline() if child.stdout else ""
-        assert line.strip() == "kept 5", (line, child.stderr.read() if child.poll() is not None and child.stderr else "")
+        died = child.stderr.read() if child.poll() is not None and child.stderr else ""
+        assert line.strip() == "kept 5", (line, died)
         child.send_signal(signal.SIGKILL)
         child.wait(5)
         store = StateStore.in_dir(state_dir)
