@@ -11,7 +11,7 @@ Baseline in the same run: the same number of messages of the same size
 published straight to the broker and timed to the same subscriber, which
 is the floor any bridge adds to.
 
-    python -m bench.nodes_latency [--seconds 30] [--nodes 100] [--rate 10] [--no-ha]
+    python -m bench.nodes_latency [--seconds 30] [--nodes 100] [--rate 10] [--no-ha] [--no-http]
 
 Home Assistant discovery is on, as users run the bridge: the one-time announcement of
 every node (paced at 10 nodes/s, so 10 s for 100 nodes) falls in the timed window, and
@@ -79,13 +79,14 @@ def vitals(node_id: int, k: int) -> bytes:
 
 
 def run_bridge(broker_port: int, nodes: int, rate: float, seconds: float,
-               ha: bool) -> tuple[list[tuple[float, float]], int]:
+               ha: bool, http: bool = True) -> tuple[list[tuple[float, float]], int]:
     """(seconds into the run it was sent, ms until its state arrived) per timed frame, and frames lost."""
     udp_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = bridge_process({"mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "base_topic": "lat"},
                                "nodes": {"udp": {"bind": "127.0.0.1", "port": udp_port}},
-                               "homeassistant": {"enabled": ha}, "http": {"port": free_port()},
+                               "homeassistant": {"enabled": ha},
+                               "http": {"port": free_port()} if http else {"enabled": False},
                                "bridge": {"state_dir": tmp}}, tmp)
         try:
             sub = Subscriber(broker_port, "lat/node/+")
@@ -135,11 +136,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10, help="frames/s per node")
     parser.add_argument("--no-ha", dest="ha", action="store_false",
                         help="turn Home Assistant discovery off (it is on by default, as in config.yaml)")
+    parser.add_argument("--no-http", dest="http", action="store_false",
+                        help="turn the HTTP frontend off (on by default, as in config.yaml)")
     args = parser.parse_args()
     broker = Mosquitto().start()
     steal = HostSteal()
     try:
-        timed, lost = run_bridge(broker.port, args.nodes, args.rate, args.seconds, args.ha)
+        timed, lost = run_bridge(broker.port, args.nodes, args.rate, args.seconds, args.ha, args.http)
         baseline = run_baseline(broker.port, int(args.seconds * args.rate * args.nodes),
                                 args.rate * args.nodes, 420)
     finally:

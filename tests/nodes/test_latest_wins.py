@@ -7,14 +7,11 @@ Events and requests' answers stay QoS 1 through the outbox: each one matters."""
 
 from __future__ import annotations
 
-import pytest
-
 from firmware_tools.simulate import generate, make_nodes, send_udp
 from tests.brokers import Mosquitto
 from tests.polling import wait_until
 
 
-@pytest.mark.slow
 def test_after_an_outage_the_broker_gets_the_newest_state_and_events_keep_qos_1(node_bridge, make_probe):
     broker = Mosquitto().start()  # its own: killed mid-test (no persistence: retained state is lost)
     try:
@@ -31,8 +28,9 @@ def test_after_an_outage_the_broker_gets_the_newest_state_and_events_keep_qos_1(
         assert wait_until(lambda: not bridge.mqtt.connected, 10)
         more = send_udp(generate(make_nodes(1, "empty", 10, first_id=7, seed=3), 10), "127.0.0.1", port, speed=0)
         assert wait_until(lambda: ext.udp.processed >= sent + more, 10)
-        node = ext.registry.get(7)
+        node, view = ext.registry.get(7), ext.pipeline.views[7]
         assert node is not None
+        assert wait_until(lambda: view.dirty_since is None, 5)  # the newest state went out, into the outage
         newest = sum(node.frames.values())
         # the states of the outage were not queued to be sent stale (events and home state were)
         assert wait_until(lambda: bridge.mqtt.stats()["dropped_offline_qos0"] > 0, 5)
