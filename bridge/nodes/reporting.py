@@ -114,22 +114,28 @@ class Reporter:
         self._shown_at: dict[str, float] = {}
 
     def report(self, fields: dict[str, Any], now: float) -> dict[str, Any]:
-        """`fields` with each ruled numeric field replaced by its reported value (in place)."""
-        policy = self.policy
+        """`fields` with each ruled numeric field replaced by its reported value (in place).
+
+        Runs for every node on every beat it was heard on (255 nodes a second at most), so what
+        it reads is bound once and a field the node does not send costs one lookup."""
+        policy, shown_now, shown_at, avg = self.policy, self._shown, self._shown_at, self._avg
+        min_interval, heartbeat = policy.min_interval, policy.heartbeat
         for key, rule in policy.rules.items():
             value = fields.get(key)
-            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-                self._forget(key)
+            if value is None or value.__class__ is bool or not isinstance(value, (int, float)):
+                if key in shown_now or key in avg:
+                    self._forget(key)
                 continue
-            value = self._smoothed(key, float(value), rule.smooth, now)
-            shown = self._shown.get(key)
+            if rule.smooth:
+                value = self._smoothed(key, float(value), rule.smooth, now)
+            shown = shown_now.get(key)
             if shown is None:
                 fields[key] = self._show(key, value, rule, now)
                 continue
-            since = now - self._shown_at[key]
-            if rule.moved(value, shown) and since >= policy.min_interval:
+            since = now - shown_at[key]
+            if since >= min_interval and rule.moved(value, shown):
                 fields[key] = self._show(key, value, rule, now)
-            elif policy.heartbeat and since >= policy.heartbeat and _rounded(value, rule.digits) != shown:
+            elif heartbeat and since >= heartbeat and _rounded(value, rule.digits) != shown:
                 fields[key] = self._show(key, value, rule, now)
             else:
                 fields[key] = int(shown) if rule.digits <= 0 else shown
