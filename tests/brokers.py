@@ -237,19 +237,25 @@ class RabbitMq(BrokerProcess):
     kind = "rabbitmq"
     supports_v5 = False  # 3.10: MQTT 3.1.1 only
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, epmd_port: int | None = None, home: Path | None = None,
+                 peers: list[str] | None = None) -> None:
         super().__init__(port)
-        self.amqp_port, self.dist_port, self.epmd_port = free_port(), free_port(), free_port()
+        self.amqp_port, self.dist_port, self.epmd_port = free_port(), free_port(), epmd_port or free_port()
         self.node = f"ruview{self.port}@localhost"
+        self.home = home or self.workdir  # its .erlang.cookie: a cluster's nodes share one
+        self.peers = peers or []  # node names of a cluster (RabbitMqCluster)
 
     def environment(self) -> dict[str, str]:
         (self.workdir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
             f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            "mqtt.allow_anonymous = true\n")
+            "mqtt.allow_anonymous = true\n" + (
+                "cluster_formation.peer_discovery_backend = classic_config\n" +
+                "".join(f"cluster_formation.classic_config.nodes.{n} = {peer}\n"
+                        for n, peer in enumerate(self.peers, 1)) if self.peers else ""))
         (self.workdir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
         (self.workdir / "rabbitmq-env.conf").write_text("")
-        return {**os.environ, "HOME": str(self.workdir), "RABBITMQ_NODENAME": self.node,
+        return {**os.environ, "HOME": str(self.home), "RABBITMQ_NODENAME": self.node,
                 "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(self.amqp_port),
                 "RABBITMQ_DIST_PORT": str(self.dist_port), "ERL_EPMD_PORT": str(self.epmd_port),
                 "ERL_EPMD_ADDRESS": "127.0.0.1",
@@ -258,7 +264,9 @@ class RabbitMq(BrokerProcess):
                 "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq"),
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.workdir / "enabled_plugins"),
                 "RABBITMQ_CONF_ENV_FILE": str(self.workdir / "rabbitmq-env.conf"),
-                "RABBITMQ_LOGS": "-"}
+                "RABBITMQ_LOGS": "-",
+                # the distribution listener on loopback only (it binds every interface by default)
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"}
 
     def command(self) -> list[str]:
         return [RABBITMQ_SERVER]
@@ -299,3 +307,56 @@ RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 def rabbitmq_available() -> bool:
     return os.path.exists(RABBITMQ_SERVER)
+
+
+class RabbitMqCluster:
+    """Three private RabbitMQ nodes joined by classic peer discovery: one epmd port and one
+    Erlang cookie between them, each with its own ports and directories."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="ruview-rabbit-cluster-"))
+        cookie = self.home / ".erlang.cookie"
+        cookie.write_text(os.urandom(16).hex())
+        cookie.chmod(0o400)
+        epmd = free_port()
+        ports = [free_port() for _ in range(size)]
+        peers = [f"ruview{p}@localhost" for p in ports]
+        self.nodes = [RabbitMq(p, epmd_port=epmd, home=self.home, peers=peers) for p in ports]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self, timeout: float = 120.0) -> "RabbitMqCluster":
+        try:
+            procs = []
+            for node in self.nodes:  # all at once: each waits for its peers to form the cluster
+                log = open(node.workdir / "broker.log", "ab")
+                node.proc = subprocess.Popen(node.command(), stdout=log, stderr=subprocess.STDOUT,
+                                             cwd=node.workdir, env=node.environment(), start_new_session=True)
+                procs.append(node.proc)
+            for node in self.nodes:
+                wait_port(node.port, timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def kill(self, url: str) -> None:
+        node = next(node for node in self.nodes if node.url == url)
+        if node.proc and node.proc.poll() is None:
+            os.killpg(node.proc.pid, signal.SIGKILL)
+            node.proc.wait(5)
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            if node.proc and node.proc.poll() is None:
+                try:
+                    os.killpg(node.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                node.proc.wait(5)
+        self.nodes[0]._kill_epmd()
+        for node in self.nodes:
+            shutil.rmtree(node.workdir, ignore_errors=True)
+        shutil.rmtree(self.home, ignore_errors=True)

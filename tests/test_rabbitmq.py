@@ -8,10 +8,13 @@ keeps a request sent while the link was cut.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from bridge.app import build_bridge
-from tests.brokers import RabbitMq, rabbitmq_available
+from tests.brokers import RabbitMq, RabbitMqCluster, rabbitmq_available
 from tests.conftest import served
 from tests.mqtt_probe import Probe
 from tests.polling import wait_until
@@ -60,3 +63,75 @@ def test_a_share_group_on_rabbitmq_is_refused_at_start(rabbit, make_config):
         assert "does not deliver shared subscriptions" in bridge.mqtt.fatal and rabbit.url in bridge.mqtt.fatal
     finally:
         bridge.stop()
+
+
+@pytest.fixture(scope="module")
+def rabbit_cluster():
+    nodes = RabbitMqCluster().start()
+    yield nodes
+    nodes.cleanup()
+
+
+@pytest.mark.xfail(reason="open (issue 32): on this RabbitMQ 3.10 cluster, killing the node in use lost 5-6 QoS 1 "
+                          "events sent just before the kill in some runs, and in others the bridge was not served "
+                          "within 30 s (sessions closed right after CONNACK, reconnecting in a loop); docs/scale.md",
+                   strict=False)
+def test_failover_on_a_rabbitmq_cluster_loses_no_qos1_event(rabbit_cluster, make_config):
+    """Three RabbitMQ nodes; the one the bridge uses is killed while it fires a QoS 1 event every
+    20 ms: it is served again from the next node of mqtt.url, and every event arrives."""
+    cluster = rabbit_cluster
+    # a clean session: a persistent one lives in a queue on one node, and the others refuse to resume
+    # it while that node is dead (docs/scale.md)
+    config = make_config(cluster.nodes[0], mqtt={"url": cluster.urls, "protocol": "3.1.1",
+                                                 "reconnect": {"min_delay": 0.5, "max_delay": 5}})
+    bridge = build_bridge(config, extensions=[])
+    probe = Probe(cluster.nodes[2].port, client_id="rabbit-watcher").subscribe("ruview/event/#", RESPONSE)
+    fired: list[int] = []
+    firing = threading.Event()
+    firing.set()
+
+    def fire() -> None:
+        n = 0
+        while firing.is_set():
+            bridge.events.fire("tick", {"n": n})
+            fired.append(n)
+            n += 1
+            time.sleep(0.02)
+
+    try:
+        bridge.start()
+        assert bridge.mqtt.wait_connected(15)
+        in_use = bridge.mqtt.broker_url
+        assert in_use != cluster.urls[2], "the watcher's node must outlive the kill"
+        firer = threading.Thread(target=fire, daemon=True)
+        firer.start()
+        assert wait_until(lambda: len(probe.messages) > 20, 10), "events flow before the kill"
+        cluster.kill(in_use)
+        killed = time.monotonic()
+        served_after = None
+        for attempt in range(400):
+            tx = f"after-kill-{attempt}"
+            probe.publish("ruview/bridge/request/health_check", {"transaction": tx})
+            if wait_until(lambda: any(m.json().get("transaction") == tx for m in probe.on(RESPONSE)), 0.5):
+                served_after = time.monotonic() - killed
+                break
+            if time.monotonic() - killed > 30:
+                break
+        assert served_after is not None and served_after < 30, (served_after, bridge.mqtt.stats())
+        time.sleep(1)  # the scenario: events go on after the failover
+        firing.clear()
+        firer.join(5)
+        expected = set(fired)
+
+        def got() -> set[int]:
+            return {m.json()["data"]["n"] for m in probe.messages if m.topic == "ruview/event/tick"}
+
+        stats = bridge.mqtt.stats()
+        assert wait_until(lambda: got() >= expected, 30), (sorted(expected - got())[:20], stats)
+        assert bridge.mqtt.broker_url != in_use
+        print(f"RabbitMQ 3.10 cluster failover: served again {served_after:.1f} s after the kill, "
+              f"{len(expected)} QoS 1 events, 0 lost, now on {bridge.mqtt.broker_url}")
+    finally:
+        firing.clear()
+        bridge.stop()
+        probe.close()
