@@ -99,7 +99,10 @@ class Bridge:
             settings = connection_settings(config, broker_url or config.mqtt.url)
             if force_protocol:
                 settings = replace(settings, protocol=force_protocol)
-            if not config.mqtt.client_id:  # the same id at every start: a persistent session is found again
+            # the same id at every start: a persistent session is found again (not when another bridge
+            # holds the state directory: its id is that bridge's, and two clients with one id knock each
+            # other off the broker)
+            if not config.mqtt.client_id and self.store.problem is None:
                 settings = replace(settings, client_id=stable_client_id(self.store.scope("mqtt"), b.instance_name))
             self.mqtt = MqttClient(settings, self.router, state_topic=self.topics.bridge_state,
                                    supervisor=self.supervisor, store=self.store)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.core.store import StateStore
 from bridge.nodes import codec
 from bridge.nodes.codec import FeatureState
 from tests.brokers import free_port_udp
@@ -34,15 +35,17 @@ def _frame(node_id: int, seq: int) -> bytes:
 class Mounted:
     """A bridge process whose state directory is a small tmpfs of its own mount namespace."""
 
-    def __init__(self, broker, tmp_path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, broker, tmp_path: Path, *, read_only: bool = False, bind_ro: bool = False) -> None:
         self.state = tmp_path / "state"
-        self.state.mkdir()
+        self.state.mkdir(exist_ok=True)
         self.udp = free_port_udp()
         config = tmp_path / "config.yaml"
         config.write_text(f"mqtt:\n  url: {broker.url}\nbridge:\n  health_interval: 1\n  state_dir: {self.state}\n"
                           f"nodes:\n  udp:\n    bind: 127.0.0.1\n    port: {self.udp}\n")
         remount = f"mount -o remount,ro {self.state} && " if read_only else ""
-        script = (f"mount --make-rprivate / && mount -t tmpfs -o size=512k,mode=0700 tmpfs {self.state} && "
+        mount = (f"mount --bind {self.state} {self.state} && mount -o remount,bind,ro {self.state}" if bind_ro
+                 else f"mount -t tmpfs -o size=512k,mode=0700 tmpfs {self.state}")
+        script = (f"mount --make-rprivate / && {mount} && "
                   f"{remount}exec {sys.executable} -m bridge run -c {config} --no-status")
         self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
@@ -122,6 +125,46 @@ def test_a_read_only_state_directory_keeps_the_bridge_running_and_refuses_change
         health = _health(probe)
         assert health["store"]["writable"] is False and "read-only" in health["store"]["problem"]
         assert health["extensions"]["nodes"]["state"] == "running"
+    finally:
+        probe.close()
+        out = bridge.close()
+    assert "Traceback" not in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_a_demotion_survives_kill_9_and_a_start_on_a_read_only_state_directory(mosquitto, tmp_path):
+    """The demotion's commit may still be in state.db-wal when the bridge dies; a start that can only
+    read the directory must see it (or, if it cannot, fail closed), never publish the vitals."""
+    state = tmp_path / "state"
+    StateStore.in_dir(state).close()  # an earlier run's store: its tables are in state.db itself
+    udp = free_port_udp()
+    config = tmp_path / "first.yaml"
+    config.write_text(f"mqtt:\n  url: {mosquitto.url}\nbridge:\n  health_interval: 1\n  state_dir: {state}\n"
+                      f"nodes:\n  udp:\n    bind: 127.0.0.1\n    port: {udp}\n")
+    first = subprocess.Popen([sys.executable, "-m", "bridge", "run", "-c", str(config), "--no-status"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    probe = Probe(mosquitto.port)
+    try:
+        probe.subscribe("ruview/bridge/response/#", "ruview/bridge/health")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            assert wait_until(lambda: sock.sendto(_frame(7, 1), ("127.0.0.1", udp)) and any(
+                m.json().get("nodes", {}).get("count") == 1 for m in probe.on("ruview/bridge/health")), 20)
+        assert _request(probe, "node/privacy", {"node": 7, "class": "restricted"}, 1)["status"] == "ok"
+    finally:
+        probe.close()
+        first.kill()
+        first.wait(10)
+    assert (state / "state.db-wal").exists(), "the commit is in the write-ahead log, not yet in state.db"
+    probe = Probe(mosquitto.port)
+    probe.publish("ruview/node/node_7", b"", retain=True)  # only the store may say what node 7 is
+    probe.subscribe("ruview/node/+", "ruview/bridge/health")
+    bridge = Mounted(mosquitto, tmp_path, bind_ro=True)
+    try:
+        assert wait_until(lambda: any(m.payload for m in probe.on("ruview/node/node_7")), 20), "node 7 published"
+        health = probe.wait_topic("ruview/bridge/health", 10).json()
+        assert health["store"]["writable"] is False, "the state directory is read-only in this run"
+        published = [m.json() for m in probe.on("ruview/node/node_7") if m.payload]
+        assert all(p["privacy_class"] == "restricted" and "breathing_bpm" not in p for p in published), published
     finally:
         probe.close()
         out = bridge.close()

@@ -75,6 +75,15 @@ def _what_to_do(exc: BaseException) -> str:
     return text
 
 
+def _value(scope: str, key: Any, raw: Any) -> Any:
+    """A stored value; one that is not JSON (an edited or restored file) is skipped and said."""
+    try:
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        log.warning("state store: ignored %s/%s: not a JSON value", scope, str(key)[:80])
+        return None
+
+
 class StateStore:
     """One SQLite database; safe to call from any thread (one connection behind a lock)."""
 
@@ -84,6 +93,7 @@ class StateStore:
         self.writes = 0
         self.failed_writes = 0
         self.last_error: str | None = None  # the newest write that failed, for health
+        self.complete = True  # False: what was stored could not all be read (fail closed where it matters)
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
         self._db = self._open()
@@ -104,6 +114,9 @@ class StateStore:
             return self._prepare(sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.path.parent.stat().st_mode & 0o077:  # never changed here: it may be a shared directory
+                log.warning("state directory %s is open to other users (mode %o): it holds secrets (OTA PSKs, "
+                            "HomeKit keys); chmod 700 it", self.path.parent, self.path.parent.stat().st_mode & 0o777)
             self._hold_lock()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # SQLite gives -wal/-shm the same mode
             os.close(fd)
@@ -144,15 +157,20 @@ class StateStore:
         return db
 
     def _read_only(self) -> sqlite3.Connection:
-        """What was stored, read-only if it can be read at all; otherwise an empty store."""
+        """What was stored, read-only (the -wal file's commits included) if it can be read at all;
+        otherwise an empty store, and `complete` False: a reader that must fail closed (privacy
+        classes) then knows it may be missing what was set."""
         if self.path.is_file():
-            try:
-                db = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False,
-                                     isolation_level=None)
-                db.execute("SELECT count(*) FROM settings").fetchone()
+            for uri in (f"file:{self.path}?mode=ro", f"file:{self.path}?mode=ro&immutable=1"):
+                try:
+                    db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                    db.execute("SELECT count(*) FROM settings").fetchone()
+                except sqlite3.Error:
+                    continue
+                # immutable=1 skips the -wal file: commits since the last checkpoint are not seen
+                self.complete = "immutable" not in uri or not self.path.with_name(self.path.name + "-wal").exists()
                 return db
-            except sqlite3.Error:
-                pass
+            self.complete = False
         db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
         db.executescript(_SCHEMA)
         return db
@@ -204,12 +222,13 @@ class StateStore:
     def _get(self, scope: str, key: str) -> Any:
         with self._lock:
             row = self._db.execute("SELECT value FROM settings WHERE scope=? AND key=?", (scope, key)).fetchone()
-        return None if row is None else orjson.loads(row[0])
+        return None if row is None else _value(scope, key, row[0])
 
     def _items(self, scope: str) -> dict[str, Any]:
         with self._lock:
             rows = self._db.execute("SELECT key, value FROM settings WHERE scope=? ORDER BY key", (scope,)).fetchall()
-        return {key: orjson.loads(value) for key, value in rows}
+        found = {key: _value(scope, key, value) for key, value in rows if isinstance(key, str)}
+        return {key: value for key, value in found.items() if value is not None}
 
     def _put(self, scope: str, changes: dict[str, Any], deletes: Iterable[str] = ()) -> None:
         now = time.time()

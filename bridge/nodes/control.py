@@ -58,9 +58,10 @@ class NodeControl:
             names.check_node_name(name)
         except names.InvalidName as exc:
             raise ApiError(f"the new name must be {exc}") from None
-        holder = self.registry.by_name(name)
-        if holder is not None and holder.node_id != node_id:
-            raise ApiError(f"a node is already named {name!r}")
+        holder = self.registry.name_holder(name)
+        if holder is not None and holder != node_id:
+            raise ApiError(f"node {holder} has or will have the name {name!r}, or one with the same entity ids "
+                           "(- and _ are alike there)")
         return str(name)
 
     def _store(self, node_id: int, **changes: Any) -> None:
@@ -97,8 +98,7 @@ class NodeControl:
     def _apply_settings(self, node: Node, changes: dict[str, Any]) -> None:
         if "room" in changes:
             with self.pipeline.lock:
-                self.registry.configure(node.node_id, name=None, room=changes["room"])
-                node.room = changes["room"]
+                self.registry.configure(node.node_id, name=None, room=changes["room"], clear_room=True)
         if "expected_hours" in changes:
             self.pipeline.set_expected_hours(node.node_id, changes["expected_hours"])
         thresholds = {k: v for k, v in changes.items() if k in THRESHOLD_RANGES}

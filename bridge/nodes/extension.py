@@ -35,7 +35,7 @@ from bridge.nodes.registry import NodeRegistry
 from bridge.nodes.serial_ingest import SerialIngest
 from bridge.nodes.settings import NodeSettings, baseline_record
 from bridge.nodes.udp import UdpIngest
-from bridge.privacy import PrivacyGate
+from bridge.privacy import PrivacyClass, PrivacyGate
 
 OFFLINE_CHECK = 1.0  # seconds between looks for nodes gone silent (at most a quarter of offline_after)
 DRIFT_SAVE = 600.0  # seconds between saves of baselines that drifted (a calibration is saved at once)
@@ -58,8 +58,13 @@ class NodesExtension(Extension[NodesConfig]):
         self._saved: dict[int, tuple[int, float]] = {}  # node id -> (engine.learned, baseline) last stored
         self._failed: dict[int, tuple[int, float]] = {}  # the same, for a baseline the store refused
         devices = cfg.devices
-        gate = PrivacyGate(cfg.privacy_class, {n: d.privacy_class for n, d in devices.items()
-                                               if d.privacy_class is not None})
+        default: int = cfg.privacy_class
+        classes: dict[int, int] = {n: d.privacy_class for n, d in devices.items() if d.privacy_class is not None}
+        if not ctx.store.store.complete:  # a demotion may be among what cannot be read: fail closed
+            ctx.log.error("nodes: the state store could not be read whole (%s); every node is restricted until "
+                          "it can be", ctx.store.store.problem or ctx.store.store.path)
+            default, classes = PrivacyClass.RESTRICTED, {n: int(PrivacyClass.RESTRICTED) for n in classes}
+        gate = PrivacyGate(default, classes)
         self.registry = NodeRegistry({n: {"name": d.name, "room": d.room} for n, d in devices.items()})
         self.pipeline = NodePipeline(ctx, gate, self.registry, ctx.node_directory())
         spawn = lambda name, target, stop: ctx.spawn(name, target, stop)  # noqa: E731
@@ -153,16 +158,21 @@ class NodesExtension(Extension[NodesConfig]):
                 self.ctx.log.warning("node %d: its stored name %r is another node's in config.yaml now; "
                                      "rename one of them", node_id, name)
                 name = None
-            self.registry.configure(node_id, name=name, room=settings.get("room"))
+            self.registry.configure(node_id, name=name, room=settings.get("room"), clear_room="room" in settings)
             node = self.registry.remember(node_id, now)
             engine = self.pipeline.engine(node_id)
             for key in ("enter_ratio", "exit_ratio", "hold"):
                 if key in settings:
                     setattr(engine.settings, key, settings[key])
+            if engine.settings.exit_ratio > engine.settings.enter_ratio:  # a config edit since made them cross
+                self.ctx.log.warning("node %d: exit_ratio %.2f above enter_ratio %.2f after the config edit; "
+                                     "using enter_ratio for both", node_id, engine.settings.exit_ratio,
+                                     engine.settings.enter_ratio)
+                engine.settings.exit_ratio = engine.settings.enter_ratio
             if "baseline" in settings:
                 engine.restore(settings["baseline"]["score"])
                 self._saved[node_id] = (engine.learned, settings["baseline"]["score"])
-            if settings.get("expected_hours"):
+            if "expected_hours" in settings:  # null: none, whatever config.yaml says
                 self.pipeline.set_expected_hours(node_id, settings["expected_hours"])
             self.pipeline.changed(node)
         return set(stored)

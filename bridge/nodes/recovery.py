@@ -77,8 +77,11 @@ class RetainedNodes:
             known = pipeline.registry.get(node_id)
             if known is not None and known.heard:
                 return  # it spoke already in this run
-            taken = pipeline.registry.by_name(name)
-            keep_name = name if taken is None or taken.node_id == node_id else None
+            configured = self.ctx.config.devices.get(node_id)
+            if configured is not None and configured.room is not None:
+                room = None  # config.yaml says where it is: retained state never overrides the operator
+            holder = pipeline.registry.name_holder(name)
+            keep_name = name if holder in (None, node_id) and not (configured and configured.name) else None
             restricted = state.get("privacy_class") == "restricted" and \
                 pipeline.gate.class_of(node_id) < PrivacyClass.RESTRICTED
             changes = {"name": keep_name, "room": room, "privacy_class": "restricted" if restricted else None}

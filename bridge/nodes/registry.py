@@ -17,11 +17,13 @@ loss while it lasts, until RETURN_WINDOW passes without a return (`end_conflicts
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from bridge import names
 from bridge.nodes import codec
 from bridge.nodes.codec import Frame
 
@@ -283,19 +285,38 @@ class NodeRegistry:
             node.name = name
             return node
 
-    def configure(self, node_id: int, *, name: str | None, room: str | None) -> Node | None:
-        """Set name and room for a node id; applied at once to a known node's room,
-        and when the node first appears otherwise. Returns the node if already seen."""
+    def configure(self, node_id: int, *, name: str | None, room: str | None, clear_room: bool = False
+                  ) -> Node | None:
+        """Set name and room for a node id (clear_room: no room, whatever config said); applied at
+        once to a known node's room, and when the node first appears otherwise. Returns the node if
+        already seen."""
         with self._lock:
             device = self._devices.setdefault(node_id, {})
             if name:
                 device["name"] = name
-            if room is not None:
+            if room is not None or clear_room:
                 device["room"] = room
             node = self._nodes.get(node_id)
-            if node is not None and room is not None:
+            if node is not None and (room is not None or clear_room):
                 node.room = room
             return node
+
+    def name_holder(self, name: str) -> int | None:
+        """The node id that has, or will have, a name whose entity ids `name` would share: a node
+        heard or remembered, a configured or registered one, or another id's default name."""
+        wanted = names.object_id(name)
+        for node in self._nodes.values():
+            if names.object_id(node.name) == wanted:
+                return node.node_id
+        for node_id, device in self._devices.items():
+            if device.get("name") and names.object_id(device["name"]) == wanted:
+                return node_id
+        match = re.fullmatch(r"node_(\d+)", wanted)
+        if match and names.is_node_id(int(match[1])) and not self._devices.get(int(match[1]), {}).get("name"):
+            held = self._nodes.get(int(match[1]))
+            if held is None or held.name == names.default_node_name(held.node_id):
+                return int(match[1])
+        return None
 
     def remove(self, node_id: int) -> Node | None:
         with self._lock:

@@ -34,8 +34,13 @@ def _key(node_id: int) -> str:
     return f"node/{node_id}"
 
 
+CLEARABLE = ("room", "expected_hours")  # null stored: none, whatever config.yaml says
+
+
 def check_field(field: str, value: Any) -> Any:
     """A stored or requested value, checked like the request API checks it; ValueError says why."""
+    if value is None and field in CLEARABLE:
+        return None
     if field == "name":
         return names.check_node_name(value)
     if field == "room":
@@ -104,7 +109,7 @@ class NodeSettings:
         record = dict(self.scope.get(_key(node_id)) or {})
         set_in_config = dict(record.get("config") or {})
         for field, value in changes.items():
-            if value is None:
+            if value is None and field not in CLEARABLE:
                 record.pop(field, None)
                 set_in_config.pop(field, None)
                 continue

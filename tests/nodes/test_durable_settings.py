@@ -11,14 +11,18 @@ from pathlib import Path
 import socket
 import threading
 
+import orjson
 import pytest
+
+from bridge.app import Bridge
+from bridge.catalog import validate_config
 
 from bridge.nodes import codec
 from bridge.nodes.codec import EdgeVitals, FeatureState
 from bridge.nodes import recovery
 from bridge.nodes.extension import NodesExtension
 from tests.brokers import free_port
-from tests.harness import in_process
+from tests.harness import LoopbackMqtt, Published, in_process
 from tests.polling import wait_until
 
 
@@ -284,3 +288,104 @@ def test_a_damaged_store_is_said_and_changes_are_refused_while_nodes_run():
     finally:
         bridge.stop()
     assert store.read_bytes().startswith(b"this is not a database"), "the damaged file is left for the user"
+
+
+def test_a_cleared_room_and_hours_stay_cleared_over_config_that_gives_them():
+    port = free_port()
+    devices = {5: {"room": "Kitchen", "expected_hours": ["08:00-20:00"]}}
+    bridge, _, ext = _bridge(port, devices=devices)
+    try:
+        _ok(bridge, "node/set", node=5, room=None, expected_hours=None)
+        assert ext.registry.get(5).room is None
+    finally:
+        bridge.stop()
+    bridge, _, ext = _bridge(port, devices=devices)
+    try:
+        assert ext.registry.get(5).room is None and bridge.directory.get(5).expected_hours == ()
+    finally:
+        bridge.stop()
+
+
+@pytest.mark.parametrize("taken_by", ["register", "default", "dash"])
+def test_a_name_another_node_has_or_will_have_is_refused(taken_by):
+    port = free_port()
+    bridge, _, ext = _bridge(port)
+    try:
+        _send(port, [_feature_state(3, 1)])
+        assert wait_until(lambda: _heard(ext, 3), 5)
+        wanted = {"register": "attic", "default": "node_5", "dash": "living_room"}[taken_by]
+        if taken_by == "register":
+            _ok(bridge, "node/register", node_id=9, name="attic")  # not heard yet
+            assert bridge.api.handle("node/register", {"node_id": 10, "name": "attic"})["status"] == "error"
+        if taken_by == "dash":
+            _ok(bridge, "node/register", node_id=9, name="living-room")  # the same entity ids as living_room
+        answer = bridge.api.handle("node/rename", {"from": "node_3", "to": wanted})
+        assert answer["status"] == "error" and "has or will have the name" in answer["error"], answer
+        assert ext.registry.get(3).name == "node_3"
+    finally:
+        bridge.stop()
+
+
+def test_stored_thresholds_that_cross_after_a_config_edit_are_made_consistent():
+    port = free_port()
+    bridge, _, ext = _bridge(port)
+    try:
+        _send(port, [_feature_state(4, 1)])
+        assert wait_until(lambda: _heard(ext, 4), 5)
+        _ok(bridge, "node/set", node=4, exit_ratio=2.9)
+    finally:
+        bridge.stop()
+    bridge, _, ext = _bridge(port, presence={"enter_ratio": 2.0, "exit_ratio": 1.5})
+    try:
+        settings = ext.pipeline.engine(4).settings
+        assert settings.exit_ratio <= settings.enter_ratio == 2.0
+    finally:
+        bridge.stop()
+
+
+def test_retained_state_at_the_first_start_never_overrides_config_or_takes_a_name(monkeypatch):
+    monkeypatch.setattr(recovery, "RETAINED_READ_SECONDS", 0.3)
+    port = free_port()
+    sections = {"nodes": {"udp": {"bind": "127.0.0.1", "port": port},
+                          "devices": {3: {"name": "kitchen", "room": "Kitchen"}}}}
+    made = []
+
+    def loopback(router, state_topic, supervisor):
+        mqtt = LoopbackMqtt(router, state_topic, supervisor)
+        for name, state in (("hacked", {"node_id": 3, "name": "hacked", "room": "Evil room"}),
+                            ("node_5", {"node_id": 200, "name": "node_5"})):
+            mqtt.retained[f"ruview/node/{name}"] = Published(f"ruview/node/{name}", orjson.dumps(state), 1, True)
+        made.append(mqtt)
+        return mqtt
+
+    config = validate_config({"mqtt": {"url": "mqtt://127.0.0.1:1"}, **sections}, "test", env={})
+    bridge = Bridge(config, mqtt=loopback)
+    bridge.add(NodesExtension())
+    bridge.start()
+    try:
+        ext = bridge.extension("nodes")
+        assert wait_until(lambda: ext.ctx.store.get("retained-state-migrated") is not None, 5)
+        kitchen = ext.registry.get(3)
+        assert (kitchen.name, kitchen.room) == ("kitchen", "Kitchen")
+        squatter = ext.registry.get(200)
+        assert squatter is None or squatter.name != "node_5", "another id's default name is not taken"
+    finally:
+        bridge.stop()
+
+
+def test_a_stored_value_that_is_not_json_is_skipped_not_fatal():
+    port = free_port()
+    bridge, _, ext = _bridge(port)
+    try:
+        _ok(bridge, "node/register", node_id=9, name="attic")
+        with bridge.store._lock:
+            bridge.store._db.execute("INSERT OR REPLACE INTO settings VALUES ('nodes', 'node/11', x'ff00', 0)")
+            bridge.store._db.execute("INSERT OR REPLACE INTO settings VALUES ('bridge', 'log_level', 'nope{', 0)")
+    finally:
+        bridge.stop()
+    bridge, _, ext = _bridge(port)
+    try:
+        assert bridge.extension_state["nodes"]["state"] == "running"
+        assert ext.registry.get(9).name == "attic" and ext.registry.get(11) is None
+    finally:
+        bridge.stop()
