@@ -142,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s (is another program using that port? set mqtt.embedded.port or mqtt.url)", exc)
         return 1
     code = 0
+    working: Any = None  # the last configuration that started
     try:
         while True:
             bridge = build_bridge(config, broker_url=url, embedded_broker=embedded is not None,
@@ -157,9 +158,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 status.start()
             running[:] = [bridge]
             bridge.start()
+            if bridge.unstartable and working is not None and working is not config:
+                # a restart into a configuration that cannot start: back to the one that ran
+                log.error("the new configuration could not start (%s); going on with the one that ran",
+                          "; ".join(bridge.unstartable))
+                if status:
+                    status.stop()
+                bridge.stop()
+                config = working
+                continue
             if bridge.unstartable:  # each said in one line, with the key to change: a service manager sees exit 2
                 stop.set()
                 code = 2
+            working = config
             if not stop.is_set():
                 bridge.restart_requested.wait()
             fatal = getattr(bridge.mqtt, "fatal", None)

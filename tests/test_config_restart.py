@@ -52,6 +52,9 @@ def test_restart_with_a_broken_empty_or_exploding_file_is_refused_and_the_bridge
                 ("# only a comment\n", "is empty"),
                 (ALIAS_BOMB, "expands to over"),
                 ("x" * (2 << 20), "is over"),
+                ("big: &s " + "y" * 500_000 + "\nmany: [" + ", ".join(["*s"] * 20) + "]\n", "expands to over"),
+                ("deep: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+                ("deep: " + "[" * 100 + "]" * 100 + "\n", "expands to over"),
                 ("mqtt:\n  url: 42\n", "mqtt.url")], start=1):
             cfg.write_text(text)
             answer = _restart(probe, n)
@@ -80,3 +83,32 @@ def test_an_empty_or_exploding_config_file_stops_run_with_one_line(tmp_path):
                              timeout=30)
         lines = out.stderr.strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and str(cfg) in lines[0] and said in lines[0], out.stderr
+
+
+@pytest.mark.slow
+def test_a_restart_into_a_configuration_that_cannot_start_goes_on_with_the_one_that_ran(mosquitto, tmp_path):
+    import socket
+    cfg = tmp_path / "config.yaml"
+    udp = free_port_udp()
+    cfg.write_text(_config(mosquitto, udp))
+    proc = subprocess.Popen([*CLI, "run", "-c", str(cfg), "--no-status"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    probe = Probe(mosquitto.port)
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.subscribe("ruview/bridge/response/#", "ruview/bridge/health")
+        first = _run_id(probe)
+        taken.bind(("127.0.0.1", 0))
+        cfg.write_text(_config(mosquitto, taken.getsockname()[1]))  # valid, but its UDP port is another's
+        assert _restart(probe, 1)["status"] == "ok"
+        probe.clear()
+        assert probe.wait_for(lambda ms: any(m.topic == "ruview/bridge/health" and m.json()["run"] != first
+                                             and m.json()["extensions"]["nodes"]["state"] == "running"
+                                             for m in ms), 30, "running again, on the configuration that ran")
+        assert proc.poll() is None
+    finally:
+        taken.close()
+        probe.close()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "the new configuration could not start" in out and "Traceback" not in out, out[-3000:]

@@ -155,21 +155,28 @@ def _copy(value: Any) -> Any:
 
 MAX_FILE_BYTES = 1 << 20  # a config.yaml is a few KB; anything near this is a mistake or an attack
 MAX_VALUES = 100_000  # values after YAML aliases are expanded (a 657-byte alias bomb makes millions)
+MAX_EXPANDED_BYTES = 4 << 20  # text after aliases are expanded (one long string aliased many times)
+MAX_DEPTH = 64  # nesting: a config is a few levels deep; thousands would recurse everywhere after this
 
 
-def _expanded_size(value: Any, budget: int) -> int:
-    """Values in `value` with every alias expanded, counting down from budget; stops below 0.
-    Shared (aliased) nodes are counted each time they are used: that is what the bridge would copy."""
-    stack = [value]
-    while stack and budget >= 0:
-        item = stack.pop()
+def _expanded_size(value: Any, budget: int, text_budget: int = MAX_EXPANDED_BYTES) -> int:
+    """Values in `value` with every alias expanded, counting down from budget; stops below 0 (also
+    when their text passes text_budget bytes). Shared (aliased) nodes are counted each time they are
+    used: that is what the bridge would copy, publish and keep."""
+    stack = [(value, 0)]
+    while stack and budget >= 0 and text_budget >= 0:
+        item, depth = stack.pop()
         budget -= 1
+        if depth > MAX_DEPTH:
+            return -1
         if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend((k, depth + 1) for k in item.keys())
+            stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
-    return budget
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, (str, bytes)):
+            text_budget -= len(item)
+    return budget if text_budget >= 0 else -1
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -185,6 +192,8 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(source, ["cannot read: not UTF-8 text"]) from None
+    except RecursionError:
+        raise ConfigError(source, ["is nested too deeply: not a configuration file"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
@@ -194,7 +203,8 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ConfigError(source, ["is empty: give at least the broker (mqtt: url: ...), or start without "
                                    "--config for the built-in defaults"])
     if _expanded_size(raw, MAX_VALUES) < 0:
-        raise ConfigError(source, [f"expands to over {MAX_VALUES:,} values (YAML aliases?): not a configuration"])
+        raise ConfigError(source, [f"expands to over {MAX_VALUES:,} values or {MAX_EXPANDED_BYTES >> 20} MiB of text, "
+                                   f"or nests over {MAX_DEPTH} deep (YAML aliases?): not a configuration"])
     return raw
 
 
