@@ -15,10 +15,11 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from bridge.core.store import FILE_NAME, SCHEMA_VERSION, lock_path
+from bridge.core.store import SCHEMA, FILE_NAME, SCHEMA_VERSION, lock_path
 
 
 def _store_path(config: Any) -> Path:
@@ -38,9 +39,36 @@ def _schema_of(path: Path) -> int:
             db.execute("SELECT scope, key, value FROM settings LIMIT 1").fetchall()
     except sqlite3.Error as exc:
         raise ValueError(f"{path} is not a ruview-bridge state store ({exc})") from None
-    if row is None:
+    if row is None or not str(row[0]).isdigit():
         raise ValueError(f"{path} is not a ruview-bridge state store (no schema)")
     return int(row[0])
+
+
+MAX_ROWS = 100_000  # a state store holds a few hundred settings
+
+
+def _copy_settings(backup: Path, into: Path) -> None:
+    """A fresh store (our schema, nothing else: no trigger or view a backup file may carry) with the
+    backup's settings, each a JSON value; messages of another time are not taken."""
+    with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as source:
+        rows = source.execute(f"SELECT scope, key, value, updated FROM settings LIMIT {MAX_ROWS + 1}").fetchall()
+    if len(rows) > MAX_ROWS:
+        raise ValueError(f"{backup} holds over {MAX_ROWS:,} settings: not a state store this bridge wrote")
+    kept = []
+    for scope, key, value, updated in rows:
+        if not (isinstance(scope, str) and isinstance(key, str) and isinstance(value, (bytes, str))
+                and isinstance(updated, (int, float))):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            print(f"ruview-bridge: skipped {scope}/{key[:80]}: not a JSON value", file=sys.stderr)
+            continue
+        kept.append((scope, key, value if isinstance(value, bytes) else value.encode(), float(updated)))
+    with sqlite3.connect(into) as copy:
+        copy.executescript(SCHEMA)
+        copy.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        copy.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?, ?, ?)", kept)
 
 
 def cmd_show(args: argparse.Namespace, config: Any) -> int:
@@ -56,7 +84,10 @@ def cmd_show(args: argparse.Namespace, config: Any) -> int:
         return _fail(str(exc))
     shown: dict[str, dict[str, Any]] = {}
     for scope, key, value in settings:
-        shown.setdefault(scope, {})[key] = json.loads(value)
+        try:
+            shown.setdefault(str(scope), {})[str(key)] = json.loads(value)
+        except (ValueError, TypeError):
+            shown.setdefault(str(scope), {})[str(key)] = "(not a JSON value: ignored by the bridge)"
     print(json.dumps({"file": str(path), "settings": shown, "messages_waiting_for_the_broker": waiting},
                      indent=2, ensure_ascii=False))
     return 0
@@ -68,15 +99,17 @@ def cmd_backup(args: argparse.Namespace, config: Any) -> int:
         return _fail(f"{path}: no state store yet (the bridge makes it on its first start)")
     if target.exists() and not args.force:
         return _fail(f"{target} exists; give another file or --force")
-    partial = target.with_name(f".{target.name}.partial")
+    partial: Path | None = None
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.close(fd)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
+        os.close(fd)  # a new file of ours, 0600: never one planted there (a symlink, a wider mode)
+        partial = Path(name)
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as source, sqlite3.connect(partial) as copy:
             source.backup(copy)
         os.replace(partial, target)
     except (OSError, sqlite3.Error) as exc:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         return _fail(f"backup of {path} to {target} failed: {getattr(exc, 'strerror', None) or exc}")
     print(f"{path} backed up to {target}", file=sys.stderr)
     return 0
@@ -97,18 +130,18 @@ def cmd_restore(args: argparse.Namespace, config: Any) -> int:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return _fail(f"a bridge is running on {path.parent}: stop it, then restore")
-        partial = path.with_name(f".{path.name}.restoring")
+        partial: Path | None = None
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".restoring", dir=path.parent)
             os.close(fd)
-            with sqlite3.connect(f"file:{backup}?mode=ro", uri=True) as source, sqlite3.connect(partial) as copy:
-                source.backup(copy)
-                copy.execute("DELETE FROM outbox")  # messages of another time are not sent again
+            partial = Path(name)
+            _copy_settings(backup, partial)
             for stale in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
                 stale.unlink(missing_ok=True)
             os.replace(partial, path)
-        except (OSError, sqlite3.Error) as exc:
-            partial.unlink(missing_ok=True)
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            if partial is not None:
+                partial.unlink(missing_ok=True)
             return _fail(f"restore of {backup} into {path} failed, nothing changed: "
                          f"{getattr(exc, 'strerror', None) or exc}")
     finally:

@@ -57,3 +57,34 @@ def test_backup_while_running_restore_only_when_stopped_and_show(tmp_path):
         assert nodes.get(10) is None, "what was set after the backup is gone"
     finally:
         bridge.stop()
+
+
+def test_a_restore_takes_only_settings_never_a_backups_triggers_views_or_bad_values(tmp_path):
+    import sqlite3
+    bridge = _bridge()
+    try:
+        _register(bridge, 9, "attic")
+    finally:
+        bridge.stop()
+    hostile = tmp_path / "hostile.db"
+    assert _state("backup", str(hostile), cwd=tmp_path).returncode == 0
+    with sqlite3.connect(hostile) as db:
+        db.execute("INSERT INTO settings VALUES ('bridge', 'log_level', x'ff00', 0)")
+        db.execute("CREATE TRIGGER undo AFTER INSERT ON settings BEGIN DELETE FROM settings; END")
+        db.execute("CREATE VIEW v AS SELECT 1")
+        db.execute("INSERT INTO outbox (topic, payload, qos, retain, queued) VALUES "
+                   "('homeassistant/lock/front/config', x'7b7d', 1, 1, 0)")
+    restored = _state("restore", str(hostile), cwd=tmp_path)
+    assert restored.returncode == 0 and "skipped bridge/log_level" in restored.stderr, restored.stderr
+    shown = json.loads(_state("show", cwd=tmp_path).stdout)
+    assert shown["messages_waiting_for_the_broker"] == 0
+    with sqlite3.connect(shown["file"]) as db:
+        kinds = db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')").fetchall()
+    assert kinds == [], kinds
+    bridge = _bridge()
+    try:
+        _register(bridge, 10, "cellar")  # a trigger would have wiped the settings here
+        nodes = bridge.extension("nodes").registry
+        assert nodes.get(9).name == "attic"
+    finally:
+        bridge.stop()

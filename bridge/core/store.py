@@ -29,7 +29,7 @@ log = logging.getLogger("bridge.store")
 
 FILE_NAME = "state.db"
 SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (
     scope TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, updated REAL NOT NULL,
@@ -148,7 +148,7 @@ class StateStore:
     def _prepare(self, db: sqlite3.Connection) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # "ok" means on disk, power cut or not
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
         found = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if found is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -172,7 +172,7 @@ class StateStore:
                 return db
             self.complete = False
         db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
         return db
 
     def close(self) -> None:
