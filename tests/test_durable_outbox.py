@@ -141,3 +141,17 @@ def test_an_outbox_overflow_forgets_the_dropped_rows(make_config):
         assert kept == list(range(15 - len(kept), 15)), kept  # the oldest went, from disk too
     finally:
         bridge.stop()
+
+
+def test_an_earlier_runs_messages_wait_while_the_store_cannot_be_written(tmp_path, caplog):
+    """Sent from a store that cannot forget them, they would go again at every start (and the
+    directory may be another running bridge's)."""
+    from bridge.core.supervisor import Supervisor
+    from bridge.mqtt.keeper import OutboxKeeper
+    store = StateStore.in_dir(tmp_path)
+    store.outbox_add([("ruview/event/a", b"1", 1, False)])
+    assert [m.topic for m in OutboxKeeper(store, Supervisor()).earlier()] == ["ruview/event/a"]
+    store.problem = f"{store.path}: cannot be written (it is read-only: make the directory writable)"
+    assert OutboxKeeper(store, Supervisor()).earlier() == []
+    assert any("stay in" in r.getMessage() for r in caplog.records)
+    store.close()

@@ -53,11 +53,17 @@ class OutboxKeeper:
         self._inbox.stop(timeout=10.0)
 
     def earlier(self) -> list[Outgoing]:
-        """What an earlier run queued and the broker never took, oldest first."""
+        """What an earlier run queued and the broker never took, oldest first. Not from a store that
+        cannot be written: sent, they could not be forgotten and would go again at every start (and
+        the directory may be another running bridge's: its messages are its own to send)."""
         try:
             rows = self.store.outbox_pending()
         except Exception as exc:  # a damaged file: the store said so at open; start without them
             log.error("could not read the messages an earlier run queued from %s: %s", self.store.path, exc)
+            return []
+        if rows and self.store.problem is not None:
+            log.warning("%d message(s) an earlier run queued stay in %s until it can be written", len(rows),
+                        self.store.path)
             return []
         return [Outgoing(q.topic, q.payload, q.qos, q.retain, row=q.row) for q in rows]
 
