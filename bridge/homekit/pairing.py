@@ -12,6 +12,7 @@ renames, moves of its nodes and restarts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import string
@@ -59,9 +60,19 @@ class PairingFiles:
             return Setup(data["pincode"], data["setup_id"])
         except (OSError, ValueError, KeyError, TypeError):
             setup = new_setup()
-            fd = os.open(self.setup_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(orjson.dumps({"pincode": setup.pincode, "setup_id": setup.setup_id}))
+            tmp = self.setup_file.with_name(f".{self.setup_file.name}.tmp")
+            try:  # whole or not at all: a full disk must not leave an empty code file behind
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(orjson.dumps({"pincode": setup.pincode, "setup_id": setup.setup_id}))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self.setup_file)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise RuntimeError(f"cannot save the HomeKit setup code to {self.setup_file} "
+                                   f"({exc.strerror or exc}): free space or make the directory writable") from None
             return setup
 
     def paired_clients(self) -> list[str]:

@@ -183,9 +183,22 @@ class Driver(AccessoryDriver):
         self._srp_verifier = FixedLengthSrpServer(CONTEXT, b"Pair-Setup", self.state.pincode)
 
     def unpair(self, client_uuid: Any) -> None:
-        """Remove the pairing, then (once the removal's answer is on its way: this runs inside the
-        request) close every session of that controller."""
+        """Remove the pairing and save that before the controller is answered; then (once the answer
+        is on its way: this runs inside the request) close every session of that controller. A removal
+        the state directory cannot keep is undone and raised: the controller is told it failed, rather
+        than told "removed" by a bridge that pairs it again at the next start."""
+        state = self.state
+        before = (dict(state.paired_clients), {k: dict(v) for k, v in state.client_properties.items()},
+                  dict(state.uuid_to_bytes), dict(state.accessory_states))
         super().unpair(client_uuid)
+        try:
+            self.persist()
+        except OSError as exc:
+            state.paired_clients, state.client_properties, state.uuid_to_bytes, state.accessory_states = before
+            log.error("homekit: removing pairing %s refused: it cannot be saved to %s (%s); free space or make "
+                      "the directory writable, then remove it again", client_uuid, self.persist_file,
+                      exc.strerror or exc)
+            raise
         self.loop.call_soon(self.close_sessions, client_uuid)
 
     # what was paired is on disk before the controller is told so

@@ -432,3 +432,41 @@ async def unpair_by_request(s: Session) -> dict:
     s.start_bridge(devices={1: KITCHEN})
     result["after_restart"] = s.info()["paired_clients"]
     return result
+
+
+async def removal_not_saved(s: Session) -> dict:
+    """A controller removed in the Home app while the state file cannot be written: the removal is
+    refused (not answered "removed" and paired again at the next start); once it can be, it sticks."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    s.start_bridge(devices={1: KITCHEN})
+    admin = await s.pair("admin")
+    key = Ed25519PrivateKey.generate()
+    ltpk = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    guest_id = str(uuid.uuid4())
+    await admin.add_pairing(guest_id, ltpk, "User")
+    result: dict = {"before": s.info()["paired_clients"]}
+    blocker = Path(s.state_dir) / ".homekit.state.tmp"
+    blocker.mkdir()
+    try:
+        await admin.remove_pairing(guest_id)
+        result["blocked_answer"] = "removed"
+    except Exception as exc:
+        result["blocked_answer"] = type(exc).__name__
+    admin = await retrying(lambda: _reconnected(s, admin), 10)
+    result["listed_while_blocked"] = sorted(p["pairingId"] for p in await admin.list_pairings())
+    result["guest_id"] = guest_id
+    blocker.rmdir()
+    await admin.remove_pairing(guest_id)
+    result["listed_after"] = sorted(p["pairingId"] for p in await admin.list_pairings())
+    await admin.close()
+    s.bridge.stop()
+    s.start_bridge(devices={1: KITCHEN})
+    result["after_restart"] = s.info()["paired_clients"]
+    return result
+
+
+async def _reconnected(s: Session, pairing):
+    """The admin's pairing, reconnected if the refused request closed its session."""
+    await pairing.list_pairings()
+    return pairing

@@ -193,3 +193,14 @@ def test_one_controller_removed_by_request_loses_its_session_and_stays_removed(s
     assert result["removed"]["status"] == "ok" and result["removed"]["data"]["paired_clients"] == 0, result["removed"]
     assert result["closed"] is True and result["after"] != "answered"
     assert result["after_restart"] == 0
+
+
+def test_a_removal_in_the_home_app_that_cannot_be_saved_is_refused_and_sticks_once_it_can(scenario):
+    result = scenario("removal_not_saved")
+    assert result["before"] == 2
+    assert result["blocked_answer"] != "removed"
+    assert result["guest_id"].upper() in [p.upper() for p in result["listed_while_blocked"]], "nothing changed"
+    assert result["guest_id"].upper() not in [p.upper() for p in result["listed_after"]]
+    assert result["after_restart"] == 1
+    said = [line for line in result["_log"].splitlines() if "removing pairing" in line and "refused" in line]
+    assert len(said) == 1 and "ERROR" in said[0], said
