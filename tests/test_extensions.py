@@ -234,11 +234,11 @@ def test_the_node_beat_and_a_serial_reader_outlive_an_unexpected_exception(mosqu
     bridge, ext, port = node_bridge(mosquitto, offline_after=1)
     real_flush, failures = ext.pipeline.flush_due, {"n": 0}
 
-    def flush_that_fails_once(now):
+    def flush_that_fails_once(now, idle=None):
         if failures["n"] == 0:
             failures["n"] += 1
             raise RuntimeError("a bug in a flush")
-        return real_flush(now)
+        return real_flush(now, idle)
 
     errors = ext.ctx.inbox.errors
     ext.pipeline.flush_due = flush_that_fails_once

@@ -286,7 +286,7 @@ async def concurrent_pair_setup(s: Session) -> dict:
 
 NAMES_DEVICES = {1: {"name": "kitchen-node", "room": "Küche/Essen (oben)"},
                  2: {"name": "garage_node"},  # no room: a room of its own, named by the node
-                 3: {"room": "  _Kid's_Room #2 🎉 "},
+                 3: {"room": "_Kid's_Room #2 🎉"},
                  5: {"room": "🎉"}}
 
 

@@ -61,7 +61,7 @@ def test_bridge_register_request_names_a_known_node_and_refuses_conflicts(mosqui
     state = probe.wait_topic("ruview/node/study").json()
     assert state["room"] == "Study" and state["privacy_class"] == "restricted"
     assert probe.on("ruview/node/node_2")[-1].payload == b""          # old name cleared
-    with pytest.raises(RegisterError, match="already named 'study'"):
+    with pytest.raises(RegisterError, match="has or will have the name 'study'"):
         register_with_bridge(*_plain(mosquitto), Registration(1, "study", None, None))
     with pytest.raises(RegisterError, match="privacy rule 4"):
         register_with_bridge(*_plain(mosquitto), Registration(2, None, None, "anonymous"))
