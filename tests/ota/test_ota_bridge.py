@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +189,20 @@ def test_a_removed_node_loses_its_entities(fleet, tmp_path):
     assert wait_until(lambda: mqtt.on(topic)[-1].payload == b"", 5)
     assert mqtt.on("homeassistant/button/ruview_ruview_node_1/recalibrate/config")[-1].payload == b""
     assert mqtt.on("ruview/node/node_1/ota")[-1].payload == b""
+
+
+@pytest.mark.slow
+def test_a_rollout_started_in_the_frontend_is_followed_to_its_end(fleet, tmp_path):
+    """The frontend's Updates page (issue 36): releases, each node's version, a rollout started with
+    "Update all nodes" (the node/ota verb) and its progress until every node is verified."""
+    from tests.http.test_frontend import browse
+    _release(tmp_path, "1.1.0")
+    bridge, mqtt, nodes = fleet(2, http=True)
+    url = f"http://127.0.0.1:{bridge.config.http.port}/"
+    assert wait_until(lambda: len(bridge.api.handle("node/ota_status", {})["data"]["installed"]) == 2, 15)
+    shots = os.environ.get("RUVIEW_SCREENSHOTS")  # RUVIEW_SCREENSHOTS=docs: the picture in docs/http.md
+    seen = browse(url, "updates", version="1.1.0", shots=str(Path(shots).resolve()) if shots else None)
+    assert "1.1.0" in seen["releases"] and "1.0.0" in seen["before"], seen
+    assert "to 1.1.0: done" in seen["state"], seen["state"]
+    assert all(n.version == "1.1.0" for n in nodes)
+    assert seen["after"].count("1.1.0") >= 2 and "verified" in seen["after"], seen["after"]

@@ -10,6 +10,7 @@ import {PluginsPage} from "./plugins.js";
 import {HomeKitPage} from "./homekit.js";
 import {AssistPage} from "./assist.js";
 import {LogsPage} from "./logs.js";
+import {UpdatesPage} from "./updates.js";
 
 class App {
   constructor() {
@@ -81,9 +82,9 @@ class App {
       if (section === "nodes" && name) { page = new NodePage(this, name); this.show(page); await page.load(); return; }
       if (section === "nodes") { await this.refresh(); this.page = "nodes"; this.swap(nodesTable(this)); return; }
       page = {home: this.home, plugins: new PluginsPage(this), homekit: new HomeKitPage(this),
-              assist: this.assist || (this.assist = new AssistPage(this)), logs: this.logs, updates: null}[section];
+              assist: this.assist || (this.assist = new AssistPage(this)), logs: this.logs,
+              updates: new UpdatesPage(this)}[section];
       if (page === undefined) { this.swap(el("p", {}, "No such page. ", el("a", {href: "#/home"}, "Home"))); return; }
-      if (page === null) { this.page = "updates"; this.swap(updatesPage()); return; }
       this.show(page);
       if (page === this.home) this.home.show(await this.refresh());
       else if (page.load) await page.load();
@@ -116,12 +117,6 @@ class App {
       }}, field("API token or password", secret, "RUVIEW_API_TOKEN, or the password behind http.password_hash"),
         el("button", {type: "submit"}, "Log in"), result)));
   }
-}
-
-function updatesPage() {
-  return el("section", {"aria-labelledby": "updates-title"}, el("h2", {id: "updates-title"}, "Updates"),
-    el("p", {}, "Over-the-air updates of the nodes come here: releases, each node's version and a rollout with its progress."),
-    el("p", {class: "muted"}, "Not in this version of the bridge yet. Each node's firmware version is on the Nodes page."));
 }
 
 document.getElementById("logout").addEventListener("click", async () => { await api.logout(); location.reload(); });
