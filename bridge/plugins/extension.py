@@ -48,6 +48,7 @@ from bridge.plugins.permissions import Permissions
 from bridge.plugins.runtime import Runtime, check_module
 
 MAX_MODULE_BYTES = 16 * 1024 * 1024
+MAX_ENTRY_BYTES = 64 * 1024  # entry data a request may give a plugin
 UNLOADED, LOADED_DIRS = "unloaded", "loaded_dirs"  # what plugin/unload and plugin/load asked for (state store)
 TICK = 1.0  # seconds between time_changed events
 REASON_MAX = 1000  # characters of a rejection reason kept, published and audited
@@ -119,7 +120,8 @@ class PluginsExtension(Extension[PluginsConfig]):
             crash_window=self.cfg.crash_window, backoff=self.cfg.restart_backoff, local_only=not self._alone)
         ctx.listen(EventFired, self._on_event)  # state changes go straight to each plugin's inbox (_activate)
         for verb, handler in (("plugin/list", self._req_list), ("plugin/load", self._req_load),
-                              ("plugin/unload", self._req_unload), ("plugin/reload", self._req_reload)):
+                              ("plugin/unload", self._req_unload), ("plugin/reload", self._req_reload),
+                              ("plugin/configure", self._req_configure)):
             ctx.register_request(verb, handler, scope="instance")
         ctx.add_health("plugins", lambda: {d: self.health_of(p) for d, p in sorted(self.plugins.items())})
         ctx.add_health("plugins_disk", self._disk_health)  # a full or read-only disk, said here (audit.py)
@@ -269,7 +271,7 @@ class PluginsExtension(Extension[PluginsConfig]):
         problem = self._grant_problem(manifest)
         if problem:
             raise PluginError(f"{source}: {problem}")
-        problem = entry_problem(manifest.config_schema, self.cfg.entries.get(manifest.domain, {}), manifest.domain)
+        problem = entry_problem(manifest.config_schema, self._entry_data(manifest.domain), manifest.domain)
         if problem:  # the data setup_entry would get breaks the signed config_schema (schema.py)
             raise PluginError(f"{source}: {problem}")
         try:
@@ -568,7 +570,16 @@ class PluginsExtension(Extension[PluginsConfig]):
 
     def _config_entry(self, manifest: Manifest) -> dict[str, Any]:
         return {"entry_id": manifest.domain, "domain": manifest.domain, "title": manifest.name,
-                "data": self.cfg.entries.get(manifest.domain, {}), "options": {}, "version": 1}
+                "data": self._entry_data(manifest.domain), "options": {}, "version": 1}
+
+    def _entry_data(self, domain: str) -> Any:
+        """A plugin's entry data: what plugin/configure stored, while plugins.entries still says what it
+        said then (editing config.yaml afterwards wins); otherwise plugins.entries'."""
+        configured = self.cfg.entries.get(domain, {})
+        kept = self.ctx.store.get(f"entry/{domain}")
+        if isinstance(kept, dict) and "data" in kept and kept.get("config") == configured:
+            return kept["data"]
+        return configured
 
     # ------------------------------------------------------------ bridge requests
 
@@ -623,6 +634,24 @@ class PluginsExtension(Extension[PluginsConfig]):
 
     def _req_reload(self, request: dict[str, Any]) -> "Future[dict[str, Any]]":
         return _status_later(self.reload(self._domain_arg(request)))
+
+    def _req_configure(self, request: dict[str, Any]) -> "Future[dict[str, Any]]":
+        """New entry data for a loaded plugin: checked against its signed config_schema (every
+        problem at once), kept in the state store, then the plugin reloaded with it."""
+        domain = self._domain_arg(request)
+        data = request.get("data")
+        if not isinstance(data, dict):
+            raise ApiError('give the entry data: {"domain": "...", "data": {...}}')
+        if len(orjson.dumps(data)) > MAX_ENTRY_BYTES:
+            raise ApiError(f"the entry data is over {MAX_ENTRY_BYTES // 1024} KiB")
+        problem = entry_problem(self.plugins[domain].manifest.config_schema, data, domain)
+        if problem:
+            raise ApiError(problem)
+        try:
+            self.ctx.store.put(f"entry/{domain}", {"data": data, "config": self.cfg.entries.get(domain, {})})
+        except StoreError as exc:
+            raise ApiError(f"not changed: {exc}") from None
+        return _status_later(self.reload(domain))
 
 
 def _status_later(loading: "Future[Plugin]") -> "Future[dict[str, Any]]":

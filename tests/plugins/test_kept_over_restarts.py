@@ -52,3 +52,39 @@ def test_an_unloaded_plugin_stays_unloaded_and_a_loaded_one_stays_loaded(tmp_pat
         assert wait_until(lambda: {"kept", "extra"} <= set(host.plugins), 10), host.plugins
     finally:
         bridge.stop()
+
+
+ENTRY = {"sensor": "sensor.hall_temperature", "high": 26, "low": 24, "alert": "binary_sensor.hall_too_warm"}
+
+
+def test_entry_data_given_over_the_api_is_checked_kept_and_reloads_the_plugin(tmp_path):
+    publisher = Publisher(tmp_path)
+    plugins = tmp_path / "plugins"
+    publisher.install("threshold-alert", plugins)
+
+    def start():
+        bridge, _ = in_process({"plugins": {
+            "enabled": True, "dirs": [str(plugins)], "trusted_keys": [publisher.public], "watch": False,
+            "cache_dir": str(tmp_path / "cache"), "audit_log": str(tmp_path / "audit.jsonl"),
+            "entries": {"threshold_alert": ENTRY}}}, [PluginsExtension()])
+        return bridge, bridge.extension("plugins")
+
+    bridge, host = start()
+    try:
+        assert wait_until(lambda: "threshold_alert" in host.plugins, 10)
+        refused = bridge.api.handle("plugin/configure", {"domain": "threshold_alert",
+                                                         "data": {**ENTRY, "high": "warm", "sensor": "hall"}})
+        assert refused["status"] == "error" and ".high: expected a number" in refused["error"] \
+            and ".sensor:" in refused["error"], refused
+        assert host._entry_data("threshold_alert") == ENTRY, "a refused request changes nothing"
+        answer = _ok(bridge, "plugin/configure", domain="threshold_alert", data={**ENTRY, "high": 30})
+        assert answer["state"] == "running"
+        assert host._config_entry(host.plugins["threshold_alert"].manifest)["data"]["high"] == 30
+    finally:
+        bridge.stop()
+    bridge, host = start()
+    try:
+        assert wait_until(lambda: "threshold_alert" in host.plugins, 10)
+        assert host._entry_data("threshold_alert")["high"] == 30, "kept over a restart"
+    finally:
+        bridge.stop()
