@@ -43,6 +43,7 @@ from bridge.plugins.config import PluginsConfig
 from bridge.plugins.host import LINGER, HostServices, Plugin
 from bridge.plugins.files import PluginFileError, read_bounded
 from bridge.plugins.schema import entry_problem
+from bridge.plugins.schema import form as schema_form
 from bridge.plugins.manifest import MANIFEST, Manifest, ManifestError, load_manifest
 from bridge.plugins.permissions import Permissions
 from bridge.plugins.runtime import Runtime, check_module
@@ -584,7 +585,8 @@ class PluginsExtension(Extension[PluginsConfig]):
     # ------------------------------------------------------------ bridge requests
 
     def _req_list(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"plugins": [{**p.status(), **self.health_of(p)} for _, p in sorted(self.plugins.items())],
+        return {"plugins": [{**p.status(), **self.health_of(p), "config_form": schema_form(p.manifest.config_schema),
+                             "entry": self._entry_data(d)} for d, p in sorted(self.plugins.items())],
                 "rejected": [s for _, s in sorted(self.rejected.items())]}
 
     def _domain_arg(self, request: dict[str, Any]) -> str:

@@ -250,15 +250,20 @@ def whole_home(mosquitto, frontend, make_probe, tmp_path):
 def test_load_and_unload_a_plugin_in_the_page_and_the_audit_chain_is_verified(whole_home, make_probe, mosquitto):
     bridge, url, udp, plugin = whole_home
     probe = make_probe(mosquitto, "ruview/plugin/+/status", "ruview/plugin/+/audit")
-    seen = browse(url, "plugins", path=str(plugin), domain="threshold_alert")
+    seen = browse(url, "plugins", path=str(plugin), domain="threshold_alert",
+                  setting={"label": "On above", "bad": "", "good": 31})
     assert "running" in seen["loaded"] and "trust: signed" in seen["loaded"], seen
     assert "Permissions (its manifest): state:read:sensor.*, state:write:binary_sensor.*, entity:register" \
         in seen["loaded"], seen
     assert seen["load_status"] == "Loaded." and seen["unload_status"] == "Unloaded threshold_alert.", seen
     assert "running" in seen["reloaded"], seen
+    # the settings form drawn from the signed config_schema: an empty "On above" refused by the schema
+    assert "high: required, and missing" in seen["setting_refused"], seen
+    assert seen["setting_saved"].startswith("Saved threshold_alert's settings"), seen
+    assert bridge.extension("plugins")._entry_data("threshold_alert")["high"] == 31
     actions = [m.json()["action"] for m in probe.messages if m.topic.endswith("/audit")]
-    # the page's three clicks were the plugin/* requests, nothing else
-    assert actions == ["load", "unload", "load", "unload"], actions  # a reload is an unload and a load
+    # the page's clicks were the plugin/* requests, nothing else (a reload, and a save, is an unload and a load)
+    assert actions == ["load", "unload", "load", "unload", "load", "unload"], actions
     assert seen["audit"].startswith(f"Chain verified: {len(actions)} records"), (seen, actions)
     assert probe.wait_topic("ruview/plugin/threshold_alert/status", match=lambda m: m.json()["state"] == "stopped")
     assert bridge.extension("plugins").plugins == {}

@@ -93,6 +93,18 @@ const scenarios = {
     await page.waitForFunction(d => document.querySelector("[role=status]").innerText === `Reloaded ${d}.`, spec.domain, T);
     await card.waitFor(T);
     out.reloaded = await card.innerText();
+    if (spec.setting) {  // the settings form drawn from the plugin's config_schema: a refusal, then a save
+      await card.getByText("Settings", { exact: true }).click();
+      await card.getByLabel(spec.setting.label).fill(String(spec.setting.bad));
+      await card.getByRole("button", { name: `Save ${spec.domain} settings` }).click();
+      await page.waitForFunction(() => document.querySelector("form.settings .result.bad"), null, T);
+      out.setting_refused = await card.locator("form.settings .result").innerText();
+      await card.getByLabel(spec.setting.label).fill(String(spec.setting.good));
+      await card.getByRole("button", { name: `Save ${spec.domain} settings` }).click();
+      await page.waitForFunction(d => document.querySelector("[role=status]").innerText.startsWith(`Saved ${d}`),
+                                 spec.domain, T);
+      out.setting_saved = await page.getByRole("status").first().innerText();
+    }
     await page.getByRole("button", { name: `Unload ${spec.domain}` }).click();
     await card.waitFor({ state: "detached", ...T });
     out.unload_status = await page.getByRole("status").first().innerText();

@@ -52,7 +52,13 @@ export class PluginsPage {
           }}, "Reload"),
           el("button", {type: "button", class: "danger", "aria-label": `Unload ${p.domain}`, onclick: async () => {
             say(this.result, await request("plugin/unload", {domain: p.domain}), `Unloaded ${p.domain}.`); await this.load();
-          }}, "Unload"))));
+          }}, "Unload")),
+        settingsForm(p, async data => {
+          const answer = await request("plugin/configure", {domain: p.domain, data});
+          say(this.result, answer, `Saved ${p.domain}'s settings; it runs with them now.`);
+          if (answer.status === "ok") await this.load();
+          return answer;
+        })));
     }
     for (const p of d.rejected || []) {
       r.append(el("article", {class: "card plugin"}, el("h3", {}, p.name || p.domain),
@@ -70,4 +76,55 @@ export class PluginsPage {
           el("td", {}, Object.entries(rec).filter(([k]) => !["time", "plugin", "action", "prev"].includes(k))
             .map(([k, v]) => `${k}: ${short(typeof v === "string" ? v : JSON.stringify(v))}`).join("; "))))))));
   }
+}
+
+// A plugin's settings, drawn from its signed config_schema (the form plugin/list carries): each field
+// labelled with its title or path; Save sends plugin/configure, which checks it against the schema.
+function settingsForm(p, save) {
+  const fields = (p.config_form && p.config_form.fields) || [];
+  if (!fields.length) return null;
+  const entry = p.entry || {};
+  const read = path => path.split(".").reduce((o, k) => (o && typeof o === "object" ? o[k] : undefined), entry);
+  const inputs = fields.map(f => {
+    const value = read(f.path) ?? f.default;
+    let input;
+    if (f.widget === "select") {
+      input = el("select", {name: f.path}, (f.enum || []).map(v => el("option", {value: JSON.stringify(v),
+        selected: JSON.stringify(v) === JSON.stringify(value)}, String(v))));
+    } else if (f.widget === "checkbox") {
+      input = el("input", {type: "checkbox", name: f.path, checked: value === true});
+    } else if (f.widget === "number") {
+      input = el("input", {type: "number", name: f.path, step: "any", value: value ?? "",
+                           min: f.minimum, max: f.maximum});
+    } else if (f.widget === "json") {
+      input = el("textarea", {name: f.path, rows: "2"}, value === undefined ? "" : JSON.stringify(value));
+    } else {
+      input = el("input", {name: f.path, autocomplete: "off", value: value ?? "",
+                           placeholder: f.widget === "entity" ? `${f.domain || "sensor"}.…` : ""});
+    }
+    return {f, input};
+  });
+  const result = el("p", {class: "result", role: "status"});
+  const form = el("form", {class: "settings", onsubmit: async e => {
+    e.preventDefault();
+    const data = {};
+    for (const {f, input} of inputs) {
+      let v;
+      if (f.widget === "checkbox") v = input.checked;
+      else if (f.widget === "select") v = JSON.parse(input.value);
+      else if (f.widget === "number") v = input.value === "" ? undefined : Number(input.value);
+      else if (f.widget === "json") { try { v = input.value === "" ? undefined : JSON.parse(input.value); } catch { v = input.value; } }
+      else v = input.value === "" ? undefined : input.value;
+      if (v === undefined) continue;
+      const keys = f.path.split(".");
+      let o = data;
+      for (const k of keys.slice(0, -1)) o = o[k] = o[k] || {};
+      o[keys[keys.length - 1]] = v;
+    }
+    const answer = await save(data);
+    result.textContent = answer.status === "ok" ? "Saved." : answer.error;
+    result.className = answer.status === "ok" ? "result good" : "result bad";
+  }}, inputs.map(({f, input}) => field(f.title || f.path, input, f.description)),
+    el("button", {type: "submit", "aria-label": `Save ${p.domain} settings`}, "Save settings"), result);
+  return el("details", {}, el("summary", {}, "Settings"), form);
 }
