@@ -184,24 +184,27 @@ class StateStore:
 
     # ------------------------------------------------------------ writing
 
-    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+    def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]], what: str = "the change was not stored"
+               ) -> list[int]:
+        """Run statements as one transaction, committed or not at all; their rows' ids (inserts).
+        Raises StoreError (said once per cause) when the disk or file refuses."""
         if self.problem is not None:
             raise self._failed(self.problem)
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, args in statements:
-                        self._db.execute(sql, args)
+                    rows = [self._db.execute(sql, args).lastrowid or 0 for sql, args in statements]
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
                         self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise self._failed(f"{self.path}: the change was not stored ({_what_to_do(exc)})") from None
+                raise self._failed(f"{self.path}: {what} ({_what_to_do(exc)})") from None
             self.writes += 1
             self.last_error = None
+        return rows
 
     def _failed(self, why: str) -> StoreError:
         self.failed_writes += 1
@@ -240,25 +243,9 @@ class StateStore:
 
     def outbox_add(self, messages: list[tuple[str, bytes, int, bool]]) -> list[int]:
         """Keep messages until the broker has them; their rows, in order. Raises StoreError."""
-        if self.problem is not None:
-            raise self._failed(self.problem)
         now = time.time()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = [self._db.execute("INSERT INTO outbox (topic, payload, qos, retain, queued) "
-                                             "VALUES (?, ?, ?, ?, ?)", (t, p, q, int(r), now)).lastrowid or 0
-                            for t, p, q, r in messages]
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:  # SQLite rolls back itself on some errors (a full disk)
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise self._failed(f"{self.path}: messages not kept ({_what_to_do(exc)})") from None
-        self.writes += 1
-        return rows
+        return self._write([("INSERT INTO outbox (topic, payload, qos, retain, queued) VALUES (?, ?, ?, ?, ?)",
+                             (t, p, q, int(r), now)) for t, p, q, r in messages], "messages not kept")
 
     def outbox_remove(self, rows: Iterable[int]) -> None:
         self._write([("DELETE FROM outbox WHERE id=?", (row,)) for row in rows])
